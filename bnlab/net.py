@@ -1,0 +1,147 @@
+"""A fully-connected network with an optional normalization layer before every ReLU.
+
+Architecture for L layers: {affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bnlab import layers
+
+NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")
+
+
+class FullyConnectedNet:
+    """The notebooks' FullyConnectedNet, float32 by default.
+
+    Args:
+        hidden_dims: the width of every hidden layer.
+        input_dim, num_classes: input features (3*32*32 for CIFAR-10) and classes.
+        dropout_keep_ratio: probability of keeping a hidden unit; 1 disables dropout.
+        normalization: None, 'batchnorm', 'layernorm' or 'groupnorm'.
+        num_groups: groups per hidden layer for 'groupnorm'; must divide every hidden width.
+        reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
+        weight_scale: standard deviation of the initial weights.
+        dtype: np.float32 to train fast, np.float64 for gradient checks.
+        seed, rng: where the initial weights and the dropout masks come from: a
+            np.random.RandomState, else one seeded with `seed`, else numpy's global RNG (so that
+            `np.random.seed(231)` before construction reproduces the notebooks' weights).
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        input_dim: int = 3 * 32 * 32,
+        num_classes: int = 10,
+        dropout_keep_ratio: float = 1.0,
+        normalization: str | None = None,
+        num_groups: int = 5,
+        reg: float = 0.0,
+        weight_scale: float = 1e-2,
+        dtype: type = np.float32,
+        seed: int | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}: expected one of {NORMALIZATIONS}")
+        if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
+            raise ValueError(f"num_groups={num_groups} must divide every hidden width {list(hidden_dims)}")
+        self.normalization = normalization
+        self.num_groups = num_groups
+        self.use_dropout = dropout_keep_ratio != 1
+        self.reg = reg
+        self.num_layers = 1 + len(hidden_dims)
+        self.dtype = dtype
+        if rng is None:
+            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
+        self.rng = rng
+
+        self.params: dict[str, np.ndarray] = {}
+        dims = [input_dim, *hidden_dims, num_classes]
+        for i in range(self.num_layers):
+            self.params[f"W{i + 1}"] = weight_scale * rng.randn(dims[i], dims[i + 1])
+            self.params[f"b{i + 1}"] = np.zeros(dims[i + 1])
+            if normalization is not None and i < self.num_layers - 1:
+                self.params[f"gamma{i + 1}"] = np.ones(dims[i + 1])
+                self.params[f"beta{i + 1}"] = np.zeros(dims[i + 1])
+        for name, value in self.params.items():
+            self.params[name] = value.astype(dtype)
+
+        self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": rng}
+        # One dict per batch-norm layer: it carries the running statistics between calls.
+        self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+        """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
+        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter.
+        """
+        mode = "test" if y is None else "train"
+        self.dropout_param["mode"] = mode
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+
+        h = X.reshape(X.shape[0], -1)
+        if h.dtype != self.dtype:
+            h = h.astype(self.dtype)
+        caches = []
+        for i in range(1, self.num_layers):
+            h, cache = self._hidden_forward(h, i)
+            caches.append(cache)
+        last = self.num_layers
+        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        if y is None:
+            return scores
+
+        loss, dscores = layers.softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
+        for i in range(self.num_layers - 1, 0, -1):
+            dh = self._hidden_backward(dh, caches[i - 1], i, grads)
+
+        for i in range(1, self.num_layers + 1):
+            w = self.params[f"W{i}"]
+            loss += 0.5 * self.reg * float(np.sum(w * w))
+            grads[f"W{i}"] += self.reg * w
+        return loss, grads
+
+    def _hidden_forward(self, x: np.ndarray, i: int):
+        """affine - [norm] - relu - [dropout] for hidden layer i (1-based)."""
+        p = self.params
+        h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
+        norm_cache = None
+        if self.normalization == "batchnorm":
+            h, norm_cache = layers.batchnorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        elif self.normalization == "layernorm":
+            h, norm_cache = layers.layernorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], {})
+        elif self.normalization == "groupnorm":
+            h, norm_cache = layers.groupnorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.num_groups, {})
+        h, relu_cache = layers.relu_forward(h)
+        dropout_cache = None
+        if self.use_dropout:
+            h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
+        return h, (affine_cache, norm_cache, relu_cache, dropout_cache)
+
+    def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+        """Backward of _hidden_forward; stores the parameter gradients in grads and returns dx,
+        except for the first layer, whose input gradient nobody needs (None)."""
+        affine_cache, norm_cache, relu_cache, dropout_cache = cache
+        if self.use_dropout:
+            dout = layers.dropout_backward(dout, dropout_cache)
+        dout = layers.relu_backward(dout, relu_cache)
+        if self.normalization == "batchnorm":
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.batchnorm_backward_alt(dout, norm_cache)
+        elif self.normalization == "layernorm":
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.layernorm_backward(dout, norm_cache)
+        elif self.normalization == "groupnorm":
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.groupnorm_backward(dout, norm_cache)
+        if i == 1:
+            # Skip dx = dout @ W1.T: as costly as the first layer's forward and never used.
+            x, _ = affine_cache
+            grads["W1"] = x.T @ dout
+            grads["b1"] = dout.sum(axis=0)
+            return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
+        return dx

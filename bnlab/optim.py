@@ -1,0 +1,84 @@
+"""First-order update rules, each `update(w, dw, config) -> (next_w, config)`.
+
+`config` holds the hyperparameters and the rule's state (velocity, moments); a missing
+hyperparameter takes the notebooks' default from DEFAULTS on the first call, and the same dict
+must be passed back on the next step. State arrays take the dtype of w; w itself is not modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Array = np.ndarray
+
+DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"learning_rate": 1e-2},
+    "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
+    "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
+    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+}
+
+
+def _with_defaults(rule: str, config: dict | None) -> dict:
+    config = {} if config is None else config
+    for key, value in DEFAULTS[rule].items():
+        config.setdefault(key, value)
+    return config
+
+
+def sgd(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
+    """Vanilla SGD: next_w = w - learning_rate * dw."""
+    config = _with_defaults("sgd", config)
+    return w - config["learning_rate"] * dw, config
+
+
+def sgd_momentum(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
+    """SGD with momentum: v = momentum * v - learning_rate * dw; next_w = w + v (v starts at 0)."""
+    config = _with_defaults("sgd_momentum", config)
+    v = config.get("velocity")
+    if v is None:
+        v = np.zeros_like(w)
+    v = config["momentum"] * v - config["learning_rate"] * dw
+    config["velocity"] = v
+    return w + v, config
+
+
+def rmsprop(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
+    """RMSProp: cache = decay_rate * cache + (1 - decay_rate) * dw**2 (cache starts at 0);
+    next_w = w - learning_rate * dw / (sqrt(cache) + epsilon).
+    """
+    config = _with_defaults("rmsprop", config)
+    cache = config.get("cache")
+    if cache is None:
+        cache = np.zeros_like(w)
+    cache = config["decay_rate"] * cache + (1 - config["decay_rate"]) * (dw * dw)
+    config["cache"] = cache
+    return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
+
+
+def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
+    """Adam with bias correction; t (starting at 0) is incremented before the correction.
+
+    m = beta1 * m + (1 - beta1) * dw;  v = beta2 * v + (1 - beta2) * dw**2
+    next_w = w - learning_rate * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + epsilon)
+    """
+    config = _with_defaults("adam", config)
+    m, v = config.get("m"), config.get("v")
+    if m is None:
+        m, v = np.zeros_like(w), np.zeros_like(w)
+    beta1, beta2 = config["beta1"], config["beta2"]
+    t = config["t"] = config.get("t", 0) + 1
+    # The moments are updated in place and the step reuses one buffer: few temporaries per call.
+    m *= beta1
+    m += (1 - beta1) * dw
+    v *= beta2
+    v += (1 - beta2) * (dw * dw)
+    config["m"], config["v"] = m, v
+    step = np.sqrt(v / (1 - beta2**t))
+    step += config["epsilon"]
+    np.divide(m, step, out=step)
+    step *= config["learning_rate"] / (1 - beta1**t)
+    return w - step, config
+
+
+UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}

@@ -1,0 +1,140 @@
+"""Minibatch training of a classification model, recording its histories.
+
+The model needs `params` (name -> array) and `loss(X, y=None)`, returning scores without labels
+and (loss, grads) with them, as FullyConnectedNet does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from bnlab import optim
+
+
+class Solver:
+    """Trains `model` on `data` with an update rule from bnlab.optim.
+
+    data: a dict with 'X_train', 'y_train', 'X_val', 'y_val'.
+    update_rule: 'sgd', 'sgd_momentum', 'rmsprop' or 'adam'; optim_config: its hyperparameters
+        (a copy is kept per parameter); lr_decay multiplies the learning rate after every epoch.
+    batch_size, num_epochs: each iteration trains on batch_size examples drawn with replacement;
+        an epoch is max(N // batch_size, 1) iterations.
+    num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
+        accuracy checks, which run before training, after every epoch and at the end.
+    rng: a np.random.RandomState for the minibatches; numpy's global RNG when None, as in the
+        notebooks, so a seeded notebook cell follows the same trajectory.
+    callback: called with a dict (epoch, num_epochs, iteration, num_iterations, loss, train_acc,
+        val_acc) after every accuracy check; the Solver itself never prints.
+
+    After train(): loss_history (one per iteration), train_acc_history, val_acc_history,
+    lr_history (one per check), best_val_acc, best_params (also loaded into the model), and
+    diverged (True when a loss became nan or inf and training stopped there).
+    """
+
+    def __init__(
+        self,
+        model,
+        data: dict[str, np.ndarray],
+        update_rule: str = "sgd",
+        optim_config: dict | None = None,
+        lr_decay: float = 1.0,
+        batch_size: int = 100,
+        num_epochs: int = 10,
+        num_train_samples: int | None = 1000,
+        num_val_samples: int | None = None,
+        check_batch_size: int = 1000,
+        rng: np.random.RandomState | None = None,
+        callback: Callable[[dict], None] | None = None,
+    ) -> None:
+        if update_rule not in optim.UPDATE_RULES:
+            raise ValueError(f"unknown update rule {update_rule!r}: expected one of {list(optim.UPDATE_RULES)}")
+        self.model = model
+        self.X_train, self.y_train = data["X_train"], data["y_train"]
+        self.X_val, self.y_val = data["X_val"], data["y_val"]
+        self.update_rule = optim.UPDATE_RULES[update_rule]
+        self.optim_config = {**optim.DEFAULTS[update_rule], **(optim_config or {})}
+        self.lr_decay = lr_decay
+        self.batch_size = batch_size
+        self.num_epochs = num_epochs
+        self.num_train_samples = num_train_samples
+        self.num_val_samples = num_val_samples
+        self.check_batch_size = check_batch_size
+        self.rng = rng if rng is not None else np.random.mtrand._rand
+        self.callback = callback
+        self._reset()
+
+    def _reset(self) -> None:
+        self.epoch = 0
+        self.best_val_acc = 0.0
+        self.best_params: dict[str, np.ndarray] = {}
+        self.loss_history: list[float] = []
+        self.train_acc_history: list[float] = []
+        self.val_acc_history: list[float] = []
+        self.lr_history: list[float] = []
+        self.diverged = False
+        self.optim_configs = {name: dict(self.optim_config) for name in self.model.params}
+
+    def _step(self) -> float:
+        """One minibatch: loss, gradients, and an update of every parameter."""
+        batch = self.rng.choice(self.X_train.shape[0], self.batch_size)
+        loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
+        for name, w in self.model.params.items():
+            self.model.params[name], self.optim_configs[name] = self.update_rule(
+                w, grads[name], self.optim_configs[name]
+            )
+        return loss
+
+    def check_accuracy(self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None) -> float:
+        """Fraction of X classified as y in test mode, on a random subset of num_samples if given."""
+        n = X.shape[0]
+        if num_samples is not None and n > num_samples:
+            subset = self.rng.choice(n, num_samples)
+            X, y, n = X[subset], y[subset], num_samples
+        correct = 0
+        for start in range(0, n, self.check_batch_size):
+            scores = self.model.loss(X[start : start + self.check_batch_size])
+            correct += int((scores.argmax(axis=1) == y[start : start + self.check_batch_size]).sum())
+        return correct / n
+
+    def _record_accuracy(self, iteration: int, num_iterations: int) -> None:
+        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        self.lr_history.append(next(iter(self.optim_configs.values()))["learning_rate"])
+        if val_acc > self.best_val_acc or not self.best_params:
+            self.best_val_acc = val_acc
+            self.best_params = {name: w.copy() for name, w in self.model.params.items()}
+        if self.callback is not None:
+            self.callback(
+                {
+                    "epoch": self.epoch,
+                    "num_epochs": self.num_epochs,
+                    "iteration": iteration,
+                    "num_iterations": num_iterations,
+                    "loss": self.loss_history[-1] if self.loss_history else None,
+                    "train_acc": train_acc,
+                    "val_acc": val_acc,
+                }
+            )
+
+    def train(self) -> None:
+        """Run the whole schedule (or until the loss diverges), then load the best parameters."""
+        iterations_per_epoch = max(self.X_train.shape[0] // self.batch_size, 1)
+        num_iterations = self.num_epochs * iterations_per_epoch
+        self._record_accuracy(0, num_iterations)
+        for t in range(num_iterations):
+            loss = self._step()
+            self.loss_history.append(loss)
+            if not math.isfinite(loss):
+                self.diverged = True
+                break
+            if (t + 1) % iterations_per_epoch == 0:
+                self.epoch += 1
+                self._record_accuracy(t + 1, num_iterations)
+                for config in self.optim_configs.values():
+                    config["learning_rate"] *= self.lr_decay
+        self.model.params = self.best_params
