@@ -7,6 +7,8 @@ must be passed back on the next step. State arrays take the dtype of w; w itself
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 Array = np.ndarray
@@ -68,17 +70,23 @@ def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
         m, v = np.zeros_like(w), np.zeros_like(w)
     beta1, beta2 = config["beta1"], config["beta2"]
     t = config["t"] = config.get("t", 0) + 1
-    # The moments are updated in place and the step reuses one buffer: few temporaries per call.
+    # Memory-bound: each line is a pass over all parameters, so the moments are updated in place
+    # and one scratch buffer serves every temporary and becomes next_w.
     m *= beta1
-    m += (1 - beta1) * dw
+    scratch = np.multiply(dw, 1 - beta1)
+    m += scratch
     v *= beta2
-    v += (1 - beta2) * (dw * dw)
+    np.multiply(dw, dw, out=scratch)
+    scratch *= 1 - beta2
+    v += scratch
     config["m"], config["v"] = m, v
-    step = np.sqrt(v / (1 - beta2**t))
-    step += config["epsilon"]
-    np.divide(m, step, out=step)
-    step *= config["learning_rate"] / (1 - beta1**t)
-    return w - step, config
+    # the bias corrections folded into scalars: sqrt(v / c2) = sqrt(v) / sqrt(c2)
+    np.sqrt(v, out=scratch)
+    scratch *= 1 / math.sqrt(1 - beta2**t)
+    scratch += config["epsilon"]
+    np.divide(m, scratch, out=scratch)
+    scratch *= config["learning_rate"] / (1 - beta1**t)
+    return np.subtract(w, scratch, out=scratch), config
 
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}

@@ -18,8 +18,9 @@ class Solver:
     """Trains `model` on `data` with an update rule from bnlab.optim.
 
     data: a dict with 'X_train', 'y_train', 'X_val', 'y_val'.
-    update_rule: 'sgd', 'sgd_momentum', 'rmsprop' or 'adam'; optim_config: its hyperparameters
-        (a copy is kept per parameter); lr_decay multiplies the learning rate after every epoch.
+    update_rule: 'sgd', 'sgd_momentum', 'rmsprop' or 'adam'; optim_config: its hyperparameters;
+        lr_decay multiplies the learning rate after every epoch. All parameters are updated as one
+        flat array (see _flatten_params); `optim_state` holds the rule's state.
     batch_size, num_epochs: each iteration trains on batch_size examples drawn with replacement;
         an epoch is max(N // batch_size, 1) iterations.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
@@ -50,7 +51,9 @@ class Solver:
         callback: Callable[[dict], None] | None = None,
     ) -> None:
         if update_rule not in optim.UPDATE_RULES:
-            raise ValueError(f"unknown update rule {update_rule!r}: expected one of {list(optim.UPDATE_RULES)}")
+            raise ValueError(
+                f"unknown update rule {update_rule!r}: expected one of {list(optim.UPDATE_RULES)}"
+            )
         self.model = model
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
@@ -75,16 +78,36 @@ class Solver:
         self.val_acc_history: list[float] = []
         self.lr_history: list[float] = []
         self.diverged = False
-        self.optim_configs = {name: dict(self.optim_config) for name in self.model.params}
+        self._flatten_params()
+        # The update rule's hyperparameters and state (moments, velocity) for the flat buffer.
+        self.optim_state = dict(self.optim_config)
+
+    def _flatten_params(self) -> None:
+        """Move every parameter into one contiguous buffer and leave views of it in model.params.
+
+        The update rules are elementwise, so one call on the buffer computes exactly what one call
+        per parameter would, with a fraction of the interpreter overhead (a net of 8 layers has 30
+        parameters).
+        """
+        params = self.model.params
+        dtypes = {w.dtype for w in params.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"all parameters must share one dtype to be trained together, got {dtypes}")
+        self._names = list(params)
+        self._flat = np.concatenate([params[name].ravel() for name in self._names])
+        offset = 0
+        for name in self._names:
+            shape, size = params[name].shape, params[name].size
+            params[name] = self._flat[offset : offset + size].reshape(shape)
+            offset += size
 
     def _step(self) -> float:
-        """One minibatch: loss, gradients, and an update of every parameter."""
+        """One minibatch: loss, gradients, and one update of all parameters."""
         batch = self.rng.choice(self.X_train.shape[0], self.batch_size)
         loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
-        for name, w in self.model.params.items():
-            self.model.params[name], self.optim_configs[name] = self.update_rule(
-                w, grads[name], self.optim_configs[name]
-            )
+        flat_grads = np.concatenate([grads[name].ravel() for name in self._names])
+        next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
+        self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
 
     def check_accuracy(self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None) -> float:
@@ -104,7 +127,7 @@ class Solver:
         val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        self.lr_history.append(next(iter(self.optim_configs.values()))["learning_rate"])
+        self.lr_history.append(self.optim_state["learning_rate"])
         if val_acc > self.best_val_acc or not self.best_params:
             self.best_val_acc = val_acc
             self.best_params = {name: w.copy() for name, w in self.model.params.items()}
@@ -135,6 +158,5 @@ class Solver:
             if (t + 1) % iterations_per_epoch == 0:
                 self.epoch += 1
                 self._record_accuracy(t + 1, num_iterations)
-                for config in self.optim_configs.values():
-                    config["learning_rate"] *= self.lr_decay
+                self.optim_state["learning_rate"] *= self.lr_decay
         self.model.params = self.best_params

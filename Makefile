@@ -1,0 +1,50 @@
+# bnlab — `make run` trains the deep-network experiment and draws its figures; `make test` tests.
+# Every target that needs the virtual environment creates it on demand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Beside the shared folder of this project's machines the data is already there; elsewhere
+# bnlab uses $BNLAB_DATA_DIR or its cache folder, downloading CIFAR-10 on first use.
+SHARED_DATA := $(abspath ../shared/datasets)
+ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
+export BNLAB_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: install test lint run gradcheck bench experiments clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check bnlab tests
+
+run: $(STAMP)
+	$(BIN)/bnlab run configs/deep_bn.yaml
+	$(BIN)/bnlab plot results/deep_bn
+
+experiments: $(STAMP)
+	$(BIN)/bnlab run configs/deep_bn.yaml configs/weight_scale.yaml configs/batch_size.yaml \
+		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml
+	for name in deep_bn weight_scale batch_size layernorm_batch_size norm_batch_size; do \
+		$(BIN)/bnlab plot results/$$name || exit 1; done
+
+gradcheck: $(STAMP)
+	$(BIN)/bnlab gradcheck
+
+bench: $(STAMP)
+	$(BIN)/bnlab bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

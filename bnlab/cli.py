@@ -1,0 +1,412 @@
+"""The `bnlab` command line. Heavy modules (numpy, pandas, matplotlib) are imported inside the
+commands that use them, so `bnlab --help` answers at once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
+    "Example: bnlab run configs/deep_bn.yaml && bnlab plot results/deep_bn",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+errors = Console(stderr=True)
+
+SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAML).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a spec field: KEY=VALUE, e.g. --set solver.num_epochs=2. Repeatable."),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder holding cifar-10-batches-py/ (default: $BNLAB_DATA_DIR, else the user cache).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def _reported():
+    """Turn a BnlabError into one red line on stderr and its exit code: no traceback for a person."""
+    from bnlab.errors import BnlabError
+
+    try:
+        yield
+    except BnlabError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _usage_error(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load_experiments(specs: list[Path], overrides: list[str] | None):
+    from bnlab.spec import load_experiment
+
+    experiments = [load_experiment(spec, overrides or []) for spec in specs]
+    names = [e.name for e in experiments]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise _usage_error(f"two specs name the experiment {duplicate!r}; their results would share a folder")
+    return experiments
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise _usage_error(f"--out {out}: is a file, not a folder; name a folder for the results")
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise _usage_error(f"--out {out}: {existing} is not writable; choose a folder you can write to")
+
+
+def _plan_table(experiment):
+    from rich.table import Table
+
+    table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.source})")
+    table.add_column("run_id", style="cyan")
+    for key in experiment.swept_keys:
+        table.add_column(key)
+    table.add_column("seed", justify="right")
+    for run in experiment.runs:
+        table.add_row(run.run_id, *[str(run.swept[k]) for k in experiment.swept_keys], str(run.seed))
+    return table
+
+
+@app.command()
+def plan(specs: SpecsArg, set_: SetOpt = None) -> None:
+    """List the runs a spec expands to, without training.
+
+    Example: bnlab plan configs/weight_scale.yaml --set seeds=[0]
+    """
+    with _reported():
+        for experiment in _load_experiments(specs, set_):
+            console.print(_plan_table(experiment))
+
+
+@app.command()
+def run(
+    specs: SpecsArg,
+    out: Annotated[Path, typer.Option("--out", help="Results root; each experiment gets a folder in it.")] = Path(
+        "results"
+    ),
+    set_: SetOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Parallel worker processes [default: all cores]."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
+) -> None:
+    """Train every run of each spec and write results/<experiment>/.
+
+    Finished runs are kept: rerunning the same command resumes an interrupted sweep.
+
+    Examples:
+
+      bnlab run configs/deep_bn.yaml
+
+      bnlab run configs/weight_scale.yaml --workers 2 --set seeds=[0]
+    """
+    with _reported():
+        experiments = _load_experiments(specs, set_)
+        if dry_run:
+            for experiment in experiments:
+                console.print(_plan_table(experiment))
+            return
+        _check_out(out)
+        from bnlab.executors import default_workers, make_executor
+
+        workers = workers or default_workers()
+        data_root = _prepare_data(data_dir, experiments)
+        for experiment in experiments:
+            _run_one(experiment, out, make_executor(workers, data_root), force, workers)
+
+
+def _prepare_data(data_dir: Path | None, experiments) -> Path:
+    """Find (or download) the data and check every spec's splits fit, before anything is written."""
+    from bnlab import data
+    from bnlab.errors import DataError
+
+    batches = data.locate_cifar10(data_dir)
+    if batches is None:
+        batches = _download(data_dir)
+    info = data.describe_cifar10(data_dir)
+    if info["problem"]:
+        raise DataError(info["problem"])
+    for experiment in experiments:
+        d = experiment.spec.data
+        for run in experiment.runs:
+            rd = run.config["data"]
+            if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
+                raise DataError(
+                    f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
+                    f"training images and num_test {rd['num_test']}, but {batches} holds "
+                    f"{info['num_train']} training and {info['num_test']} test images; "
+                    f"lower them (e.g. --set data.num_train={max(info['num_train'] - d.num_val, 1)})"
+                )
+    return batches
+
+
+def _download(data_dir: Path | None) -> Path:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from bnlab import data
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=errors,
+    ) as bar:
+        task = bar.add_task("downloading CIFAR-10", total=None)
+        return data.ensure_cifar10(
+            data_dir,
+            download=True,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+def _run_one(experiment, out: Path, executor, force: bool, workers: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bnlab.runner import run_experiment
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    overall = progress.add_task(f"[bold]{experiment.name}", total=len(experiment.runs), note="")
+    active: dict[str, int] = {}
+
+    def on_start(total: int, to_train: int) -> None:
+        progress.update(overall, completed=total - to_train, note=f"{workers} worker(s)")
+
+    def on_progress(event: dict) -> None:
+        run_id = event["run_id"]
+        if run_id not in active:
+            active[run_id] = progress.add_task(f"  {run_id}", total=event["num_epochs"], note="")
+        note = f"val acc {event['val_acc']:.3f}"
+        progress.update(active[run_id], completed=event["epoch"], note=note)
+
+    def on_outcome(outcome) -> None:
+        if outcome.run_id in active:
+            progress.remove_task(active.pop(outcome.run_id))
+        progress.advance(overall)
+        if outcome.status != "done":
+            progress.console.print(
+                f"[yellow]{outcome.run_id}: {outcome.status}[/]"
+                + (f" ({outcome.error.strip().splitlines()[-1]})" if outcome.error else "")
+            )
+
+    try:
+        with progress:
+            report = run_experiment(experiment, out, executor, force, on_start, on_outcome, on_progress)
+    except KeyboardInterrupt:
+        done = progress.tasks[0].completed
+        errors.print(
+            f"[yellow]interrupted:[/] {done:.0f} of {len(experiment.runs)} runs of {experiment.name} are finished "
+            f"and saved in {out / experiment.name}; run the same command again to resume"
+        )
+        raise typer.Exit(130) from None
+    console.print(_summary_table(report.path))
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        errors.print(f"[red]{len(failed)} run(s) failed[/]; their errors are in meta.json; rerun to retry them")
+        raise typer.Exit(1)
+
+
+def _summary_table(path: Path):
+    """Mean ± std over seeds of every run group, from runs.csv."""
+    import csv
+    import statistics
+    from collections import defaultdict
+
+    from rich.table import Table
+
+    with open(path / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = list(rows[0]) if rows else []
+    swept = fields[2 : fields.index("seed")] if rows else []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in swept)].append(row)
+
+    def stat(group: list[dict], key: str) -> str:
+        values = [float(r[key]) for r in group if r[key] not in ("", "nan", "inf")]
+        if not values:
+            return "—"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    table = Table(title=f"{path}  (mean ± std over seeds)")
+    for key in swept:
+        table.add_column(key.rsplit(".", 1)[-1])
+    for name in ("runs", "best val acc", "best train acc", "final train loss"):
+        table.add_column(name, justify="right")
+    for values, group in groups.items():
+        statuses = defaultdict(int)
+        for r in group:
+            statuses[r["status"]] += 1
+        runs = ", ".join(f"{n} {s}" for s, n in statuses.items())
+        table.add_row(
+            *values,
+            runs,
+            stat(group, "best_val_acc"),
+            stat(group, "best_train_acc"),
+            stat(group, "final_train_loss"),
+        )
+    return table
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="An experiment's results folder, e.g. results/deep_bn.")],
+    format: Annotated[list[str], typer.Option("--format", "-f", help="png, svg or pdf; repeatable.")] = ["png"],  # noqa: B006
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the figures [default: RESULTS_DIR/figures].")
+    ] = None,
+) -> None:
+    """Draw an experiment's figures from its results.
+
+    Example: bnlab plot results/weight_scale --format png --format pdf
+    """
+    format = format or ["png"]
+    bad = [f for f in format if f not in ("png", "svg", "pdf")]
+    if bad:
+        raise _usage_error(f"--format {bad[0]}: choose png, svg or pdf")
+    with _reported():
+        from bnlab.plots import plot_experiment
+
+        for path in plot_experiment(results_dir, formats=tuple(format), out_dir=out):
+            console.print(f"wrote {path}")
+
+
+@app.command()
+def results(
+    path: Annotated[Path, typer.Argument(help="The results root, or one experiment's folder.")] = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Summarise what is in results/: every experiment, or one experiment's run groups.
+
+    Examples: bnlab results    bnlab results results/deep_bn --json
+    """
+    with _reported():
+        from bnlab.errors import ResultsError
+
+        if (path / "runs.csv").exists():
+            if as_json:
+                import csv
+
+                with open(path / "runs.csv", newline="") as f:
+                    print(json.dumps(list(csv.DictReader(f)), indent=2))
+            else:
+                console.print(_summary_table(path))
+            return
+        from bnlab.results import list_experiments
+
+        if not path.is_dir():
+            raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
+        table = list_experiments(path)
+        if as_json:
+            print(table.to_json(orient="records", indent=2))
+            return
+        from rich.table import Table
+
+        view = Table(title=f"experiments in {path}")
+        for column in table.columns:
+            view.add_column(str(column))
+        for record in table.itertuples(index=False):
+            view.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in record])
+        console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
+
+
+@app.command()
+def gradcheck(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Check every backward pass against numerical gradients (float64); exit 1 on any failure.
+
+    Example: bnlab gradcheck --json
+    """
+    from bnlab.checks import run_gradchecks
+
+    checks = run_gradchecks()
+    failed = [c for c in checks if not c.passed]
+    if as_json:
+        print(
+            json.dumps(
+                [{"name": c.name, "error": c.error, "threshold": c.threshold, "passed": c.passed} for c in checks],
+                indent=2,
+            )
+        )
+    else:
+        from rich.table import Table
+
+        table = Table(title="numerical gradient checks (relative error, float64)")
+        table.add_column("check")
+        table.add_column("error", justify="right")
+        table.add_column("threshold", justify="right")
+        table.add_column("", justify="center")
+        for c in checks:
+            table.add_row(
+                c.name,
+                f"{c.error:.2e}",
+                f"{c.threshold:.0e}",
+                "[green]pass[/]" if c.passed else "[red]FAIL[/]",
+            )
+        console.print(table)
+        console.print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def data(
+    data_dir: DataDirOpt = None,
+    download: Annotated[bool, typer.Option("--download", help="Download CIFAR-10 if it is not there.")] = False,
+) -> None:
+    """Show where bnlab looks for CIFAR-10 and what it found; download it with --download.
+
+    Example: bnlab data --download
+    """
+    with _reported():
+        from bnlab import data as datasets
+
+        if download and datasets.locate_cifar10(data_dir) is None:
+            _download(data_dir)
+        info = datasets.describe_cifar10(data_dir)
+        for key, value in info.items():
+            console.print(f"[bold]{key}[/]: {value}", highlight=False)
+        if not info.get("found"):
+            raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,148 @@
+"""Where runs execute. An executor takes runs and yields their outcomes as they finish.
+
+Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
+runs share the machine, and each process loads the data once (bnlab.data memoizes it) and reuses
+it for every run it gets. Results are written by the caller, never here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bnlab import data as datasets
+from bnlab.spec import Run
+from bnlab.train import RunOutcome, train_run
+
+Progress = Callable[[dict], None]
+
+
+class Executor(Protocol):
+    """Runs go in, outcomes come out in the order they finish; `progress` receives the per-epoch
+    events of the runs under way (in the calling process)."""
+
+    def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]: ...
+
+
+def execute_run(run: Run, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
+    """Load the run's data (once per process) and train it on one BLAS thread."""
+    d = run.config["data"]
+    data = datasets.load_cifar10(
+        data_dir,
+        num_train=d["num_train"],
+        num_val=d["num_val"],
+        num_test=d["num_test"],
+        dtype=np.dtype(run.config["model"]["dtype"]).type,
+    )
+    with threadpool_limits(limits=1):
+        return train_run(run.run_id, run.config, data, progress)
+
+
+class SerialExecutor:
+    """Every run in this process, one after the other: no start-up cost, easiest to debug."""
+
+    def __init__(self, data_dir: str | None = None) -> None:
+        self.data_dir = data_dir
+
+    def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
+        for run in runs:
+            yield execute_run(run, self.data_dir, progress)
+
+
+# --- a pool of local worker processes -------------------------------------------------------
+
+_progress_queue: multiprocessing.Queue | None = None
+
+
+def _init_worker(progress_queue: multiprocessing.Queue) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+    # Ctrl-C reaches the whole process group: the coordinating process alone handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker_execute(run: Run, data_dir: str | None) -> RunOutcome:
+    return execute_run(run, data_dir, _progress_queue.put if _progress_queue is not None else None)
+
+
+class ProcessExecutor:
+    """Runs spread over `workers` processes of this machine.
+
+    Workers are started with 'spawn', which is safe next to the coordinating process's threads
+    (rich's live display) and behaves the same on every OS.
+    """
+
+    def __init__(self, workers: int, data_dir: str | None = None) -> None:
+        self.workers = workers
+        self.data_dir = data_dir
+
+    def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
+        if not runs:
+            return
+        context = multiprocessing.get_context("spawn")
+        progress_queue = context.Queue()
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(runs)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(progress_queue,),
+        )
+        pending: dict[Future, Run] = {pool.submit(_worker_execute, run, self.data_dir): run for run in runs}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(progress_queue, progress)
+                for future in done:
+                    run = pending.pop(future)
+                    yield _outcome(future, run)
+            _drain(progress_queue, progress)
+        finally:
+            # Reached on success, on Ctrl-C and when the consumer stops early: leave no worker behind.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress_queue.close()
+
+
+def _outcome(future: Future, run: Run) -> RunOutcome:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return RunOutcome(run.run_id, "failed", error="its worker process died (killed or out of memory)")
+    except Exception as exc:  # noqa: BLE001 - e.g. the data could not be loaded in the worker
+        return RunOutcome(run.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _drain(progress_queue: multiprocessing.Queue, progress: Progress | None) -> None:
+    while True:
+        try:
+            event = progress_queue.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            return
+        if progress is not None:
+            progress(event)
+
+
+def make_executor(workers: int, data_dir: str | Path | None = None) -> Executor:
+    """One worker runs in this process; more use a process pool."""
+    data_dir = str(data_dir) if data_dir is not None else None
+    return SerialExecutor(data_dir) if workers == 1 else ProcessExecutor(workers, data_dir)
+
+
+def default_workers() -> int:
+    """All the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -1,0 +1,491 @@
+"""Experiment specs: YAML in, validated runs out.
+
+A spec names an experiment and gives the `data`, `model` and `solver` sections (every option of
+the data loader, FullyConnectedNet and Solver), the `seeds`, a `sweep` and optional `plots`:
+
+    name: deep_bn
+    model: {hidden_dims: [100, 100, 100, 100, 100], weight_scale: 2e-2}
+    solver: {update_rule: adam, optim_config: {learning_rate: 1e-3}, batch_size: 50}
+    seeds: [0, 1, 2]
+    sweep:
+      model.normalization: [null, batchnorm]
+
+A sweep mapping is a Cartesian product of its keys; `zip: {key: [...], key: [...]}` inside it
+makes keys vary together; a list of mappings is the union of their runs; `{logspace: [a, b, n]}`
+and `{linspace: [a, b, n]}` generate values (logspace as numpy's: 10**a .. 10**b). Every run is
+repeated for every seed. Nothing here trains or writes files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bnlab.errors import SpecError
+from bnlab.optim import DEFAULTS as OPTIM_DEFAULTS
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    # strict: "50" is not a batch size and true is not 1; YAML already gives numbers their types.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class DataSpec(_Section):
+    dataset: Literal["cifar10"] = "cifar10"
+    num_train: PositiveInt = 1000
+    num_val: PositiveInt = 1000
+    num_test: Annotated[int, Field(ge=0)] = 1000
+
+
+class ModelSpec(_Section):
+    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    normalization: Literal["batchnorm", "layernorm", "groupnorm"] | None = None
+    num_groups: PositiveInt = 5
+    weight_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-2
+    reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _groups_divide_widths(self) -> ModelSpec:
+        if self.normalization == "groupnorm" and any(h % self.num_groups for h in self.hidden_dims):
+            raise ValueError(f"num_groups={self.num_groups} must divide every hidden width {self.hidden_dims}")
+        return self
+
+
+class SolverSpec(_Section):
+    update_rule: Literal["sgd", "sgd_momentum", "rmsprop", "adam"] = "sgd"
+    optim_config: dict[str, float] = Field(default_factory=dict)
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    batch_size: PositiveInt = 100
+    num_epochs: PositiveInt = 10
+    num_train_samples: PositiveInt | None = 1000
+    num_val_samples: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _optim_config_fits_rule(self) -> SolverSpec:
+        allowed = OPTIM_DEFAULTS[self.update_rule]
+        for key, value in self.optim_config.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"optim_config has no {key!r} for update_rule {self.update_rule!r}"
+                    f"{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
+                )
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
+        return self
+
+
+class PlotSpec(_Section):
+    kind: Literal["history", "sweep", "batch_size"]
+    x: str | None = None
+    title: str | None = None
+
+
+class ExperimentSpec(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec
+    solver: SolverSpec = Field(default_factory=SolverSpec)
+    seeds: Annotated[list[int], Field(min_length=1)] | PositiveInt = Field(default_factory=lambda: [0])
+    sweep: dict[str, Any] | list[dict[str, Any]] | None = None
+    plots: list[PlotSpec] | None = None
+
+    def seed_list(self) -> list[int]:
+        """`seeds: 3` is shorthand for [0, 1, 2]."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+SECTIONS = {"data": DataSpec, "model": ModelSpec, "solver": SolverSpec}
+
+
+# --- a run -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: its stable id, seed, the swept values that distinguish it and its full
+    resolved config (sections data, model, solver, plus seed) as plain YAML-able values."""
+
+    run_id: str
+    seed: int
+    swept: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated spec and its expanded runs."""
+
+    spec: ExperimentSpec
+    source: str  # where the spec came from, for messages
+    swept_keys: list[str]
+    runs: list[Run]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with overrides applied and defaults filled in, as written to spec.yaml."""
+        return self.spec.model_dump(mode="json", exclude_none=False)
+
+
+# --- YAML with YAML 1.2 floats and positions -------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 as a float (YAML 1.2), not as the string '1e-3' (YAML 1.1)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+
+
+def _position(text: str, path: tuple) -> str:
+    """':line:col' of the node at a key path in the YAML text, or '' if it cannot be found."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return ""
+    best = node
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            best, node = match[0]  # point at the key, where a reader looks
+            continue
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        best = node
+    return f":{best.start_mark.line + 1}:{best.start_mark.column + 1}" if best is not None else ""
+
+
+# --- loading and validation ------------------------------------------------------------------
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read a spec file, apply `key=value` overrides, validate it and expand its runs."""
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise SpecError(f"{source}: no such spec file; check the path (specs live in configs/)")
+    if path.is_dir():
+        raise SpecError(f"{source}: is a directory, not a spec file; name a .yaml file inside it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{source}: cannot read the spec file: {exc}") from None
+    return experiment_from_text(text, source, overrides)
+
+
+def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Validate a spec given as YAML text (see load_experiment)."""
+    raw = parse_yaml(text, source)
+    if raw is None:
+        raise SpecError(f"{source}: the spec is empty; start from one of the files in configs/")
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"{source}: the top level must be a mapping of sections (name, data, model, solver, "
+            f"seeds, sweep, plots), not a {type(raw).__name__}"
+        )
+    overridden = {apply_override(raw, item): item for item in overrides}
+    spec = _validate(ExperimentSpec, raw, source, text, overridden)
+    seeds = spec.seed_list()
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{source}{_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
+    swept_keys, points = expand_sweep(spec.sweep, source, text)
+    _check_plots(spec, swept_keys, source, text)
+
+    base = {name: getattr(spec, name).model_dump(mode="json") for name in SECTIONS}
+    runs, seen = [], {}
+    for point in points:
+        config = _with_values(base, point)
+        for section, model in SECTIONS.items():
+            try:
+                model.model_validate(config[section])
+            except ValidationError as exc:
+                values = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpecError(
+                    f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
+                ) from None
+        swept = {key: _get(config, key) for key in swept_keys}
+        for seed in seeds:
+            run_id = make_run_id(swept, seed)
+            identity = yaml.safe_dump({**config, "seed": seed}, sort_keys=True)
+            if identity in seen or run_id in seen.values():
+                raise SpecError(
+                    f"{source}{_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
+                    f"expansion; remove the repeated values (or sweep entries that overlap)"
+                )
+            seen[identity] = run_id
+            runs.append(Run(run_id, seed, swept, {**config, "seed": seed}))
+    return Experiment(spec, source, swept_keys, runs)
+
+
+def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overridden: dict[str, str]) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        loc = [str(p) for p in exc.errors()[0]["loc"] if not _is_union_tag(p)]
+        for key, item in overridden.items():
+            if ".".join(loc).startswith(key) or key.startswith(".".join(loc[:-1]) + "." + loc[-1]):
+                raise SpecError(f"--set {item}: {_first_error(exc)}") from None
+        raise SpecError(f"{source}{_position(text, tuple(loc))}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
+    """The first validation error as 'key.path: what is wrong (got value)'."""
+    err = exc.errors()[0]
+    loc = tuple(part for part in (*prefix, *err["loc"]) if not _is_union_tag(part))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _schema_at(loc[:-1])
+        fields = list(parent.model_fields) if parent else []
+        hint = _did_you_mean(str(loc[-1]), fields)
+        return f"{key}: unknown key{hint}; valid keys here: {', '.join(fields)}"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    if loc[:1] == ("seeds",):
+        return f"seeds: give a list of whole-number seeds or a count >= 1 (got {err['input']!r})"
+    if loc == ("name",):
+        return f"name: use letters, digits, '_', '.' and '-' (it names the results folder), got {err['input']!r}"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("value_error", "assertion_error"):
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {err['input']!r})"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names the union member tried ('list[int]', 'constrained-int', ...) inside loc
+    return isinstance(part, str) and (part.endswith("]") or part in ("constrained-int", "int", "float", "str"))
+
+
+def _schema_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- dotted keys ------------------------------------------------------------------------------
+
+
+def field_paths() -> list[str]:
+    """Every dotted key a sweep or an override may name, e.g. 'model.weight_scale'."""
+    paths = [f"{section}.{name}" for section, model in SECTIONS.items() for name in model.model_fields]
+    paths += sorted({f"solver.optim_config.{k}" for rule in OPTIM_DEFAULTS.values() for k in rule})
+    return paths
+
+
+def _check_key(key: Any, source: str, where: str) -> str:
+    if not isinstance(key, str) or key not in field_paths():
+        raise SpecError(
+            f"{source}{where}: {key!r} names no field{_did_you_mean(str(key), field_paths())}; "
+            f"keys look like model.weight_scale or solver.optim_config.learning_rate"
+        )
+    return key
+
+
+def _get(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _with_values(base: dict, values: dict[str, Any]) -> dict:
+    """A deep copy of the sections with dotted keys set."""
+    config = yaml.safe_load(yaml.safe_dump(base))
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def apply_override(raw: dict, item: str) -> str:
+    """Apply one `--set key=value` to the raw spec and return the key; the value is read as YAML
+    (1e-3, null, [1, 2]). A swept key is fixed to the given value: its sweep axis keeps just that.
+    """
+    where = f"--set {item}"
+    if "=" not in item:
+        raise SpecError(f"{where}: expected KEY=VALUE, e.g. --set solver.num_epochs=2")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    value = parse_yaml(text, where) if text.strip() else None
+    if key in ("name", "description", "seeds"):
+        raw[key] = value
+        return key
+    _check_key(key, where, "")
+    sweep = raw.get("sweep")
+    blocks = sweep if isinstance(sweep, list) else [sweep] if isinstance(sweep, dict) else []
+    for block in blocks:
+        if isinstance(block, dict) and key in block:
+            block[key] = [value]
+        if isinstance(block, dict) and isinstance(block.get("zip"), dict) and key in block["zip"]:
+            raise SpecError(f"{where}: {key} is zipped with other keys in the sweep; edit the spec instead")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"{where}: {part} is not a mapping in the spec, cannot set {key}")
+        node = child
+    node[leaf] = value
+    return key
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+
+def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The swept keys (in order of first appearance) and the list of points (key -> value)."""
+    if sweep is None:
+        return [], [{}]
+    blocks = sweep if isinstance(sweep, list) else [sweep]
+    if not blocks:
+        raise SpecError(f"{source}{_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
+    keys: list[str] = []
+    points: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        at = ("sweep", i) if isinstance(sweep, list) else ("sweep",)
+        where = f"{source}{_position(text, at)}"
+        if not isinstance(block, dict) or not block:
+            raise SpecError(f"{where}: sweep entries must be non-empty mappings of keys to value lists")
+        axes: list[list[dict[str, Any]]] = []
+        for key, values in block.items():
+            if key == "zip":
+                axes.append(_zip_axis(values, source, text, (*at, "zip")))
+                continue
+            _check_key(key, source, _position(text, (*at, key)))
+            axes.append([{key: v} for v in _values(values, f"{source}{_position(text, (*at, key))}", key)])
+        for combo in itertools.product(*axes):
+            point = {k: v for part in combo for k, v in part.items()}
+            points.append(point)
+            keys += [k for k in point if k not in keys]
+    return keys, points
+
+
+def _zip_axis(block: Any, source: str, text: str, at: tuple) -> list[dict[str, Any]]:
+    where = f"{source}{_position(text, at)}"
+    if not isinstance(block, dict) or len(block) < 2:
+        raise SpecError(f"{where}: zip needs a mapping of at least two keys to value lists of equal length")
+    columns = {}
+    for key, values in block.items():
+        _check_key(key, source, _position(text, (*at, key)))
+        columns[key] = _values(values, f"{source}{_position(text, (*at, key))}", key)
+    lengths = {key: len(v) for key, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise SpecError(f"{where}: zipped lists must have equal lengths, got {lengths}")
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _values(spec: Any, where: str, key: str) -> list[Any]:
+    """A value list, or one generated by {logspace: [a, b, n]} / {linspace: [a, b, n]}."""
+    if isinstance(spec, list):
+        if not spec:
+            raise SpecError(f"{where}: sweep.{key}: the value list is empty; give at least one value")
+        return spec
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("logspace", "linspace"):
+        kind, args = next(iter(spec.items()))
+        ok = (
+            isinstance(args, list)
+            and len(args) == 3
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+            and isinstance(args[2], int)
+            and args[2] >= 1
+        )
+        if not ok:
+            raise SpecError(
+                f"{where}: sweep.{key}: {kind} takes [start, stop, count] with a whole count >= 1, got {args!r}"
+            )
+        start, stop, count = args
+        step = (stop - start) / (count - 1) if count > 1 else 0.0
+        grid = [start + i * step for i in range(count)]
+        # the same values numpy.logspace / linspace give, as plain floats
+        return [float(10.0**g) if kind == "logspace" else float(g) for g in grid]
+    raise SpecError(
+        f"{where}: sweep.{key}: expected a list of values or {{logspace: [a, b, n]}} / "
+        f"{{linspace: [a, b, n]}}, got {spec!r}"
+    )
+
+
+def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
+    for i, plot in enumerate(spec.plots or []):
+        where = f"{source}{_position(text, ('plots', i))}"
+        if plot.kind == "sweep" and plot.x not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a sweep figure needs x set to a swept key: {swept_keys}")
+        if plot.kind == "batch_size" and "solver.batch_size" not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a batch_size figure needs solver.batch_size in the sweep")
+
+
+# --- run ids ---------------------------------------------------------------------------------
+
+
+def make_run_id(swept: dict[str, Any], seed: int) -> str:
+    """A readable id from the swept values and the seed, stable across reruns and spec edits:
+    'normalization=batchnorm__weight_scale=0.0001__seed=0'."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={_format(value)}" for key, value in swept.items()]
+    return "__".join([*parts, f"seed={seed}"])
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "-".join(_format(v) for v in value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", str(value))

@@ -1,0 +1,102 @@
+"""Train one run of an experiment: a resolved config and the data in, its histories out.
+
+This is what a worker executes. It knows the config layout of bnlab.spec and the numerics, but
+neither files nor how runs are scheduled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bnlab.net import FullyConnectedNet
+from bnlab.solver import Solver
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run reports. status: 'done', 'diverged' (a loss became nan or inf; the
+    histories stop there) or 'failed' (an exception; `error` says which)."""
+
+    run_id: str
+    status: str
+    losses: list[float] = field(default_factory=list)
+    iterations_per_epoch: int = 1
+    train_acc: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    started: float = 0.0
+    wall_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def best_val_acc(self) -> float:
+        return max(self.val_acc, default=math.nan)
+
+    @property
+    def best_train_acc(self) -> float:
+        return max(self.train_acc, default=math.nan)
+
+    @property
+    def final_train_loss(self) -> float:
+        """Mean of the last 100 iteration losses, as the notebooks' weight-scale figure."""
+        tail = self.losses[-100:]
+        return float(np.mean(tail)) if tail else math.nan
+
+
+def train_run(
+    run_id: str,
+    config: dict,
+    data: dict[str, np.ndarray],
+    progress: Callable[[dict], None] | None = None,
+) -> RunOutcome:
+    """Train the run described by `config` (sections model and solver, and seed).
+
+    One RandomState seeded with the run's seed draws the initial weights, then the minibatches and
+    dropout masks: the same as a notebook cell that calls np.random.seed(seed), builds the net and
+    trains it. Exceptions are reported in the outcome, not raised, so a sweep goes on.
+    """
+    started = time.time()
+    clock = time.perf_counter()
+    model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
+    try:
+        rng = np.random.RandomState(config["seed"])
+        model = FullyConnectedNet(
+            input_dim=int(np.prod(data["X_train"].shape[1:])),
+            num_classes=10,
+            dtype=np.dtype(model_cfg.pop("dtype")).type,
+            rng=rng,
+            **model_cfg,
+        )
+        solver = Solver(
+            model,
+            data,
+            rng=rng,
+            callback=(lambda event: progress({"run_id": run_id, **event})) if progress else None,
+            **solver_cfg,
+        )
+        solver.train()
+    except Exception:  # noqa: BLE001 - a failing run must not stop the sweep
+        return RunOutcome(
+            run_id,
+            "failed",
+            started=started,
+            wall_s=time.perf_counter() - clock,
+            error=traceback.format_exc(),
+        )
+    return RunOutcome(
+        run_id=run_id,
+        status="diverged" if solver.diverged else "done",
+        losses=[float(x) for x in solver.loss_history],
+        iterations_per_epoch=max(data["X_train"].shape[0] // solver.batch_size, 1),
+        train_acc=list(solver.train_acc_history),
+        val_acc=list(solver.val_acc_history),
+        learning_rates=[float(x) for x in solver.lr_history],
+        started=started,
+        wall_s=time.perf_counter() - clock,
+    )
