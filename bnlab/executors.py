@@ -1,8 +1,9 @@
 """Where runs execute. An executor takes runs and yields their outcomes as they finish.
 
 Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
-runs share the machine, and each process loads the data once (bnlab.data memoizes it) and reuses
-it for every run it gets. Results are written by the caller, never here.
+runs share the machine, and with subnormal floats flushed to zero (bnlab.fpenv). Each process
+loads the data once (bnlab.data memoizes it) and reuses it for every run it gets. Results are
+written by the caller, never here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import data as datasets
+from bnlab.fpenv import flush_subnormals
 from bnlab.spec import Run
 from bnlab.train import RunOutcome, train_run
 
@@ -44,7 +46,7 @@ def execute_run(run: Run, data_dir: str | None, progress: Progress | None = None
         num_test=d["num_test"],
         dtype=np.dtype(run.config["model"]["dtype"]).type,
     )
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), flush_subnormals():
         return train_run(run.run_id, run.config, data, progress)
 
 

@@ -80,23 +80,26 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
-    d = x.shape[1]
+    n, d = x.shape
     running_mean = bn_param.get("running_mean", np.zeros(d, dtype=x.dtype))
     running_var = bn_param.get("running_var", np.zeros(d, dtype=x.dtype))
 
     if mode == "train":
         mean = x.mean(axis=0)
-        centered = x - mean
-        var = (centered * centered).mean(axis=0)
+        x_hat = x - mean
+        var = np.einsum("nd,nd->d", x_hat, x_hat) / n  # sum of squares without a temporary
         inv_std = 1.0 / np.sqrt(var + eps)
-        x_hat = centered * inv_std
-        out = gamma * x_hat + beta
-        cache = (x_hat, gamma, inv_std, centered, var, eps)
+        x_hat *= inv_std
+        out = x_hat * gamma
+        out += beta
+        cache = (x_hat, gamma, inv_std, eps)
         running_mean = momentum * running_mean + (1 - momentum) * mean
         running_var = momentum * running_var + (1 - momentum) * var
     elif mode == "test":
-        x_hat = (x - running_mean) / np.sqrt(running_var + eps)
-        out = gamma * x_hat + beta
+        # gamma * (x - mean) / std + beta as one scale and one shift per feature: two passes
+        scale = gamma / np.sqrt(running_var + eps)
+        out = x * scale
+        out += beta - running_mean * scale
         cache = ()
     else:
         raise ValueError(f"invalid batchnorm mode {mode!r}: expected 'train' or 'test'")
@@ -109,25 +112,29 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
 def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     """Backward through the computation graph of batchnorm_forward, one node at a time.
 
-    Graph: mean -> centered = x - mean -> var = mean(centered**2) -> std = sqrt(var + eps)
-    -> inv_std = 1/std -> x_hat = centered * inv_std -> out = gamma * x_hat + beta.
-    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    Graph: mean = sum(x) / N -> centered = x - mean -> var = sum(centered**2) / N
+    -> std = sqrt(var + eps) -> inv_std = 1 / std -> x_hat = centered * inv_std
+    -> out = gamma * x_hat + beta. The cache keeps x_hat and inv_std; the other nodes' values
+    are recovered from them. Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
-    x_hat, gamma, inv_std, centered, var, eps = cache
+    x_hat, gamma, inv_std, eps = cache
     n = dout.shape[0]
+    std = 1.0 / inv_std
+    centered = x_hat * std
+    var = std * std - eps
+    # out = gamma * x_hat + beta
     dbeta = dout.sum(axis=0)
     dgamma = (dout * x_hat).sum(axis=0)
     dx_hat = dout * gamma
-    # x_hat = centered * inv_std: two branches
+    # x_hat = centered * inv_std: centered feeds x_hat and var, so its gradient has two branches
     dinv_std = (dx_hat * centered).sum(axis=0)
     dcentered = dx_hat * inv_std
     # inv_std = 1 / std, std = sqrt(var + eps)
-    std = np.sqrt(var + eps)
     dstd = -dinv_std / std**2
-    dvar = dstd / (2 * std)
-    # var = mean(centered**2) over the batch
+    dvar = dstd / (2 * np.sqrt(var + eps))
+    # var = sum(centered**2) / N
     dcentered += 2 * centered * dvar / n
-    # centered = x - mean, mean = mean(x)
+    # centered = x - mean, mean = sum(x) / N: x feeds both
     dmean = -dcentered.sum(axis=0)
     dx = dcentered + dmean / n
     return dx, dgamma, dbeta
@@ -136,15 +143,19 @@ def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
 def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     """Backward of batchnorm_forward in the closed form derived on paper.
 
-    dx = inv_std / N * (N * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)), dx_hat = gamma * dout.
+    With dx_hat = gamma * dout, sum(dx_hat) = gamma * dbeta and sum(dx_hat * x_hat) = gamma * dgamma:
+        dx = gamma * inv_std * (dout - (dbeta + x_hat * dgamma) / N)
+    computed as dout * a - x_hat * b - c with per-feature a, b, c: three passes over the data.
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
     x_hat, gamma, inv_std = cache[:3]
     n = dout.shape[0]
     dbeta = dout.sum(axis=0)
-    dgamma = (dout * x_hat).sum(axis=0)
-    # sum(dx_hat) = gamma * dbeta and sum(dx_hat * x_hat) = gamma * dgamma: no extra passes
-    dx = (gamma * inv_std) * (dout - (dbeta + x_hat * dgamma) / n)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    a = gamma * inv_std
+    dx = dout * a
+    dx -= x_hat * (a * dgamma / n)
+    dx -= a * dbeta / n
     return dx, dgamma, dbeta
 
 
@@ -158,29 +169,32 @@ def layernorm_forward(x: Array, gamma: Array, beta: Array, ln_param: dict) -> tu
     and test behave the same.
     """
     eps = ln_param.get("eps", 1e-5)
-    mean = x.mean(axis=1, keepdims=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=1, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = centered * inv_std
-    out = gamma * x_hat + beta
+    d = x.shape[1]
+    x_hat = x - x.mean(axis=1, keepdims=True)
+    var = np.einsum("nd,nd->n", x_hat, x_hat) / d
+    inv_std = (1.0 / np.sqrt(var + eps))[:, None]
+    x_hat *= inv_std
+    out = x_hat * gamma
+    out += beta
     return out, (x_hat, gamma, inv_std)
 
 
 def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
-    """The batch-norm closed form applied along the feature axis.
-
+    """The batch-norm closed form along the feature axis, with dx_hat = gamma * dout:
+        dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)), means per sample.
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
     x_hat, gamma, inv_std = cache
     d = dout.shape[1]
     dbeta = dout.sum(axis=0)
-    dgamma = (dout * x_hat).sum(axis=0)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
     dx_hat = dout * gamma
-    dx = inv_std * (
-        dx_hat
-        - (dx_hat.sum(axis=1, keepdims=True) + x_hat * (dx_hat * x_hat).sum(axis=1, keepdims=True)) / d
-    )
+    mean_dx_hat = dx_hat.mean(axis=1, keepdims=True)
+    mean_dx_hat_x_hat = (np.einsum("nd,nd->n", dx_hat, x_hat) / d)[:, None]
+    dx = dx_hat
+    dx -= mean_dx_hat
+    dx -= x_hat * mean_dx_hat_x_hat
+    dx *= inv_std
     return dx, dgamma, dbeta
 
 
@@ -215,8 +229,7 @@ def groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     x_hat_g = x_hat.reshape(n, G, d // G)
     m = d // G
     dx = inv_std * (
-        dx_hat
-        - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
+        dx_hat - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
     )
     return dx.reshape(n, d), dgamma, dbeta
 
@@ -244,9 +257,7 @@ def spatial_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
 
 
-def spatial_groupnorm_forward(
-    x: Array, gamma: Array, beta: Array, G: int, gn_param: dict
-) -> tuple[Array, Cache]:
+def spatial_groupnorm_forward(x: Array, gamma: Array, beta: Array, G: int, gn_param: dict) -> tuple[Array, Cache]:
     """Group normalization of x (N, C, H, W): channels split into G groups, each group normalized
     over its channels and all H, W positions of one sample. gamma, beta (1, C, 1, 1).
     """
@@ -272,8 +283,7 @@ def spatial_groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     x_hat_g = x_hat.reshape(n, G, -1)
     m = x_hat_g.shape[2]
     dx = inv_std * (
-        dx_hat
-        - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
+        dx_hat - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
     )
     return dx.reshape(n, c, h, w), dgamma, dbeta
 

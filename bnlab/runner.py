@@ -206,6 +206,7 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
         "metrics": _metrics(outcome),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)),
         "wall_s": round(outcome.wall_s, 3),
+        "peak_rss_mb": outcome.peak_rss_mb,
         "error": outcome.error,
         **provenance,
     }

@@ -7,6 +7,7 @@ neither files nor how runs are scheduled.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class RunOutcome:
     learning_rates: list[float] = field(default_factory=list)
     started: float = 0.0
     wall_s: float = 0.0
+    peak_rss_mb: float | None = None  # of the process that trained it, at the end of the run
     error: str | None = None
 
     @property
@@ -99,4 +101,14 @@ def train_run(
         learning_rates=[float(x) for x in solver.lr_history],
         started=started,
         wall_s=time.perf_counter() - clock,
+        peak_rss_mb=_peak_rss_mb(),
     )
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)  # bytes on macOS, KiB elsewhere
