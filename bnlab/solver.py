@@ -6,6 +6,7 @@ and (loss, grads) with them, as FullyConnectedNet does.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -31,7 +32,8 @@ class Solver:
         val_acc) after every accuracy check; the Solver itself never prints.
 
     After train(): loss_history (one per iteration), train_acc_history, val_acc_history,
-    lr_history (one per check), best_val_acc, best_params (also loaded into the model), and
+    lr_history (one per check), best_val_acc, best_params (loaded into the model at the end, with
+    the batch-norm running statistics of that moment, so the model scores best_val_acc), and
     diverged (True when a loss became nan or inf and training stopped there).
     """
 
@@ -73,6 +75,7 @@ class Solver:
         self.epoch = 0
         self.best_val_acc = 0.0
         self.best_params: dict[str, np.ndarray] = {}
+        self._best_bn_params: list[dict] = []
         self.loss_history: list[float] = []
         self.train_acc_history: list[float] = []
         self.val_acc_history: list[float] = []
@@ -131,6 +134,8 @@ class Solver:
         if val_acc > self.best_val_acc or not self.best_params:
             self.best_val_acc = val_acc
             self.best_params = {name: w.copy() for name, w in self.model.params.items()}
+            # test mode reads the running statistics: they belong to the best model too
+            self._best_bn_params = copy.deepcopy(getattr(self.model, "bn_params", []))
         if self.callback is not None:
             self.callback(
                 {
@@ -160,3 +165,5 @@ class Solver:
                 self._record_accuracy(t + 1, num_iterations)
                 self.optim_state["learning_rate"] *= self.lr_decay
         self.model.params = self.best_params
+        if self._best_bn_params:
+            self.model.bn_params = self._best_bn_params

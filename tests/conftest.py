@@ -1,0 +1,8 @@
+"""Make `import bnlab` work when pytest runs from a checkout without the package installed."""
+
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

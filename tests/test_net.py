@@ -1,0 +1,197 @@
+"""FullyConnectedNet: gradients against centred differences for every normalization, the
+architecture against an independent forward pass, parameter names, dtypes and initialization."""
+
+import numpy as np
+import pytest
+
+from bnlab.gradcheck import eval_numerical_gradient, rel_error
+from bnlab.net import FullyConnectedNet
+
+N, D, HIDDEN, C = 6, 15, [20, 30], 10
+EPS = 1e-5
+
+
+def small_net(normalization, reg=0.0, seed=16, **kwargs):
+    """The notebooks' gradient-check net in float64, with data drawn from the same RandomState.
+    Seed 16 keeps every ReLU input of every configuration below at least 5e-4 away from the kink."""
+    rng = np.random.RandomState(seed)
+    X, y = rng.randn(N, D), rng.randint(C, size=N)
+    model = FullyConnectedNet(
+        HIDDEN,
+        input_dim=D,
+        num_classes=C,
+        normalization=normalization,
+        reg=reg,
+        weight_scale=5e-2,
+        dtype=np.float64,
+        rng=rng,
+        **kwargs,
+    )
+    return model, X, y
+
+
+def gradient_errors(model, X, y):
+    """name -> (rel_error, numerical gradient, analytic gradient) for every parameter."""
+    _, grads = model.loss(X, y)
+    assert sorted(grads) == sorted(model.params)
+    out = {}
+    for name in sorted(grads):
+        numerical = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
+        out[name] = (rel_error(numerical, grads[name]), numerical, grads[name])
+    return out
+
+
+# The numerical gradient carries rounding noise ~ulp(loss) / h ~ 2e-11 per entry; rel_error is taken
+# entry by entry, and the smallest entries of dW are ~1e-7 (of db, dgamma, dbeta ~1e-6), hence:
+THRESHOLD = {"W": 1e-4, "b": 1e-5, "gamma": 1e-5, "beta": 1e-5}
+
+
+@pytest.mark.parametrize("reg", [0.0, 3.14])
+@pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm", "groupnorm"])
+def test_gradients_match_numerical_gradients(normalization, reg):
+    model, X, y = small_net(normalization, reg, num_groups=5)
+    assert distance_to_relu_kink(model, X) > 2e-4  # the inputs are well-conditioned
+    for name, (error, numerical, analytic) in gradient_errors(model, X, y).items():
+        kind = name.rstrip("0123456789")
+        if normalization == "batchnorm" and kind == "b" and name != "b3":
+            # Batch norm subtracts the batch mean, cancelling the bias before it: zero gradient,
+            # and a numerical estimate that is pure rounding noise.
+            assert np.abs(analytic).max() < 1e-12, name
+            assert np.abs(numerical).max() < 1e-9, name
+        else:
+            assert error < THRESHOLD[kind], (name, error)
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm"])
+def test_gradients_with_dropout_match_numerical_gradients_for_a_fixed_mask(normalization):
+    model, X, y = small_net(normalization, reg=0.5, dropout_keep_ratio=0.6)
+    # A seed instead of the model's RandomState: the same mask on every call, so the loss being
+    # differentiated numerically is one fixed function.
+    model.dropout_param = {"mode": "train", "p": 0.6, "seed": 123}
+    for name, (error, numerical, analytic) in gradient_errors(model, X, y).items():
+        kind = name.rstrip("0123456789")
+        if normalization == "batchnorm" and kind == "b" and name != "b3":
+            assert np.abs(analytic).max() < 1e-12 and np.abs(numerical).max() < 1e-9, name
+        else:
+            assert error < THRESHOLD[kind], (name, error)
+
+
+# --- architecture --------------------------------------------------------------------------------
+
+
+def reference_forward(params, X, normalization, num_groups):
+    """Scores and the ReLU inputs of {affine - [norm] - relu} x 2 - affine in plain numpy, train
+    mode, written independently of bnlab.layers."""
+    h, relu_inputs = X, []
+    for i in (1, 2):
+        a = h @ params[f"W{i}"] + params[f"b{i}"]
+        if normalization == "batchnorm":
+            a = (a - a.mean(0)) / np.sqrt(a.var(0) + EPS)
+        elif normalization == "layernorm":
+            a = (a - a.mean(1, keepdims=True)) / np.sqrt(a.var(1, keepdims=True) + EPS)
+        elif normalization == "groupnorm":
+            g = a.reshape(len(a), num_groups, -1)
+            a = ((g - g.mean(2, keepdims=True)) / np.sqrt(g.var(2, keepdims=True) + EPS)).reshape(a.shape)
+        if normalization is not None:
+            a = params[f"gamma{i}"] * a + params[f"beta{i}"]
+        relu_inputs.append(a)
+        h = np.maximum(a, 0)
+    return h @ params["W3"] + params["b3"], relu_inputs
+
+
+def reference_loss(params, X, y, normalization, reg, num_groups):
+    scores, _ = reference_forward(params, X, normalization, num_groups)
+    log_norm = np.log(np.exp(scores - scores.max(1, keepdims=True)).sum(1)) + scores.max(1)
+    data_loss = np.mean(log_norm - scores[np.arange(len(y)), y])
+    return data_loss + 0.5 * reg * sum(np.sum(params[f"W{i}"] ** 2) for i in (1, 2, 3))
+
+
+def distance_to_relu_kink(model, X):
+    """How close the nearest ReLU input is to 0. A step h = 1e-5 in one parameter moves the ReLU
+    inputs by ~|x| h / std <= 1e-4 here; one that straddles the kink makes the centred difference
+    meaningless."""
+    _, relu_inputs = reference_forward(model.params, X, model.normalization, model.num_groups)
+    return min(np.abs(a).min() for a in relu_inputs)
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm", "groupnorm"])
+def test_loss_equals_an_independent_forward_pass(normalization):
+    model, X, y = small_net(normalization, reg=0.7, num_groups=2)
+    rng = np.random.RandomState(1)
+    for name in model.params:  # non-trivial gammas, betas and biases
+        if not name.startswith("W"):
+            model.params[name] = model.params[name] + 0.3 * rng.randn(*model.params[name].shape)
+    expected = reference_loss(model.params, X, y, normalization, 0.7, 2)
+    assert model.loss(X, y)[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm", "groupnorm"])
+def test_parameter_names_and_shapes(normalization):
+    model = FullyConnectedNet([7, 8, 9], input_dim=12, num_classes=4, normalization=normalization, num_groups=1)
+    dims = [12, 7, 8, 9, 4]
+    expected = {}
+    for i in range(1, 5):
+        expected[f"W{i}"] = (dims[i - 1], dims[i])
+        expected[f"b{i}"] = (dims[i],)
+    if normalization is not None:  # every hidden layer, never the output layer
+        for i in range(1, 4):
+            expected[f"gamma{i}"] = expected[f"beta{i}"] = (dims[i],)
+    assert {name: p.shape for name, p in model.params.items()} == expected
+    for name, p in model.params.items():
+        if name.startswith("b") and name[1:].isdigit() or name.startswith("beta"):
+            assert not p.any()
+        elif name.startswith("gamma"):
+            assert np.all(p == 1)
+
+
+def test_batchnorm_net_uses_running_statistics_at_test_time():
+    model, X, y = small_net("batchnorm")
+    model.loss(X, y)  # one training pass fills the running statistics
+    np.testing.assert_allclose(model.bn_params[0]["running_mean"], 0.1 * (X @ model.params["W1"]).mean(0))
+    scores = model.loss(X)
+    # At test time each example is scored on its own: the batch around it does not matter.
+    np.testing.assert_allclose(model.loss(X[:2])[:1], scores[:1], rtol=1e-12)
+    np.testing.assert_allclose(model.loss(X[:1]), scores[:1], rtol=1e-12)
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError, match="normalization"):
+        FullyConnectedNet([10], normalization="instancenorm")
+    with pytest.raises(ValueError, match="num_groups"):
+        FullyConnectedNet([20, 30], normalization="groupnorm", num_groups=4)
+
+
+# --- dtype and initialization --------------------------------------------------------------------
+
+
+def test_default_dtype_is_float32_end_to_end():
+    rng = np.random.RandomState(2)
+    model = FullyConnectedNet([20], input_dim=15, normalization="batchnorm", rng=rng)
+    assert all(p.dtype == np.float32 for p in model.params.values())
+    X = rng.randn(4, 15).astype(np.float32)
+    assert model.loss(X).dtype == np.float32
+    _, grads = model.loss(X, rng.randint(10, size=4))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert model.loss(X.astype(np.float64)).dtype == np.float32  # inputs are cast to the model's dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_come_from_the_global_rng_in_order_when_no_seed_is_given(dtype):
+    weight_scale = 3e-2
+    np.random.seed(42)
+    expected = [weight_scale * np.random.randn(15, 20), weight_scale * np.random.randn(20, 10)]
+    np.random.seed(42)
+    model = FullyConnectedNet([20], input_dim=15, weight_scale=weight_scale, dtype=dtype, normalization="layernorm")
+    np.testing.assert_array_equal(model.params["W1"], expected[0].astype(dtype))
+    np.testing.assert_array_equal(model.params["W2"], expected[1].astype(dtype))
+
+
+def test_seed_and_rng_give_reproducible_weights_and_leave_the_global_rng_alone():
+    state = np.random.get_state()
+    a = FullyConnectedNet([20], input_dim=15, seed=7)
+    b = FullyConnectedNet([20], input_dim=15, rng=np.random.RandomState(7))
+    c = FullyConnectedNet([20], input_dim=15, seed=8)
+    after = np.random.get_state()
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["W1"], c.params["W1"])
+    assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
