@@ -404,6 +404,62 @@ def data(
             raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    section: Annotated[
+        list[str] | None,
+        typer.Option("--section", "-s", help="sweep, step, batchnorm or startup; repeatable [default: all]."),
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Time the weight-scale sweep (1 and 2 workers), one training step, the batch-norm kernels
+    and start-up: medians of repeated runs, with their spread.
+
+    Example: bnlab bench --section step --section batchnorm
+    """
+    from bnlab.bench import SECTIONS, rows_to_json, run_benchmarks
+
+    bad = [s for s in section or [] if s not in SECTIONS]
+    if bad:
+        raise _usage_error(f"--section {bad[0]}: choose from {', '.join(SECTIONS)}")
+    with _reported():
+        rows = run_benchmarks(
+            set(section) if section else None,
+            repeats=repeats,
+            data_dir=data_dir,
+            on_section=lambda name: errors.print(f"benchmarking {name}…"),
+        )
+    if as_json:
+        print(rows_to_json(rows))
+        return
+    from rich.table import Table
+
+    def amount(value: float | None, unit: str) -> str:
+        if value is None:
+            return "—"
+        if unit == "s":
+            return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+        return f"{value:.3g} {unit}"
+
+    table = Table(title="bnlab bench (medians; spread = interquartile range)")
+    for column in ("group", "benchmark", "median", "spread", "n", "ratio", "note"):
+        table.add_column(column, justify="right" if column in ("median", "spread", "n") else "left")
+    for row in rows:
+        ratio = f"{row.ratio:.3g} {row.ratio_of}" if row.ratio is not None else ""
+        table.add_row(
+            row.group,
+            row.name,
+            amount(row.median, row.unit),
+            amount(row.iqr, row.unit),
+            str(row.repeats),
+            ratio,
+            row.note,
+        )
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 

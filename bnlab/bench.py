@@ -1,0 +1,308 @@
+"""Benchmarks behind `bnlab bench`: the notebooks' weight-scale sweep end to end, one training
+step, the batch-norm kernels, and start-up time and peak memory.
+
+Every number is the median of repeated measurements, with the interquartile range (IQR) of those
+measurements as its spread. In-process code runs on one BLAS thread with subnormals flushed, as
+in a sweep worker, so its numbers are per core and comparable to the sweep's. Nothing here prints:
+run_benchmarks returns rows and the CLI renders them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bnlab import data as datasets
+from bnlab import layers
+from bnlab.errors import BnlabError
+from bnlab.fpenv import flush_subnormals
+from bnlab.net import FullyConnectedNet
+from bnlab.solver import Solver
+
+SECTIONS = ("sweep", "step", "batchnorm", "startup")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
+DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One measured quantity.
+
+    median, iqr: in `unit` ('s', 'MB', or 'x' for a speedup); median is None when the benchmark
+        could not run, and `note` says why.
+    repeats: how many measurements the median is taken over.
+    ratio: the median as a multiple of a reference named by `ratio_of` (e.g. 'x np.copy').
+    """
+
+    group: str
+    name: str
+    median: float | None
+    iqr: float | None
+    repeats: int
+    unit: str = "s"
+    ratio: float | None = None
+    ratio_of: str = ""
+    note: str = ""
+
+
+def run_benchmarks(
+    sections: set[str] | None = None,
+    repeats: int = 3,
+    quick: bool = False,
+    spec: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    on_section: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Run the chosen `sections` (default all of SECTIONS) and return their rows, in that order.
+
+    repeats: runs of the sweep per worker count. quick: tiny sizes and few iterations (for tests).
+    spec: the sweep's spec file (default configs/weight_scale.yaml of this checkout); data_dir as
+    for `bnlab run`. on_section(name) is called as each section starts.
+    """
+    chosen = set(SECTIONS) if sections is None else set(sections)
+    unknown = chosen - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown benchmark section(s) {sorted(unknown)}: choose from {', '.join(SECTIONS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    benchmarks = {
+        "sweep": lambda: bench_sweep(Path(spec) if spec is not None else DEFAULT_SPEC, repeats, data_dir),
+        "step": lambda: bench_step(quick),
+        "batchnorm": lambda: bench_batchnorm(quick),
+        "startup": lambda: bench_startup(2 if quick else 10),
+    }
+    rows: list[BenchRow] = []
+    for name in SECTIONS:
+        if name in chosen:
+            if on_section is not None:
+                on_section(name)
+            rows += benchmarks[name]()
+    return rows
+
+
+def rows_to_json(rows: Sequence[BenchRow]) -> str:
+    """The rows as a JSON array of objects with BenchRow's fields."""
+    return json.dumps([asdict(row) for row in rows], indent=2)
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def _median_iqr(samples: Sequence[float]) -> tuple[float, float]:
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return float(median), float(q3 - q1)
+
+
+def _row(group: str, name: str, samples: Sequence[float], unit: str = "s", **fields) -> BenchRow:
+    median, iqr = _median_iqr(samples)
+    return BenchRow(group, name, median, iqr, len(samples), unit, **fields)
+
+
+@contextlib.contextmanager
+def _single_core() -> Iterator[None]:
+    """As a sweep worker computes (one BLAS thread, subnormals flushed), without the garbage
+    collector's pauses in the middle of a measurement (as timeit does)."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with threadpool_limits(limits=1), flush_subnormals():
+            yield
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _seconds_per_call(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def _calls_per_sample(fn: Callable[[], object], min_s: float = 5e-3) -> int:
+    """Enough calls that one sample lasts min_s, far above the clock's resolution (doubling, as timeit)."""
+    calls = 1
+    while _seconds_per_call(fn, calls) * calls < min_s:
+        calls *= 2
+    return calls
+
+
+def _subprocess_env() -> dict[str, str]:
+    """This environment, with this checkout first on the path: the subprocess runs the same bnlab."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _timed_subprocess(command: list[str]) -> float:
+    """Wall time of `command`, process start-up included; BnlabError if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise BnlabError(f"benchmark command failed with exit code {done.returncode}: {' '.join(command)}\n{tail}")
+    return elapsed
+
+
+# --- 1. the weight-scale sweep end to end ----------------------------------------------------
+
+
+def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None) -> list[BenchRow]:
+    """`bnlab run spec --set seeds=[0] --force` with 1 and 2 workers, `repeats` times each.
+
+    Rows: wall time per worker count (process start and data loading included), the speedup of 2
+    workers (median of the paired ratios 1 worker / 2 workers), and the peak memory of the
+    processes that trained (peak_rss_mb of the runs' meta.json, the largest of each sweep).
+    """
+    names = [f"{spec.name}, 1 worker", f"{spec.name}, 2 workers"]
+    batches = datasets.locate_cifar10(data_dir)
+    missing = None
+    if not spec.is_file():
+        missing = f"spec {spec} not found (pass spec=...)"
+    elif batches is None:
+        where = datasets.find_data_dir(data_dir)
+        missing = f"CIFAR-10 not found under {where}: set BNLAB_DATA_DIR or run `bnlab data --download`"
+    if missing:
+        return [BenchRow("sweep", name, None, None, 0, note=missing) for name in names]
+
+    seconds: dict[int, list[float]] = {1: [], 2: []}
+    peak_mb: dict[int, list[float]] = {1: [], 2: []}
+    num_runs = 0
+    for _ in range(repeats):
+        for workers in (1, 2):  # interleaved, so both worker counts share the machine's drifts
+            with tempfile.TemporaryDirectory(prefix="bnlab-bench-") as out:
+                command = [
+                    sys.executable, "-m", "bnlab.cli", "run", str(spec), "--set", "seeds=[0]",
+                    "--out", out, "--workers", str(workers), "--data-dir", str(batches), "--force",
+                ]  # fmt: skip
+                seconds[workers].append(_timed_subprocess(command))
+                metas = [json.loads(path.read_text()) for path in Path(out).glob("*/*/meta.json")]
+            num_runs = len(metas)
+            peaks = [m["peak_rss_mb"] for m in metas if m.get("peak_rss_mb") is not None]
+            if peaks:
+                peak_mb[workers].append(max(peaks))
+
+    note = f"{num_runs} runs, process start and data loading included"
+    speedups = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
+    rows = [
+        _row("sweep", names[0], seconds[1], note=note),
+        _row("sweep", names[1], seconds[2], note=note),
+        _row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
+    ]
+    memory_names = {1: "peak RSS, 1 worker (the bnlab process)", 2: "peak RSS of a worker, 2 workers"}
+    for workers, name in memory_names.items():
+        if peak_mb[workers]:
+            rows.append(_row("memory", name, peak_mb[workers], unit="MB", note="peak_rss_mb in meta.json"))
+        else:
+            rows.append(BenchRow("memory", name, None, None, 0, "MB", note="not recorded on this platform"))
+    return rows
+
+
+# --- 2. one training iteration -----------------------------------------------------------------
+
+
+def bench_step(quick: bool = False) -> list[BenchRow]:
+    """Solver._step (a batch of 50: forward, backward, Adam) of the 6-layer and the 8-layer
+    batch-norm nets in float32 and float64, on random data of CIFAR-10's shape (N, 3, 32, 32)."""
+    num_train, iterations, warmup = (100, 5, 1) if quick else (1000, 200, 20)
+    rows = []
+    with _single_core():
+        for hidden_dims in ([100] * 5, [50] * 7):
+            for dtype in (np.float32, np.float64):
+                solver = _random_solver(hidden_dims, dtype, num_train)
+                for _ in range(warmup):
+                    solver._step()
+                samples = [_seconds_per_call(solver._step, 1) for _ in range(iterations)]
+                name = f"{len(hidden_dims) + 1} layers, hidden {hidden_dims[0]}x{len(hidden_dims)}, {dtype.__name__}"
+                rows.append(_row("step", name, samples, note="Solver._step: batch 50, batchnorm, adam"))
+    return rows
+
+
+def _random_solver(hidden_dims: list[int], dtype: type, num_train: int) -> Solver:
+    rng = np.random.RandomState(0)
+    X = rng.randn(num_train, 3, 32, 32).astype(dtype)
+    y = rng.randint(10, size=num_train)
+    model = FullyConnectedNet(hidden_dims, normalization="batchnorm", weight_scale=2e-2, dtype=dtype, rng=rng)
+    data = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
+    return Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3}, batch_size=50, rng=rng)
+
+
+# --- 3. the batch-norm kernels -----------------------------------------------------------------
+
+
+def bench_batchnorm(quick: bool = False) -> list[BenchRow]:
+    """batchnorm_forward (train), batchnorm_backward and batchnorm_backward_alt at the notebooks'
+    (100, 500) and at (4096, 1024), float64 and float32, each also as a multiple of np.copy of the
+    same array (passes over memory); and the speedup of the closed-form backward over the graph one."""
+    shapes = [(16, 32)] if quick else [(100, 500), (4096, 1024)]
+    rounds = 3 if quick else 15
+    rows = []
+    with _single_core():
+        for shape in shapes:
+            for dtype in (np.float64, np.float32):
+                rows += _batchnorm_rows(shape, dtype, rounds)
+    return rows
+
+
+def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[BenchRow]:
+    rng = np.random.RandomState(0)
+    n, d = shape
+    x = (5 * rng.randn(n, d) + 12).astype(dtype)  # the notebooks' shifted, scaled input
+    gamma, beta, dout = rng.randn(d).astype(dtype), rng.randn(d).astype(dtype), rng.randn(n, d).astype(dtype)
+    bn_param = {"mode": "train"}
+    _, cache = layers.batchnorm_forward(x, gamma, beta, bn_param)
+    kernels = {
+        "np.copy": lambda: np.copy(x),
+        "batchnorm_forward (train)": lambda: layers.batchnorm_forward(x, gamma, beta, bn_param),
+        "batchnorm_backward": lambda: layers.batchnorm_backward(dout, cache),
+        "batchnorm_backward_alt": lambda: layers.batchnorm_backward_alt(dout, cache),
+    }
+    calls = {name: _calls_per_sample(fn) for name, fn in kernels.items()}
+    samples: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(rounds):  # round-robin, so every kernel sees the same machine load
+        for name, fn in kernels.items():
+            samples[name].append(_seconds_per_call(fn, calls[name]))
+
+    size = f"{n}x{d} {np.dtype(dtype).name}"
+    copy_s = _median_iqr(samples["np.copy"])[0]
+    gb_per_s = 2 * x.nbytes / copy_s / 1e9
+    rows = [_row("batchnorm", f"np.copy {size}", samples["np.copy"], note=f"reference: {gb_per_s:.1f} GB/s read+write")]
+    for name in list(kernels)[1:]:
+        ratio = _median_iqr(samples[name])[0] / copy_s
+        rows.append(_row("batchnorm", f"{name} {size}", samples[name], ratio=ratio, ratio_of="x np.copy"))
+    speedups = [g / a for g, a in zip(samples["batchnorm_backward"], samples["batchnorm_backward_alt"], strict=True)]
+    rows.append(
+        _row("batchnorm", f"speedup of backward_alt over backward {size}", speedups, unit="x", note="paired per round")
+    )
+    return rows
+
+
+# --- 4. start-up time --------------------------------------------------------------------------
+
+
+def bench_startup(repeats: int = 10) -> list[BenchRow]:
+    """Wall time of `bnlab --help` as a new process, next to the bare interpreter's start-up."""
+    commands = {
+        "python -c pass (interpreter alone)": [sys.executable, "-c", "pass"],
+        "bnlab --help": [sys.executable, "-m", "bnlab.cli", "--help"],
+    }
+    for command in commands.values():  # warm the file cache: measure start-up, not the disk
+        _timed_subprocess(command)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            samples[name].append(_timed_subprocess(command))
+    return [_row("startup", name, samples[name], note="new process") for name in commands]

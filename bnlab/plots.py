@@ -1,0 +1,514 @@
+"""Figures of an experiment, drawn from its results folder only (see bnlab.results).
+
+Figure kinds, as listed in spec.yaml `plots` (or chosen from the swept keys when it has none):
+    history     training loss per iteration, training and validation accuracy per epoch; one line
+                per run group                                       -> history.<format>
+    sweep       best validation accuracy, best training accuracy and final training loss against
+                the swept numeric key x (log axis when log-spaced); one line per group of the other
+                swept keys                                          -> sweep_<x, dots as _>.<format>
+    batch_size  training and validation accuracy per epoch, one line per batch size, one figure per
+                normalization with the 'none' runs as reference     -> batch_size_<normalization>.<format>
+
+Conventions in every figure:
+  - A run group is the runs sharing every swept value but the seed. With several seeds a line is
+    the mean over the seeds that reach that point, with a band of +-1 std across them (bands and
+    markers are left out when there are more than 10 lines: they would only blur together).
+  - Looks follow the notebooks: 'none' runs dashed with triangles, normalized runs solid with
+    circles; the colour tells the other swept values (batchnorm and none at batch size 5 share one).
+  - Loss per iteration is noisy: each run's loss is smoothed by a centred moving average over one
+    epoch of iterations. With one or two single-seed groups the raw loss is also drawn faintly
+    behind (more raw curves would only hide each other); several seeds show the mean +- std of the
+    smoothed curves. The loss axis keeps to the bulk of the data (huge early or diverging losses
+    are clipped), so the curves stay readable.
+  - Diverged runs are marked with an 'x': where their curve stops in history figures, at the top
+    of the axis in sweep figures (where they are left out of the mean lines); the title says how
+    many there are. Failed and pending runs are not drawn; the title says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from bnlab.errors import ResultsError, SpecError
+from bnlab.results import ExperimentResults, load_experiment
+
+FORMATS = ("png", "svg", "pdf")
+PLOT_KINDS = ("history", "sweep", "batch_size")
+PLOT_KEYS = ("kind", "x", "title")  # as bnlab.spec resolves them: x is null but for sweep figures
+NORM, BATCH = "model.normalization", "solver.batch_size"
+AXIS_NAMES = {"model.weight_scale": "Weight initialization scale"}
+MAX_RAW_GROUPS = 2  # the raw loss is drawn behind the moving average only for this few groups
+MAX_DETAILED_GROUPS = 10  # beyond this many lines, std bands and markers only make a blur
+DIVERGED_STYLE = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "linestyle": "none"}
+
+
+def plot_experiment(
+    path: str | Path, formats: Sequence[str] = ("png",), out_dir: str | Path | None = None
+) -> list[Path]:
+    """Writes every declared (or chosen) figure of results folder `path` to out_dir (default
+    <path>/figures/), one file per figure and format; returns the written paths in order."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise SpecError(f"figure format(s) {', '.join(bad) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    results = load_experiment(path)
+    figures = build_figures(results)
+    out_dir = Path(out_dir) if out_dir is not None else results.path / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_save(figure, out_dir / f"{stem}.{fmt}", fmt) for stem, figure in figures for fmt in formats]
+
+
+def build_figures(results: ExperimentResults) -> list[tuple[str, Figure]]:
+    """(file name without extension, Figure) for every figure of the plan, in its order."""
+    if not results.runs["status"].isin(["done", "diverged"]).any():
+        raise ResultsError(
+            f"{results.path / 'runs.csv'}: no finished runs to plot yet; run `bnlab run SPEC` (it resumes)."
+        )
+    figures: list[tuple[str, Figure]] = []
+    for plot in figure_plan(results):
+        title = plot.get("title")
+        if plot["kind"] == "history":
+            figures.append(("history", history_figure(results, title)))
+        elif plot["kind"] == "sweep":
+            figures.append((f"sweep_{plot['x'].replace('.', '_')}", sweep_figure(results, plot["x"], title)))
+        else:
+            figures += [(f"batch_size_{norm}", fig) for norm, fig in batch_size_figures(results, title).items()]
+    named, seen = [], {}
+    for stem, fig in figures:  # two declared plots of one kind would share a file name: number repeats
+        seen[stem] = seen.get(stem, 0) + 1
+        named.append((stem if seen[stem] == 1 else f"{stem}_{seen[stem]}", fig))
+    return named
+
+
+def figure_plan(results: ExperimentResults) -> list[dict]:
+    """The spec's `plots` entries, checked; without them: a history figure, a sweep figure per swept
+    numeric key with more than 3 distinct values, a batch_size figure if the batch size is swept."""
+    declared = results.spec.get("plots")
+    if declared is None:
+        plan = [{"kind": "history"}]
+        plan += [{"kind": "sweep", "x": key} for key in results.swept_keys if _sweepable(results, key)]
+        if BATCH in results.swept_keys:
+            plan.append({"kind": "batch_size"})
+        return plan
+    spec_file = results.path / "spec.yaml"
+    if not isinstance(declared, list):
+        raise ResultsError(
+            f"{spec_file}: plots must be a list of mappings, each with a kind ({', '.join(PLOT_KINDS)})."
+        )
+    for i, plot in enumerate(declared):
+        where = f"{spec_file}: plots[{i}]"
+        if not isinstance(plot, dict) or plot.get("kind") not in PLOT_KINDS:
+            raise ResultsError(f"{where}: expected a mapping with kind one of {', '.join(PLOT_KINDS)}.")
+        unknown = sorted(set(plot) - set(PLOT_KEYS))
+        if unknown:
+            raise ResultsError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(PLOT_KEYS)}).")
+        if plot.get("title") is not None and not isinstance(plot["title"], str):
+            raise ResultsError(f"{where}: title must be text.")
+        if plot["kind"] == "sweep" and not (plot.get("x") in results.swept_keys and _numeric(results, plot["x"])):
+            numeric = ", ".join(k for k in results.swept_keys if _numeric(results, k)) or "none is swept"
+            raise ResultsError(f"{where}: x is {plot.get('x')!r}; expected a swept numeric key ({numeric}).")
+        if plot["kind"] == "batch_size" and BATCH not in results.swept_keys:
+            raise ResultsError(f"{where}: a batch_size plot needs {BATCH} in the sweep.")
+    return declared
+
+
+def history_figure(results: ExperimentResults, title: str | None = None) -> Figure:
+    """Training loss per iteration (top), training and validation accuracy per epoch (bottom)."""
+    fig = Figure(figsize=(11, 8.5), layout="constrained")
+    axes = fig.subplot_mosaic([["loss", "loss"], ["train", "val"]])
+    groups = _groups(results, _finished(results), results.swept_keys)
+    by_run = dict(tuple(results.history.groupby("run_id")))
+    history = {r: by_run.get(r, results.history.iloc[:0]) for r in results.runs["run_id"]}
+    diverged: dict[str, list] = {"loss": [], "train": [], "val": []}  # (x, y, colour) per panel
+    lows, peaks = [], []  # per run: lowest and typical highest smoothed loss, for the y-range
+    for group in groups:
+        window = _window([history[r] for r in group.runs["run_id"]])
+        if len(group.runs) == 1 and len(groups) <= MAX_RAW_GROUPS:
+            raw = history[group.runs["run_id"].iloc[0]]
+            raw = raw[np.isfinite(raw["loss"])]
+            axes["loss"].plot(raw["iteration"], raw["loss"], color=group.color, alpha=0.25, linewidth=0.6)
+            if group.runs["status"].iloc[0] == "done":  # the y-range takes in the bulk of its noise
+                lows.append(raw["loss"].min())
+                peaks.append(np.percentile(raw["loss"], 99))
+        smoothed = {r: _smoothed_loss(history[r], window) for r in group.runs["run_id"]}
+        diverged["loss"] += _draw_group(axes["loss"], group, smoothed.__getitem__, None, markers=False)
+        group_lows, group_peaks = _loss_levels(group, smoothed)
+        lows += group_lows
+        peaks += group_peaks
+        for panel, column in (("train", "train_acc"), ("val", "val_acc")):
+            label = group.label if panel == "train" else None
+            diverged[panel] += _draw_group(axes[panel], group, lambda r, c=column: _epoch_series(results, r, c), label)
+    _set_robust_ylim(axes["loss"], min(lows, default=0.0), np.array(peaks))
+    _label(axes["loss"], "Training loss (moving average over one epoch)", "Iteration", "Loss")
+    _label(axes["train"], "Training accuracy", "Epoch", "Accuracy")
+    _label(axes["val"], "Validation accuracy", "Epoch", "Accuracy")
+    for panel, points in diverged.items():
+        _mark_diverged(axes[panel], points)
+    for panel in ("train", "val"):
+        axes[panel].xaxis.set_major_locator(MaxNLocator(integer=True))
+    _finish(fig, results, title or f"{results.name}: training history", axes["train"], groups)
+    return fig
+
+
+def sweep_figure(results: ExperimentResults, x: str, title: str | None = None) -> Figure:
+    """Best val accuracy, best train accuracy and final training loss against swept key x; one line
+    per group of the other swept keys. Diverged runs are left out of the lines (a gap where all
+    seeds diverged) and drawn as an 'x' at the top of each panel at their x."""
+    fig = Figure(figsize=(8.5, 10), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    runs = _finished(results).dropna(subset=[x])
+    groups = _groups(results, runs, [k for k in results.swept_keys if k != x])
+    panels = [
+        ("best_val_acc", "Best validation accuracy", "Accuracy"),
+        ("best_train_acc", "Best training accuracy", "Accuracy"),
+        ("final_train_loss", "Final training loss (mean of the last 100 iterations)", "Loss"),
+    ]
+    for ax, (metric, panel_title, unit) in zip(axes, panels, strict=True):
+        for group in groups:
+            done = group.runs[group.runs["status"] == "done"]
+            stats = done.groupby(x)[metric].agg(["mean", "std"]).fillna({"std": 0.0})
+            stats = stats.reindex(sorted(group.runs[x].unique()))
+            _draw_curve(ax, stats, group, group.label, markers=True, band=group.banded and group.seeds > 1)
+        if metric == "final_train_loss":
+            losses = runs.loc[runs["status"] == "done", metric].to_numpy(dtype=float)
+            losses = losses[np.isfinite(losses)]
+            if _log_spaced(losses):  # exploding losses span orders of magnitude: show them all
+                ax.set_yscale("log")
+            else:
+                _set_robust_ylim(ax, np.nanmin(losses, initial=np.inf), losses)
+        _label(ax, panel_title, None, unit)
+        diverged = [(v, math.nan, g.color) for g in groups for v in g.runs.loc[g.runs["status"] == "diverged", x]]
+        _mark_diverged(ax, diverged)
+    if _log_spaced(runs[x].to_numpy(dtype=float)):
+        axes[-1].set_xscale("log")
+    axes[-1].set_xlabel(_axis_name(x))
+    _finish(fig, results, title or f"{results.name}: effect of {_axis_name(x).lower()}", axes[0], groups)
+    return fig
+
+
+def batch_size_figures(results: ExperimentResults, title: str | None = None) -> dict[str, Figure]:
+    """Training and validation accuracy per epoch for each batch size: one figure per
+    normalization, keyed by its name, each also showing the 'none' runs (dashed) as the reference."""
+    runs = _finished(results)
+    if NORM not in results.swept_keys:  # one normalization for the whole experiment
+        norm = _norm_name((results.spec.get("model") or {}).get("normalization"))
+        return {norm: _batch_size_figure(results, runs, norm, title)}
+    norms = [n for n in dict.fromkeys(runs[NORM]) if n != "none"] or ["none"]
+    return {norm: _batch_size_figure(results, runs[runs[NORM].isin([norm, "none"])], norm, title) for norm in norms}
+
+
+def _batch_size_figure(results: ExperimentResults, runs: pd.DataFrame, norm: str, title: str | None) -> Figure:
+    fig = Figure(figsize=(9, 8.5), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    groups = _groups(results, runs, results.swept_keys)
+    for ax, column, name in zip(axes, ("train_acc", "val_acc"), ("Training", "Validation"), strict=True):
+        diverged = []
+        for group in groups:
+            diverged += _draw_group(ax, group, lambda r, c=column: _epoch_series(results, r, c), group.label)
+        _label(ax, f"{name} accuracy ({_norm_label(norm)})", None, "Accuracy")
+        _mark_diverged(ax, diverged)
+    axes[-1].set_xlabel("Epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    _finish(fig, results, title or f"{results.name}: batch size and {_norm_label(norm)}", axes[0], groups)
+    return fig
+
+
+# --- run groups and their labels ---------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """Runs sharing every swept value but the seed, with the label and look of their line."""
+
+    label: str
+    runs: pd.DataFrame
+    color: tuple
+    linestyle: str
+    marker: str  # "" for none
+    banded: bool  # a +-std band around the mean, if it has several seeds
+
+    @property
+    def seeds(self) -> int:
+        return self.runs["seed"].nunique()
+
+
+def _finished(results: ExperimentResults) -> pd.DataFrame:
+    """The runs that have curves to draw: done and diverged."""
+    return results.runs[results.runs["status"].isin(["done", "diverged"])]
+
+
+def _groups(results: ExperimentResults, runs: pd.DataFrame, keys: list[str]) -> list[_Group]:
+    """One group per distinct combination of `keys` among `runs`, in the order the runs appear.
+
+    'none' runs are dashed with triangles, other normalizations solid (then dotted, dash-dotted)
+    with circles; the colour tells the values of the other keys, or each group apart when the
+    other keys do not vary (line styles alone are hard to tell apart). Beyond MAX_DETAILED_GROUPS
+    groups, lines have no markers and no std bands."""
+    if runs.empty:
+        return []
+    if keys:
+        parts = [(dict(zip(keys, v, strict=True)), g) for v, g in runs.groupby(keys, sort=False, dropna=False)]
+    else:
+        parts = [({}, runs)]
+    parts = [({k: None if _is_nan(v) else v for k, v in values.items()}, g) for values, g in parts]
+    rest = [tuple((k, v) for k, v in values.items() if k != NORM) for values, _ in parts]
+    distinct_rest = list(dict.fromkeys(rest))
+    colors = _colors(len(distinct_rest) if len(distinct_rest) > 1 else len(parts))
+    norms = [n for n in dict.fromkeys(values.get(NORM) for values, _ in parts) if n != "none"]
+    several_seed_counts = len({g["seed"].nunique() for _, g in parts}) > 1
+    detailed = len(parts) <= MAX_DETAILED_GROUPS
+    groups = []
+    for i, ((values, runs_of_group), r) in enumerate(zip(parts, rest, strict=True)):
+        label = _group_label(results, values)
+        if several_seed_counts:  # else the title tells the number of seeds once
+            label += f" ({runs_of_group['seed'].nunique()} seeds)"
+        norm = values.get(NORM)
+        linestyle = "--" if norm == "none" else ("-", ":", "-.")[norms.index(norm) % 3 if norm in norms else 0]
+        color = colors[distinct_rest.index(r)] if len(distinct_rest) > 1 else colors[i]
+        marker = ("^" if norm == "none" else "o") if detailed else ""
+        groups.append(_Group(label, runs_of_group, color, linestyle, marker, banded=detailed))
+    return groups
+
+
+def _group_label(results: ExperimentResults, values: dict) -> str:
+    """E.g. 'batchnorm, batch size 10' or 'no normalization, weight scale 0.001'."""
+    parts = []
+    for key, value in values.items():
+        if value is None:
+            continue  # this key was not swept for these runs (a union of sweeps)
+        if key == NORM:
+            parts.append(_norm_label(value))
+        elif _is_number(value):  # 3 significant digits for real numbers: 0.000316, not 0.000316228
+            text = f"{value:.3g}" if isinstance(value, (float, np.floating)) else str(value)
+            parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {text}")
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {value}")
+    return ", ".join(parts) or _fixed_label(results)
+
+
+def _fixed_label(results: ExperimentResults) -> str:
+    """Label of the one group of an experiment without other swept keys: its normalization."""
+    model = results.spec.get("model")
+    if isinstance(model, dict) and "normalization" in model:
+        return _norm_label(_norm_name(model["normalization"]))
+    return results.name
+
+
+def _norm_name(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _norm_label(name: str) -> str:
+    return "no normalization" if name == "none" else name
+
+
+def _axis_name(key: str) -> str:
+    return AXIS_NAMES.get(key, key.rsplit(".", 1)[-1].replace("_", " ").capitalize())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _numeric(results: ExperimentResults, key: str) -> bool:
+    column = results.runs[key]
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _sweepable(results: ExperimentResults, key: str) -> bool:
+    return _numeric(results, key) and results.runs[key].nunique() > 3
+
+
+def _log_spaced(values: np.ndarray) -> bool:
+    """All positive and spanning at least two decades."""
+    values = values[np.isfinite(values)]
+    return values.size > 0 and values.min() > 0 and values.max() / values.min() >= 100
+
+
+def _colors(n: int) -> list:
+    """Distinct colours: tab10 for up to 10 lines, else evenly spaced along viridis."""
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["viridis"](v) for v in np.linspace(0, 0.95, n)]
+
+
+# --- curves -----------------------------------------------------------------------------------
+
+
+def _window(histories: list[pd.DataFrame]) -> int:
+    """Iterations per epoch (the longest epoch seen), at most a fifth of the run so it stays visible."""
+    per_epoch = max((h.groupby("epoch").size().max() for h in histories if len(h)), default=1)
+    longest = max((len(h) for h in histories), default=1)
+    return int(max(1, min(per_epoch, longest // 5)))
+
+
+def _smoothed_loss(history: pd.DataFrame, window: int) -> pd.Series:
+    """Centred moving average of one run's loss, indexed by iteration; nan and inf losses are left
+    out of the averages, so a diverged run's curve runs up to the iteration where it stopped."""
+    loss = history["loss"].where(np.isfinite(history["loss"]))
+    smooth = loss.rolling(window, center=True, min_periods=1).mean()
+    return pd.Series(smooth.to_numpy(), index=history["iteration"].to_numpy())
+
+
+def _loss_levels(group: _Group, smoothed: dict[str, pd.Series]) -> tuple[list[float], list[float]]:
+    """Lowest and highest points of a group's smoothed loss curves (and std band), for the y-range.
+    A diverged run peaks where it explodes, so its median stands in for its peak."""
+    lows, peaks = [], []
+    done = [
+        smoothed[r] for r, status in zip(group.runs["run_id"], group.runs["status"], strict=True) if status == "done"
+    ]
+    if group.banded and len(done) > 1:
+        band = _mean_std(done)
+        lows.append((band["mean"] - band["std"]).min())
+        peaks.append((band["mean"] + band["std"]).max())
+    for loss, status in zip(smoothed.values(), group.runs["status"], strict=True):
+        if loss.notna().any():
+            lows.append(loss.min())
+            peaks.append(loss.max() if status == "done" else loss.median())
+    return lows, peaks
+
+
+def _epoch_series(results: ExperimentResults, run_id: str, column: str) -> pd.Series:
+    rows = results.epochs[results.epochs["run_id"] == run_id]
+    return pd.Series(rows[column].to_numpy(), index=rows["epoch"].to_numpy())
+
+
+def _mean_std(series: list[pd.Series]) -> pd.DataFrame:
+    """Mean and std (0 for one run) across runs at each x, over the runs that reach that x."""
+    stacked = pd.concat(series, axis=1) if series else pd.DataFrame()
+    return pd.DataFrame({"mean": stacked.mean(axis=1), "std": stacked.std(axis=1).fillna(0.0)}).sort_index()
+
+
+# --- drawing ----------------------------------------------------------------------------------
+
+
+def _draw_group(ax: Axes, group: _Group, series_of, label: str | None, markers: bool = True) -> list[tuple]:
+    """Draws the mean over the group's done runs (with a +-std band if several) and each diverged
+    run on its own, thinner, ending where it stopped. series_of(run_id) gives a run's y indexed
+    by x. Returns the (x, y, colour) where the diverged runs stopped, to be marked with an 'x'."""
+    done = group.runs.loc[group.runs["status"] == "done", "run_id"]
+    if len(done):
+        band = group.banded and len(done) > 1
+        _draw_curve(ax, _mean_std([series_of(r) for r in done]), group, label, markers, band)
+        label = None
+    stops = []
+    for run_id in group.runs.loc[group.runs["status"] == "diverged", "run_id"]:
+        y = series_of(run_id)
+        _draw_curve(ax, pd.DataFrame({"mean": y, "std": 0.0}), group, label, markers, band=False, linewidth=1.0)
+        label = None  # a group whose seeds all diverged is labelled by its first run
+        if len(y):  # (a run that diverged at once has no curve to mark; the title still counts it)
+            stops.append((y.index[-1], y.iloc[-1], group.color))
+    return stops
+
+
+def _draw_curve(
+    ax: Axes, curve: pd.DataFrame, group: _Group, label: str | None, markers: bool, band: bool, linewidth=1.8
+) -> None:
+    """curve: 'mean' and 'std' columns indexed by x."""
+    x = curve.index.to_numpy(dtype=float)
+    marker = {"marker": group.marker, "markersize": 4} if markers and group.marker else {}
+    ax.plot(x, curve["mean"], color=group.color, linestyle=group.linestyle, linewidth=linewidth, label=label, **marker)
+    if band:
+        low, high = curve["mean"] - curve["std"], curve["mean"] + curve["std"]
+        ax.fill_between(x, low, high, color=group.color, alpha=0.18, linewidth=0)
+
+
+def _mark_diverged(ax: Axes, points: list[tuple]) -> None:
+    """An 'x' at each (x, y, colour), after everything else is drawn. A NaN or off-axis y goes on
+    a row along the top of the axis instead, one row per colour so equal x stay apart; the y-range
+    is raised to make room for the rows."""
+    low, high = ax.get_ylim()
+    on_axis = [math.isfinite(y) and low <= y <= high for _, y, _ in points]
+    rows = list(dict.fromkeys(color for (_, _, color), inside in zip(points, on_axis, strict=True) if not inside))
+    if rows:
+        ax.set_ylim(low, high + 0.1 * len(rows) * (high - low))
+    for (x, y, color), inside in zip(points, on_axis, strict=True):
+        if inside:
+            ax.plot([x], [y], color=color, clip_on=False, zorder=5, **DIVERGED_STYLE)
+        else:  # x in data units, y in axis units
+            row = 0.96 - 0.06 * rows.index(color)
+            ax.plot(
+                [x], [row], color=color, clip_on=False, zorder=5, transform=ax.get_xaxis_transform(), **DIVERGED_STYLE
+            )
+
+
+def _set_robust_ylim(ax: Axes, low: float, peaks: np.ndarray) -> None:
+    """y from `low` up to the highest of the peaks (one per run), except peaks more than 3 times as
+    far above `low` as the median peak: those are clipped, so a few huge losses (a bad weight
+    scale, an exploding run) do not flatten everything else."""
+    peaks = peaks[np.isfinite(peaks)]
+    if peaks.size == 0 or not math.isfinite(low):
+        return
+    median = np.median(peaks)
+    high = min(peaks.max(), median + 3 * (median - low))
+    pad = 0.05 * (high - low) or 0.1 * abs(high) or 0.1
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _label(ax: Axes, title: str, xlabel: str | None, ylabel: str) -> None:
+    ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+
+
+def _finish(fig: Figure, results: ExperimentResults, title: str, legend_ax: Axes, groups: list[_Group]) -> None:
+    """The title, with notes on seeds and on diverged, failed and pending runs; one legend below
+    all panels, so it never covers data."""
+    notes = []
+    seeds = {g.seeds for g in groups}
+    if max(seeds, default=1) > 1:
+        spread = " \u00b1 1 std" if any(g.banded for g in groups) else ""
+        notes.append(f"mean{spread} over {seeds.pop() if len(seeds) == 1 else 'the'} seeds")
+    diverged = sum(int((g.runs["status"] == "diverged").sum()) for g in groups)
+    if diverged:
+        notes.append(f"{_runs(diverged, 'diverged')} marked \u00d7")
+    counts = results.runs["status"].value_counts()
+    for status in ("failed", "pending"):
+        if counts.get(status, 0):
+            notes.append(f"{_runs(int(counts[status]), status)} not shown")
+    fig.suptitle(title + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=13)
+    handles, labels = legend_ax.get_legend_handles_labels()
+    if diverged:
+        handles.append(Line2D([], [], color="black", **DIVERGED_STYLE))
+        labels.append("diverged")
+    if handles:
+        # About 12 characters per inch at the legend's font size, plus room for the line sample.
+        columns = max(1, min(len(labels), int(fig.get_figwidth() * 12 // (max(map(len, labels)) + 7))))
+        rows = math.ceil(len(labels) / columns)
+        fig.set_figheight(fig.get_figheight() + 0.22 * max(0, rows - 4))  # keep the panels' height
+        fig.legend(handles, labels, loc="outside lower center", ncol=columns, frameon=False)
+
+
+def _runs(n: int, status: str) -> str:
+    return f"{n} {status} run{'s' if n > 1 else ''}"
+
+
+def _save(fig: Figure, file: Path, fmt: str) -> Path:
+    """Writes atomically: a temporary file in the same folder, then renamed over `file`."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=f".{fmt}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=110)
+        os.replace(tmp, file)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return file

@@ -1,0 +1,112 @@
+"""Smoke tests of bnlab.bench: every section returns well-formed rows at tiny sizes. No timings are
+asserted, only what the rows must say whatever the machine."""
+
+import json
+import math
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab.bench import BenchRow, rows_to_json, run_benchmarks
+
+TINY_SPEC = """\
+name: tiny
+data: {num_train: 20, num_val: 10, num_test: 5}
+model: {hidden_dims: [8]}
+solver: {update_rule: adam, batch_size: 10, num_epochs: 1}
+sweep:
+  model.normalization: [null, batchnorm]
+"""
+
+
+def write_tiny_cifar(folder: Path) -> Path:
+    """A cifar-10-batches-py folder in the official format: two batches of 20 images, a test batch of 5."""
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [("data_batch_1", 20), ("data_batch_2", 20), ("test_batch", 5)]:
+        images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        with open(batches / name, "wb") as f:
+            pickle.dump({"data": images, "labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+    return batches
+
+
+def assert_measured(row: BenchRow) -> None:
+    assert row.median is not None and math.isfinite(row.median) and row.median > 0, row
+    assert row.iqr is not None and row.iqr >= 0, row
+    assert row.repeats >= 1, row
+
+
+def test_step_and_batchnorm_rows():
+    rows = run_benchmarks({"step", "batchnorm"}, quick=True)
+    assert len({row.name for row in rows}) == len(rows)
+    for row in rows:
+        assert_measured(row)
+
+    step = [row for row in rows if row.group == "step"]
+    # two nets, two dtypes
+    assert len(step) == 4 and all(row.unit == "s" for row in step)
+    assert {row.name.split(",")[0] for row in step} == {"6 layers", "8 layers"}
+
+    kernels = [row for row in rows if row.group == "batchnorm"]
+    for dtype in ("float64", "float32"):
+        of_dtype = {row.name.rsplit(" ", 2)[0]: row for row in kernels if row.name.endswith(dtype)}
+        copy = of_dtype["np.copy"]
+        for name in ("batchnorm_forward (train)", "batchnorm_backward", "batchnorm_backward_alt"):
+            row = of_dtype[name]
+            assert row.ratio_of == "x np.copy"
+            assert row.ratio == pytest.approx(row.median / copy.median)
+        speedup = of_dtype["speedup of backward_alt over backward"]
+        assert speedup.unit == "x" and speedup.repeats == copy.repeats
+
+
+def test_sweep_and_startup_on_a_tiny_spec(tmp_path):
+    batches = write_tiny_cifar(tmp_path / "data")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    started = []
+    rows = run_benchmarks(
+        {"sweep", "startup"}, repeats=1, quick=True, spec=spec, data_dir=batches, on_section=started.append
+    )
+    assert started == ["sweep", "startup"]
+    by_name = {row.name: row for row in rows}
+    for row in rows:
+        assert_measured(row)
+
+    one, two = by_name["tiny.yaml, 1 worker"], by_name["tiny.yaml, 2 workers"]
+    assert one.repeats == two.repeats == 1
+    assert one.note.startswith("2 runs")  # the spec's two normalizations, one seed
+    assert by_name["speedup of 2 workers over 1"].median == pytest.approx(one.median / two.median)
+    memory = [row for row in rows if row.group == "memory"]
+    assert len(memory) == 2 and all(row.unit == "MB" for row in memory)
+    assert {row.name for row in rows if row.group == "startup"} == {
+        "python -c pass (interpreter alone)",
+        "bnlab --help",
+    }
+
+
+def test_missing_data_is_a_row_not_an_error(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    rows = run_benchmarks({"sweep"}, spec=spec, data_dir=tmp_path / "nowhere")
+    assert [row.name for row in rows] == ["tiny.yaml, 1 worker", "tiny.yaml, 2 workers"]
+    for row in rows:
+        assert row.median is None and row.repeats == 0
+        assert "CIFAR-10 not found" in row.note and str(tmp_path / "nowhere") in row.note
+
+
+def test_rows_to_json_round_trips():
+    rows = [
+        BenchRow("sweep", "a", 1.5, 0.25, 3, note="n"),
+        BenchRow("sweep", "b", None, None, 0, unit="MB"),
+    ]
+    assert json.loads(rows_to_json(rows)) == [asdict(row) for row in rows]
+
+
+@pytest.mark.parametrize("sections, repeats", [({"nope"}, 3), ({"step"}, 0)])
+def test_bad_arguments(sections, repeats):
+    with pytest.raises(ValueError):
+        run_benchmarks(sections, repeats=repeats)
