@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,6 +42,8 @@ class _Section(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what numpy.random.RandomState accepts
+MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
 
 
 class DataSpec(_Section):
@@ -84,8 +87,10 @@ class SolverSpec(_Section):
                     f"optim_config has no {key!r} for update_rule {self.update_rule!r}"
                     f"{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
                 )
-            if not (math.isfinite(value) and value > 0):
+            if key in ("learning_rate", "epsilon") and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
+            if key in ("momentum", "decay_rate", "beta1", "beta2") and not 0 <= value < 1:
+                raise ValueError(f"optim_config.{key} is a decay factor in [0, 1), got {value!r}")
         return self
 
 
@@ -101,7 +106,9 @@ class ExperimentSpec(_Section):
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec
     solver: SolverSpec = Field(default_factory=SolverSpec)
-    seeds: Annotated[list[int], Field(min_length=1)] | PositiveInt = Field(default_factory=lambda: [0])
+    seeds: Annotated[list[Seed], Field(min_length=1)] | Annotated[int, Field(ge=1, le=MAX_RUNS)] = Field(
+        default_factory=lambda: [0]
+    )
     sweep: dict[str, Any] | list[dict[str, Any]] | None = None
     plots: list[PlotSpec] | None = None
 
@@ -157,7 +164,7 @@ _Loader.add_implicit_resolver(
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
@@ -170,7 +177,7 @@ def parse_yaml(text: str, source: str) -> Any:
     """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, AttributeError, RecursionError) as exc:  # 2001-13-45, !!int abc, [[[...
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
@@ -233,6 +240,8 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     if len(set(seeds)) != len(seeds):
         raise SpecError(f"{source}{_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
     swept_keys, points = expand_sweep(spec.sweep, source, text)
+    if len(points) * len(seeds) > MAX_RUNS:
+        raise SpecError(f"{source}: {len(points)} sweep points x {len(seeds)} seeds is more than {MAX_RUNS} runs")
     _check_plots(spec, swept_keys, source, text)
 
     base = {name: getattr(spec, name).model_dump(mode="json") for name in SECTIONS}
@@ -241,7 +250,8 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         config = _with_values(base, point)
         for section, model in SECTIONS.items():
             try:
-                model.model_validate(config[section])
+                # store the validated values: a swept weight_scale of 1 becomes the float 1.0
+                config[section] = model.model_validate(config[section]).model_dump(mode="json")
             except ValidationError as exc:
                 values = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise SpecError(
@@ -265,9 +275,10 @@ def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overrid
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        loc = [str(p) for p in exc.errors()[0]["loc"] if not _is_union_tag(p)]
+        loc = [str(p) for p in _key_path(exc.errors()[0]["loc"])]
         for key, item in overridden.items():
-            if ".".join(loc).startswith(key) or key.startswith(".".join(loc[:-1]) + "." + loc[-1]):
+            path = key.split(".")
+            if path[: len(loc)] == loc[: len(path)]:  # the error is in the value set, or in a section holding it
                 raise SpecError(f"--set {item}: {_first_error(exc)}") from None
         raise SpecError(f"{source}{_position(text, tuple(loc))}: {_first_error(exc)}") from None
 
@@ -275,7 +286,7 @@ def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overrid
 def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
     """The first validation error as 'key.path: what is wrong (got value)'."""
     err = exc.errors()[0]
-    loc = tuple(part for part in (*prefix, *err["loc"]) if not _is_union_tag(part))
+    loc = (*prefix, *_key_path(err["loc"]))
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         parent = _schema_at(loc[:-1])
@@ -285,7 +296,10 @@ def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
     if err["type"] == "missing":
         return f"{key}: required key is missing"
     if loc[:1] == ("seeds",):
-        return f"seeds: give a list of whole-number seeds or a count >= 1 (got {err['input']!r})"
+        return (
+            f"seeds: give a list of whole-number seeds from 0 to 2**32 - 1 or a count from 1 to {MAX_RUNS} "
+            f"(got {err['input']!r})"
+        )
     if loc == ("name",):
         return f"name: use letters, digits, '_', '.' and '-' (it names the results folder), got {err['input']!r}"
     message = err["msg"].removeprefix("Value error, ")
@@ -294,13 +308,22 @@ def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
     return f"{key}: {message} (got {err['input']!r})"
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic names the union member tried ('list[int]', 'constrained-int', ...) inside loc
-    return isinstance(part, str) and (part.endswith("]") or part in ("constrained-int", "int", "float", "str"))
+def _key_path(loc: tuple) -> tuple:
+    """A pydantic error location as a key path. pydantic names the union member it tried right after
+    a union field ('seeds', 'list[int]', 0) and marks a bad mapping key ('optim_config', 1, '[key]');
+    a user's own key is never dropped, whatever its name."""
+    unions = ("seeds", "sweep")
+    return tuple(
+        part
+        for i, part in enumerate(loc)
+        if not (i == 1 and loc[0] in unions) and not (part == "[key]" and i >= 2 and i == len(loc) - 1)
+    )
 
 
 def _schema_at(loc: tuple) -> type[BaseModel] | None:
     model: type[BaseModel] = ExperimentSpec
+    if loc[:1] == ("plots",) and len(loc) == 2:
+        return PlotSpec  # plots.0: an item of the list of plots
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None) if field else None
@@ -411,6 +434,8 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
                 continue
             _check_key(key, source, _position(text, (*at, key)))
             axes.append([{key: v} for v in _values(values, f"{source}{_position(text, (*at, key))}", key)])
+        if len(points) + math.prod(len(axis) for axis in axes) > MAX_RUNS:
+            raise SpecError(f"{where}: the sweep expands to more than {MAX_RUNS} runs; sweep fewer values")
         for combo in itertools.product(*axes):
             point = {k: v for part in combo for k, v in part.items()}
             points.append(point)
@@ -443,19 +468,19 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
         ok = (
             isinstance(args, list)
             and len(args) == 3
-            and all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) < 1e308 for a in args)
             and isinstance(args[2], int)
-            and args[2] >= 1
+            and 1 <= args[2] <= MAX_RUNS
         )
         if not ok:
             raise SpecError(
-                f"{where}: sweep.{key}: {kind} takes [start, stop, count] with a whole count >= 1, got {args!r}"
+                f"{where}: sweep.{key}: {kind} takes [start, stop, count] with finite numbers and a whole count "
+                f"from 1 to {MAX_RUNS}, got {args!r}"
             )
         start, stop, count = args
-        step = (stop - start) / (count - 1) if count > 1 else 0.0
-        grid = [start + i * step for i in range(count)]
-        # the same values numpy.logspace / linspace give, as plain floats
-        return [float(10.0**g) if kind == "logspace" else float(g) for g in grid]
+        with np.errstate(over="ignore", invalid="ignore"):  # 10**400 is inf, which validation then rejects
+            grid = (np.logspace if kind == "logspace" else np.linspace)(start, stop, count)
+        return grid.tolist()  # numpy's values (stop exactly, not start + (n-1) * step), as plain floats
     raise SpecError(
         f"{where}: sweep.{key}: expected a list of values or {{logspace: [a, b, n]}} / "
         f"{{linspace: [a, b, n]}}, got {spec!r}"
