@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import data as datasets
 from bnlab.fpenv import flush_subnormals
-from bnlab.spec import Run
 from bnlab.train import RunOutcome, train_run
+
+if TYPE_CHECKING:  # workers receive plain ids and configs: they need not import pydantic
+    from bnlab.spec import Run
 
 Progress = Callable[[dict], None]
 
@@ -36,18 +38,18 @@ class Executor(Protocol):
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]: ...
 
 
-def execute_run(run: Run, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
+def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
     """Load the run's data (once per process) and train it on one BLAS thread."""
-    d = run.config["data"]
+    d = config["data"]
     data = datasets.load_cifar10(
         data_dir,
         num_train=d["num_train"],
         num_val=d["num_val"],
         num_test=d["num_test"],
-        dtype=np.dtype(run.config["model"]["dtype"]).type,
+        dtype=np.dtype(config["model"]["dtype"]).type,
     )
     with threadpool_limits(limits=1), flush_subnormals():
-        return train_run(run.run_id, run.config, data, progress)
+        return train_run(run_id, config, data, progress)
 
 
 class SerialExecutor:
@@ -58,7 +60,7 @@ class SerialExecutor:
 
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
         for run in runs:
-            yield execute_run(run, self.data_dir, progress)
+            yield execute_run(run.run_id, run.config, self.data_dir, progress)
 
 
 # --- a pool of local worker processes -------------------------------------------------------
@@ -73,8 +75,8 @@ def _init_worker(progress_queue: multiprocessing.Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _worker_execute(run: Run, data_dir: str | None) -> RunOutcome:
-    return execute_run(run, data_dir, _progress_queue.put if _progress_queue is not None else None)
+def _worker_execute(run_id: str, config: dict, data_dir: str | None) -> RunOutcome:
+    return execute_run(run_id, config, data_dir, _progress_queue.put if _progress_queue is not None else None)
 
 
 class ProcessExecutor:
@@ -99,7 +101,9 @@ class ProcessExecutor:
             initializer=_init_worker,
             initargs=(progress_queue,),
         )
-        pending: dict[Future, Run] = {pool.submit(_worker_execute, run, self.data_dir): run for run in runs}
+        pending: dict[Future, Run] = {
+            pool.submit(_worker_execute, run.run_id, run.config, self.data_dir): run for run in runs
+        }
         try:
             while pending:
                 done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
