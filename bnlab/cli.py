@@ -112,6 +112,12 @@ def run(
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
+    ] = None,
 ) -> None:
     """Train every run of each spec and write results/<experiment>/.
 
@@ -122,7 +128,13 @@ def run(
       bnlab run configs/deep_bn.yaml
 
       bnlab run configs/weight_scale.yaml --workers 2 --set seeds=[0]
+
+      bnlab run configs/weight_scale.yaml --executor dask --scheduler tcp://10.0.0.5:8786
     """
+    if executor not in ("local", "dask"):
+        raise _usage_error(f"--executor {executor}: choose local or dask")
+    if executor == "dask" and not scheduler:
+        raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
     with _reported():
         experiments = _load_experiments(specs, set_)
         if dry_run:
@@ -134,8 +146,15 @@ def run(
 
         workers = workers or default_workers()
         data_root = _prepare_data(data_dir, experiments)
-        for experiment in experiments:
-            _run_one(experiment, out, make_executor(workers, data_root), force, workers)
+        # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
+        runner = make_executor(workers, data_root if executor == "local" else data_dir, executor, scheduler)
+        try:
+            for experiment in experiments:
+                where = f"{workers} worker(s)" if executor == "local" else f"dask {scheduler}"
+                _run_one(experiment, out, runner, force, where)
+        finally:
+            if hasattr(runner, "close"):
+                runner.close()
 
 
 def _prepare_data(data_dir: Path | None, experiments) -> Path:
@@ -144,6 +163,10 @@ def _prepare_data(data_dir: Path | None, experiments) -> Path:
     from bnlab.errors import DataError
 
     batches = data.locate_cifar10(data_dir)
+    if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
+        # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
+        # (a typo, an unmounted share), not a place to download 163 MB into: only the cache is filled.
+        raise DataError(data.describe_cifar10(data_dir)["problem"])
     if batches is None:
         batches = _download(data_dir)
     info = data.describe_cifar10(data_dir)
@@ -183,7 +206,7 @@ def _download(data_dir: Path | None) -> Path:
         )
 
 
-def _run_one(experiment, out: Path, executor, force: bool, workers: int) -> None:
+def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bnlab.runner import run_experiment
@@ -201,7 +224,7 @@ def _run_one(experiment, out: Path, executor, force: bool, workers: int) -> None
     active: dict[str, int] = {}
 
     def on_start(total: int, to_train: int) -> None:
-        progress.update(overall, completed=total - to_train, note=f"{workers} worker(s)")
+        progress.update(overall, completed=total - to_train, note=where)
 
     def on_progress(event: dict) -> None:
         run_id = event["run_id"]
@@ -227,7 +250,8 @@ def _run_one(experiment, out: Path, executor, force: bool, workers: int) -> None
         done = progress.tasks[0].completed
         errors.print(
             f"[yellow]interrupted:[/] {done:.0f} of {len(experiment.runs)} runs of {experiment.name} are finished "
-            f"and saved in {out / experiment.name}; run the same command again to resume"
+            f"and saved in {out / experiment.name}; run the same command again to resume",
+            soft_wrap=True,  # paths and the advice stay whole, whatever the terminal's width
         )
         raise typer.Exit(130) from None
     console.print(_summary_table(report.path))

@@ -204,7 +204,7 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
         "seed": run.seed,
         "swept": run.swept,
         "metrics": _metrics(outcome),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None,
         "wall_s": round(outcome.wall_s, 3),
         "peak_rss_mb": outcome.peak_rss_mb,
         "error": outcome.error,
