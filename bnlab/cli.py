@@ -70,7 +70,9 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise _usage_error(f"--out {out}: is a file, not a folder; name a folder for the results")
     existing = next(p for p in [out, *out.absolute().parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise _usage_error(f"--out {out}: {existing} is a file, so no folder can be made inside it")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise _usage_error(f"--out {out}: {existing} is not writable; choose a folder you can write to")
 
 
@@ -83,7 +85,8 @@ def _plan_table(experiment):
         table.add_column(key)
     table.add_column("seed", justify="right")
     for run in experiment.runs:
-        table.add_row(run.run_id, *[str(run.swept[k]) for k in experiment.swept_keys], str(run.seed))
+        values = ["none" if run.swept[k] is None else str(run.swept[k]) for k in experiment.swept_keys]
+        table.add_row(run.run_id, *values, str(run.seed))
     return table
 
 
@@ -224,7 +227,16 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     active: dict[str, int] = {}
 
     def on_start(total: int, to_train: int) -> None:
+        # shown only now that the folder is locked and planned: an error before leaves no bar
+        if to_train == 0:
+            console.print(
+                f"{experiment.name}: all {total} runs are already finished in {out / experiment.name}; "
+                "nothing to train (--force redoes them)",
+                soft_wrap=True,
+            )
+            return
         progress.update(overall, completed=total - to_train, note=where)
+        progress.start()
 
     def on_progress(event: dict) -> None:
         run_id = event["run_id"]
@@ -244,9 +256,9 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
             )
 
     try:
-        with progress:
-            report = run_experiment(experiment, out, executor, force, on_start, on_outcome, on_progress)
+        report = run_experiment(experiment, out, executor, force, on_start, on_outcome, on_progress)
     except KeyboardInterrupt:
+        progress.stop()
         done = progress.tasks[0].completed
         errors.print(
             f"[yellow]interrupted:[/] {done:.0f} of {len(experiment.runs)} runs of {experiment.name} are finished "
@@ -254,6 +266,8 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
             soft_wrap=True,  # paths and the advice stay whole, whatever the terminal's width
         )
         raise typer.Exit(130) from None
+    finally:
+        progress.stop()  # idempotent; leaves the terminal clean whatever happened
     console.print(_summary_table(report.path))
     failed = [o for o in report.outcomes if o.status == "failed"]
     if failed:

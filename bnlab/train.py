@@ -82,7 +82,10 @@ def train_run(
             callback=(lambda event: progress({"run_id": run_id, **event})) if progress else None,
             **solver_cfg,
         )
-        solver.train()
+        # A run that diverges overflows on its way to nan: its status says so, numpy's warnings
+        # would only clutter the terminal.
+        with np.errstate(over="ignore", invalid="ignore"):
+            solver.train()
     except Exception:  # noqa: BLE001 - a failing run must not stop the sweep
         return RunOutcome(
             run_id,

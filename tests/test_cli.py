@@ -1,0 +1,456 @@
+"""The `bnlab` command line: help, every command, bad inputs, and what a user sees when a sweep is
+interrupted (Ctrl-C) or killed (SIGKILL). In-process with typer's CliRunner where possible; a real
+process where signals, exit codes and leftover processes are the point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from typer.testing import CliRunner
+
+from bnlab.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
+
+# smoke with 8 runs of ~0.2 s each: long enough to interrupt in the middle, short enough for a test
+LONGER = [
+    *("--set", "seeds=[0, 1, 2, 3]"),
+    *("--set", "solver.num_epochs=3"),
+    *("--set", "data.num_train=1000"),
+    *("--set", "model.hidden_dims=[100, 100]"),
+]
+LONGER_RUNS = 8
+
+
+@pytest.fixture(autouse=True)
+def shared_data(monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+
+
+def bnlab(*args):
+    """`bnlab ARGS` in this process."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def flat(text: str) -> str:
+    """Text with every run of whitespace (a terminal's line wraps) as one space."""
+    return " ".join(text.split())
+
+
+def assert_one_error(result, code: int, *phrases: str, stdout: bool = False) -> None:
+    """Exit `code`, one message on stderr naming `phrases`, no traceback, and nothing on stdout
+    unless `stdout` (a sweep that fails once started has shown its progress bar)."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)  # not an exception that escaped the CLI
+    assert stdout or result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and result.stderr.count("error:") == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in flat(result.stderr), (phrase, result.stderr)
+
+
+# --- help --------------------------------------------------------------------------------------
+
+COMMANDS = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+
+
+def test_the_commands_the_readme_names_exist():
+    assert {"run", "plan", "plot", "results", "gradcheck", "data"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_shows_an_example(command):
+    result = bnlab(*([command] if command else []), "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_no_arguments_shows_help():
+    result = bnlab()
+    assert result.exit_code in (0, 2) and "run" in result.output and "Traceback" not in result.output
+
+
+# --- plan, dry runs, data, results, gradcheck ------------------------------------------------------
+
+
+def test_plan_lists_the_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = bnlab("plan", SMOKE)
+    assert result.exit_code == 0, result.output
+    assert "4 runs" in result.stdout
+    for run_id in SMOKE_IDS:
+        assert run_id in result.stdout
+    assert bnlab("plan", SMOKE, "--set", "seeds=3").stdout.count("normalization=batchnorm__seed=") == 3
+    assert tree(tmp_path) == []
+
+
+def test_dry_run_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = bnlab("run", SMOKE, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert all(run_id in result.stdout for run_id in SMOKE_IDS)
+    assert bnlab("run", SMOKE, "--dry-run", "--out", tmp_path / "out").exit_code == 0
+    assert tree(tmp_path) == []
+
+
+def test_data_shows_where_the_data_is():
+    result = bnlab("data")
+    assert result.exit_code == 0, result.output
+    text = flat(result.stdout)
+    assert str(SHARED_DATA / "cifar-10-batches-py") in text and "BNLAB_DATA_DIR" in text
+    assert "num_train: 5000" in text and "num_test: 1000" in text  # the subset's README: 5 x 1,000 and 1,000
+
+
+def test_data_says_where_it_looked_when_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(tmp_path))
+    result = bnlab("data")
+    assert result.exit_code == 1
+    assert str(tmp_path / "cifar-10-batches-py") in "".join(result.output.split())
+    assert "--data-dir" in result.output and "Traceback" not in result.output
+    assert tree(tmp_path) == []
+
+
+def test_results_lists_experiments(tmp_path):
+    out = tmp_path / "results"
+    assert bnlab("run", SMOKE, "--workers", 1, "--out", out).exit_code == 0
+
+    table = bnlab("results", out)
+    assert table.exit_code == 0, table.output
+    assert "smoke" in table.stdout
+
+    (record,) = json.loads(bnlab("results", out, "--json").stdout)
+    assert record["name"] == "smoke" and record["runs"] == 4 and record["done"] == 4
+    rows = json.loads(bnlab("results", out / "smoke", "--json").stdout)
+    assert rows == read_csv(out / "smoke" / "runs.csv")
+
+    assert_one_error(bnlab("results", tmp_path / "nowhere"), 1, str(tmp_path / "nowhere"))
+
+
+def test_gradcheck_json():
+    result = bnlab("gradcheck", "--json")
+    assert result.exit_code == 0, result.output
+    checks = json.loads(result.stdout)
+    assert len(checks) >= 10 and len({c["name"] for c in checks}) == len(checks)
+    for check in checks:
+        assert check["passed"] is True and 0 <= check["error"] <= check["threshold"] < 1e-3, check
+
+
+def test_a_diverging_run_does_not_fail_the_sweep(tmp_path):
+    spec = tmp_path / "diverge.yaml"
+    spec.write_text(
+        "name: diverge\n"
+        "data: {num_train: 200, num_val: 50, num_test: 10}\n"
+        "model: {hidden_dims: [20, 20], weight_scale: 2.0e-2}\n"
+        "solver: {update_rule: sgd, batch_size: 50, num_epochs: 2}\n"
+        "sweep: {solver.optim_config.learning_rate: [1.0e-3, 1.0e+6]}\n"
+    )
+    result = bnlab("run", spec, "--workers", 1, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.stdout and "Traceback" not in result.output
+    rows = read_csv(tmp_path / "out" / "diverge" / "runs.csv")
+    assert [r["status"] for r in rows] == ["done", "diverged"]
+
+
+# --- bad inputs: one message, the right exit code, nothing written ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "phrases"),
+    [
+        (["run", SMOKE, "--set", "solver.num_epochs"], 2, ["--set solver.num_epochs", "KEY=VALUE"]),
+        (["run", SMOKE, "--set", "model.nope=1"], 2, ["model.nope"]),
+        (["run", SMOKE, "--set", "solver.num_epochs=two"], 2, ["solver.num_epochs", "'two'"]),
+        (["plan", SMOKE, "--set", "model.weight_scale=-1"], 2, ["model.weight_scale"]),
+        (["run", "missing.yaml"], 2, ["missing.yaml", "no such spec file"]),
+        (["run", "a_folder"], 2, ["a_folder", "is a directory"]),
+        (["run", SMOKE, "--out", "a_file"], 2, ["a_file", "not a folder"]),
+        # 4,950 + 100 validation images > the 5,000 of the subset
+        (["run", SMOKE, "--set", "data.num_train=4950"], 1, ["4950", "100", "5000"]),
+    ],
+)
+def test_bad_input(tmp_path, monkeypatch, args, code, phrases):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    before = tree(tmp_path)
+    assert_one_error(bnlab(*args), code, *phrases)
+    assert tree(tmp_path) == before
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_workers_must_be_positive(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = bnlab("run", SMOKE, "--workers", 0)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "--workers" in result.stderr and "Traceback" not in result.output
+    assert tree(tmp_path) == []
+
+
+def test_out_not_writable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        (locked / "probe").touch()
+        (locked / "probe").unlink()
+        # root ignores permission bits: a path under a file cannot be written by anyone
+        (tmp_path / "a_file").write_text("")
+        out, problem = tmp_path / "a_file" / "results", "is a file, so no folder can be made inside it"
+    except PermissionError:
+        out, problem = locked / "results", "not writable"
+    before = tree(tmp_path)
+    assert_one_error(bnlab("run", SMOKE, "--out", out), 2, problem)
+    assert tree(tmp_path) == before
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every download attempt is recorded and fails at once, as it does on an offline machine."""
+    attempts = []
+
+    def offline(url, *args, **kwargs):
+        attempts.append(url)
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    return attempts
+
+
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_missing_data_in_a_named_folder(tmp_path, monkeypatch, no_network, how):
+    """A folder named by BNLAB_DATA_DIR or --data-dir without CIFAR-10: say so, download nothing."""
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if how == "env":
+        monkeypatch.setenv("BNLAB_DATA_DIR", str(empty))
+        args = []
+    else:
+        args = ["--data-dir", empty]
+    result = bnlab("run", SMOKE, *args)
+    assert_one_error(result, 1, str(empty / "cifar-10-batches-py"), "--data-dir", "BNLAB_DATA_DIR", "--download")
+    assert no_network == []
+    assert tree(tmp_path) == ["empty"]
+
+
+def test_missing_data_in_the_cache_fails_fast_offline(tmp_path, monkeypatch, no_network):
+    """Neither --data-dir nor BNLAB_DATA_DIR: the cache is filled by a download, which fails here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BNLAB_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    result = bnlab("run", SMOKE)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert len(no_network) == 1 and "Traceback" not in result.output
+    assert "cannot download" in flat(result.stderr) and "--data-dir" in result.stderr
+    assert not (tmp_path / "results").exists()
+    assert [p for p in tree(tmp_path) if "cifar-10" in p] == []  # no partial archive left
+
+
+def test_a_locked_experiment_is_refused(tmp_path):
+    exp_dir = tmp_path / "out" / "smoke"
+    exp_dir.mkdir(parents=True)
+    with FileLock(exp_dir / ".lock"):
+        result = bnlab("run", SMOKE, "--workers", 1, "--out", tmp_path / "out")
+    assert_one_error(result, 1, "another `bnlab run` is writing", str(exp_dir), stdout=True)
+    assert [p.name for p in exp_dir.iterdir()] == [".lock"]
+
+
+def test_a_changed_config_is_refused_with_exit_1(tmp_path):
+    out = tmp_path / "out"
+    assert bnlab("run", SMOKE, "--workers", 1, "--out", out).exit_code == 0
+    before = {p: p.read_bytes() for p in (out / "smoke").rglob("*") if p.is_file()}
+    result = bnlab("run", SMOKE, "--workers", 1, "--out", out, "--set", "model.reg=0.1")
+    assert_one_error(result, 1, "--force", "model.reg", stdout=True)
+    assert {p: p.read_bytes() for p in (out / "smoke").rglob("*") if p.is_file()} == before
+
+
+def test_rerun_says_nothing_was_left_to_train(tmp_path):
+    out = tmp_path / "out"
+    assert bnlab("run", SMOKE, "--workers", 1, "--out", out).exit_code == 0
+    runs = (out / "smoke" / "runs.csv").read_bytes()
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "smoke").glob("normalization=*/*")}
+    again = bnlab("run", SMOKE, "--workers", 1, "--out", out)
+    assert (
+        again.exit_code == 0
+        and "all 4 runs are already finished" in again.stdout
+        and "nothing to train" in again.stdout
+    )
+    assert {p: p.stat().st_mtime_ns for p in (out / "smoke").glob("normalization=*/*")} == mtimes
+    assert len(mtimes) == 4 * 4 and (out / "smoke" / "runs.csv").read_bytes() == runs
+
+
+# --- real processes: SIGKILL and Ctrl-C ------------------------------------------------------------
+
+
+def process_env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    # a narrow terminal: messages must still show paths whole
+    return {**os.environ, "PYTHONPATH": path, "BNLAB_DATA_DIR": str(SHARED_DATA), "COLUMNS": "60"}
+
+
+def start(tmp_path: Path, out: Path, workers: int) -> subprocess.Popen:
+    """`bnlab run` of the longer smoke sweep in a new process; its output goes to files."""
+    args = [sys.executable, "-m", "bnlab.cli", "run", str(SMOKE), *LONGER, "--workers", str(workers), "--out", str(out)]
+    return subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=process_env(),
+        stdout=open(tmp_path / "stdout.txt", "w"),  # noqa: SIM115 - the child owns it
+        stderr=open(tmp_path / "stderr.txt", "w"),  # noqa: SIM115
+        # a shell that started pytest in the background made it ignore SIGINT, which children inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def children_of(pid: int) -> set[int]:
+    """Processes whose parent is `pid`, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_until(condition, proc: subprocess.Popen, children: set[int], timeout: float = 60) -> None:
+    """Poll `condition` while `proc` runs, collecting its child processes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"bnlab run ended early: {(proc.args, proc.returncode)}"
+        assert time.monotonic() < deadline, "bnlab run made no progress"
+        children |= children_of(proc.pid)
+        time.sleep(0.01)
+    children |= children_of(proc.pid)
+
+
+def finished_rows(exp_dir: Path) -> int:
+    runs = exp_dir / "runs.csv"
+    return sum(r["status"] == "done" for r in read_csv(runs)) if runs.exists() else 0
+
+
+def assert_no_process_left(children: set[int]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(running(pid) for pid in children):
+        time.sleep(0.05)
+    left = [pid for pid in children if running(pid)]
+    for pid in left:  # do not leave them to the next test either
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"processes left behind by bnlab run: {left}"
+
+
+def snapshot(exp_dir: Path) -> dict:
+    """What a sweep computed: every run's files but meta.json, runs.csv without timings."""
+    runs = [{k: v for k, v in row.items() if k != "wall_s"} for row in read_csv(exp_dir / "runs.csv")]
+    files = {
+        str(p.relative_to(exp_dir)): p.read_bytes()
+        for p in sorted(exp_dir.glob("*/*"))
+        if p.name in ("config.yaml", "history.csv", "epochs.csv")
+    }
+    return {"runs": runs, "files": files, "spec": (exp_dir / "spec.yaml").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+        result = bnlab("run", SMOKE, *LONGER, "--workers", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    found = snapshot(out / "smoke")
+    assert len(found["runs"]) == LONGER_RUNS and len(found["files"]) == 3 * LONGER_RUNS
+    return found
+
+
+def rerun_to_completion(tmp_path: Path, out: Path, workers: int) -> None:
+    args = [sys.executable, "-m", "bnlab.cli", "run", str(SMOKE), *LONGER, "--workers", str(workers), "--out", str(out)]
+    done = subprocess.run(args, cwd=tmp_path, env=process_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_sweep_then_resume(tmp_path, uninterrupted, workers):
+    out = tmp_path / "out"
+    exp_dir = out / "smoke"
+    proc = start(tmp_path, out, workers)
+    children: set[int] = set()
+    wait_until(lambda: any((d / "meta.json").exists() for d in exp_dir.glob("normalization=*")), proc, children)
+
+    # while it runs, the experiment is locked
+    locked = bnlab("run", SMOKE, *LONGER, "--workers", 1, "--out", out)
+    assert_one_error(locked, 1, "another `bnlab run` is writing", stdout=True)
+
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    statuses = [r["status"] for r in read_csv(exp_dir / "runs.csv")]
+    assert "pending" in statuses and "done" in statuses  # killed in the middle of the sweep
+    if workers > 1:
+        assert len(children) >= workers  # the worker processes were seen
+    assert_no_process_left(children)
+    with FileLock(exp_dir / ".lock", timeout=0):  # the kernel dropped the lock with the process
+        pass
+
+    rerun_to_completion(tmp_path, out, workers)
+    assert snapshot(exp_dir) == uninterrupted
+    assert [p.name for p in exp_dir.iterdir() if p.name.startswith(".")] == [".lock"]  # no staging leftovers
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, uninterrupted, workers):
+    out = tmp_path / "out"
+    exp_dir = out / "smoke"
+    proc = start(tmp_path, out, workers)
+    children: set[int] = set()
+    wait_until(lambda: finished_rows(exp_dir) >= 1, proc, children)
+    time.sleep(0.05)  # into the training of the next runs
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    finished = finished_rows(exp_dir)
+    assert 1 <= finished < LONGER_RUNS
+    message = flat(stderr)
+    assert f"{finished} of {LONGER_RUNS} runs" in message
+    assert "run the same command again to resume" in message and str(exp_dir) in stderr
+    assert_no_process_left(children)
+
+    rerun_to_completion(tmp_path, out, workers)
+    assert snapshot(exp_dir) == uninterrupted
