@@ -28,8 +28,6 @@ Conventions in every figure:
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from bnlab.atomic import atomic_file
 from bnlab.errors import ResultsError, SpecError
 from bnlab.results import ExperimentResults, load_experiment
 
@@ -503,12 +502,6 @@ def _runs(n: int, status: str) -> str:
 
 def _save(fig: Figure, file: Path, fmt: str) -> Path:
     """Writes atomically: a temporary file in the same folder, then renamed over `file`."""
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=f".{fmt}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=110)
-        os.replace(tmp, file)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(file) as f:
+        fig.savefig(f, format=fmt, dpi=110)
     return file

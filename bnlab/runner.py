@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 import bnlab
+from bnlab import atomic
 from bnlab.errors import ResultsError
 from bnlab.executors import Executor
 from bnlab.spec import Experiment, Run
@@ -81,7 +81,7 @@ def run_experiment(
         rows = _plan(experiment, path, force)
         todo = [run for run in experiment.runs if rows[run.run_id]["status"] == "pending"]
         report = SweepReport(path, len(experiment.runs), kept=[r for r in rows if rows[r]["status"] != "pending"])
-        _write_text(path / "spec.yaml", yaml.safe_dump(experiment.resolved(), sort_keys=False))
+        atomic.write_text(path / "spec.yaml", yaml.safe_dump(experiment.resolved(), sort_keys=False))
         _write_runs_csv(path, experiment, rows)
         if on_start:
             on_start(len(experiment.runs), len(todo))
@@ -173,12 +173,12 @@ def _cell(value) -> str:
 
 def _write_runs_csv(path: Path, experiment: Experiment, rows: dict[str, dict]) -> None:
     columns = ["run_id", "status", *experiment.swept_keys, "seed", *METRICS]
-    _write_text(path / "runs.csv", _csv(columns, [[rows[r.run_id][c] for c in columns] for r in experiment.runs]))
+    atomic.write_text(path / "runs.csv", _csv(columns, [[rows[r.run_id][c] for c in columns] for r in experiment.runs]))
 
 
 def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> None:
     """Fill a temporary folder, then rename it to the run's id: complete or absent."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", dir=path))
+    staging = atomic.staging_dir(path, prefix=f".{run.run_id}.")
     ipe = outcome.iterations_per_epoch
     (staging / "config.yaml").write_text(yaml.safe_dump(_plain(run.config), sort_keys=False))
     (staging / "history.csv").write_text(
@@ -224,18 +224,6 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     writer.writerow(columns)
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _write_text(target: Path, text: str) -> None:
-    """Write to a temporary file beside target, then rename over it (atomic on POSIX and Windows)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plain(config: dict) -> dict:

@@ -374,3 +374,18 @@ def test_weight_scale_one_without_normalization_has_a_finite_loss(tmp_path):
     losses = [float(h["loss"]) for h in read_csv(tmp_path / "smoke" / "normalization=none__seed=0" / "history.csv")]
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert min(losses) > 1e3  # far from log(10): the scores are huge, yet the loss is a number
+
+
+def test_results_have_the_permissions_of_ordinary_files(tmp_path, monkeypatch):
+    # Temporary files and folders are private (0600, 0700); renamed into place they must not stay so.
+    import stat
+
+    from bnlab import atomic
+
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)
+    report = run_experiment(smoke(), tmp_path, serial())
+    folders = list(report.path.glob("normalization=*"))
+    files = [report.path / "runs.csv", report.path / "spec.yaml", *report.path.glob("normalization=*/*")]
+    assert len(folders) == 4 and len(files) == 2 + 4 * len(RUN_FILES)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o755}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
