@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
@@ -46,12 +47,13 @@ def _reported():
     try:
         yield
     except BnlabError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # escaped: messages quote the user's text, and "[start, stop, count]" is not rich markup
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 
 def _usage_error(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -163,7 +165,7 @@ def run(
 def _prepare_data(data_dir: Path | None, experiments) -> Path:
     """Find (or download) the data and check every spec's splits fit, before anything is written."""
     from bnlab import data
-    from bnlab.errors import DataError
+    from bnlab.errors import DataError, SpecError
 
     batches = data.locate_cifar10(data_dir)
     if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
@@ -180,7 +182,7 @@ def _prepare_data(data_dir: Path | None, experiments) -> Path:
         for run in experiment.runs:
             rd = run.config["data"]
             if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
-                raise DataError(
+                raise SpecError(
                     f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
                     f"training images and num_test {rd['num_test']}, but {batches} holds "
                     f"{info['num_train']} training and {info['num_test']} test images; "

@@ -178,6 +178,12 @@ def test_a_diverging_run_does_not_fail_the_sweep(tmp_path):
 # --- bad inputs: one message, the right exit code, nothing written ----------------------------------
 
 
+def test_brackets_in_a_message_are_text_not_markup(tmp_path):
+    spec = tmp_path / "range.yaml"
+    spec.write_text("name: r\nmodel: {hidden_dims: [10]}\nsweep:\n  model.weight_scale: {logspace: [-4, 0]}\n")
+    assert_one_error(bnlab("plan", spec), 2, "[start, stop, count]", "[-4, 0]")
+
+
 @pytest.mark.parametrize(
     ("args", "code", "phrases"),
     [
@@ -188,8 +194,8 @@ def test_a_diverging_run_does_not_fail_the_sweep(tmp_path):
         (["run", "missing.yaml"], 2, ["missing.yaml", "no such spec file"]),
         (["run", "a_folder"], 2, ["a_folder", "is a directory"]),
         (["run", SMOKE, "--out", "a_file"], 2, ["a_file", "not a folder"]),
-        # 4,950 + 100 validation images > the 5,000 of the subset
-        (["run", SMOKE, "--set", "data.num_train=4950"], 1, ["4950", "100", "5000"]),
+        # 4,950 + 100 validation images > the 5,000 of the subset: the spec must change
+        (["run", SMOKE, "--set", "data.num_train=4950"], 2, ["4950", "100", "5000"]),
     ],
 )
 def test_bad_input(tmp_path, monkeypatch, args, code, phrases):
