@@ -27,9 +27,9 @@ from threadpoolctl import threadpool_limits
 from bnlab import data as datasets
 from bnlab import layers
 from bnlab.errors import BnlabError
-from bnlab.fpenv import flush_subnormals
 from bnlab.net import FullyConnectedNet
 from bnlab.solver import Solver
+from bnlab.tuning import flush_subnormals
 
 SECTIONS = ("sweep", "step", "batchnorm", "startup")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/

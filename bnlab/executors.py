@@ -1,9 +1,9 @@
 """Where runs execute. An executor takes runs and yields their outcomes as they finish.
 
 Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
-runs share the machine, and with subnormal floats flushed to zero (bnlab.fpenv). Each process
-loads the data once (bnlab.data memoizes it) and reuses it for every run it gets. Results are
-written by the caller, never here.
+runs share the machine, in a process set up as bnlab.tuning describes (subnormals flushed, large
+temporaries on the heap). Each process loads the data once (bnlab.data memoizes it) and reuses it
+for every run it gets. Results are written by the caller, never here.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from threadpoolctl import threadpool_limits
 
 from bnlab import data as datasets
 from bnlab.errors import BnlabError
-from bnlab.fpenv import flush_subnormals
 from bnlab.train import RunOutcome, train_run
+from bnlab.tuning import flush_subnormals, keep_large_arrays_on_heap
 
 if TYPE_CHECKING:  # workers receive plain ids and configs: they need not import pydantic
     from bnlab.spec import Run
@@ -50,6 +50,7 @@ def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progr
         num_test=d["num_test"],
         dtype=np.dtype(config["model"]["dtype"]).type,
     )
+    keep_large_arrays_on_heap()
     with threadpool_limits(limits=1), flush_subnormals():
         return train_run(run_id, config, data, progress)
 
@@ -179,7 +180,6 @@ class DaskExecutor:
                 f"and workers with `dask worker {scheduler} --nthreads 1`"
             ) from None
         self.data_dir = data_dir
-        self.client.register_plugin(_large_arrays_on_heap_plugin(), name="bnlab-large-arrays-on-heap")
 
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
         from distributed import as_completed
@@ -202,31 +202,6 @@ class DaskExecutor:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _large_arrays_on_heap_plugin():
-    """A Dask worker plugin that lets glibc keep freed arrays for reuse.
-
-    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which also freezes glibc's mmap
-    threshold at 128 KiB: every temporary array of a training step (a 50 x 3072 minibatch is
-    600 KiB) was then mapped, page-faulted and unmapped anew, and runs took twice as long as in a
-    local worker. Raising both thresholds serves such arrays from the heap again.
-    """
-    import ctypes
-
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class LargeArraysOnHeap(WorkerPlugin):
-        def setup(self, worker) -> None:
-            try:
-                mallopt = ctypes.CDLL("libc.so.6").mallopt
-            except (OSError, AttributeError):  # not glibc: nothing to undo
-                return
-            m_trim_threshold, m_mmap_threshold = -1, -3
-            mallopt(m_mmap_threshold, 1 << 26)
-            mallopt(m_trim_threshold, 1 << 27)
-
-    return LargeArraysOnHeap()
 
 
 def make_executor(

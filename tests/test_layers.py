@@ -384,3 +384,19 @@ def test_norm_layers_keep_float32(forward, extra):
     x = rng.randn(6, 4).astype(np.float32)
     out, cache = forward(x, np.ones(4, np.float32), np.zeros(4, np.float32), *extra)
     assert out.dtype == np.float32
+
+
+def test_training_process_tuning_changes_no_normal_number():
+    # Flushing subnormals turns only values below float32's smallest normal into zero.
+    from bnlab.tuning import flush_subnormals, keep_large_arrays_on_heap
+
+    keep_large_arrays_on_heap()  # allocation only: no value can change
+    tiny = np.array([1e-39, -1e-40], dtype=np.float32)  # subnormal
+    normal = np.array([1.5e-38, 3.0, -7.25], dtype=np.float32)
+    with flush_subnormals() as flushing:
+        flushed = tiny * np.float32(1.0)
+        kept = normal * np.float32(1.0)
+    np.testing.assert_array_equal(kept, normal)
+    if flushing:
+        np.testing.assert_array_equal(flushed, 0.0)
+    np.testing.assert_array_equal(tiny * np.float32(1.0), tiny)  # the previous mode is restored
