@@ -302,3 +302,25 @@ def test_data_dir_precedence(tmp_path, monkeypatch, no_env, synthetic):
     assert data.locate_cifar10(tmp_path / "explicit") is None  # an explicit folder is never second-guessed
     loaded = data.load_cifar10(num_train=2, num_val=2, num_test=1)
     np.testing.assert_array_equal(loaded["y_train"], raw_batch(synthetic / "data_batch_1")[1][:2])
+
+
+def test_memory_follows_the_splits_not_the_archive(tmp_path):
+    # A pool of 5 x 2,000 images: preprocessed whole it would take 10,000 x 3,072 float64 = 246 MB.
+    # Streamed one batch at a time, the peak is one batch file's bytes and array (2 x 6 MB) plus
+    # the small splits and the float64 running sum.
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write_batch(batches / name, rng.randint(0, 256, size=(2000, 3072)).astype(np.uint8), rng.randint(10, size=2000))
+    tracemalloc.start()
+    try:
+        loaded = data.load_cifar10(batches, num_train=100, num_val=100, num_test=100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert loaded["X_train"].shape == (100, 3, 32, 32)
+    whole_archive = 10_000 * 3072 * 8
+    assert peak < 30e6 < whole_archive / 8, f"peak {peak / 1e6:.0f} MB"
