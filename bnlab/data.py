@@ -237,12 +237,29 @@ def _batch_files(batches: Path) -> tuple[list[Path], Path]:
     return [path for _, path in sorted(numbered)], test
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10 batches: plain containers and numpy arrays, nothing else. A pickle can
+    name any function to call, so a batch file from an untrusted folder could otherwise run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # how the official files (numpy 1) name it
+        ("numpy._core.multiarray", "_reconstruct"),  # the same, pickled by numpy 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One batch file as (data uint8 (n, 3072), labels int64 (n,)); DataError if it is damaged."""
     fix = f"Delete {path.parent} and download CIFAR-10 again (bnlab data --download)"
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = _BatchUnpickler(f, encoding="latin1").load()
     except OSError as error:
         raise DataError(f"cannot read {path}: {error}") from error
     except Exception as error:  # a truncated or corrupt pickle can fail in many ways

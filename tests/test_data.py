@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import socket
 import tarfile
@@ -324,3 +325,17 @@ def test_memory_follows_the_splits_not_the_archive(tmp_path):
     assert loaded["X_train"].shape == (100, 3, 32, 32)
     whole_archive = 10_000 * 3072 * 8
     assert peak < 30e6 < whole_archive / 8, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_a_batch_that_would_run_code_is_refused(synthetic):
+    # A pickle may name any callable; a batch file must not be able to run one.
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(synthetic / "pwned"),))
+
+    target = synthetic / "data_batch_1"
+    target.write_bytes(pickle.dumps({"data": Payload(), "labels": [0]}))
+    with pytest.raises(DataError) as error:
+        data.load_cifar10(synthetic, num_train=2, num_val=2, num_test=1)
+    assert str(target) in str(error.value) and "system" in str(error.value)
+    assert not (synthetic / "pwned").exists()
