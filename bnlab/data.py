@@ -237,6 +237,10 @@ def _batch_files(batches: Path) -> tuple[list[Path], Path]:
     return [path for _, path in sorted(numbered)], test
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle names a callable that no CIFAR-10 batch needs."""
+
+
 class _BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR-10 batches: plain containers and numpy arrays, nothing else. A pickle can
     name any function to call, so a batch file from an untrusted folder could otherwise run code."""
@@ -244,13 +248,16 @@ class _BatchUnpickler(pickle.Unpickler):
     ALLOWED = {
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),  # how the official files (numpy 1) name it
+        ("numpy.core.multiarray", "_reconstruct"),  # arrays as the official files (numpy 1) hold them
         ("numpy._core.multiarray", "_reconstruct"),  # the same, pickled by numpy 2
+        ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes pickled with protocol 2 by Python 3
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+            raise _Refused(f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -262,6 +269,11 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _BatchUnpickler(f, encoding="latin1").load()
     except OSError as error:
         raise DataError(f"cannot read {path}: {error}") from error
+    except _Refused as refused:
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: it would call {refused}, and bnlab loads no pickle that "
+            f"calls functions (such a file can run code). {fix}"
+        ) from None
     except Exception as error:  # a truncated or corrupt pickle can fail in many ways
         raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}). {fix}") from error
     data = batch.get("data") if isinstance(batch, dict) else None

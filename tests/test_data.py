@@ -337,5 +337,23 @@ def test_a_batch_that_would_run_code_is_refused(synthetic):
     target.write_bytes(pickle.dumps({"data": Payload(), "labels": [0]}))
     with pytest.raises(DataError) as error:
         data.load_cifar10(synthetic, num_train=2, num_val=2, num_test=1)
-    assert str(target) in str(error.value) and "system" in str(error.value)
+    assert str(target) in str(error.value) and "system" in str(error.value) and "run code" in str(error.value)
     assert not (synthetic / "pwned").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_batches_pickled_with_any_protocol_load(tmp_path, protocol):
+    # Official files are Python 2 pickles; re-pickled copies may use any protocol.
+    rng = np.random.RandomState(protocol)
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    images = {}
+    for name in [f"data_batch_{i}" for i in range(1, 3)] + ["test_batch"]:
+        images[name] = rng.randint(0, 256, size=(4, 3072)).astype(np.uint8)
+        batch = {"data": images[name], "labels": [1, 2, 3, 4]}
+        (batches / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    loaded = data.load_cifar10(batches, num_train=2, num_val=2, num_test=4, dtype=np.float64)
+    pool = np.concatenate([images["data_batch_1"], images["data_batch_2"]]).astype(np.float64)
+    mean = pool[:6].mean(axis=0)  # the pool minus its last 2 images, the validation split
+    np.testing.assert_allclose(loaded["X_train"].reshape(2, -1), pool[:2] - mean)
+    np.testing.assert_allclose(loaded["X_val"].reshape(2, -1), pool[6:] - mean)
