@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -112,7 +111,7 @@ def run(
     set_: SetOpt = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-j", min=1, help="Parallel worker processes [default: all cores]."),
+        typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores)."),
     ] = None,
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
@@ -326,7 +325,7 @@ def plot(
     results_dir: Annotated[Path, typer.Argument(help="An experiment's results folder, e.g. results/deep_bn.")],
     format: Annotated[list[str], typer.Option("--format", "-f", help="png, svg or pdf; repeatable.")] = ["png"],  # noqa: B006
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the figures [default: RESULTS_DIR/figures].")
+        Path | None, typer.Option("--out", help="Folder for the figures (default: RESULTS_DIR/figures).")
     ] = None,
 ) -> None:
     """Draw an experiment's figures from its results.
@@ -448,7 +447,7 @@ def data(
 def bench(
     section: Annotated[
         list[str] | None,
-        typer.Option("--section", "-s", help="sweep, step, batchnorm or startup; repeatable [default: all]."),
+        typer.Option("--section", "-s", help="sweep, step, batchnorm or startup; repeatable (default: all)."),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
     data_dir: DataDirOpt = None,
@@ -500,9 +499,5 @@ def bench(
     console.print(table)
 
 
-def main() -> None:  # pragma: no cover - the console script
+if __name__ == "__main__":  # python -m bnlab.cli, as the tests run it
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
