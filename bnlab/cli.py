@@ -426,6 +426,7 @@ def gradcheck(
 def data(
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download CIFAR-10 if it is not there.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show where bnlab looks for CIFAR-10 and what it found; download it with --download.
 
@@ -437,10 +438,24 @@ def data(
         if download and datasets.locate_cifar10(data_dir) is None:
             _download(data_dir)
         info = datasets.describe_cifar10(data_dir)
-        for key, value in info.items():
-            console.print(f"[bold]{key}[/]: {value}", highlight=False)
-        if not info.get("found"):
-            raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    elif info["problem"]:
+        errors.print(f"[bold red]error:[/] {escape(info['problem'])}", highlight=False, soft_wrap=True)
+    else:
+        from rich.table import Table
+
+        console.print(f"CIFAR-10 found in {info['found']}", highlight=False, soft_wrap=True)
+        console.print(f"(the folder comes from {info['source']})", highlight=False, soft_wrap=True)
+        table = Table()
+        for column in ("file", "images", "bytes"):
+            table.add_column(column, justify="left" if column == "file" else "right")
+        for batch in info["batches"]:
+            table.add_row(batch["file"], f"{batch['images']:,}", f"{batch['bytes']:,}")
+        console.print(table)
+        console.print(f"{info['num_train']:,} training images (train and validation splits), {info['num_test']:,} test")
+    if info["problem"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -122,7 +122,8 @@ def test_data_shows_where_the_data_is():
     assert result.exit_code == 0, result.output
     text = flat(result.stdout)
     assert str(SHARED_DATA / "cifar-10-batches-py") in text and "BNLAB_DATA_DIR" in text
-    assert "num_train: 5000" in text and "num_test: 1000" in text  # the subset's README: 5 x 1,000 and 1,000
+    assert "5,000 training images" in text and "1,000 test" in text  # the subset's README: 5 x 1,000 and 1,000
+    assert json.loads(bnlab("data", "--json").stdout)["num_train"] == 5000
 
 
 def test_data_says_where_it_looked_when_there_is_none(tmp_path, monkeypatch):
