@@ -18,8 +18,9 @@ Conventions in every figure:
   - Loss per iteration is noisy: each run's loss is smoothed by a centred moving average over one
     epoch of iterations. With one or two single-seed groups the raw loss is also drawn faintly
     behind (more raw curves would only hide each other); several seeds show the mean +- std of the
-    smoothed curves. The loss axis keeps to the bulk of the data (huge early or diverging losses
-    are clipped), so the curves stay readable.
+    smoothed curves. The loss axis of history figures keeps to the bulk of the data (huge early or
+    diverging losses are clipped), so the curves stay readable; the final-loss panel of sweep
+    figures turns logarithmic instead when the losses span orders of magnitude, hiding none.
   - Diverged runs are marked with an 'x': where their curve stops in history figures, at the top
     of the axis in sweep figures (where they are left out of the mean lines); the title says how
     many there are. Failed and pending runs are not drawn; the title says so.
