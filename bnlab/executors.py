@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -160,8 +161,7 @@ class DaskExecutor:
 
     Each run is one task; the workers find the data by the usual rules (data_dir if given, else
     their own BNLAB_DATA_DIR or cache folder), so a shared data folder should be passed or set on
-    every worker. Start workers with `--nthreads 1`: a run is single-threaded by design. Per-epoch
-    progress is not reported from the cluster, only finished runs.
+    every worker. Start workers with `--nthreads 1`: a run is single-threaded by design.
     """
 
     def __init__(self, scheduler: str, data_dir: str | None = None, timeout: float = 10) -> None:
@@ -182,26 +182,49 @@ class DaskExecutor:
         self.data_dir = data_dir
 
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
-        from distributed import as_completed
+        import uuid
 
+        from distributed import Queue, as_completed
+
+        # Workers put their epoch events on a cluster queue, each before its run's result; draining
+        # the queue before yielding a finished run keeps every event ahead of its run's outcome.
+        events = Queue(f"bnlab-progress-{uuid.uuid4().hex}", client=self.client) if progress else None
         futures = self.client.map(
-            execute_run,
+            _execute_on_dask,
             [run.run_id for run in runs],
             [run.config for run in runs],
             data_dir=self.data_dir,
+            queue_name=events.name if events else None,
             key=[f"bnlab-{run.run_id}" for run in runs],
             pure=False,
         )
         by_key = {future.key: run for future, run in zip(futures, runs, strict=True)}
         try:
             with self.client.as_current():
-                for future in as_completed(futures):
-                    yield _outcome(future, by_key[future.key])
+                finished = as_completed(futures)
+                while not finished.is_empty():
+                    batch = finished.next_batch(block=False)
+                    if events is not None:
+                        for event in events.get(batch=True):
+                            progress(event)
+                    for future in batch:
+                        yield _outcome(future, by_key[future.key])
+                    if not batch:
+                        time.sleep(0.2)
         finally:
             self.client.cancel(futures)
 
     def close(self) -> None:
         self.client.close()
+
+
+def _execute_on_dask(run_id: str, config: dict, data_dir: str | None, queue_name: str | None) -> RunOutcome:
+    """execute_run on a Dask worker, its epoch events sent to the named cluster queue."""
+    if queue_name is None:
+        return execute_run(run_id, config, data_dir)
+    from distributed import Queue
+
+    return execute_run(run_id, config, data_dir, Queue(queue_name).put)
 
 
 def make_executor(

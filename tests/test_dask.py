@@ -71,6 +71,22 @@ def test_dask_results_equal_the_local_executor(cluster, tmp_path):
     assert drop_wall == [line.rsplit(",", 1)[0] for line in (remote.path / "runs.csv").read_text().splitlines()]
 
 
+def test_epoch_progress_arrives_from_the_cluster_before_each_outcome(cluster):
+    experiment = experiment_from_text(SMOKE, "smoke.yaml")
+    seen: list[tuple] = []
+    executor = DaskExecutor(cluster.scheduler_address, str(DATA))
+    try:
+        for outcome in executor.execute(
+            experiment.runs, progress=lambda event: seen.append((event["run_id"], event["epoch"]))
+        ):
+            seen.append((outcome.run_id, "outcome"))
+    finally:
+        executor.close()
+    for run in experiment.runs:  # smoke: 2 epochs, checked before training and after each
+        mine = [entry for run_id, entry in seen if run_id == run.run_id]
+        assert mine == [0, 1, 2, "outcome"]
+
+
 def test_a_worker_killed_mid_run_is_reported_and_the_sweep_resumes(cluster, tmp_path):
     experiment = experiment_from_text(SLOW, "slow.yaml")
     executor = DaskExecutor(cluster.scheduler_address, str(DATA))
