@@ -1,3 +1,18 @@
-"""bnlab: a command-line laboratory for normalization layers in deep networks."""
+"""bnlab: a command-line laboratory for normalization layers in deep networks.
+
+The numerical core is bnlab.nn (numpy only); the lab around it (specs, runs, results) is bnlab.lab.
+`from bnlab import FullyConnectedNet, Solver` imports the core lazily, so that `bnlab --help`
+starts without numpy.
+"""
 
 __version__ = "0.1.0"
+
+_EXPORTS = {"FullyConnectedNet": "bnlab.nn.nets", "Solver": "bnlab.nn.solver"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bnlab' has no attribute {name!r}")

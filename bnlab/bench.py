@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bnlab import data as datasets
 from bnlab import layers
 from bnlab.errors import BnlabError
-from bnlab.net import FullyConnectedNet
-from bnlab.solver import Solver
-from bnlab.tuning import flush_subnormals
+from bnlab.lab import data as datasets
+from bnlab.lab.tuning import flush_subnormals
+from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.solver import Solver
 
 SECTIONS = ("sweep", "step", "batchnorm", "startup")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/

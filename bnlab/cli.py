@@ -57,7 +57,7 @@ def _usage_error(message: str) -> typer.Exit:
 
 
 def _load_experiments(specs: list[Path], overrides: list[str] | None):
-    from bnlab.spec import load_experiment
+    from bnlab.lab.spec import load_experiment
 
     experiments = [load_experiment(spec, overrides or []) for spec in specs]
     names = [e.name for e in experiments]
@@ -146,7 +146,7 @@ def run(
                 console.print(_plan_table(experiment))
             return
         _check_out(out)
-        from bnlab.executors import default_workers, make_executor
+        from bnlab.lab.executors import default_workers, make_executor
 
         workers = workers or default_workers()
         data_root = _prepare_data(data_dir, experiments)
@@ -163,8 +163,8 @@ def run(
 
 def _prepare_data(data_dir: Path | None, experiments) -> Path:
     """Find (or download) the data and check every spec's splits fit, before anything is written."""
-    from bnlab import data
     from bnlab.errors import DataError, SpecError
+    from bnlab.lab import data
 
     batches = data.locate_cifar10(data_dir)
     if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
@@ -193,7 +193,7 @@ def _prepare_data(data_dir: Path | None, experiments) -> Path:
 def _download(data_dir: Path | None) -> Path:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab import data
+    from bnlab.lab import data
 
     with Progress(
         "[progress.description]{task.description}",
@@ -213,7 +213,7 @@ def _download(data_dir: Path | None) -> Path:
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bnlab.runner import run_experiment
+    from bnlab.lab.runner import run_experiment
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -390,7 +390,7 @@ def gradcheck(
 
     Example: bnlab gradcheck --json
     """
-    from bnlab.checks import run_gradchecks
+    from bnlab.nn.gradcheck_suite import run_gradchecks
 
     checks = run_gradchecks()
     failed = [c for c in checks if not c.passed]
@@ -433,7 +433,7 @@ def data(
     Example: bnlab data --download
     """
     with _reported():
-        from bnlab import data as datasets
+        from bnlab.lab import data as datasets
 
         if download and datasets.locate_cifar10(data_dir) is None:
             _download(data_dir)

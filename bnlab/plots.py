@@ -41,13 +41,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from bnlab.atomic import atomic_file
 from bnlab.errors import ResultsError, SpecError
+from bnlab.lab.atomic import atomic_file
 from bnlab.results import ExperimentResults, load_experiment
 
 FORMATS = ("png", "svg", "pdf")
 PLOT_KINDS = ("history", "sweep", "batch_size")
-PLOT_KEYS = ("kind", "x", "title")  # as bnlab.spec resolves them: x is null but for sweep figures
+PLOT_KEYS = ("kind", "x", "title")  # as bnlab.lab.spec resolves them: x is null but for sweep figures
 NORM, BATCH = "model.normalization", "solver.batch_size"
 AXIS_NAMES = {"model.weight_scale": "Weight initialization scale"}
 MAX_RAW_GROUPS = 2  # the raw loss is drawn behind the moving average only for this few groups

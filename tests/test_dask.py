@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bnlab.errors import BnlabError
-from bnlab.executors import DaskExecutor, SerialExecutor
-from bnlab.runner import run_experiment
-from bnlab.spec import experiment_from_text
+from bnlab.lab.executors import DaskExecutor, SerialExecutor
+from bnlab.lab.runner import run_experiment
+from bnlab.lab.spec import experiment_from_text
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the dev install")
 

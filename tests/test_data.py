@@ -14,8 +14,8 @@ import numpy as np
 import platformdirs
 import pytest
 
-from bnlab import data
 from bnlab.errors import DataError
+from bnlab.lab import data
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SHARED_BATCHES = SHARED / "cifar-10-batches-py"

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from bnlab import layers
-from bnlab.gradcheck import eval_numerical_gradient_array, rel_error
-from bnlab.net import FullyConnectedNet
+from bnlab.nn.gradcheck import eval_numerical_gradient_array, rel_error
+from bnlab.nn.layers import ACTIVATIONS
+from bnlab.nn.nets import FullyConnectedNet
 
 PRINTED = 5e-9 + 1e-12  # half the last printed decimal, plus slack for the float64 arithmetic
 ZERO = 1e-14  # "zero to rounding" for means of O(1) values
@@ -202,8 +203,7 @@ def test_ie590_initial_losses_come_from_its_leaky_relu(monkeypatch):
     np.maximum and agree with bnlab above; its net's printed losses are reproduced to the last
     digits by bnlab's net with the ReLU swapped for that leaky one, so init order, batch norm,
     softmax and regularization are the same as ie590's."""
-    monkeypatch.setattr(layers, "relu_forward", leaky_relu_forward)
-    monkeypatch.setattr(layers, "relu_backward", leaky_relu_backward)
+    monkeypatch.setitem(ACTIVATIONS, "relu", (leaky_relu_forward, leaky_relu_backward))
     np.testing.assert_allclose(initial_losses(220), IE590["initial_losses"], rtol=1e-13)
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bnlab import optim
+from bnlab.nn import optim
 
 W = np.array([1.0, -2.0])
 DW1 = np.array([0.5, 0.25])

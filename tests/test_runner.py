@@ -16,13 +16,13 @@ from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
 import bnlab
-from bnlab.data import load_cifar10
 from bnlab.errors import ResultsError
-from bnlab.executors import make_executor
-from bnlab.net import FullyConnectedNet
-from bnlab.runner import run_experiment
-from bnlab.solver import Solver
-from bnlab.spec import experiment_from_text, load_experiment
+from bnlab.lab.data import load_cifar10
+from bnlab.lab.executors import make_executor
+from bnlab.lab.runner import run_experiment
+from bnlab.lab.spec import experiment_from_text, load_experiment
+from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.solver import Solver
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -380,7 +380,7 @@ def test_results_have_the_permissions_of_ordinary_files(tmp_path, monkeypatch):
     # Temporary files and folders are private (0600, 0700); renamed into place they must not stay so.
     import stat
 
-    from bnlab import atomic
+    from bnlab.lab import atomic
 
     monkeypatch.setattr(atomic, "_UMASK", 0o022)
     report = run_experiment(smoke(), tmp_path, serial())

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bnlab.net import FullyConnectedNet
-from bnlab.solver import Solver
+from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.solver import Solver
 
 
 class StepModel:

@@ -1,4 +1,4 @@
-"""bnlab.spec: YAML experiment specs, their validation, sweep expansion, --set overrides and run ids.
+"""bnlab.lab.spec: YAML experiment specs, their validation, sweep expansion, --set overrides and run ids.
 
 Expected values are written out by hand (the runs a sweep must give, the ids a reader expects) or come
 from numpy (logspace / linspace); every bad input must be a SpecError whose one message names the
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnlab.errors import SpecError
-from bnlab.spec import (
+from bnlab.lab.spec import (
     Experiment,
     ExperimentSpec,
     experiment_from_text,

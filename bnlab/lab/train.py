@@ -1,6 +1,6 @@
 """Train one run of an experiment: a resolved config and the data in, its histories out.
 
-This is what a worker executes. It knows the config layout of bnlab.spec and the numerics, but
+This is what a worker executes. It knows the config layout of bnlab.lab.spec and the numerics, but
 neither files nor how runs are scheduled.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.net import FullyConnectedNet
-from bnlab.solver import Solver
+from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.solver import Solver
 
 
 @dataclass

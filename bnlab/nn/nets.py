@@ -1,6 +1,6 @@
-"""A fully-connected network with an optional normalization layer before every ReLU.
+"""Networks: a fully-connected net with a normalization switch.
 
-Architecture for L layers: {affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax.
+FullyConnectedNet for L layers: {affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax.
 """
 
 from __future__ import annotations
@@ -9,9 +9,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bnlab import layers
+from bnlab.nn import layers
+from bnlab.nn.layers import ACTIVATIONS
+from bnlab.nn.norms import NORMALIZATIONS
 
-NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")
+WeightScale = float | str  # a standard deviation, or 'he' / 'xavier'
+
+
+def init_std(weight_scale: WeightScale, fan_in: int, fan_out: int) -> float:
+    """The standard deviation of a layer's initial weights.
+
+    A number is used as it is (the notebooks' weight_scale); 'he' is sqrt(2 / fan_in) (He et al.
+    2015, for ReLU nets); 'xavier' is Glorot's normal init, sqrt(2 / (fan_in + fan_out)). For a
+    convolution, fan_in = C * HH * WW and fan_out = F * HH * WW, as PyTorch computes them.
+    """
+    if weight_scale == "he":
+        return float(np.sqrt(2.0 / fan_in))
+    if weight_scale == "xavier":
+        return float(np.sqrt(2.0 / (fan_in + fan_out)))
+    if isinstance(weight_scale, str) or not weight_scale > 0:
+        raise ValueError(f"weight_scale must be a positive number, 'he' or 'xavier', got {weight_scale!r}")
+    return float(weight_scale)
 
 
 class FullyConnectedNet:
@@ -24,7 +42,7 @@ class FullyConnectedNet:
         normalization: None, 'batchnorm', 'layernorm' or 'groupnorm'.
         num_groups: groups per hidden layer for 'groupnorm'; must divide every hidden width.
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
-        weight_scale: standard deviation of the initial weights.
+        weight_scale: standard deviation of the initial weights, or 'he' / 'xavier' (see init_std).
         dtype: np.float32 to train fast, np.float64 for gradient checks.
         seed, rng: where the initial weights and the dropout masks come from: a
             np.random.RandomState, else one seeded with `seed`, else numpy's global RNG (so that
@@ -40,13 +58,13 @@ class FullyConnectedNet:
         normalization: str | None = None,
         num_groups: int = 5,
         reg: float = 0.0,
-        weight_scale: float = 1e-2,
+        weight_scale: WeightScale = 1e-2,
         dtype: type = np.float32,
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
     ) -> None:
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalization!r}: expected one of {NORMALIZATIONS}")
+        if normalization is not None and normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
         if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
             raise ValueError(f"num_groups={num_groups} must divide every hidden width {list(hidden_dims)}")
         self.normalization = normalization
@@ -62,7 +80,8 @@ class FullyConnectedNet:
         self.params: dict[str, np.ndarray] = {}
         dims = [input_dim, *hidden_dims, num_classes]
         for i in range(self.num_layers):
-            self.params[f"W{i + 1}"] = weight_scale * rng.randn(dims[i], dims[i + 1])
+            std = init_std(weight_scale, dims[i], dims[i + 1])
+            self.params[f"W{i + 1}"] = std * rng.randn(dims[i], dims[i + 1])
             self.params[f"b{i + 1}"] = np.zeros(dims[i + 1])
             if normalization is not None and i < self.num_layers - 1:
                 self.params[f"gamma{i + 1}"] = np.ones(dims[i + 1])
@@ -71,8 +90,10 @@ class FullyConnectedNet:
             self.params[name] = value.astype(dtype)
 
         self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": rng}
-        # One dict per batch-norm layer: it carries the running statistics between calls.
-        self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
+        # One dict per normalization layer (the notebooks' name): mode, running statistics, groups.
+        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
+        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        self.activation = ACTIVATIONS["relu"]
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
@@ -112,13 +133,9 @@ class FullyConnectedNet:
         p = self.params
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
         norm_cache = None
-        if self.normalization == "batchnorm":
-            h, norm_cache = layers.batchnorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-        elif self.normalization == "layernorm":
-            h, norm_cache = layers.layernorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], {})
-        elif self.normalization == "groupnorm":
-            h, norm_cache = layers.groupnorm_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.num_groups, {})
-        h, relu_cache = layers.relu_forward(h)
+        if self.norm is not None:
+            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        h, relu_cache = self.activation[0](h)
         dropout_cache = None
         if self.use_dropout:
             h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
@@ -130,13 +147,9 @@ class FullyConnectedNet:
         affine_cache, norm_cache, relu_cache, dropout_cache = cache
         if self.use_dropout:
             dout = layers.dropout_backward(dout, dropout_cache)
-        dout = layers.relu_backward(dout, relu_cache)
-        if self.normalization == "batchnorm":
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.batchnorm_backward_alt(dout, norm_cache)
-        elif self.normalization == "layernorm":
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.layernorm_backward(dout, norm_cache)
-        elif self.normalization == "groupnorm":
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.groupnorm_backward(dout, norm_cache)
+        dout = self.activation[1](dout, relu_cache)
+        if self.norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         if i == 1:
             # Skip dx = dout @ W1.T: as costly as the first layer's forward and never used.
             x, _ = affine_cache

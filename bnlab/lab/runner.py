@@ -31,11 +31,11 @@ import yaml
 from filelock import FileLock, Timeout
 
 import bnlab
-from bnlab import atomic
 from bnlab.errors import ResultsError
-from bnlab.executors import Executor
-from bnlab.spec import Experiment, Run
-from bnlab.train import RunOutcome
+from bnlab.lab import atomic
+from bnlab.lab.executors import Executor
+from bnlab.lab.spec import Experiment, Run
+from bnlab.lab.train import RunOutcome
 
 FINISHED = ("done", "diverged")
 METRICS = ("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")

@@ -4,8 +4,8 @@ architecture against an independent forward pass, parameter names, dtypes and in
 import numpy as np
 import pytest
 
-from bnlab.gradcheck import eval_numerical_gradient, rel_error
-from bnlab.net import FullyConnectedNet
+from bnlab.nn.gradcheck import eval_numerical_gradient, rel_error
+from bnlab.nn.nets import FullyConnectedNet
 
 N, D, HIDDEN, C = 6, 15, [20, 30], 10
 EPS = 1e-5

@@ -1,6 +1,6 @@
 """The notebooks' gradient checks as data, for `bnlab gradcheck` to show as a table.
 
-Every backward pass in bnlab.layers is compared with centred differences of its forward pass, and
+Every backward pass in bnlab.nn is compared with centred differences of its forward pass, and
 the FullyConnectedNet's gradients with centred differences of its loss, for each normalization,
 with and without L2 regularization. Everything runs in float64 on fixed seeds of private
 RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab import layers
-from bnlab.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
-from bnlab.net import NORMALIZATIONS, FullyConnectedNet
+from bnlab.nn import conv, layers, norms
+from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
+from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.norms import NORMALIZATIONS
 
 SEED = 231
 REGS = (0.0, 3.14)
@@ -53,7 +54,7 @@ class GradCheck:
 def run_gradchecks() -> list[GradCheck]:
     """All checks, layers first, then the net for each normalization and regularization."""
     checks = _layer_checks()
-    for normalization in NORMALIZATIONS:
+    for normalization in (None, *NORMALIZATIONS):
         for reg in REGS:
             checks += _net_checks(normalization, reg)
     return checks
@@ -122,8 +123,8 @@ def _layer_checks() -> list[GradCheck]:
     x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
     checks += _backward_vs_numerical(
         "layernorm",
-        layers.layernorm_forward,
-        layers.layernorm_backward,
+        norms.layernorm_forward,
+        norms.layernorm_backward,
         (x, gamma, beta, {}),
         ("dx", "dgamma", "dbeta"),
         rng.randn(4, 5),
@@ -134,8 +135,8 @@ def _layer_checks() -> list[GradCheck]:
     x, gamma, beta = _normalized_input(rng, (4, 6)), rng.randn(6), rng.randn(6)
     checks += _backward_vs_numerical(
         "groupnorm (G=2)",
-        layers.groupnorm_forward,
-        layers.groupnorm_backward,
+        norms.groupnorm_forward,
+        norms.groupnorm_backward,
         (x, gamma, beta, 2, {}),
         ("dx", "dgamma", "dbeta"),
         rng.randn(4, 6),
@@ -146,8 +147,8 @@ def _layer_checks() -> list[GradCheck]:
     x, gamma, beta = _normalized_input(rng, (2, 3, 2, 3)), rng.randn(3), rng.randn(3)
     checks += _backward_vs_numerical(
         "spatial batchnorm",
-        layers.spatial_batchnorm_forward,
-        layers.spatial_batchnorm_backward,
+        conv.spatial_batchnorm_forward,
+        conv.spatial_batchnorm_backward,
         (x, gamma, beta, {"mode": "train"}),
         ("dx", "dgamma", "dbeta"),
         rng.randn(2, 3, 2, 3),
@@ -159,8 +160,8 @@ def _layer_checks() -> list[GradCheck]:
     gamma, beta = rng.randn(1, 6, 1, 1), rng.randn(1, 6, 1, 1)
     checks += _backward_vs_numerical(
         "spatial groupnorm (G=2)",
-        layers.spatial_groupnorm_forward,
-        layers.spatial_groupnorm_backward,
+        conv.spatial_groupnorm_forward,
+        conv.spatial_groupnorm_backward,
         (x, gamma, beta, 2, {}),
         ("dx", "dgamma", "dbeta"),
         rng.randn(2, 6, 2, 3),
@@ -191,12 +192,12 @@ def _batchnorm_checks() -> list[GradCheck]:
     dout = rng.randn(4, 5)
     checks = []
     for label, backward in (
-        ("batchnorm_backward", layers.batchnorm_backward),
-        ("batchnorm_backward_alt", layers.batchnorm_backward_alt),
+        ("batchnorm_backward", norms.batchnorm_backward),
+        ("batchnorm_backward_alt", norms.batchnorm_backward_alt),
     ):
         checks += _backward_vs_numerical(
             label,
-            layers.batchnorm_forward,
+            norms.batchnorm_forward,
             backward,
             (x, gamma, beta, {"mode": "train"}),
             ("dx", "dgamma", "dbeta"),
@@ -207,9 +208,9 @@ def _batchnorm_checks() -> list[GradCheck]:
     rng = np.random.RandomState(SEED)
     x, gamma, beta = 5 * rng.randn(100, 500) + 12, rng.randn(500), rng.randn(500)
     dout = rng.randn(100, 500)
-    _, cache = layers.batchnorm_forward(x, gamma, beta, {"mode": "train"})
-    graph = layers.batchnorm_backward(dout, cache)
-    closed_form = layers.batchnorm_backward_alt(dout, cache)
+    _, cache = norms.batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    graph = norms.batchnorm_backward(dout, cache)
+    closed_form = norms.batchnorm_backward_alt(dout, cache)
     error = max(rel_error(a, b) for a, b in zip(graph, closed_form, strict=True))
     checks.append(GradCheck("batchnorm_backward_alt = batchnorm_backward (dx, dgamma, dbeta)", error, SAME))
     return checks

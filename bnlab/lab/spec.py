@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
-from bnlab.optim import DEFAULTS as OPTIM_DEFAULTS
+from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 
 # --- the schema ------------------------------------------------------------------------------
 

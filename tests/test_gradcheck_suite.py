@@ -1,4 +1,4 @@
-"""bnlab.checks: every check passes on bnlab's layers and net, and a deliberately broken backward
+"""bnlab.nn.gradcheck_suite: every check passes on bnlab's layers and net, and a deliberately broken backward
 pass fails exactly the checks that depend on it."""
 
 import dataclasses
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from bnlab import layers
-from bnlab.checks import GradCheck, run_gradchecks
+from bnlab.nn import conv, norms
+from bnlab.nn import layers as nn_layers
+from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,19 @@ def test_gradcheck_passes_strictly_below_its_threshold_and_never_on_nan():
         GradCheck("a", 0.0, 1.0).error = 2.0  # type: ignore[misc]
 
 
+def break_function(monkeypatch, name, broken):
+    """Replace a layer function where it is defined and in the tables that nets look it up in."""
+    module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
+    original = getattr(module, name)
+    monkeypatch.setattr(module, name, broken)
+    for key, norm in norms.NORMALIZATIONS.items():
+        if norm.backward is original:
+            monkeypatch.setitem(norms.NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
+    for key, (forward, backward) in nn_layers.ACTIVATIONS.items():
+        if backward is original:
+            monkeypatch.setitem(nn_layers.ACTIVATIONS, key, (forward, broken))
+
+
 def scale_output(function, index, factor):
     """`function` with its index-th returned gradient multiplied by factor: a 1% wrong backward."""
 
@@ -117,7 +132,7 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
 )
 def test_a_broken_backward_fails_exactly_its_checks(monkeypatch, breakages, failing):
     for name, broken in breakages:
-        monkeypatch.setattr(layers, name, broken)
+        break_function(monkeypatch, name, broken)
     failed = [c.name for c in run_gradchecks() if not c.passed]
     for prefix in failing:
         assert any(f.startswith(prefix) for f in failed), prefix

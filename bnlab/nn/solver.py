@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bnlab import optim
+from bnlab.nn import optim
 
 
 class Solver:
-    """Trains `model` on `data` with an update rule from bnlab.optim.
+    """Trains `model` on `data` with an update rule from bnlab.nn.optim.
 
     data: a dict with 'X_train', 'y_train', 'X_val', 'y_val'.
     update_rule: 'sgd', 'sgd_momentum', 'rmsprop' or 'adam'; optim_config: its hyperparameters;

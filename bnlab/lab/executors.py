@@ -1,8 +1,8 @@
 """Where runs execute. An executor takes runs and yields their outcomes as they finish.
 
 Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
-runs share the machine, in a process set up as bnlab.tuning describes (subnormals flushed, large
-temporaries on the heap). Each process loads the data once (bnlab.data memoizes it) and reuses it
+runs share the machine, in a process set up as bnlab.lab.tuning describes (subnormals flushed, large
+temporaries on the heap). Each process loads the data once (bnlab.lab.data memoizes it) and reuses it
 for every run it gets. Results are written by the caller, never here.
 """
 
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bnlab import data as datasets
 from bnlab.errors import BnlabError
-from bnlab.train import RunOutcome, train_run
-from bnlab.tuning import flush_subnormals, keep_large_arrays_on_heap
+from bnlab.lab import data as datasets
+from bnlab.lab.train import RunOutcome, train_run
+from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
 
 if TYPE_CHECKING:  # workers receive plain ids and configs: they need not import pydantic
-    from bnlab.spec import Run
+    from bnlab.lab.spec import Run
 
 Progress = Callable[[dict], None]
 

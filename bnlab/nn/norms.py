@@ -1,0 +1,207 @@
+"""Normalization layers over the features of x (N, D), one function per pass, and the table nets use.
+
+Forward passes return `(out, cache)`, backward passes take `(dout, cache)` and return
+`(dx, dgamma, dbeta)`. eps is 1e-5 everywhere, as the notebooks' batch norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray
+Cache = tuple[Any, ...]
+
+
+# --- batch normalization ---------------------------------------------------------------------
+
+
+def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Batch normalization over the batch axis of x (N, D); gamma, beta (D,).
+
+    bn_param: 'mode' ('train' | 'test', required), 'eps' (1e-5), 'momentum' (0.9), and
+    'running_mean', 'running_var' (D,), created as zeros on the first call and updated in place
+    of the dict in train mode: running = momentum * running + (1 - momentum) * batch statistic.
+    Train mode uses the batch mean and the biased batch variance; test mode the running ones.
+    """
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    n, d = x.shape
+    running_mean = bn_param.get("running_mean", np.zeros(d, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(d, dtype=x.dtype))
+
+    if mode == "train":
+        mean = x.mean(axis=0)
+        x_hat = x - mean
+        var = np.einsum("nd,nd->d", x_hat, x_hat) / n  # sum of squares without a temporary
+        inv_std = 1.0 / np.sqrt(var + eps)
+        x_hat *= inv_std
+        out = x_hat * gamma
+        out += beta
+        cache = (x_hat, gamma, inv_std, eps)
+        running_mean = momentum * running_mean + (1 - momentum) * mean
+        running_var = momentum * running_var + (1 - momentum) * var
+    elif mode == "test":
+        # gamma * (x - mean) / std + beta as one scale and one shift per feature: two passes
+        scale = gamma / np.sqrt(running_var + eps)
+        out = x * scale
+        out += beta - running_mean * scale
+        cache = ()
+    else:
+        raise ValueError(f"invalid batchnorm mode {mode!r}: expected 'train' or 'test'")
+
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out, cache
+
+
+def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Backward through the computation graph of batchnorm_forward, one node at a time.
+
+    Graph: mean = sum(x) / N -> centered = x - mean -> var = sum(centered**2) / N
+    -> std = sqrt(var + eps) -> inv_std = 1 / std -> x_hat = centered * inv_std
+    -> out = gamma * x_hat + beta. The cache keeps x_hat and inv_std; the other nodes' values
+    are recovered from them. Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    x_hat, gamma, inv_std, eps = cache
+    n = dout.shape[0]
+    std = 1.0 / inv_std
+    centered = x_hat * std
+    var = std * std - eps
+    # out = gamma * x_hat + beta
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * x_hat).sum(axis=0)
+    dx_hat = dout * gamma
+    # x_hat = centered * inv_std: centered feeds x_hat and var, so its gradient has two branches
+    dinv_std = (dx_hat * centered).sum(axis=0)
+    dcentered = dx_hat * inv_std
+    # inv_std = 1 / std, std = sqrt(var + eps)
+    dstd = -dinv_std / std**2
+    dvar = dstd / (2 * np.sqrt(var + eps))
+    # var = sum(centered**2) / N
+    dcentered += 2 * centered * dvar / n
+    # centered = x - mean, mean = sum(x) / N: x feeds both
+    dmean = -dcentered.sum(axis=0)
+    dx = dcentered + dmean / n
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Backward of batchnorm_forward in the closed form derived on paper.
+
+    With dx_hat = gamma * dout, sum(dx_hat) = gamma * dbeta and sum(dx_hat * x_hat) = gamma * dgamma:
+        dx = gamma * inv_std * (dout - (dbeta + x_hat * dgamma) / N)
+    computed as dout * a - x_hat * b - c with per-feature a, b, c: three passes over the data.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    x_hat, gamma, inv_std = cache[:3]
+    n = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    a = gamma * inv_std
+    dx = dout * a
+    dx -= x_hat * (a * dgamma / n)
+    dx -= a * dbeta / n
+    return dx, dgamma, dbeta
+
+
+# --- layer normalization ---------------------------------------------------------------------
+
+
+def layernorm_forward(x: Array, gamma: Array, beta: Array, ln_param: dict) -> tuple[Array, Cache]:
+    """Layer normalization: each sample of x (N, D) normalized over its D features.
+
+    gamma, beta (D,). ln_param may hold 'eps' (1e-5); there are no running statistics, so train
+    and test behave the same.
+    """
+    eps = ln_param.get("eps", 1e-5)
+    d = x.shape[1]
+    x_hat = x - x.mean(axis=1, keepdims=True)
+    var = np.einsum("nd,nd->n", x_hat, x_hat) / d
+    inv_std = (1.0 / np.sqrt(var + eps))[:, None]
+    x_hat *= inv_std
+    out = x_hat * gamma
+    out += beta
+    return out, (x_hat, gamma, inv_std)
+
+
+def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """The batch-norm closed form along the feature axis, with dx_hat = gamma * dout:
+        dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)), means per sample.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    x_hat, gamma, inv_std = cache
+    d = dout.shape[1]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    dx_hat = dout * gamma
+    mean_dx_hat = dx_hat.mean(axis=1, keepdims=True)
+    mean_dx_hat_x_hat = (np.einsum("nd,nd->n", dx_hat, x_hat) / d)[:, None]
+    dx = dx_hat
+    dx -= mean_dx_hat
+    dx -= x_hat * mean_dx_hat_x_hat
+    dx *= inv_std
+    return dx, dgamma, dbeta
+
+
+# --- group normalization, shared by the net and the spatial layer ----------------------------
+
+
+def groupnorm_forward(x: Array, gamma: Array, beta: Array, G: int, gn_param: dict) -> tuple[Array, Cache]:
+    """Group normalization of x (N, D): each sample's D features split into G contiguous groups.
+
+    gamma, beta (D,). G must divide D; G = 1 is layer normalization, G = D normalizes each feature
+    alone. gn_param may hold 'eps' (1e-5).
+    """
+    eps = gn_param.get("eps", 1e-5)
+    n, d = x.shape
+    grouped = x.reshape(n, G, d // G)
+    mean = grouped.mean(axis=2, keepdims=True)
+    centered = grouped - mean
+    var = (centered * centered).mean(axis=2, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (centered * inv_std).reshape(n, d)
+    out = gamma * x_hat + beta
+    return out, (x_hat, gamma, inv_std, G)
+
+
+def groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
+    x_hat, gamma, inv_std, G = cache
+    n, d = dout.shape
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * x_hat).sum(axis=0)
+    dx_hat = (dout * gamma).reshape(n, G, d // G)
+    x_hat_g = x_hat.reshape(n, G, d // G)
+    m = d // G
+    dx = inv_std * (
+        dx_hat - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
+    )
+    return dx.reshape(n, d), dgamma, dbeta
+
+
+# --- the table nets use: name -> forward(x, gamma, beta, param), backward(dout, cache) --------
+
+
+def _groupnorm_forward(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
+    return groupnorm_forward(x, gamma, beta, param["num_groups"], param)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """One normalization as a net uses it. `param` is the layer's own dict: 'mode' ('train' |
+    'test'), running statistics where the layer keeps them, 'num_groups' for group norm."""
+
+    forward: Callable[[Array, Array, Array, dict], tuple[Array, Cache]]
+    backward: Callable[[Array, Cache], tuple[Array, Array, Array]]
+
+
+NORMALIZATIONS: dict[str, Normalization] = {
+    "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
+    "layernorm": Normalization(layernorm_forward, layernorm_backward),
+    "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
+}
