@@ -93,6 +93,9 @@ class FullyConnectedNet:
         # One dict per normalization layer (the notebooks' name): mode, running statistics, groups.
         self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
+        # layer's number (1-based): how recording looks inside the net without a second pass.
+        self.activation_inputs: dict[int, np.ndarray] | None = None
         self.activation = ACTIVATIONS["relu"]
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
@@ -135,6 +138,8 @@ class FullyConnectedNet:
         norm_cache = None
         if self.norm is not None:
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = h
         h, relu_cache = self.activation[0](h)
         dropout_cache = None
         if self.use_dropout:
