@@ -12,7 +12,6 @@ import pytest
 
 from bnlab import layers
 from bnlab.nn.gradcheck import eval_numerical_gradient_array, rel_error
-from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import FullyConnectedNet
 
 PRINTED = 5e-9 + 1e-12  # half the last printed decimal, plus slack for the float64 arithmetic
@@ -162,7 +161,7 @@ def test_alternative_backward_cell(nb):
     assert rel_error(graph[2], closed_form[2]) < 1e-10
 
 
-def initial_losses(seed):
+def initial_losses(seed, activation="relu"):
     """The batch-norm net gradient-check cell: its two printed initial losses, reg 0 then 3.14
     (the second net's weights are drawn after the first's)."""
     np.random.seed(seed)
@@ -178,6 +177,7 @@ def initial_losses(seed):
             weight_scale=5e-2,
             dtype=np.float64,
             normalization="batchnorm",
+            activation=activation,
         )
         losses.append(model.loss(X, y)[0])
     return losses
@@ -188,28 +188,17 @@ def test_cs231n_initial_losses():
     np.testing.assert_allclose(initial_losses(231), CS231N["initial_losses"], rtol=1e-13)
 
 
-def leaky_relu_forward(x):
-    return np.where(x > 0, x, 0.01 * x), (x,)
-
-
-def leaky_relu_backward(dout, cache):
-    (x,) = cache
-    return np.where(x > 0, dout, 0.01 * dout)
-
-
-def test_ie590_initial_losses_come_from_its_leaky_relu(monkeypatch):
+def test_ie590_initial_losses_come_from_its_leaky_relu():
     """The ie590 net used a leaky ReLU with slope 0.01 (its answers speak of the "leaky ReLU" and
-    its "much larger slope when X > 0"), whereas bnlab follows CS231n's ReLU. Its layer cells use
-    np.maximum and agree with bnlab above; its net's printed losses are reproduced to the last
-    digits by bnlab's net with the ReLU swapped for that leaky one, so init order, batch norm,
-    softmax and regularization are the same as ie590's."""
-    monkeypatch.setitem(ACTIVATIONS, "relu", (leaky_relu_forward, leaky_relu_backward))
-    np.testing.assert_allclose(initial_losses(220), IE590["initial_losses"], rtol=1e-13)
+    its "much larger slope when X > 0"), whereas CS231n's uses the ReLU. bnlab's net with
+    activation='leaky_relu' (default slope 0.01) reproduces its printed losses to the last digits,
+    so init order, batch norm, softmax and regularization are the same as ie590's."""
+    np.testing.assert_allclose(initial_losses(220, "leaky_relu"), IE590["initial_losses"], rtol=1e-13)
 
 
-def test_ie590_initial_losses_with_bnlab_relu():
-    # bnlab's own net (plain ReLU) misses ie590's printed losses by 3.0e-4 and 2.4e-3: far more
-    # than rounding, so the leaky ReLU above is what reproduces them, and no more than the small
+def test_ie590_initial_losses_with_relu():
+    # With the plain ReLU the same cell misses ie590's printed losses by 3.0e-4 and 2.4e-3: far more
+    # than rounding, so the leaky ReLU is what reproduces them, and no more than its small
     # negative-side slope can account for.
     losses = np.array(initial_losses(220))
     difference = np.abs(losses - IE590["initial_losses"])

@@ -16,7 +16,7 @@ Array = np.ndarray
 Cache = tuple[Any, ...]
 
 
-# --- affine and ReLU -------------------------------------------------------------------------
+# --- affine and activations ------------------------------------------------------------------
 
 
 def affine_forward(x: Array, w: Array, b: Array) -> tuple[Array, Cache]:
@@ -46,6 +46,43 @@ def relu_backward(dout: Array, cache: Cache) -> Array:
     """The gradient passes where the input was positive."""
     (x,) = cache
     return dout * (x > 0)
+
+
+def leaky_relu_forward(x: Array, negative_slope: float = 0.01) -> tuple[Array, Cache]:
+    """out = x where x > 0, else negative_slope * x, any shape (0.01: ie590's and PyTorch's default)."""
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope)), (x, negative_slope)
+
+
+def leaky_relu_backward(dout: Array, cache: Cache) -> Array:
+    """The gradient passes where the input was positive and is scaled by the slope elsewhere."""
+    x, negative_slope = cache
+    return np.where(x > 0, dout, dout * dout.dtype.type(negative_slope))
+
+
+def sigmoid_forward(x: Array) -> tuple[Array, Cache]:
+    """out = 1 / (1 + exp(-x)), any shape, computed from z = exp(-|x|) <= 1 so that no input
+    overflows: 1 / (1 + z) for x >= 0 and z / (1 + z) for x < 0."""
+    z = np.exp(-np.abs(x))
+    out = np.where(x >= 0, 1, z) / (1 + z)
+    return out, (out,)
+
+
+def sigmoid_backward(dout: Array, cache: Cache) -> Array:
+    """d sigmoid / dx = out * (1 - out)."""
+    (out,) = cache
+    return dout * out * (1 - out)
+
+
+def tanh_forward(x: Array) -> tuple[Array, Cache]:
+    """out = tanh(x), any shape."""
+    out = np.tanh(x)
+    return out, (out,)
+
+
+def tanh_backward(dout: Array, cache: Cache) -> Array:
+    """d tanh / dx = 1 - out**2."""
+    (out,) = cache
+    return dout * (1 - out * out)
 
 
 # --- dropout ---------------------------------------------------------------------------------
@@ -97,8 +134,13 @@ def softmax_loss(x: Array, y: Array) -> tuple[float, Array]:
     return float(loss), dx
 
 
-# --- the activation table: name -> (forward, backward), each of one array -------------------
+# --- the activation table: name -> (forward, backward) ----------------------------------------
+# Each forward takes one array (leaky_relu also its slope, which the net binds), each backward
+# (dout, cache).
 
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
+    "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "tanh": (tanh_forward, tanh_backward),
 }

@@ -1,11 +1,13 @@
-"""Networks: a fully-connected net with a normalization switch.
+"""Networks: a fully-connected net with switches for the activation and the normalization.
 
-FullyConnectedNet for L layers: {affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax.
+FullyConnectedNet for L layers: {affine - [norm] - activation - [dropout]} x (L - 1) - affine -
+softmax, or with norm_position='after', {affine - activation - [norm] - [dropout]}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -39,8 +41,15 @@ class FullyConnectedNet:
         hidden_dims: the width of every hidden layer.
         input_dim, num_classes: input features (3*32*32 for CIFAR-10) and classes.
         dropout_keep_ratio: probability of keeping a hidden unit; 1 disables dropout.
-        normalization: None, 'batchnorm', 'layernorm' or 'groupnorm'.
+        normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS: 'batchnorm', 'layernorm',
+            'groupnorm', 'rmsnorm', 'batchrenorm'.
         num_groups: groups per hidden layer for 'groupnorm'; must divide every hidden width.
+        activation: a name in bnlab.nn.layers.ACTIVATIONS: 'relu', 'leaky_relu', 'sigmoid', 'tanh'.
+        negative_slope: the slope of 'leaky_relu' for negative inputs.
+        norm_position: 'before' the activation (the notebooks and the BN paper) or 'after' it.
+        renorm_rmax, renorm_dmax, renorm_warmup: 'batchrenorm' clips r to [1/rmax, rmax] and d to
+            [-dmax, dmax], both ramped linearly from batch norm's 1 and 0 over the first
+            renorm_warmup training iterations (see bnlab.nn.norms.batchrenorm_forward).
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
         weight_scale: standard deviation of the initial weights, or 'he' / 'xavier' (see init_std).
         dtype: np.float32 to train fast, np.float64 for gradient checks.
@@ -57,6 +66,12 @@ class FullyConnectedNet:
         dropout_keep_ratio: float = 1.0,
         normalization: str | None = None,
         num_groups: int = 5,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        norm_position: str = "before",
+        renorm_rmax: float = 3.0,
+        renorm_dmax: float = 5.0,
+        renorm_warmup: int = 100,
         reg: float = 0.0,
         weight_scale: WeightScale = 1e-2,
         dtype: type = np.float32,
@@ -67,7 +82,13 @@ class FullyConnectedNet:
             raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
         if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
             raise ValueError(f"num_groups={num_groups} must divide every hidden width {list(hidden_dims)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        if norm_position not in ("before", "after"):
+            raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self.normalization = normalization
+        self.activation_name = activation
+        self.norm_position = norm_position
         self.num_groups = num_groups
         self.use_dropout = dropout_keep_ratio != 1
         self.reg = reg
@@ -91,12 +112,18 @@ class FullyConnectedNet:
 
         self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": rng}
         # One dict per normalization layer (the notebooks' name): mode, running statistics, groups.
-        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
+        bn_param: dict = {"mode": "train", "num_groups": num_groups}
+        if normalization == "batchrenorm":
+            bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
+        self.bn_params = [dict(bn_param) for _ in range(self.num_layers - 1)]
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
         # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
         # layer's number (1-based): how recording looks inside the net without a second pass.
         self.activation_inputs: dict[int, np.ndarray] | None = None
-        self.activation = ACTIVATIONS["relu"]
+        forward, backward = ACTIVATIONS[activation]
+        if activation == "leaky_relu":
+            forward = partial(forward, negative_slope=negative_slope)
+        self.activation = (forward, backward)
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
@@ -132,28 +159,33 @@ class FullyConnectedNet:
         return loss, grads
 
     def _hidden_forward(self, x: np.ndarray, i: int):
-        """affine - [norm] - relu - [dropout] for hidden layer i (1-based)."""
+        """affine - [norm] - activation - [dropout] for hidden layer i (1-based), or with the norm
+        after the activation."""
         p = self.params
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
         norm_cache = None
-        if self.norm is not None:
+        if self.norm is not None and self.norm_position == "before":
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         if self.activation_inputs is not None:
             self.activation_inputs[i] = h
-        h, relu_cache = self.activation[0](h)
+        h, activation_cache = self.activation[0](h)
+        if self.norm is not None and self.norm_position == "after":
+            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         dropout_cache = None
         if self.use_dropout:
             h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
-        return h, (affine_cache, norm_cache, relu_cache, dropout_cache)
+        return h, (affine_cache, norm_cache, activation_cache, dropout_cache)
 
     def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
         """Backward of _hidden_forward; stores the parameter gradients in grads and returns dx,
         except for the first layer, whose input gradient nobody needs (None)."""
-        affine_cache, norm_cache, relu_cache, dropout_cache = cache
+        affine_cache, norm_cache, activation_cache, dropout_cache = cache
         if self.use_dropout:
             dout = layers.dropout_backward(dout, dropout_cache)
-        dout = self.activation[1](dout, relu_cache)
-        if self.norm is not None:
+        if self.norm is not None and self.norm_position == "after":
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+        dout = self.activation[1](dout, activation_cache)
+        if self.norm is not None and self.norm_position == "before":
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         if i == 1:
             # Skip dx = dout @ W1.T: as costly as the first layer's forward and never used.

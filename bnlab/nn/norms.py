@@ -148,6 +148,113 @@ def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     return dx, dgamma, dbeta
 
 
+# --- RMS normalization -----------------------------------------------------------------------
+
+
+def rmsnorm_forward(x: Array, gamma: Array, beta: Array, rms_param: dict) -> tuple[Array, Cache]:
+    """RMS normalization (Zhang & Sennrich 2019): each sample of x (N, D) divided by the root mean
+    square of its D features, with no centering: out = x / sqrt(mean(x**2) + eps) * gamma + beta.
+
+    gamma, beta (D,). The paper has no beta; bnlab keeps one like the other norms, and with beta = 0
+    this is torch.nn.functional.rms_norm(x, (D,), gamma, eps). rms_param may hold 'eps' (1e-5);
+    train and test behave the same.
+    """
+    eps = rms_param.get("eps", 1e-5)
+    d = x.shape[1]
+    inv_rms = (1.0 / np.sqrt(np.einsum("nd,nd->n", x, x) / d + eps))[:, None]
+    x_hat = x * inv_rms
+    out = x_hat * gamma
+    out += beta
+    return out, (x_hat, gamma, inv_rms)
+
+
+def rmsnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Layer norm's closed form without the mean term, with dx_hat = gamma * dout:
+        dx = inv_rms * (dx_hat - x_hat * mean(dx_hat * x_hat)), the mean per sample.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    x_hat, gamma, inv_rms = cache
+    d = dout.shape[1]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.einsum("nd,nd->d", dout, x_hat)
+    dx_hat = dout * gamma
+    dx = dx_hat - x_hat * (np.einsum("nd,nd->n", dx_hat, x_hat) / d)[:, None]
+    dx *= inv_rms
+    return dx, dgamma, dbeta
+
+
+# --- batch renormalization -------------------------------------------------------------------
+
+
+def batchrenorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Batch renormalization (Ioffe 2017, Algorithm 1) over the batch axis of x (N, D); gamma, beta (D,).
+
+    Train mode normalizes with the batch statistics and corrects towards the moving ones:
+        sigma_B = sqrt(var_B + eps), r = clip(sigma_B / sigma, 1/rmax, rmax),
+        d = clip((mu_B - mu) / sigma, -dmax, dmax), out = gamma * ((x - mu_B) / sigma_B * r + d) + beta,
+    r and d being constants for the backward pass. Then, as in the paper, the moving mean and the
+    moving standard deviation approach the batch ones: mu += (1 - momentum) * (mu_B - mu), likewise
+    sigma. Test mode uses them: out = gamma * (x - mu) / sigma + beta. With rmax = 1 and dmax = 0,
+    train mode is exactly batchnorm_forward.
+
+    bn_param: 'mode' (required), 'eps' (1e-5), 'momentum' (0.9), 'rmax' (3), 'dmax' (5),
+    'warmup' (0): rmax and dmax ramp linearly from 1 and 0 to their values over the first `warmup`
+    train-mode calls (the paper starts as batch norm, then relaxes the clipping; 0: no ramp),
+    counted in 'step'. 'running_mean' and 'running_std' (D,) start as 0 and 1 (Keras's choice) and
+    are updated in place of the dict, as is 'step'.
+    """
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    d_features = x.shape[1]
+    mu = bn_param.get("running_mean", np.zeros(d_features, dtype=x.dtype))
+    sigma = bn_param.get("running_std", np.ones(d_features, dtype=x.dtype))
+
+    if mode == "train":
+        step, warmup = bn_param.get("step", 0), bn_param.get("warmup", 0)
+        ramp = min(step / warmup, 1.0) if warmup else 1.0
+        rmax = 1 + (bn_param.get("rmax", 3.0) - 1) * ramp
+        dmax = bn_param.get("dmax", 5.0) * ramp
+        mean = x.mean(axis=0)
+        x_hat = x - mean
+        var = np.einsum("nd,nd->d", x_hat, x_hat) / x.shape[0]
+        std = np.sqrt(var + eps)
+        inv_std = 1.0 / std
+        x_hat *= inv_std
+        r = np.clip(std / sigma, 1 / rmax, rmax).astype(x.dtype)
+        d = np.clip((mean - mu) / sigma, -dmax, dmax).astype(x.dtype)
+        x_renorm = x_hat * r + d
+        out = x_renorm * gamma + beta
+        cache = (x_hat, x_renorm, gamma, r, inv_std)
+        bn_param["running_mean"] = mu + (1 - momentum) * (mean - mu)
+        bn_param["running_std"] = sigma + (1 - momentum) * (std - sigma)
+        bn_param["step"] = step + 1
+    elif mode == "test":
+        out = (x - mu) / sigma * gamma + beta
+        cache = ()
+        bn_param["running_mean"], bn_param["running_std"] = mu, sigma
+    else:
+        raise ValueError(f"invalid batchrenorm mode {mode!r}: expected 'train' or 'test'")
+    return out, cache
+
+
+def batchrenorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Backward of batchrenorm_forward with r and d held constant (the paper's stop_gradient):
+    batch norm's closed form with gamma * r in place of gamma, and dgamma over the renormalized x:
+        dx = gamma * r * inv_std * (dout - (sum(dout) + x_hat * sum(dout * x_hat)) / N).
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    x_hat, x_renorm, gamma, r, inv_std = cache
+    n = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.einsum("nd,nd->d", dout, x_renorm)
+    a = gamma * r * inv_std
+    dx = dout * a
+    dx -= x_hat * (a * np.einsum("nd,nd->d", dout, x_hat) / n)
+    dx -= a * dbeta / n
+    return dx, dgamma, dbeta
+
+
 # --- group normalization, shared by the net and the spatial layer ----------------------------
 
 
@@ -194,7 +301,8 @@ def _groupnorm_forward(x: Array, gamma: Array, beta: Array, param: dict) -> tupl
 @dataclass(frozen=True)
 class Normalization:
     """One normalization as a net uses it. `param` is the layer's own dict: 'mode' ('train' |
-    'test'), running statistics where the layer keeps them, 'num_groups' for group norm."""
+    'test'), running statistics where the layer keeps them, 'num_groups' for group norm, 'rmax',
+    'dmax' and 'warmup' for batch renorm."""
 
     forward: Callable[[Array, Array, Array, dict], tuple[Array, Cache]]
     backward: Callable[[Array, Cache], tuple[Array, Array, Array]]
@@ -204,4 +312,6 @@ NORMALIZATIONS: dict[str, Normalization] = {
     "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
     "layernorm": Normalization(layernorm_forward, layernorm_backward),
     "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
+    "rmsnorm": Normalization(rmsnorm_forward, rmsnorm_backward),
+    "batchrenorm": Normalization(batchrenorm_forward, batchrenorm_backward),
 }
