@@ -4,7 +4,7 @@ Layout of results/<experiment>/:
     spec.yaml            the resolved experiment spec
     runs.csv             one row per run: run_id, status, <swept keys by dotted path>, seed, metrics
     <run_id>/history.csv iteration, epoch, loss          (one row per training iteration)
-    <run_id>/epochs.csv  epoch, train_acc, val_acc, learning_rate   (epoch 0 = before training)
+    <run_id>/epochs.csv  epoch, train_acc, val_acc, learning_rate   (epoch 0 = after the first iteration)
 
 Every inconsistency is reported as a ResultsError naming the file and how to fix it.
 """
@@ -73,7 +73,7 @@ def load_experiment(path: str | Path) -> ExperimentResults:
             raise ResultsError(f"{run_dir / 'history.csv'}: has no iterations but the run is done; {RERUN}.")
         epoch_table = _read_run_table(run_dir / "epochs.csv", EPOCH_COLUMNS, ("epoch",), status)
         if epoch_table.empty:
-            raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (epoch 0 is always recorded); {RERUN}.")
+            raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (the first iteration is always checked); {RERUN}.")
         histories.append(history.assign(run_id=run_id))
         epochs.append(epoch_table.assign(run_id=run_id))
     return ExperimentResults(

@@ -82,7 +82,7 @@ def test_epoch_progress_arrives_from_the_cluster_before_each_outcome(cluster):
             seen.append((outcome.run_id, "outcome"))
     finally:
         executor.close()
-    for run in experiment.runs:  # smoke: 2 epochs, checked before training and after each
+    for run in experiment.runs:  # smoke: 2 epochs, checked after the first iteration and after each
         mine = [entry for run_id, entry in seen if run_id == run.run_id]
         assert mine == [0, 1, 2, "outcome"]
 

@@ -167,6 +167,9 @@ def test_iterations_per_epoch(tmp_path, batch_size, per_epoch):
     history = read_csv(tmp_path / "smoke" / "normalization=none__seed=0" / "history.csv")
     assert len(history) == 3 * per_epoch
     assert [int(h["epoch"]) for h in history] == [e for e in (1, 2, 3) for _ in range(per_epoch)]
+    # Accuracy after the first iteration (epoch 0, unless it ended epoch 1) and after every epoch.
+    epochs = read_csv(tmp_path / "smoke" / "normalization=none__seed=0" / "epochs.csv")
+    assert [int(e["epoch"]) for e in epochs] == ([1, 2, 3] if per_epoch == 1 else [0, 1, 2, 3])
 
 
 # --- determinism -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from bnlab.nn import optim
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
 
@@ -46,8 +47,11 @@ def test_schedule_lengths(num_train, batch_size, per_epoch):
     solver.train()
     assert len(solver.loss_history) == 3 * per_epoch
     assert model.batch_sizes == [batch_size] * (3 * per_epoch)  # drawn with replacement, even > N
-    # One accuracy check before training and one after every epoch.
-    assert len(solver.train_acc_history) == len(solver.val_acc_history) == len(solver.lr_history) == 4
+    # Checks after the first iteration and after every epoch; with one iteration per epoch the
+    # first iteration is epoch 1's last, and is checked once.
+    checks = 3 if per_epoch == 1 else 4
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == len(solver.lr_history) == checks
+    assert solver.epoch_history == ([1, 2, 3] if per_epoch == 1 else [0, 1, 2, 3])
     assert solver.epoch == 3 and not solver.diverged
 
 
@@ -65,10 +69,11 @@ def test_learning_rate_decays_after_every_epoch():
         callback=lambda _: weights.append(float(solver.model.params["w"][0])),
     )
     solver.train()
-    # Epoch e trains at 0.5**(e - 1): w climbs 2 * 1, then 2 * 0.5, then 2 * 0.25.
-    assert weights == [0.0, 2.0, 3.0, 3.5]
-    # Each check records the rate the epoch before it trained with (the first: the initial rate).
-    assert solver.lr_history == [1.0, 1.0, 0.5, 0.25]
+    # Epoch e trains at 0.5**(e - 1): w climbs 2 * 1, then 2 * 0.5, then 2 * 0.25; the first check
+    # comes after one step.
+    assert weights == [1.0, 2.0, 3.0, 3.5]
+    # As in CS231n, the rate decays at the end of each epoch, before that epoch's check records it.
+    assert solver.lr_history == [1.0, 0.5, 0.25, 0.125]
 
 
 def test_best_params_by_validation_accuracy_are_loaded():
@@ -81,7 +86,7 @@ def test_best_params_by_validation_accuracy_are_loaded():
         rng=np.random.RandomState(0),
     )
     solver.train()
-    assert solver.val_acc_history == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert solver.val_acc_history == [0.0, 1.0, 0.0, 0.0, 0.0]  # w = 1, 2, ..., 5
     assert solver.best_val_acc == 1.0
     assert solver.model.params["w"][0] == 2.0  # trained on to w = 5, then rolled back to epoch 2
 
@@ -98,9 +103,9 @@ def test_callback_receives_a_dict_after_every_check():
     )
     solver.train()
     assert [r["epoch"] for r in received] == [0, 1, 2]
-    assert [r["iteration"] for r in received] == [0, 3, 6]
+    assert [r["iteration"] for r in received] == [1, 3, 6]
     assert all(r["num_epochs"] == 2 and r["num_iterations"] == 6 for r in received)
-    assert [r["loss"] for r in received] == [None, 3.0, 6.0]
+    assert [r["loss"] for r in received] == [1.0, 3.0, 6.0]
     assert [r["train_acc"] for r in received] == solver.train_acc_history
     assert [r["val_acc"] for r in received] == solver.val_acc_history
 
@@ -112,7 +117,27 @@ def test_a_nan_loss_stops_training_and_keeps_the_history():
     assert solver.diverged
     assert solver.loss_history[:3] == [1.0, 2.0, 3.0] and math.isnan(solver.loss_history[3])
     assert len(solver.loss_history) == 4 and len(model.batch_sizes) == 4  # no step after the nan
-    assert len(solver.train_acc_history) == 4  # before training and after the 3 finished epochs
+    assert len(solver.train_acc_history) == 3  # after the 3 finished epochs (iteration 1 ends epoch 1)
+
+
+@pytest.mark.parametrize("num_train, batch_size, num_epochs", [(50, 20, 3), (60, 7, 2), (10, 10, 3), (10, 3, 1)])
+def test_accuracy_is_checked_after_iteration_1_every_epochs_last_and_the_last(num_train, batch_size, num_epochs):
+    received = []
+    solver = Solver(
+        StepModel(),
+        step_data(num_train),
+        batch_size=batch_size,
+        num_epochs=num_epochs,
+        rng=np.random.RandomState(0),
+        callback=received.append,
+    )
+    solver.train()
+    per_epoch = num_train // batch_size
+    last = num_epochs * per_epoch
+    expected = sorted({1, last, *(per_epoch * e for e in range(1, num_epochs + 1))})
+    assert [r["iteration"] for r in received] == expected
+    assert len(solver.val_acc_history) == len(expected)
+    assert solver.epoch_history == [i // per_epoch for i in expected]
 
 
 def test_unknown_update_rule_is_rejected():
@@ -150,7 +175,7 @@ def train_net(seed=1, learning_rate=1e-3, update_rule="adam", num_epochs=10):
 
 def test_two_layer_net_memorizes_50_random_examples():
     solver = train_net(seed=2, num_epochs=10)  # 100% from epoch 7 on
-    assert solver.train_acc_history[0] < 0.3
+    assert solver.train_acc_history[0] < 0.6  # after one iteration
     assert solver.train_acc_history[-1] == 1.0
     assert not solver.diverged
     # The loaded parameters are the best on validation, and score as recorded.
@@ -204,3 +229,96 @@ def test_a_batchnorm_net_reloaded_at_its_best_epoch_scores_best_val_acc():
     best_epoch = solver.val_acc_history.index(solver.best_val_acc)
     assert best_epoch < len(solver.val_acc_history) - 1  # the roll-back is exercised
     assert solver.check_accuracy(data["X_val"], data["y_val"]) == solver.best_val_acc
+
+
+# --- the CS231n Solver, written out plainly: the schedule and the sampling must match it exactly ---
+
+
+class ReferenceSolver:
+    """cs231n/solver.py (2019) reduced to what defines its histories: minibatches and accuracy
+    subsets drawn with replacement from numpy's global RNG, one update-rule config per parameter,
+    accuracy checked after the first iteration, at every epoch end (after the lr decay) and at the
+    last iteration."""
+
+    def __init__(self, model, data, update_rule, optim_config, lr_decay, batch_size, num_epochs,
+                 num_train_samples, num_val_samples):  # fmt: skip
+        self.model, self.data = model, data
+        self.update_rule = optim.UPDATE_RULES[update_rule]
+        self.optim_configs = {p: dict(optim_config) for p in model.params}
+        self.lr_decay, self.batch_size, self.num_epochs = lr_decay, batch_size, num_epochs
+        self.num_train_samples, self.num_val_samples = num_train_samples, num_val_samples
+        self.loss_history, self.train_acc_history, self.val_acc_history = [], [], []
+
+    def _step(self):
+        num_train = self.data["X_train"].shape[0]
+        batch_mask = np.random.choice(num_train, self.batch_size)
+        loss, grads = self.model.loss(self.data["X_train"][batch_mask], self.data["y_train"][batch_mask])
+        self.loss_history.append(loss)
+        for p, w in self.model.params.items():
+            next_w, next_config = self.update_rule(w, grads[p], self.optim_configs[p])
+            self.model.params[p] = next_w
+            self.optim_configs[p] = next_config
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        N = X.shape[0]
+        if num_samples is not None and N > num_samples:
+            mask = np.random.choice(N, num_samples)
+            N = num_samples
+            X = X[mask]
+            y = y[mask]
+        num_batches = N // batch_size
+        if N % batch_size != 0:
+            num_batches += 1
+        y_pred = []
+        for i in range(num_batches):
+            start = i * batch_size
+            end = (i + 1) * batch_size
+            scores = self.model.loss(X[start:end])
+            y_pred.append(np.argmax(scores, axis=1))
+        y_pred = np.hstack(y_pred)
+        return np.mean(y_pred == y)
+
+    def train(self):
+        num_train = self.data["X_train"].shape[0]
+        iterations_per_epoch = max(num_train // self.batch_size, 1)
+        num_iterations = self.num_epochs * iterations_per_epoch
+        epoch = 0
+        for t in range(num_iterations):
+            self._step()
+            epoch_end = (t + 1) % iterations_per_epoch == 0
+            if epoch_end:
+                epoch += 1
+                for k in self.optim_configs:
+                    self.optim_configs[k]["learning_rate"] *= self.lr_decay
+            first_it = t == 0
+            last_it = t == num_iterations - 1
+            if first_it or last_it or epoch_end:
+                train_acc = self.check_accuracy(self.data["X_train"], self.data["y_train"], self.num_train_samples)
+                val_acc = self.check_accuracy(self.data["X_val"], self.data["y_val"], self.num_val_samples)
+                self.train_acc_history.append(train_acc)
+                self.val_acc_history.append(val_acc)
+
+
+@pytest.mark.parametrize(
+    "update_rule, optim_config, normalization",
+    [("sgd_momentum", {"learning_rate": 5e-2}, None), ("adam", {"learning_rate": 1e-3}, "batchnorm")],
+)
+def test_histories_equal_the_cs231n_solvers(update_rule, optim_config, normalization):
+    data = random_cifar(num_train=60, num_val=30, seed=7)
+    data = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in data.items()}
+    options = dict(update_rule=update_rule, optim_config=optim_config, lr_decay=0.9, batch_size=16,
+                   num_epochs=3, num_train_samples=40, num_val_samples=25)  # fmt: skip
+
+    def net():
+        return FullyConnectedNet([30, 20], weight_scale=5e-2, normalization=normalization, dtype=np.float64, seed=8)
+
+    np.random.seed(231)
+    ours = Solver(net(), data, **options)
+    ours.train()
+    np.random.seed(231)
+    reference = ReferenceSolver(net(), data, **options)
+    reference.train()
+    assert len(reference.val_acc_history) == 4  # after iteration 1 and the 3 epochs' last
+    assert ours.loss_history == reference.loss_history
+    assert ours.train_acc_history == reference.train_acc_history
+    assert ours.val_acc_history == reference.val_acc_history

@@ -193,7 +193,7 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
             [
                 list(row)
                 for row in zip(
-                    range(len(outcome.val_acc)), outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True
+                    outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True
                 )
             ],
         )

@@ -28,6 +28,7 @@ class RunOutcome:
     status: str
     losses: list[float] = field(default_factory=list)
     iterations_per_epoch: int = 1
+    epochs: list[int] = field(default_factory=list)  # epochs completed at each accuracy check
     train_acc: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)
@@ -99,6 +100,7 @@ def train_run(
         status="diverged" if solver.diverged else "done",
         losses=[float(x) for x in solver.loss_history],
         iterations_per_epoch=max(data["X_train"].shape[0] // solver.batch_size, 1),
+        epochs=list(solver.epoch_history),
         train_acc=list(solver.train_acc_history),
         val_acc=list(solver.val_acc_history),
         learning_rates=[float(x) for x in solver.lr_history],

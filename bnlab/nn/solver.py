@@ -25,14 +25,18 @@ class Solver:
     batch_size, num_epochs: each iteration trains on batch_size examples drawn with replacement;
         an epoch is max(N // batch_size, 1) iterations.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
-        accuracy checks, which run before training, after every epoch and at the end.
+        accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
+        of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
+        when these coincide.
     rng: a np.random.RandomState for the minibatches; numpy's global RNG when None, as in the
         notebooks, so a seeded notebook cell follows the same trajectory.
     callback: called with a dict (epoch, num_epochs, iteration, num_iterations, loss, train_acc,
         val_acc) after every accuracy check; the Solver itself never prints.
 
     After train(): loss_history (one per iteration), train_acc_history, val_acc_history,
-    lr_history (one per check), best_val_acc, best_params (loaded into the model at the end, with
+    lr_history and epoch_history (the epochs completed at each check: 0 for the check after the
+    first iteration, unless that iteration ended epoch 1), best_val_acc, best_params (loaded into
+    the model at the end, with
     the batch-norm running statistics of that moment, so the model scores best_val_acc), and
     diverged (True when a loss became nan or inf and training stopped there).
     """
@@ -80,6 +84,7 @@ class Solver:
         self.train_acc_history: list[float] = []
         self.val_acc_history: list[float] = []
         self.lr_history: list[float] = []
+        self.epoch_history: list[int] = []
         self.diverged = False
         self._flatten_params()
         # The update rule's hyperparameters and state (moments, velocity) for the flat buffer.
@@ -131,6 +136,7 @@ class Solver:
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         self.lr_history.append(self.optim_state["learning_rate"])
+        self.epoch_history.append(self.epoch)
         if val_acc > self.best_val_acc or not self.best_params:
             self.best_val_acc = val_acc
             self.best_params = {name: w.copy() for name, w in self.model.params.items()}
@@ -153,17 +159,18 @@ class Solver:
         """Run the whole schedule (or until the loss diverges), then load the best parameters."""
         iterations_per_epoch = max(self.X_train.shape[0] // self.batch_size, 1)
         num_iterations = self.num_epochs * iterations_per_epoch
-        self._record_accuracy(0, num_iterations)
         for t in range(num_iterations):
             loss = self._step()
             self.loss_history.append(loss)
             if not math.isfinite(loss):
                 self.diverged = True
                 break
-            if (t + 1) % iterations_per_epoch == 0:
+            epoch_end = (t + 1) % iterations_per_epoch == 0
+            if epoch_end:
                 self.epoch += 1
-                self._record_accuracy(t + 1, num_iterations)
                 self.optim_state["learning_rate"] *= self.lr_decay
+            if t == 0 or epoch_end or t == num_iterations - 1:
+                self._record_accuracy(t + 1, num_iterations)
         self.model.params = self.best_params
         if self._best_bn_params:
             self.model.bn_params = self._best_bn_params
