@@ -73,7 +73,7 @@ def load_experiment(path: str | Path) -> ExperimentResults:
             raise ResultsError(f"{run_dir / 'history.csv'}: has no iterations but the run is done; {RERUN}.")
         epoch_table = _read_run_table(run_dir / "epochs.csv", EPOCH_COLUMNS, ("epoch",), status)
         if epoch_table.empty:
-            raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (the first iteration is always checked); {RERUN}.")
+            raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (the first iteration is checked); {RERUN}.")
         histories.append(history.assign(run_id=run_id))
         epochs.append(epoch_table.assign(run_id=run_id))
     return ExperimentResults(

@@ -235,6 +235,33 @@ def test_run_configs_are_independent_copies():
     assert second.config["model"]["hidden_dims"] == [100, 100]
 
 
+def test_activation_position_init_and_renorm_options_reach_the_run_configs():
+    text = _replace(
+        "weight_scale: 1.0e-2",
+        "weight_scale: he\n  activation: leaky_relu\n  negative_slope: 0.2\n  renorm_rmax: 2\n  renorm_warmup: 0",
+    )
+    model = expt(text).runs[0].config["model"]
+    assert model["weight_scale"] == "he" and model["activation"] == "leaky_relu" and model["negative_slope"] == 0.2
+    assert model["renorm_rmax"] == 2.0 and isinstance(model["renorm_rmax"], float) and model["renorm_warmup"] == 0
+    defaults = expt(BASE).runs[0].config["model"]
+    assert defaults["activation"] == "relu" and defaults["norm_position"] == "before"
+    assert (defaults["renorm_rmax"], defaults["renorm_dmax"], defaults["renorm_warmup"]) == (3.0, 5.0, 100)
+
+
+def test_new_model_options_are_sweepable():
+    sweep = (
+        "sweep:\n  model.activation: [relu, leaky_relu, sigmoid, tanh]\n"
+        "  model.normalization: [rmsnorm, batchrenorm]\n  model.norm_position: [before, after]\n"
+        "  model.weight_scale: [he, xavier, 0.05]\n"
+    )
+    experiment = expt(BASE + sweep)
+    assert len(experiment.runs) == 4 * 2 * 2 * 3
+    first = "activation=relu__normalization=rmsnorm__norm_position=before__weight_scale=he__seed=0"
+    assert experiment.runs[0].run_id == first
+    assert {r.config["model"]["weight_scale"] for r in experiment.runs} == {"he", "xavier", 0.05}
+    assert "model.renorm_dmax" in field_paths() and "model.negative_slope" in field_paths()
+
+
 def test_sweeping_a_list_valued_field():
     experiment = expt(BASE + "sweep:\n  model.hidden_dims: [[100, 50], [20]]\n")
     assert [run.config["model"]["hidden_dims"] for run in experiment.runs] == [[100, 50], [20]]
@@ -390,7 +417,7 @@ def test_a_quoted_number_is_a_string():
         ("solver.num_epochs=true", ["--set solver.num_epochs=true:", "solver.num_epochs", "integer", "True"]),
         ("solver.num_epochs=2.0", ["--set solver.num_epochs=2.0:", "solver.num_epochs", "integer"]),
         ("solver.num_epochs=0", ["--set solver.num_epochs=0:", "solver.num_epochs", "greater than or equal to 1"]),
-        ("model.weight_scale=-1", ["--set model.weight_scale=-1:", "model.weight_scale", "greater than 0"]),
+        ("model.weight_scale=-1", ["--set model.weight_scale=-1:", "model.weight_scale", "positive", "(got -1)"]),
         ("model.normalization=batch", ["--set model.normalization=batch:", "'batchnorm'", "'groupnorm'"]),
         ("model.hidden_dims=[1, 2", ["--set model.hidden_dims=[1, 2", "invalid YAML"]),
         ("seeds=[]", ["--set seeds=[]:", "seeds:", "count from 1"]),
@@ -479,6 +506,26 @@ def test_duplicate_runs_are_an_error(sweep):
     message = spec_error(BASE + "sweep:\n" + sweep)
     assert message.startswith(f"{SOURCE}:11:")  # line of `sweep:`
     assert "appears twice" in message and "remove the repeated values" in message
+
+
+def test_a_duplicate_caused_by_a_set_names_the_set():
+    sweep = (
+        "  - {model.normalization: [null], model.reg: [0.0]}\n"
+        "  - {model.normalization: [batchnorm], model.reg: [0.0, 0.1]}\n"
+    )
+    message = spec_error(BASE + "sweep:\n" + sweep, "model.normalization=batchnorm")
+    assert message.startswith("--set model.normalization=batchnorm: the run normalization=batchnorm__")
+    assert "appears twice" in message and "drop the --set" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("word", ["yes", "No", "ON", "off"])
+def test_yaml_11_booleans_in_a_set_are_refused(word):
+    message = spec_error(BASE, f"model.normalization={word}")
+    assert message.startswith(f"--set model.normalization={word}") and f"{word!r} is a boolean in YAML 1.1" in message
+
+
+def test_yaml_12_booleans_and_quoted_words_still_read():
+    assert parse_yaml("[true, false, 'yes', \"off\", yess]", "x") == [True, False, "yes", "off", "yess"]
 
 
 def test_seed_listed_twice_is_an_error():
@@ -590,13 +637,35 @@ BAD_SPECS = [
     ("epochs-zero", _replace("num_epochs: 3", "num_epochs: 0"), ["solver.num_epochs:", "greater than or equal to 1"]),
     ("epochs-bool", _replace("num_epochs: 3", "num_epochs: true"), ["solver.num_epochs:", "integer", "True"]),
     ("weight-scale-zero", _replace("weight_scale: 1.0e-2", "weight_scale: 0"),
-     [":4:3: model.weight_scale:", "greater than 0"]),
+     [":4:3: model.weight_scale: give a positive finite number", "'he' or 'xavier' (got 0)"]),
     ("weight-scale-negative", _replace("weight_scale: 1.0e-2", "weight_scale: -1.0e-2"),
-     ["model.weight_scale:", "greater than 0"]),
+     ["model.weight_scale:", "positive", "(got -0.01)"]),
     ("weight-scale-word", _replace("weight_scale: 1.0e-2", "weight_scale: small"),
-     ["model.weight_scale:", "number", "'small'"]),
+     ["model.weight_scale:", "number", "'he' or 'xavier'", "'small'"]),
     ("weight-scale-inf", _replace("weight_scale: 1.0e-2", "weight_scale: .inf"),
      ["model.weight_scale:", "finite"]),
+    ("weight-scale-bool", _replace("weight_scale: 1.0e-2", "weight_scale: true"),
+     ["model.weight_scale:", "(got True)"]),
+    ("weight-scale-capitalized", _replace("weight_scale: 1.0e-2", "weight_scale: He"),
+     ["model.weight_scale:", "'he' or 'xavier' (got 'He')"]),
+    ("unknown-activation", _replace("weight_scale: 1.0e-2", "activation: gelu"),
+     [":4:3: model.activation:", "'relu', 'leaky_relu', 'sigmoid' or 'tanh'", "'gelu'"]),
+    ("unknown-norm-position", _replace("weight_scale: 1.0e-2", "norm_position: between"),
+     [":4:3: model.norm_position:", "'before' or 'after'", "'between'"]),
+    ("negative-slope-negative", _replace("weight_scale: 1.0e-2", "negative_slope: -0.1"),
+     ["model.negative_slope:", "greater than or equal to 0"]),
+    ("negative-slope-word", _replace("weight_scale: 1.0e-2", "negative_slope: small"),
+     ["model.negative_slope:", "number", "'small'"]),
+    ("renorm-rmax-below-one", _replace("weight_scale: 1.0e-2", "renorm_rmax: 0.5"),
+     ["model.renorm_rmax:", "greater than or equal to 1"]),
+    ("renorm-dmax-negative", _replace("weight_scale: 1.0e-2", "renorm_dmax: -1"),
+     ["model.renorm_dmax:", "greater than or equal to 0"]),
+    ("renorm-warmup-float", _replace("weight_scale: 1.0e-2", "renorm_warmup: 2.5"),
+     ["model.renorm_warmup:", "integer"]),
+    ("yaml11-no", _replace("weight_scale: 1.0e-2", "normalization: no"),
+     [":4:18: 'no' is a boolean in YAML 1.1", "write true or false, null for none, or quote"]),
+    ("yaml11-on-key", BASE + "on: 1\n", [":11:1: 'on' is a boolean in YAML 1.1"]),
+    ("yaml11-yes-in-sweep", BASE + "sweep:\n  model.normalization: [null, Yes]\n", [":12:31: 'Yes' is a boolean"]),
     ("reg-negative", _replace("weight_scale: 1.0e-2", "reg: -0.1"), ["model.reg:", "greater than or equal to 0"]),
     ("learning-rate-zero", _replace("learning_rate: 1.0e-3", "learning_rate: 0"),
      [":5:1: solver:", "optim_config.learning_rate must be a positive number"]),
@@ -610,7 +679,8 @@ BAD_SPECS = [
     ("optim-key-typo", _replace("learning_rate: 1.0e-3", "learnig_rate: 1.0e-3"),
      ["no 'learnig_rate'", "did you mean 'learning_rate'", "beta1, beta2, epsilon"]),
     ("unknown-normalization", _replace("weight_scale: 1.0e-2", "normalization: batch"),
-     [":4:3: model.normalization:", "'batchnorm', 'layernorm' or 'groupnorm'", "'batch'"]),
+     [":4:3: model.normalization:", "'batchnorm', 'layernorm', 'groupnorm', 'rmsnorm' or 'batchrenorm'",
+      "'batch'"]),
     ("unknown-update-rule", _replace("update_rule: adam", "update_rule: adamw"),
      [":6:3: solver.update_rule:", "'sgd_momentum'", "'adamw'"]),
     ("unknown-dtype", _replace("weight_scale: 1.0e-2", "dtype: float16"), ["model.dtype:", "'float32'"]),
@@ -662,7 +732,7 @@ BAD_SPECS = [
      ["expected a list of values"]),
     ("geomspace", BASE + "sweep:\n  model.weight_scale: {geomspace: [1, 2, 3]}\n", ["expected a list of values"]),
     ("swept-value-out-of-range", BASE + "sweep:\n  model.weight_scale: [1.0e-2, -1]\n",
-     [":11:1: sweep run (model.weight_scale=-1): model.weight_scale:", "greater than 0"]),
+     [":11:1: sweep run (model.weight_scale=-1): model.weight_scale:", "positive finite number"]),
     ("swept-value-wrong-type", BASE + "sweep:\n  solver.batch_size: [5, ten]\n",
      ["sweep run (solver.batch_size='ten'): solver.batch_size:", "integer"]),
     ("swept-normalization-typo", BASE + "sweep:\n  model.normalization: [null, batchnrm]\n",

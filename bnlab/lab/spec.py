@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
@@ -53,11 +53,30 @@ class DataSpec(_Section):
     num_test: Annotated[int, Field(ge=0)] = 1000
 
 
+def _weight_scale(value: Any) -> Any:
+    """One message for the three forms, rather than pydantic's one per union member."""
+    if value in ("he", "xavier") and isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    raise ValueError(
+        f"give a positive finite number (the standard deviation of every layer's initial weights), "
+        f"'he' or 'xavier' (got {value!r})"
+    )
+
+
 class ModelSpec(_Section):
     hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
-    normalization: Literal["batchnorm", "layernorm", "groupnorm"] | None = None
+    normalization: Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"] | None = None
     num_groups: PositiveInt = 5
-    weight_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-2
+    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
+    negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
+    norm_position: Literal["before", "after"] = "before"
+    # batch renorm's clipping, ramped from batch norm (rmax 1, dmax 0) over renorm_warmup iterations
+    renorm_rmax: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
+    renorm_dmax: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    renorm_warmup: Annotated[int, Field(ge=0)] = 100
+    weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     dtype: Literal["float32", "float64"] = "float32"
@@ -173,10 +192,30 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _Yaml11Boolean(yaml.MarkedYAMLError):
+    """yes/no/on/off: booleans to YAML 1.1 (and PyYAML), strings to YAML 1.2; `normalization: no`
+    would silently become False."""
+
+
+def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
+    if node.value.lower() in ("true", "false"):
+        return loader.construct_yaml_bool(node)
+    raise _Yaml11Boolean(problem=node.value, problem_mark=node.start_mark)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _Yaml11Boolean as exc:
+        mark = exc.problem_mark
+        raise SpecError(
+            f"{source}:{mark.line + 1}:{mark.column + 1}: {exc.problem!r} is a boolean in YAML 1.1 but a word in "
+            f"YAML 1.2, so bnlab does not guess; write true or false, null for none, or quote the word"
+        ) from None
     except (yaml.YAMLError, ValueError, AttributeError, RecursionError) as exc:  # 2001-13-45, !!int abc, [[[...
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -262,6 +301,14 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             run_id = make_run_id(swept, seed)
             identity = yaml.safe_dump({**config, "seed": seed}, sort_keys=True)
             if identity in seen or run_id in seen.values():
+                # a --set of a swept key fixes it in every sweep entry, which can make entries overlap
+                culprits = [item for key, item in overridden.items() if key in swept_keys]
+                if culprits:
+                    raise SpecError(
+                        f"--set {culprits[0]}: the run {run_id} appears twice after expansion, because the "
+                        f"--set gives {culprits[0].partition('=')[0]} one value in sweep entries that differed "
+                        f"by it; drop the --set or edit the sweep in {source}"
+                    )
                 raise SpecError(
                     f"{source}{_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
                     f"expansion; remove the repeated values (or sweep entries that overlap)"
