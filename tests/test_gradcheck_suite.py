@@ -15,7 +15,7 @@ from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
 @pytest.fixture(scope="module")
 def run():
-    """One run of all checks (about 2 s), from a seeded global RNG, and that RNG's next draws."""
+    """One run of all checks (about 5 s), from a seeded global RNG, and that RNG's next draws."""
     np.random.seed(5)
     expected = np.random.randn(3)
     np.random.seed(5)
@@ -37,26 +37,40 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 40 <= len(names) <= 80
+    assert 250 <= len(names) <= 350
     for layer in (
         "affine dx",
         "affine dw",
         "affine db",
         "relu dx",
+        "leaky_relu (slope 0.01) dx",
+        "sigmoid dx",
+        "tanh dx",
         "softmax_loss dx",
         "batchnorm_backward dx",
         "batchnorm_backward_alt dgamma",
         "batchnorm_backward_alt = batchnorm_backward",
         "layernorm dbeta",
+        "rmsnorm dx",
+        "rmsnorm dgamma",
+        "rmsnorm dbeta",
+        "batchrenorm (r, d clipped) dx",
+        "batchrenorm (r, d clipped) dgamma",
+        "batchrenorm (r, d clipped) dbeta",
+        "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
         "groupnorm (G=2) dx",
         "spatial batchnorm dgamma",
         "spatial groupnorm (G=2) dbeta",
         "dropout (p=0.7) dx",
     ):
         assert any(name.startswith(layer) for name in names), layer
-    for norm in ("no norm", "batchnorm", "layernorm", "groupnorm"):
-        for reg in ("0", "3.14"):
-            assert any(name.startswith(f"net {norm} reg={reg} W (worst: W") for name in names), (norm, reg)
+    for net in NETS:
+        assert any(name.startswith(f"{net}W (worst: W") for name in names), net
+        assert any(name.startswith(f"{net}b ") for name in names), net
+    for net in NETS:
+        if "no norm" not in net:
+            assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
+    assert len(NETS) == 4 * (1 + 5 * 2) * 2
 
 
 def test_the_global_rng_is_left_alone(run):
@@ -70,6 +84,23 @@ def test_gradcheck_passes_strictly_below_its_threshold_and_never_on_nan():
     assert not GradCheck("a", math.nan, 1e-8).passed
     with pytest.raises(dataclasses.FrozenInstanceError):
         GradCheck("a", 0.0, 1.0).error = 2.0  # type: ignore[misc]
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm")
+
+
+def nets(activation: str | None = None, norm: str | None = None) -> list[str]:
+    """Row-name prefixes of the net checks, for one activation and/or normalization or all."""
+    names = []
+    for act in ACTIVATIONS if activation is None else (activation,):
+        for n in ("no norm", *NORMS) if norm is None else (norm,):
+            for position in ("",) if n == "no norm" else (" before", " after"):
+                names += [f"net {act} {n}{position} reg={r} " for r in ("0", "3.14")]
+    return names
+
+
+NETS = nets()
 
 
 def break_function(monkeypatch, name, broken):
@@ -96,7 +127,6 @@ def scale_output(function, index, factor):
     return broken
 
 
-NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
 
 
 @pytest.mark.parametrize(
@@ -109,7 +139,7 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
                 ("layernorm_backward", scale_output(layers.layernorm_backward, 0, 1.01)),
                 ("dropout_backward", lambda d, c: d),
             ],
-            ["layernorm dx", "net layernorm reg=0 ", "net layernorm reg=3.14 ", "dropout (p=0.7) dx"],
+            ["layernorm dx", *nets(norm="layernorm"), "dropout (p=0.7) dx"],
         ),
         # The net's layers 2..L take dW from affine_backward.
         (
@@ -123,12 +153,27 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
                 "batchnorm_backward_alt dgamma",
                 "batchnorm_backward_alt = batchnorm_backward",
                 "spatial batchnorm dgamma",
-                "net batchnorm reg=0 gamma/beta",
-                "net batchnorm reg=3.14 gamma/beta",
+                "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
+                *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
+            ],
+        ),
+        # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's
+        # dgamma is checked in its layer rows and every batch-renorm net (one run for both).
+        (
+            [
+                ("sigmoid_backward", lambda d, c: 1.01 * layers.sigmoid_backward(d, c)),
+                ("batchrenorm_backward", scale_output(layers.batchrenorm_backward, 1, 1.01)),
+            ],
+            [
+                "sigmoid dx",
+                *nets(activation="sigmoid"),
+                "batchrenorm (r, d clipped) dgamma",
+                "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
+                *(f"{net}gamma/beta" for net in nets(norm="batchrenorm")),
             ],
         ),
     ],
-    ids=["layernorm-dx+dropout", "affine-dw", "batchnorm_alt-dgamma"],
+    ids=["layernorm-dx+dropout", "affine-dw", "batchnorm_alt-dgamma", "sigmoid-dx+batchrenorm-dgamma"],
 )
 def test_a_broken_backward_fails_exactly_its_checks(monkeypatch, breakages, failing):
     for name, broken in breakages:

@@ -1,26 +1,35 @@
 """The notebooks' gradient checks as data, for `bnlab gradcheck` to show as a table.
 
 Every backward pass in bnlab.nn is compared with centred differences of its forward pass, and
-the FullyConnectedNet's gradients with centred differences of its loss, for each normalization,
-with and without L2 regularization. Everything runs in float64 on fixed seeds of private
-RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
+the FullyConnectedNet's gradients with centred differences of its loss, for each activation,
+normalization and norm position, with and without L2 regularization. Everything runs in float64
+on fixed seeds of private RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from bnlab.nn import conv, layers, norms
 from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
+from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
 
 SEED = 231
 REGS = (0.0, 3.14)
+# The net: N, input features, hidden widths, classes. Tiny, so that 88 nets take seconds, yet wide
+# enough that no group of features is all zero after a ReLU (where a norm after it has the huge
+# curvature of 1 / sqrt(eps) and centred differences lose their accuracy). N = 8 rather than the
+# notebooks' 2: batch statistics of 2 samples make the loss ill-conditioned.
+NET_SIZES = (8, 3, [8, 6], 3)
+NET_SCALE = 2e-1
 
 # Thresholds on rel_error (float64, h = 1e-5). A centred difference has truncation error ~h**2 and
 # rounding error ~1e-16 * |f| / h ~ 1e-11, so a correct backward agrees to ~1e-9 on well-scaled
@@ -52,11 +61,14 @@ class GradCheck:
 
 
 def run_gradchecks() -> list[GradCheck]:
-    """All checks, layers first, then the net for each normalization and regularization."""
+    """All checks, layers first, then the net for each activation, normalization, position and
+    regularization (without a normalization both positions are the same net: checked once)."""
     checks = _layer_checks()
-    for normalization in (None, *NORMALIZATIONS):
-        for reg in REGS:
-            checks += _net_checks(normalization, reg)
+    for activation in ACTIVATIONS:
+        for normalization in (None, *NORMALIZATIONS):
+            for position in ("before",) if normalization is None else ("before", "after"):
+                for reg in REGS:
+                    checks += _net_checks(activation, normalization, position, reg)
     return checks
 
 
@@ -111,6 +123,21 @@ def _layer_checks() -> list[GradCheck]:
     checks += _backward_vs_numerical(
         "relu", layers.relu_forward, layers.relu_backward, (x,), ("dx",), rng.randn(4, 6), LINEAR
     )
+    checks += _backward_vs_numerical(
+        "leaky_relu (slope 0.01)",
+        partial(layers.leaky_relu_forward, negative_slope=0.01),
+        layers.leaky_relu_backward,
+        (x,),
+        ("dx",),
+        rng.randn(4, 6),
+        LINEAR,
+    )
+
+    rng = np.random.RandomState(SEED)
+    x = 2 * rng.randn(4, 6)  # both tails and the middle of the curves
+    for name in ("sigmoid", "tanh"):
+        forward, backward = ACTIVATIONS[name]
+        checks += _backward_vs_numerical(name, forward, backward, (x,), ("dx",), rng.randn(4, 6), NORM)
 
     rng = np.random.RandomState(SEED)
     scores, y = rng.randn(6, 5), rng.randint(5, size=6)
@@ -130,6 +157,20 @@ def _layer_checks() -> list[GradCheck]:
         rng.randn(4, 5),
         NORM,
     )
+
+    rng = np.random.RandomState(SEED)
+    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
+    checks += _backward_vs_numerical(
+        "rmsnorm",
+        norms.rmsnorm_forward,
+        norms.rmsnorm_backward,
+        (x, gamma, beta, {}),
+        ("dx", "dgamma", "dbeta"),
+        rng.randn(4, 5),
+        NORM,
+    )
+
+    checks += _batchrenorm_checks()
 
     rng = np.random.RandomState(SEED)
     x, gamma, beta = _normalized_input(rng, (4, 6)), rng.randn(6), rng.randn(6)
@@ -216,46 +257,98 @@ def _batchnorm_checks() -> list[GradCheck]:
     return checks
 
 
+def _batchrenorm_forward_fresh(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: dict):
+    """batchrenorm_forward on a copy of bn_param: every evaluation sees the same moving statistics."""
+    return norms.batchrenorm_forward(x, gamma, beta, dict(bn_param))
+
+
+def _batchrenorm_checks() -> list[GradCheck]:
+    """The backward pass treats r and d as constants (the paper's stop_gradient), which the forward
+    pass's derivative agrees with where both are clipped: moving statistics far from the batch's
+    (r = sigma_B / sigma ~ 50 > rmax = 3, d = 100 > dmax = 5). With rmax = 1 and dmax = 0 (always
+    clipped) it is batch norm, to rounding."""
+    rng = np.random.RandomState(SEED)
+    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
+    dout = rng.randn(4, 5)
+    far = {"mode": "train", "rmax": 3.0, "dmax": 5.0, "running_mean": x.mean(axis=0) - 1}
+    far["running_std"] = np.full(5, 0.01)
+    checks = _backward_vs_numerical(
+        "batchrenorm (r, d clipped)",
+        _batchrenorm_forward_fresh,
+        norms.batchrenorm_backward,
+        (x, gamma, beta, far),
+        ("dx", "dgamma", "dbeta"),
+        dout,
+        NORM,
+    )
+    _, renorm_cache = norms.batchrenorm_forward(x, gamma, beta, {"mode": "train", "rmax": 1.0, "dmax": 0.0})
+    _, bn_cache = norms.batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    renorm, bn = norms.batchrenorm_backward(dout, renorm_cache), norms.batchnorm_backward_alt(dout, bn_cache)
+    error = max(rel_error(a, b) for a, b in zip(renorm, bn, strict=True))
+    checks.append(GradCheck("batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt", error, SAME))
+    return checks
+
+
 # --- the net ---------------------------------------------------------------------------------
 
 
-def _net_checks(normalization: str | None, reg: float) -> list[GradCheck]:
+def _net_checks(activation: str, normalization: str | None, position: str, reg: float) -> list[GradCheck]:
     """The net's gradients against numerical ones: one row per kind of parameter (weights, biases,
-    gammas and betas) with the worst parameter named, and for batch norm a row showing that the
-    biases it cancels get zero gradient."""
+    gammas and betas) with the worst parameter named, and where batch (re)norm follows the affine
+    layer a row showing that the biases it cancels get zero gradient."""
     rng = np.random.RandomState(SEED)
-    # N = 6 rather than the notebooks' 2: batch statistics of 2 samples make the loss ill-conditioned.
-    n, d, hidden_dims, c = 6, 15, [20, 30], 10
+    n, d, hidden_dims, c = NET_SIZES
     X, y = rng.randn(n, d), rng.randint(c, size=n)
     model = FullyConnectedNet(
         hidden_dims,
         input_dim=d,
         num_classes=c,
+        activation=activation,
         normalization=normalization,
-        num_groups=5,
+        norm_position=position,
+        num_groups=2,
+        renorm_rmax=1.5,
+        renorm_dmax=0.5,
+        renorm_warmup=0,
         reg=reg,
-        weight_scale=5e-2,
+        weight_scale=NET_SCALE,
         dtype=np.float64,
         rng=rng,
     )
+    initial_bn_params = None
+    if normalization == "batchrenorm":
+        # Moving statistics far from any batch's, so r and d are clipped (to 1.5 and 0.5: a ReLU
+        # after it still sees inputs of both signs): constants, as the backward pass treats them
+        # (see _batchrenorm_checks). Every evaluation starts from them, as its output depends on them.
+        for bn_param, width in zip(model.bn_params, hidden_dims, strict=True):
+            bn_param.update(running_mean=np.full(width, -10.0), running_std=np.full(width, 1e-3))
+        initial_bn_params = copy.deepcopy(model.bn_params)
+
+    def loss() -> float:
+        if initial_bn_params is not None:
+            model.bn_params = copy.deepcopy(initial_bn_params)
+        return model.loss(X, y)[0]
+
     _, grads = model.loss(X, y)
 
+    cancelled = normalization in ("batchnorm", "batchrenorm") and position == "before"
     errors: dict[str, dict[str, float]] = {}  # kind -> parameter name -> rel_error
     vanishing = 0.0
     for name in sorted(grads):
-        numerical = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
+        numerical = eval_numerical_gradient(lambda _: loss(), model.params[name])
         kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
-        if normalization == "batchnorm" and kind == "b" and name != f"b{model.num_layers}":
+        if cancelled and kind == "b" and name != f"b{model.num_layers}":
             # np.max, unlike max, keeps a nan
             vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
             continue
         errors.setdefault(kind, {})[name] = rel_error(numerical, grads[name])
 
-    label = f"net {normalization or 'no norm'} reg={reg:g}"
+    label = f"net {activation} {normalization or 'no norm'}"
+    label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
     checks = []
     for kind, by_name in errors.items():
         name = max(by_name, key=lambda k: math.inf if math.isnan(by_name[k]) else by_name[k])
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
-    if normalization == "batchnorm":
-        checks.append(GradCheck(f"{label} b before batchnorm: max |grad| (should be 0)", vanishing, VANISHING))
+    if cancelled:
+        checks.append(GradCheck(f"{label} b before {normalization}: max |grad| (should be 0)", vanishing, VANISHING))
     return checks
