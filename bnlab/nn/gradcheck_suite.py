@@ -3,7 +3,8 @@
 Every backward pass in bnlab.nn is compared with centred differences of its forward pass, and
 the FullyConnectedNet's gradients with centred differences of its loss, for each activation,
 normalization and norm position, with and without L2 regularization. Everything runs in float64
-on fixed seeds of private RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
+on fixed seeds of private RandomStates, so the table is the same on every run and numpy's global
+RNG is left untouched.
 """
 
 from __future__ import annotations
