@@ -2,6 +2,7 @@
 against centred differences (float64), and the batch-norm running statistics."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -400,3 +401,198 @@ def test_training_process_tuning_changes_no_normal_number():
     if flushing:
         np.testing.assert_array_equal(flushed, 0.0)
     np.testing.assert_array_equal(tiny * np.float32(1.0), tiny)  # the previous mode is restored
+
+
+# --- leaky ReLU, sigmoid, tanh ------------------------------------------------------------------
+
+
+def test_activation_forwards_against_their_definitions():
+    x = np.array([[-3.0, -0.5, 0.0, 0.25, 2.0]])
+    # leaky ReLU: x for x > 0, slope * x otherwise (PyTorch's default slope 0.01)
+    np.testing.assert_allclose(layers.leaky_relu_forward(x)[0], [[-0.03, -0.005, 0.0, 0.25, 2.0]], rtol=1e-15)
+    slope = layers.leaky_relu_forward(x, negative_slope=0.2)[0]
+    np.testing.assert_allclose(slope, [[-0.6, -0.1, 0.0, 0.25, 2.0]], rtol=1e-15)
+    # sigmoid 1 / (1 + e^-x) and tanh, from math's exp and tanh one value at a time
+    sigmoid = [[1 / (1 + math.exp(-v)) for v in x[0]]]
+    np.testing.assert_allclose(layers.sigmoid_forward(x)[0], sigmoid, rtol=1e-15)
+    np.testing.assert_allclose(layers.tanh_forward(x)[0], [[math.tanh(v) for v in x[0]]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_never_overflows(dtype):
+    x = np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=dtype)
+    # e^-1000 underflowing to 0 is exact enough; an overflow, a division by zero or a nan raises
+    with np.errstate(over="raise", divide="raise", invalid="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, cache = layers.sigmoid_forward(x)
+        dx = layers.sigmoid_backward(np.ones_like(x), cache)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out[[0, 2, 4]], [0.0, 0.5, 1.0])
+    assert 0 < out[1] < 1e-40 or (dtype == np.float32 and out[1] == 0)  # e^-100 ~ 3.7e-44
+    np.testing.assert_array_equal(dx[[0, 4]], [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "forward, backward",
+    [
+        (layers.leaky_relu_forward, layers.leaky_relu_backward),
+        (lambda x: layers.leaky_relu_forward(x, negative_slope=0.3), layers.leaky_relu_backward),
+        (layers.sigmoid_forward, layers.sigmoid_backward),
+        (layers.tanh_forward, layers.tanh_backward),
+    ],
+    ids=["leaky_relu", "leaky_relu-0.3", "sigmoid", "tanh"],
+)
+def test_activation_backwards_match_numerical_gradients(forward, backward):
+    rng = np.random.RandomState(3)
+    x = 2 * rng.randn(5, 7)
+    x += np.sign(x) * 0.1  # away from the leaky ReLU's kink
+    (error,) = backward_errors(forward, backward, (x,), 1, rng.randn(5, 7))
+    assert error < 1e-8
+
+
+def test_activation_table_has_every_activation():
+    assert list(layers.ACTIVATIONS) == ["relu", "leaky_relu", "sigmoid", "tanh"]
+    assert layers.ACTIVATIONS["tanh"] == (layers.tanh_forward, layers.tanh_backward)
+
+
+# --- RMS norm -------------------------------------------------------------------------------------
+
+
+def test_rmsnorm_forward_is_the_papers_formula():
+    # Zhang & Sennrich 2019, eq. 4: a_bar_i = a_i / RMS(a) * g_i with RMS(a) = sqrt(mean(a^2)) (+ eps
+    # inside the root, as torch.nn.functional.rms_norm(x, (D,), weight=g, eps) computes
+    # x * rsqrt(mean(x^2, -1) + eps) * weight); bnlab adds beta, which is 0 here.
+    rng = np.random.RandomState(4)
+    x, gamma = 3 * rng.randn(5, 6) + 1, rng.randn(6)
+    expected = np.empty_like(x)
+    for n in range(5):
+        rms = math.sqrt(sum(v * v for v in x[n]) / 6 + EPS)
+        expected[n] = x[n] / rms * gamma
+    out, _ = layers.rmsnorm_forward(x, gamma, np.zeros(6), {})
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+    # no centering: a sample's mean is kept, unlike layer norm
+    out, _ = layers.rmsnorm_forward(np.full((1, 4), 2.0), np.ones(4), np.zeros(4), {})
+    np.testing.assert_allclose(out, np.ones((1, 4)) * 2 / math.sqrt(4 + EPS), rtol=1e-15)
+
+
+def test_rmsnorm_backward_matches_numerical_gradients():
+    rng = np.random.RandomState(5)
+    x, gamma, beta = 0.5 * rng.randn(4, 5) + 0.3, rng.randn(5), rng.randn(5)
+    errors = backward_errors(layers.rmsnorm_forward, layers.rmsnorm_backward, (x, gamma, beta, {}), 3, rng.randn(4, 5))
+    assert max(errors) < 1e-8
+
+
+# --- batch renorm ---------------------------------------------------------------------------------
+
+
+def renorm_reference(x, gamma, beta, mu, sigma, rmax, dmax):
+    """Ioffe 2017, Algorithm 1 (train), written out: the output, r and d."""
+    mu_b = x.mean(axis=0)
+    sigma_b = np.sqrt(((x - mu_b) ** 2).mean(axis=0) + EPS)
+    r = np.clip(sigma_b / sigma, 1 / rmax, rmax)
+    d = np.clip((mu_b - mu) / sigma, -dmax, dmax)
+    x_hat = (x - mu_b) / sigma_b * r + d
+    return gamma * x_hat + beta, r, d
+
+
+def test_batchrenorm_train_forward_and_moving_statistics_follow_algorithm_1():
+    rng = np.random.RandomState(6)
+    x, gamma, beta = 2 * rng.randn(8, 5) + 1, rng.randn(5), rng.randn(5)
+    mu, sigma = rng.randn(5), np.array([0.5, 1.0, 2.0, 4.0, 8.0])
+    param = {"mode": "train", "rmax": 3.0, "dmax": 1.0, "running_mean": mu.copy(), "running_std": sigma.copy()}
+    out, _ = layers.batchrenorm_forward(x, gamma, beta, param)
+    expected, r, d = renorm_reference(x, gamma, beta, mu, sigma, 3.0, 1.0)
+    assert np.any(r == 3.0) and np.any((r > 1 / 3) & (r < 3)) and np.any(np.abs(d) == 1.0)  # both regimes
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    # mu += alpha (mu_B - mu), sigma += alpha (sigma_B - sigma), alpha = 1 - momentum = 0.1
+    sigma_b = np.sqrt(x.var(axis=0) + EPS)
+    np.testing.assert_allclose(param["running_mean"], mu + 0.1 * (x.mean(axis=0) - mu), rtol=1e-12)
+    np.testing.assert_allclose(param["running_std"], sigma + 0.1 * (sigma_b - sigma), rtol=1e-12)
+    assert param["step"] == 1
+
+
+def test_batchrenorm_test_mode_uses_the_moving_statistics():
+    rng = np.random.RandomState(7)
+    x, gamma, beta = rng.randn(3, 4), rng.randn(4), rng.randn(4)
+    mu, sigma = rng.randn(4), rng.rand(4) + 0.5
+    param = {"mode": "test", "running_mean": mu, "running_std": sigma}
+    out, _ = layers.batchrenorm_forward(x, gamma, beta, param)
+    np.testing.assert_allclose(out, gamma * (x - mu) / sigma + beta, rtol=1e-12)
+    # fresh moving statistics: mean 0 and std 1, so test mode starts as the identity affine map
+    out, _ = layers.batchrenorm_forward(x, gamma, beta, {"mode": "test"})
+    np.testing.assert_allclose(out, gamma * x + beta, rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchrenorm_with_rmax_1_and_dmax_0_is_batchnorm_exactly(dtype):
+    rng = np.random.RandomState(8)
+    x = (3 * rng.randn(10, 6) + 2).astype(dtype)
+    gamma, beta, dout = (rng.randn(6).astype(dtype), rng.randn(6).astype(dtype), rng.randn(10, 6).astype(dtype))
+    # moving statistics far off: unclipped, r and d would be far from 1 and 0
+    param = {"mode": "train", "rmax": 1.0, "dmax": 0.0, "running_mean": np.full(6, 5.0, dtype)}
+    param["running_std"] = np.full(6, 0.1, dtype)
+    renorm, renorm_cache = layers.batchrenorm_forward(x, gamma, beta, param)
+    bn, bn_cache = layers.batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    np.testing.assert_array_equal(renorm, bn)
+    for a, b in zip(layers.batchrenorm_backward(dout, renorm_cache), layers.batchnorm_backward_alt(dout, bn_cache),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batchrenorm_backward_holds_r_and_d_constant():
+    # With r and d fixed, out = (gamma * r) * x_hat + (gamma * d + beta): batch norm with scale gamma * r,
+    # whose input gradient is (gamma r / sigma_B) (dout - mean(dout) - x_hat mean(dout x_hat)).
+    rng = np.random.RandomState(9)
+    x, gamma, beta, dout = 2 * rng.randn(8, 5) + 1, rng.randn(5), rng.randn(5), rng.randn(8, 5)
+    mu, sigma = x.mean(axis=0) + 0.1, np.sqrt(x.var(axis=0)) * 1.2  # r, d inside their clipping range
+    param = {"mode": "train", "rmax": 3.0, "dmax": 5.0, "running_mean": mu, "running_std": sigma}
+    _, cache = layers.batchrenorm_forward(x, gamma, beta, param)
+    dx, dgamma, dbeta = layers.batchrenorm_backward(dout, cache)
+    _, r, d = renorm_reference(x, gamma, beta, mu, sigma, 3.0, 5.0)
+    assert np.all((r > 1 / 3) & (r < 3)) and np.all(np.abs(d) < 5)
+    sigma_b = np.sqrt(x.var(axis=0) + EPS)
+    x_hat = (x - x.mean(axis=0)) / sigma_b
+    expected_dx = gamma * r / sigma_b * (dout - dout.mean(axis=0) - x_hat * (dout * x_hat).mean(axis=0))
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10)
+    np.testing.assert_allclose(dgamma, (dout * (x_hat * r + d)).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(dbeta, dout.sum(axis=0), rtol=1e-12)
+
+
+def test_batchrenorm_backward_matches_numerical_gradients_where_r_and_d_are_clipped():
+    rng = np.random.RandomState(10)
+    x, gamma, beta, dout = 0.5 * rng.randn(6, 4) + 1, rng.randn(4), rng.randn(4), rng.randn(6, 4)
+    far = {"mode": "train", "rmax": 2.0, "dmax": 1.0, "running_mean": np.full(4, -9.0)}
+    far["running_std"] = np.full(4, 0.01)
+
+    def forward(x, gamma, beta, param):  # the same moving statistics on every call
+        return layers.batchrenorm_forward(x, gamma, beta, dict(param))
+
+    assert max(backward_errors(forward, layers.batchrenorm_backward, (x, gamma, beta, far), 3, dout)) < 1e-8
+
+
+def test_batchrenorm_ramps_rmax_and_dmax_from_batchnorm_over_warmup_calls():
+    # Moving statistics far from the batch's, so r and d sit at their bounds: 1 + 2t/4 and 5t/4.
+    rng = np.random.RandomState(11)
+    x = rng.randn(8, 3)
+    param = {"mode": "train", "rmax": 3.0, "dmax": 5.0, "warmup": 4}
+    for step in range(6):
+        param.update(running_mean=np.full(3, -100.0), running_std=np.full(3, 1e-3))
+        _, cache = layers.batchrenorm_forward(x, np.ones(3), np.zeros(3), param)
+        ramp = min(step / 4, 1.0)
+        np.testing.assert_allclose(cache[3], 1 + 2 * ramp)  # r
+        x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + EPS)
+        np.testing.assert_allclose(cache[1], x_hat * (1 + 2 * ramp) + 5 * ramp, rtol=1e-12)  # d = dmax
+    assert param["step"] == 6
+    # test mode leaves the count alone
+    layers.batchrenorm_forward(x, np.ones(3), np.zeros(3), {**param, "mode": "test"})
+    assert param["step"] == 6
+
+
+@pytest.mark.parametrize("forward", [layers.rmsnorm_forward, layers.batchrenorm_forward])
+def test_new_norm_layers_keep_float32(forward):
+    rng = np.random.RandomState(21)
+    x = rng.randn(6, 4).astype(np.float32)
+    param = {"mode": "train"}
+    out, _ = forward(x, np.ones(4, np.float32), np.zeros(4, np.float32), param)
+    assert out.dtype == np.float32
+    assert all(v.dtype == np.float32 for v in param.values() if isinstance(v, np.ndarray))
