@@ -213,7 +213,7 @@ def _download(data_dir: Path | None) -> Path:
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bnlab.lab.runner import run_experiment
+    from bnlab.lab.runner import finished_on_disk, run_experiment
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -260,10 +260,12 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
         report = run_experiment(experiment, out, executor, force, on_start, on_outcome, on_progress)
     except KeyboardInterrupt:
         progress.stop()
-        done = progress.tasks[0].completed
+        # counted on disk: the progress bar advances only after a run is saved
+        done = len(finished_on_disk(experiment, out / experiment.name))
+        again = "the same command without --force" if force else "the same command"
         errors.print(
-            f"[yellow]interrupted:[/] {done:.0f} of {len(experiment.runs)} runs of {experiment.name} are finished "
-            f"and saved in {out / experiment.name}; run the same command again to resume",
+            f"[yellow]interrupted:[/] {done} of {len(experiment.runs)} runs of {experiment.name} are finished "
+            f"and saved in {out / experiment.name}; run {again} again to resume",
             soft_wrap=True,  # paths and the advice stay whole, whatever the terminal's width
         )
         raise typer.Exit(130) from None

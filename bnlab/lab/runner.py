@@ -87,14 +87,20 @@ def run_experiment(
             on_start(len(experiment.runs), len(todo))
         provenance = _provenance()
         by_id = {run.run_id: run for run in todo}
-        for outcome in executor.execute(todo, progress):
-            run = by_id[outcome.run_id]
-            _write_run(path, run, outcome, provenance)
-            rows[run.run_id] = _row(run, outcome.status, _metrics(outcome))
-            _write_runs_csv(path, experiment, rows)
-            report.outcomes.append(outcome)
-            if on_outcome:
-                on_outcome(outcome)
+        try:
+            for outcome in executor.execute(todo, progress):
+                run = by_id[outcome.run_id]
+                _write_run(path, run, outcome, provenance)
+                rows[run.run_id] = _row(run, outcome.status, _metrics(outcome))
+                _write_runs_csv(path, experiment, rows)
+                report.outcomes.append(outcome)
+                if on_outcome:
+                    on_outcome(outcome)
+        except KeyboardInterrupt:
+            # A Ctrl-C between a run's folder and its runs.csv row would leave the row pending:
+            # the folders are the truth.
+            _write_runs_csv(path, experiment, {**rows, **finished_on_disk(experiment, path)})
+            raise
         return report
     finally:
         lock.release()
@@ -130,6 +136,22 @@ def _plan(experiment: Experiment, path: Path, force: bool) -> dict[str, dict]:
                 f"rerun with --force to redo it, or write to another --out folder"
             )
         if meta.get("status") in FINISHED:
+            rows[run.run_id] = _row(run, meta["status"], meta.get("metrics", {}))
+    return rows
+
+
+def finished_on_disk(experiment: Experiment, path: str | Path) -> dict[str, dict]:
+    """runs.csv rows of the runs finished in the folder `path` with their current config: what a
+    rerun keeps."""
+    rows = {}
+    for run in experiment.runs:
+        run_dir = Path(path) / run.run_id
+        try:
+            meta = json.loads((run_dir / "meta.json").read_text())
+            on_disk = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if meta.get("status") in FINISHED and on_disk == _plain(run.config):
             rows[run.run_id] = _row(run, meta["status"], meta.get("metrics", {}))
     return rows
 
