@@ -339,6 +339,28 @@ def plot(
 
 
 @app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A results root (e.g. results/) or one experiment's folder.")] = Path(
+        "results"
+    ),
+) -> None:
+    """Write PATH/report.html: one self-contained page (figures embedded, no network) with every
+    experiment in a results root, or the one experiment; the claims' verdicts first if there are any.
+
+    Examples: bnlab report results/    bnlab report results/deep_bn
+    """
+    with _reported():
+        from bnlab.report import write_report
+
+        file, problems = write_report(path)
+    for problem in problems:  # the page shows them too, in their place
+        errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {file}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
 def results(
     path: Annotated[Path, typer.Argument(help="The results root, or one experiment's folder.")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
