@@ -128,7 +128,7 @@ def _experiment_section(folder: Path, problems: list[str]) -> str:
     if results.spec.get("description"):
         parts.append(f"<p>{escape(str(results.spec['description']))}</p>")
     parts.append(_flags(results))
-    parts.append("<h3>Summary</h3><p class=\"note\">Mean ± std over seeds of each run group.</p>")
+    parts.append('<h3>Summary</h3><p class="note">Mean ± std over seeds of each run group.</p>')
     parts.append(_table(header, rows, numeric_from=len(header) - 3))
     parts.append(_figures(results))
     spec_text = (folder / "spec.yaml").read_text(errors="replace")
@@ -171,7 +171,8 @@ def _figures(results: ExperimentResults) -> str:
         title, _, notes = fig.get_suptitle().partition("\n")
         kind = next((k for k in CAPTIONS if stem == k or stem.startswith(k + "_")), None)
         what = CAPTIONS[kind].format(x=fig.axes[-1].get_xlabel().lower()) if kind else ""
-        caption = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes.strip('()'))}".strip()
+        notes = f"Shown: {notes.strip('()')}." if notes else ""
+        caption = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
         parts.append(
             f'<figure id="{_anchor(results.path.name + "-" + stem)}">'
             f'<img src="{_png(fig)}" alt="{escape(_alt_text(fig, title), quote=True)}" '
@@ -200,15 +201,14 @@ def _provenance(results: ExperimentResults) -> str:
     versions = sorted(
         {", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas if isinstance(m.get("versions"), dict)}
     )
-    started = sorted(m["started"] for m in metas if isinstance(m.get("started"), str))
+    started = sorted(filter(None, (_utc(m.get("started")) for m in metas)))
     wall = results.runs["wall_s"][results.runs["wall_s"].notna()]
     memory = [m["peak_rss_mb"] for m in metas if isinstance(m.get("peak_rss_mb"), (int, float))]
     rows = {
         "commit": "; ".join(commits) or "unknown",
         "versions": "; ".join(versions) or "unknown",
         "date": " to ".join(dict.fromkeys([started[0], started[-1]])) if started else "unknown",
-        "wall time": f"{wall.sum():.3g} s over {len(wall)} runs (sum of the runs' times; "
-        f"longest {wall.max():.3g} s)"
+        "wall time": f"{wall.sum():.3g} s over {len(wall)} runs (sum of the runs' times; longest {wall.max():.3g} s)"
         if len(wall)
         else "unknown",
     }
@@ -216,6 +216,15 @@ def _provenance(results: ExperimentResults) -> str:
         rows["peak memory"] = f"{max(memory):.0f} MB (largest run)"
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows.items())
     return f'<h3>Provenance</h3><dl class="provenance">{items}</dl>'
+
+
+def _utc(stamp: object) -> str | None:
+    """meta.json's start time (ISO 8601 with offset) as 'YYYY-MM-DD HH:MM UTC'; None if it is not one."""
+    try:
+        moment = datetime.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return None
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _meta(run_dir: Path) -> dict:
@@ -302,7 +311,7 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
-        + "".join(f'<td{" class=num" if i >= numeric_from else ""}>{escape(cell)}</td>' for i, cell in enumerate(row))
+        + "".join(f"<td{' class=num' if i >= numeric_from else ''}>{escape(cell)}</td>" for i, cell in enumerate(row))
         + "</tr>"
         for row in rows
     )
