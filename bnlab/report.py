@@ -55,6 +55,7 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size
 th, td { padding: 0.35rem 0.7rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: var(--bg-soft); white-space: nowrap; }
 td.num { text-align: right; white-space: nowrap; }
+table.summary td { white-space: nowrap; }
 figure { margin: 1.25rem 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { font-size: 0.92rem; margin-top: 0.4rem; }
@@ -315,7 +316,8 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
         + "</tr>"
         for row in rows
     )
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    table = f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
 
 
 def _png(fig: Figure) -> str:
