@@ -49,6 +49,7 @@ h1 { font-size: 1.7rem; margin: 0.5rem 0 0.25rem; }
 h2 { font-size: 1.35rem; margin: 2.5rem 0 0.5rem; padding-top: 0.75rem; border-top: 2px solid var(--line); }
 h3 { font-size: 1.05rem; margin: 1.5rem 0 0.5rem; }
 p.meta, figcaption, .note { color: var(--muted); }
+code { overflow-wrap: anywhere; }  /* long paths break rather than widen the page */
 nav ul { padding-left: 1.2rem; margin: 0.25rem 0; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; max-width: 100%; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.92rem; }

@@ -220,7 +220,10 @@ window.addEventListener("load", () => {
     naturalWidth: img.naturalWidth, shownWidth: img.getBoundingClientRect().width}));
   const svgs = [...document.querySelectorAll("svg")].map(svg => ({shownWidth: svg.getBoundingClientRect().width}));
   const sections = [...document.querySelectorAll("section")].map(s => s.id);
-  const result = {images, svgs, sections, innerWidth: window.innerWidth,
+  const overflowing = [...document.body.querySelectorAll("*")]  // tables may: they scroll in their box
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.closest(".scroll"))
+    .map(e => e.tagName + ": " + e.textContent.slice(0, 80));
+  const result = {images, svgs, sections, overflowing, innerWidth: window.innerWidth,
                   scrollWidth: document.documentElement.scrollWidth};
   const out = document.createElement("pre");
   out.id = "checked";
@@ -261,4 +264,5 @@ def test_in_a_browser_every_figure_loads_and_both_experiments_are_there(root, tm
     for image in shown["images"] + shown["svgs"]:
         assert image.get("complete", True) and image.get("naturalWidth", 1) > 0, image
         assert 0 < image["shownWidth"] <= width, image
-    assert shown["scrollWidth"] <= shown["innerWidth"]  # the page fits: only tables scroll sideways
+    assert shown["overflowing"] == []  # the page fits the window: only tables scroll sideways, in their box
+    assert shown["scrollWidth"] <= shown["innerWidth"]
