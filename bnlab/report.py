@@ -98,7 +98,8 @@ def build_report(path: Path) -> tuple[str, list[str]]:
     sections = [_experiment_section(folder, problems) for folder in folders]
     title = f"bnlab report: {path.name if single else 'results'}"
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<li><a href="#{_anchor(f.name)}">{escape(f.name)}</a></li>' for f in folders)
+    nav = '<li><a href="#claims">claims</a></li>' if claims_html else ""
+    nav += "".join(f'<li><a href="#{_anchor(f.name)}">{escape(f.name)}</a></li>' for f in folders)
     page = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -154,7 +155,7 @@ def _flags(results: ExperimentResults) -> str:
             note = f"the loss became nan or inf{where}; its curves stop there"
         elif status == "failed":
             error = _meta(results.path / run_id).get("error") or ""
-            note = "failed" + (f": {error.strip().splitlines()[-1]}" if error.strip() else "") + " (not drawn)"
+            note = f"{error.strip().splitlines()[-1]} (not drawn)" if error.strip() else "no error recorded (not drawn)"
         else:
             note = "not run yet (not drawn)"
         items.append(f"<li><code>{escape(run_id)}</code>: <b>{escape(status)}</b>, {escape(note)}</li>")

@@ -167,8 +167,9 @@ def test_claims_come_first_with_verdict_effect_and_their_figure(root):
     texts = page.texts("td")
     assert texts[:4] == ["Ioffe & Szegedy 2015", "supported", "+0.125 [+0.031, +0.219]", "2"]
     assert "contradicted" in texts
-    link = page.all("a")[2]  # after the two experiments of the table of contents
-    assert link["href"] == "#claim-bn_faster" and page.texts("a")[2] == "Batch norm trains faster"
+    assert [a["href"] for a in page.all("a")[:3]] == ["#claims", "#a_sweep", "#b_single"]  # contents
+    link = page.all("a")[3]
+    assert link["href"] == "#claim-bn_faster" and page.texts("a")[3] == "Batch norm trains faster"
     (figure,) = [f for f in page.all("figure") if f.get("id") == "claim-bn_faster"]
     assert len(page.all("img")) == 3 and page.all("img")[0]["alt"] == "Claim figure: Batch norm trains faster"
     assert figure  # the link's target exists
