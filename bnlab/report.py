@@ -57,6 +57,7 @@ th, td { padding: 0.35rem 0.7rem; border-bottom: 1px solid var(--line); text-ali
 th { background: var(--bg-soft); white-space: nowrap; }
 td.num { text-align: right; white-space: nowrap; }
 table.summary td { white-space: nowrap; }
+table.claims td:first-child { min-width: 15rem; }
 figure { margin: 1.25rem 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { font-size: 0.92rem; margin-top: 0.4rem; }
@@ -277,17 +278,19 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
         verdict = str(claim.get("verdict", "?"))
         rows.append(
             f"<tr><td>{statement}<br><small>{escape(_comparison(claim))}</small></td>"
-            f"<td>{escape(str(claim.get('source', '')))}</td>"
             f'<td class="verdict {escape(verdict, quote=True)}">{escape(verdict)}</td>'
-            f'<td class="num">{escape(_effect(claim))}</td><td class="num">{escape(str(claim.get("n", "")))}</td></tr>'
+            f'<td class="num">{escape(_effect(claim))}</td><td class="num">{escape(str(claim.get("n", "")))}</td>'
+            f"<td>{escape(str(claim.get('source', '')))}</td></tr>"
         )
-    head = "".join(
-        f"<th>{h}</th>" for h in ("claim", "source", "verdict", "effect: mean difference a − b [95% interval]", "n")
-    )
+    # the verdict right after the claim: on a phone the table scrolls, and those two are seen first
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "verdict", "effect [95% interval]", "n", "source"))
     return (
-        '<section id="claims"><h2>Claims</h2><p class="note">Each claim compares two settings of one experiment '
-        "over paired seeds (from claims/claims.json).</p>"
-        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        '<section id="claims"><h2>Claims</h2><p class="note">Each claim compares two settings a and b of one '
+        "experiment over paired seeds (from claims/claims.json); the effect is the mean over the n seeds of "
+        "the metric's difference a − b.</p>"
+        f'<div class="scroll"><table class="claims"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        + ("<h3>Figures</h3>" if figures else "")
         + "".join(figures)
         + "</section>"
     )
@@ -295,7 +298,12 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
 
 def _comparison(claim: dict) -> str:
     where = ", ".join(f"{k} = {v}" for k, v in (claim.get("where") or {}).items())
-    text = f"{claim.get('metric', '?')}: {claim.get('key', '?')} = {claim.get('a')} vs {claim.get('b')}"
+
+    def value(v: object) -> str:  # null is written "none", as in runs.csv
+        return "none" if v is None else str(v)
+
+    a, b = value(claim.get("a")), value(claim.get("b"))
+    text = f"{claim.get('metric', '?')}: {claim.get('key', '?')} = {a} (a) vs {b} (b)"
     return text + (f" ({where})" if where else "") + f", expected {claim.get('direction', '?')}"
 
 

@@ -165,7 +165,7 @@ def test_claims_come_first_with_verdict_effect_and_their_figure(root):
     page = Page(build_report(root)[0])
     assert _sections(page) == ["claims", "a_sweep", "b_single"]
     texts = page.texts("td")
-    assert texts[:4] == ["Ioffe & Szegedy 2015", "supported", "+0.125 [+0.031, +0.219]", "2"]
+    assert texts[:4] == ["supported", "+0.125 [+0.031, +0.219]", "2", "Ioffe & Szegedy 2015"]
     assert "contradicted" in texts
     assert [a["href"] for a in page.all("a")[:3]] == ["#claims", "#a_sweep", "#b_single"]  # contents
     link = page.all("a")[3]
