@@ -86,7 +86,10 @@ def write_report(path: str | Path) -> tuple[Path, list[str]]:
     path = Path(path)
     html, problems = build_report(path)
     file = path / REPORT_NAME
-    write_text(file, html)
+    try:
+        write_text(file, html)
+    except OSError as err:
+        raise ResultsError(f"{file}: cannot be written ({err.strerror}); make {path} writable for you.") from None
     return file, problems
 
 
@@ -134,7 +137,7 @@ def _experiment_section(folder: Path, problems: list[str]) -> str:
     parts.append(_flags(results))
     parts.append('<h3>Summary</h3><p class="note">Mean ± std over seeds of each run group.</p>')
     parts.append(_table(header, rows, numeric_from=len(header) - 3))
-    parts.append(_figures(results))
+    parts.append(_figures(results, problems))
     spec_text = (folder / "spec.yaml").read_text(errors="replace")
     parts.append(f"<details><summary>Resolved spec (spec.yaml)</summary><pre>{escape(spec_text)}</pre></details>")
     parts.append(_provenance(results))
@@ -165,10 +168,12 @@ def _flags(results: ExperimentResults) -> str:
     return f'<div class="flag">{head}<ul>{"".join(items)}</ul></div>'
 
 
-def _figures(results: ExperimentResults) -> str:
+def _figures(results: ExperimentResults, problems: list[str]) -> str:
     try:
         figures = build_figures(results)
-    except ResultsError as err:  # nothing finished yet, or a bad plots entry: the page says which
+    except ResultsError as err:  # nothing finished yet (the flags say why), or a bad plots entry: a problem
+        if results.runs["status"].isin(["done", "diverged"]).any():
+            problems.append(str(err))
         return f'<h3>Figures</h3><p class="flag">No figures: {escape(str(err))}</p>'
     parts = ["<h3>Figures</h3>"]
     for stem, fig in figures:

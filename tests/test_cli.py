@@ -188,6 +188,20 @@ def test_plot_of_a_root_draws_every_experiment_it_can(tmp_path):
     assert (tmp_path / "figs" / "b_done" / "history.png").is_file() and result.exit_code == 1
 
 
+def test_report_of_a_root_with_an_unreadable_experiment(tmp_path):
+    from test_results import write_results_folder
+
+    write_results_folder(tmp_path / "good", [{"seed": 0}], num_epochs=1, iterations_per_epoch=5)
+    write_results_folder(tmp_path / "broken", [{"seed": 0}], num_epochs=1, iterations_per_epoch=5)
+    (tmp_path / "broken" / "runs.csv").write_text("run_id\nx\n")
+
+    result = bnlab("report", tmp_path)
+
+    assert_one_error(result, 1, str(tmp_path / "broken" / "runs.csv"), "missing column(s)", stdout=True)
+    assert flat(result.stdout) == f"wrote {tmp_path / 'report.html'}"  # the rest is reported all the same
+    assert 'id="good"' in (tmp_path / "report.html").read_text()
+
+
 def test_gradcheck_json():
     result = bnlab("gradcheck", "--json")
     assert result.exit_code == 0, result.output

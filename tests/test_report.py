@@ -198,8 +198,24 @@ def test_unreadable_parts_are_reported_and_the_rest_is_shown(root):
 
 def test_an_experiment_with_nothing_finished_says_so(tmp_path):
     write_results_folder(tmp_path / "waiting", [{"seed": 0, "status": "pending"}])
-    page = Page(build_report(tmp_path)[0])
+    html, problems = build_report(tmp_path)
+    page = Page(html)
     assert page.all("img") == [] and any("no finished runs to plot yet" in t for t in page.texts("p"))
+    assert problems == []  # not run yet is a state, not a problem
+
+
+def test_a_bad_plots_entry_is_a_problem(tmp_path):
+    spec = {"name": "bad", "plots": [{"kind": "sweep", "x": "model.nope"}]}
+    write_results_folder(tmp_path / "bad", [{"seed": 0}], spec=spec, num_epochs=1, iterations_per_epoch=5)
+    html, problems = build_report(tmp_path)
+    assert len(problems) == 1 and "spec.yaml: plots[0]: x is 'model.nope'" in problems[0]
+    assert Page(html).all("img") == []
+
+
+def test_a_report_that_cannot_be_written(root):
+    (root / "report.html").mkdir()  # as root, permissions would not stop the write: a folder in the way does
+    with pytest.raises(ResultsError, match="report.html: cannot be written"):
+        write_report(root)
 
 
 def test_not_a_results_folder(tmp_path):
