@@ -1,4 +1,5 @@
-# bnlab — `make run` trains the deep-network experiment and draws its figures; `make test` tests.
+# bnlab — `make run` trains the deep-network experiment, draws its figures and writes the report
+# (results/report.html); `make test` tests.
 # Every target that needs the virtual environment creates it on demand.
 
 PYTHON ?= python3
@@ -32,12 +33,13 @@ lint: $(STAMP)
 run: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml
 	$(BIN)/bnlab plot results/deep_bn
+	$(BIN)/bnlab report results/
 
 experiments: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml configs/weight_scale.yaml configs/batch_size.yaml \
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml
-	for name in deep_bn weight_scale batch_size layernorm_batch_size norm_batch_size; do \
-		$(BIN)/bnlab plot results/$$name || exit 1; done
+	$(BIN)/bnlab plot results/
+	$(BIN)/bnlab report results/
 
 gradcheck: $(STAMP)
 	$(BIN)/bnlab gradcheck

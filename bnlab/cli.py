@@ -280,69 +280,86 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
 
 def _summary_table(path: Path):
     """Mean ± std over seeds of every run group, from runs.csv."""
-    import csv
-    import statistics
-    from collections import defaultdict
-
     from rich.table import Table
 
-    with open(path / "runs.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    fields = list(rows[0]) if rows else []
-    swept = fields[2 : fields.index("seed")] if rows else []
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(row[k] for k in swept)].append(row)
+    from bnlab.results import group_summary
 
-    def stat(group: list[dict], key: str) -> str:
-        values = [float(r[key]) for r in group if r[key] not in ("", "nan", "inf")]
-        if not values:
-            return "—"
-        if len(values) == 1:
-            return f"{values[0]:.3f}"
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
+    header, rows = group_summary(path)
     table = Table(title=f"{path}  (mean ± std over seeds)")
-    for key in swept:
-        table.add_column(key.rsplit(".", 1)[-1])
-    for name in ("runs", "best val acc", "best train acc", "final train loss"):
-        table.add_column(name, justify="right")
-    for values, group in groups.items():
-        statuses = defaultdict(int)
-        for r in group:
-            statuses[r["status"]] += 1
-        runs = ", ".join(f"{n} {s}" for s, n in statuses.items())
-        table.add_row(
-            *values,
-            runs,
-            stat(group, "best_val_acc"),
-            stat(group, "best_train_acc"),
-            stat(group, "final_train_loss"),
-        )
+    for i, name in enumerate(header):
+        table.add_column(name, justify="right" if i >= len(header) - 4 else "left")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
 @app.command()
 def plot(
-    results_dir: Annotated[Path, typer.Argument(help="An experiment's results folder, e.g. results/deep_bn.")],
+    results_dir: Annotated[
+        Path, typer.Argument(help="A results root (e.g. results/) or one experiment's folder (results/deep_bn).")
+    ],
     format: Annotated[list[str], typer.Option("--format", "-f", help="png, svg or pdf; repeatable.")] = ["png"],  # noqa: B006
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the figures (default: RESULTS_DIR/figures).")
+        Path | None,
+        typer.Option("--out", help="Figures folder (default: each experiment's figures/; for a root: OUT/<name>)."),
     ] = None,
 ) -> None:
-    """Draw an experiment's figures from its results.
+    """Draw the figures of every experiment in a results root, or of one experiment.
 
-    Example: bnlab plot results/weight_scale --format png --format pdf
+    An experiment with nothing to draw is reported and the others are still drawn; the exit code
+    is 1 unless every experiment was drawn.
+
+    Examples: bnlab plot results/    bnlab plot results/weight_scale --format png --format pdf
     """
     format = format or ["png"]
     bad = [f for f in format if f not in ("png", "svg", "pdf")]
     if bad:
         raise _usage_error(f"--format {bad[0]}: choose png, svg or pdf")
     with _reported():
+        from bnlab.errors import BnlabError
         from bnlab.plots import plot_experiment
+        from bnlab.results import experiment_folders
 
-        for path in plot_experiment(results_dir, formats=tuple(format), out_dir=out):
-            console.print(f"wrote {path}")
+        folders = experiment_folders(results_dir)
+        if folders == [results_dir]:  # one experiment: a line per file written, an error stops it
+            for path in plot_experiment(results_dir, formats=tuple(format), out_dir=out):
+                console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            return
+        failed = 0
+        for folder in folders:
+            try:
+                paths = plot_experiment(folder, formats=tuple(format), out_dir=out / folder.name if out else None)
+            except BnlabError as exc:  # this experiment only: the others are still drawn
+                failed += 1
+                errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                continue
+            names = ", ".join(p.name for p in paths)
+            console.print(f"{folder.name}: wrote {names} in {paths[0].parent}", highlight=False, soft_wrap=True)
+    if failed:
+        errors.print(f"{failed} of {len(folders)} experiments not drawn", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A results root (e.g. results/) or one experiment's folder.")] = Path(
+        "results"
+    ),
+) -> None:
+    """Write PATH/report.html: one self-contained page (figures embedded, no network) with every
+    experiment in a results root, or the one experiment; the claims' verdicts first if there are any.
+
+    Examples: bnlab report results/    bnlab report results/deep_bn
+    """
+    with _reported():
+        from bnlab.report import write_report
+
+        file, problems = write_report(path)
+    for problem in problems:  # the page shows them too, in their place
+        errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {file}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -110,6 +111,56 @@ def list_experiments(root: str | Path = "results") -> pd.DataFrame:
         )
     columns = ["name", "runs", *STATUSES, "best_val_acc", "path"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def experiment_folders(path: str | Path) -> list[Path]:
+    """[path] when path is one experiment's folder (it holds a runs.csv or a spec.yaml), else the
+    experiment folders of the results root `path`, sorted by name; ResultsError when it is neither."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first or check the path.")
+    if not path.is_dir():
+        raise ResultsError(f"{path}: not a folder; pass a results root (results/) or an experiment's folder.")
+
+    def is_experiment(folder: Path) -> bool:
+        return (folder / "runs.csv").is_file() or (folder / "spec.yaml").is_file()
+
+    if is_experiment(path):
+        return [path]
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and is_experiment(p))
+    if not folders:
+        raise ResultsError(
+            f"{path}: no experiments here (no folder in it holds a runs.csv); run `bnlab run SPEC` first, "
+            "or pass a results root (results/) or an experiment's folder (results/<name>)."
+        )
+    return folders
+
+
+def group_summary(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The run groups of an experiment as text, from its runs.csv alone: (header, rows). A row is
+    the group's swept values as written, its runs by status ("3 done, 1 failed"), then the mean +-
+    std over its seeds of best_val_acc, best_train_acc and final_train_loss ("—" when no run has one)."""
+    file = Path(path) / "runs.csv"
+    runs, swept = _read_runs(file)
+    text = pd.read_csv(file, dtype=str, keep_default_na=False)  # swept values exactly as written
+    header = [key.rsplit(".", 1)[-1] for key in swept]
+    header += ["runs", "best val acc", "best train acc", "final train loss"]
+    rows = []
+    keys = [tuple(text.loc[i, k].strip() for k in swept) for i in range(len(runs))]
+    for values in dict.fromkeys(keys):  # groups in the order of their first run
+        group = runs[[k == values for k in keys]]
+        statuses = group["status"].value_counts(sort=False)
+        row = [*values, ", ".join(f"{n} {status}" for status, n in statuses.items())]
+        for metric in ("best_val_acc", "best_train_acc", "final_train_loss"):
+            numbers = group[metric][np.isfinite(group[metric])]
+            if numbers.empty:
+                row.append("—")
+            elif len(numbers) == 1:
+                row.append(f"{numbers.iloc[0]:.3f}")
+            else:
+                row.append(f"{numbers.mean():.3f} ± {numbers.std():.3f}")  # std with n - 1, as statistics.stdev
+        rows.append(row)
+    return header, rows
 
 
 def _check_folder(path: Path) -> None:

@@ -151,6 +151,57 @@ def test_results_lists_experiments(tmp_path):
     assert_one_error(bnlab("results", tmp_path / "nowhere"), 1, str(tmp_path / "nowhere"))
 
 
+def test_plot_and_report_of_a_results_root_after_a_run(tmp_path):
+    out = tmp_path / "results"
+    assert bnlab("run", SMOKE, "--workers", 1, "--out", out).exit_code == 0
+
+    drawn = bnlab("plot", out)
+    assert drawn.exit_code == 0, drawn.output
+    assert flat(drawn.stdout) == f"smoke: wrote history.png in {out / 'smoke' / 'figures'}"
+    assert (out / "smoke" / "figures" / "history.png").stat().st_size > 0
+
+    report = bnlab("report", out)
+    assert report.exit_code == 0, report.output
+    assert flat(report.stdout) == f"wrote {out / 'report.html'}" and report.stderr == ""
+    assert "normalization=batchnorm" not in (out / "report.html").read_text()  # all done: no run flagged
+
+
+def test_plot_of_a_root_draws_every_experiment_it_can(tmp_path):
+    from test_results import write_results_folder
+
+    write_results_folder(tmp_path / "a_waiting", [{"seed": 0, "status": "pending"}])
+    write_results_folder(tmp_path / "b_done", [{"seed": 0}, {"seed": 1}], num_epochs=2, iterations_per_epoch=5)
+    (tmp_path / "claims").mkdir()  # not an experiment: no runs.csv
+
+    result = bnlab("plot", tmp_path, "--format", "svg")
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert flat(result.stdout) == f"b_done: wrote history.svg in {tmp_path / 'b_done' / 'figures'}"
+    assert (tmp_path / "b_done" / "figures" / "history.svg").is_file()
+    assert not (tmp_path / "a_waiting" / "figures").exists()
+    errors = flat(result.stderr)
+    assert errors.startswith(f"error: {tmp_path / 'a_waiting' / 'runs.csv'}: no finished runs to plot yet")
+    assert errors.endswith("1 of 2 experiments not drawn")
+
+    result = bnlab("plot", tmp_path, "--out", tmp_path / "figs")  # --out: a folder per experiment
+    assert (tmp_path / "figs" / "b_done" / "history.png").is_file() and result.exit_code == 1
+
+
+def test_report_of_a_root_with_an_unreadable_experiment(tmp_path):
+    from test_results import write_results_folder
+
+    write_results_folder(tmp_path / "good", [{"seed": 0}], num_epochs=1, iterations_per_epoch=5)
+    write_results_folder(tmp_path / "broken", [{"seed": 0}], num_epochs=1, iterations_per_epoch=5)
+    (tmp_path / "broken" / "runs.csv").write_text("run_id\nx\n")
+
+    result = bnlab("report", tmp_path)
+
+    assert_one_error(result, 1, str(tmp_path / "broken" / "runs.csv"), "missing column(s)", stdout=True)
+    assert flat(result.stdout) == f"wrote {tmp_path / 'report.html'}"  # the rest is reported all the same
+    assert 'id="good"' in (tmp_path / "report.html").read_text()
+
+
 def test_gradcheck_json():
     result = bnlab("gradcheck", "--json")
     assert result.exit_code == 0, result.output
@@ -197,6 +248,11 @@ def test_brackets_in_a_message_are_text_not_markup(tmp_path):
         (["run", SMOKE, "--out", "a_file"], 2, ["a_file", "not a folder"]),
         # 4,950 + 100 validation images > the 5,000 of the subset: the spec must change
         (["run", SMOKE, "--set", "data.num_train=4950"], 2, ["4950", "100", "5000"]),
+        (["plot", "nowhere"], 1, ["nowhere", "no such results folder"]),
+        (["plot", "a_file"], 1, ["a_file", "not a folder", "results root"]),
+        (["plot", "a_folder"], 1, ["a_folder", "no experiments here", "bnlab run SPEC"]),
+        (["report", "nowhere"], 1, ["nowhere", "no such results folder"]),
+        (["report", "a_folder"], 1, ["a_folder", "no experiments here"]),
     ],
 )
 def test_bad_input(tmp_path, monkeypatch, args, code, phrases):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bnlab.errors import ResultsError
-from bnlab.results import ExperimentResults, list_experiments, load_experiment
+from bnlab.results import ExperimentResults, experiment_folders, list_experiments, load_experiment
 
 METRICS = ["best_val_acc", "best_train_acc", "final_train_loss", "wall_s"]
 
@@ -191,6 +191,22 @@ def test_list_experiments_of_an_empty_and_a_missing_root(tmp_path):
     assert list_experiments(tmp_path).empty
     with pytest.raises(ResultsError, match="nowhere"):
         list_experiments(tmp_path / "nowhere")
+
+
+def test_experiment_folders_of_a_root_and_of_one_experiment(tmp_path):
+    b = write_results_folder(tmp_path / "b", [{"seed": 0}])
+    a = write_results_folder(tmp_path / "a", [{"seed": 0}])
+    (tmp_path / "claims").mkdir()  # no runs.csv, no spec.yaml: not an experiment
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "spec.yaml").write_text("name: c\n")  # started, no runs.csv yet: reported when read
+    assert experiment_folders(tmp_path) == [a, b, tmp_path / "c"]
+    assert experiment_folders(a) == [a]
+    with pytest.raises(ResultsError, match="no experiments here"):
+        experiment_folders(tmp_path / "claims")
+    with pytest.raises(ResultsError, match="not a folder"):
+        experiment_folders(a / "runs.csv")
+    with pytest.raises(ResultsError, match="no such results folder"):
+        experiment_folders(tmp_path / "nowhere")
 
 
 def _set_cell(file: Path, line: int, column: str, value: str) -> None:
