@@ -168,7 +168,8 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     try:
         spec = ClaimsFileSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # a misspelt key also makes the real one missing: name the misspelling
+        err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
         loc = tuple(err["loc"])
         where = f"{source}{_position(text, loc)}"
         key = ".".join(str(p) for p in loc)
