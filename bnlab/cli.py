@@ -487,18 +487,24 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
 
 
 def _claims_table(entries: list[dict], where: Path):
+    """One row per claim; the id and the numbers never wrap (the statements are in claims.json
+    and the figures)."""
     from rich.table import Table
 
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
-    table = Table(title=f"claims ({where / 'claims.json'}; figures in {where / 'figures'})")
-    for column in ("claim", "source", "verdict", "effect a - b [95% CI]", "p", "seeds"):
-        table.add_column(column, justify="right" if column in ("p", "seeds") else "left")
+    table = Table(title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}")
+    table.add_column("claim (metric)", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("effect a - b [95% CI]", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("seeds", justify="right", no_wrap=True)
     for e in entries:
         table.add_row(
-            f"{e['id']}\n[dim]{escape(e['statement'])}[/]",
+            f"{e['id']}\n[dim]{e['metric']}[/]",
             escape(e["source"]),
             f"[{colors[e['verdict']]}]{e['verdict']}[/]",
-            f"{e['metric']}: {e['mean_diff']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]",
+            f"{e['mean_diff']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]",
             f"{e['p_value']:.2g}",
             str(e["n"]),
         )

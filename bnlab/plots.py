@@ -557,7 +557,7 @@ def claim_figure(entry: dict) -> Figure:
     right.axhline(0, color="black", linewidth=1)
     right.set_xticks([])
     right.set_xlim(-0.3, 0.6)
-    right.legend(loc="best", fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     claimed = ">" if entry["direction"] == "greater" else "<"
     _label(right, f"claimed: a - b {claimed} 0", None, f"difference in {entry['metric']}")
     where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_claim_value(v)}" for k, v in entry["where"].items())

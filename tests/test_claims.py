@@ -135,8 +135,8 @@ def test_verdict_rule(low, high, direction, expected):
     [
         ("    direction: less", "    direction: lower", ["claims.1.direction", "greater or less"]),
         ("metric: train_loss@2", "metric: val_loss", ["claims.1.metric", "unknown metric 'val_loss'", "train_loss@K"]),
-        ("    source: 000, Batchnorm for deep networks\n    metric: train_loss@2", "    sorce: x\n    metric: train_loss@2",
-         ["claims.1.sorce: unknown key (did you mean 'source'?)"]),
+        ("    source: 000, Batchnorm for deep networks\n    metric: train_loss@2",
+         "    sorce: x\n    metric: train_loss@2", ["claims.1.sorce: unknown key (did you mean 'source'?)"]),
         ("id: tiny-loss", "id: tiny-train", ["claim id appears twice: 'tiny-train'"]),
     ],
 )  # fmt: skip
@@ -155,7 +155,8 @@ def test_bad_claims_are_one_line_errors_with_their_position(tmp_path, old, new, 
     [
         ("key: model.normalization\n    a: batchnorm\n    b: null\n    direction: less",
          "key: solver.batch_size\n    a: 5\n    b: 50\n    direction: less", "key 'solver.batch_size' is not swept"),
-        ("    b: null\n    direction: less", "    b: layernorm\n    direction: less", "no run has model.normalization='layernorm'"),
+        ("    b: null\n    direction: less", "    b: layernorm\n    direction: less",
+         "no run has model.normalization='layernorm'"),
         ("seeds: 5", "seeds: 4", "needs at least 5 seeds"),
         ("metric: train_loss@2", "metric: probe:ics_l2", "needs a `record:` section"),
     ],
@@ -177,7 +178,8 @@ def test_spec_errors_point_at_the_right_line_of_a_claims_file(tmp_path):
 
 
 def test_a_claim_must_fix_the_other_swept_keys(tmp_path):
-    text = TINY.replace("  model.normalization: [null, batchnorm]", "  model.normalization: [null, batchnorm]\n  model.reg: [0.0, 0.1]")
+    sweep = "  model.normalization: [null, batchnorm]"
+    text = TINY.replace(sweep, sweep + "\n  model.reg: [0.0, 0.1]")
     group = load_claim_file(write(tmp_path, "c.yaml", text))
     assert "fix model.reg in where (its values: [0.0, 0.1])" in group.problem
     fixed = text.replace("    direction: greater", "    where: {model.reg: 0.1}\n    direction: greater")
