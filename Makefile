@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
 export BNLAB_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install test lint run gradcheck bench experiments clean
+.PHONY: install test lint run gradcheck bench experiments claims clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ experiments: $(STAMP)
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml
 	for name in deep_bn weight_scale batch_size layernorm_batch_size norm_batch_size; do \
 		$(BIN)/bnlab plot results/$$name || exit 1; done
+
+claims: $(STAMP)
+	$(BIN)/bnlab claims --workers 2
 
 gradcheck: $(STAMP)
 	$(BIN)/bnlab gradcheck

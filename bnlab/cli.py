@@ -425,22 +425,23 @@ def claims(
                 f"`bnlab claims` lists them all"
             )
         chosen = set(ids) if ids else set(known)
-        groups = [g for g in groups if any(c.id in chosen for c in g.claims)]
-        skipped = [g for g in groups if g.problem]
+        asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
+        skipped = [g for g in asked if g.problem]
         for group in skipped:
             errors.print(
                 f"[yellow]skipped {len(group.claims)} claim(s) of {escape(group.source)}:[/] {escape(group.problem)}",
                 highlight=False,
                 soft_wrap=True,
             )
-        runnable = [g for g in groups if not g.problem]
+        runnable = [g for g in asked if not g.problem]
         _check_out(out)
         from bnlab.lab.executors import default_workers, make_executor
 
         workers = workers or default_workers()
         data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
         executor = make_executor(workers, data_root)
-        entries = _run_claims(runnable, out, executor, chosen, workers)
+        # every group, so that claims.json keeps the other files' claims in their order
+        entries = _run_claims(groups, out, executor, chosen, workers)
         from bnlab.lab.claims import claims_dir as results_dir
         from bnlab.plots import plot_claims
 

@@ -212,6 +212,9 @@ def ran(tmp_path_factory):
     """`bnlab claims --json` once on the tiny claims, plus a claims file this bnlab cannot run."""
     root = tmp_path_factory.mktemp("claims")
     write(root / "claims", "tiny.yaml", TINY)
+    other_claim = TINY[TINY.index("  - id: tiny-loss") :].replace("tiny-loss", "other-loss")
+    other_spec = TINY[: TINY.index("  - id: tiny-train")].replace("tiny", "other")
+    write(root / "claims", "other.yaml", other_spec + other_claim)
     write(root / "claims", "future.yaml", TINY.replace("name: tiny", "name: future").replace("tiny-", "future-")
           .replace("[null, batchnorm]", "[null, batchnorm, superbatchnorm]"))  # fmt: skip
     mp = pytest.MonkeyPatch()
@@ -227,8 +230,8 @@ def test_claims_json_has_the_contracted_shape(ran):
     printed = json.loads(result.stdout)
     on_disk = json.loads((root / "results" / "claims" / "claims.json").read_text())
     assert printed == on_disk
-    assert [e["id"] for e in on_disk] == ["tiny-train", "tiny-loss"]
-    for entry in on_disk:
+    assert [e["id"] for e in on_disk] == ["other-loss", "tiny-train", "tiny-loss"]  # files by name
+    for entry in on_disk[1:]:
         assert list(entry) == FIELDS
         assert entry["experiment"] == str(root / "results" / "claims" / "tiny")
         assert entry["key"] == "model.normalization" and entry["a"] == "batchnorm" and entry["b"] is None
@@ -282,7 +285,7 @@ def test_a_second_run_trains_nothing_and_keeps_other_claims(ran):
     assert "tiny-loss" in result.stdout and "tiny-train" not in result.stdout
     assert "skipped" not in result.stderr  # the future claims were not asked for
     on_disk = json.loads((root / "results" / "claims" / "claims.json").read_text())
-    assert [e["id"] for e in on_disk] == ["tiny-train", "tiny-loss"]
+    assert [e["id"] for e in on_disk] == ["other-loss", "tiny-train", "tiny-loss"]  # the others are kept
 
 
 def test_an_unknown_claim_id_is_one_message(ran):
