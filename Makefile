@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
 export BNLAB_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install test lint run gradcheck bench experiments clean
+.PHONY: install test lint run gradcheck bench experiments claims clean
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ experiments: $(STAMP)
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml
 	$(BIN)/bnlab plot results/
 	$(BIN)/bnlab report results/
+
+claims: $(STAMP)
+	$(BIN)/bnlab claims --workers 2
 
 gradcheck: $(STAMP)
 	$(BIN)/bnlab gradcheck

@@ -402,6 +402,136 @@ def results(
 
 
 @app.command()
+def claims(
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Claim ids (default: every claim).", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the claims' results as JSON.")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Results root; claims go to OUT/claims/.")] = Path("results"),
+    claims_dir: Annotated[Path, typer.Option("--dir", help="The folder of claim files.")] = Path("configs/claims"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Test the reference notes' claims: run each claim's experiment (resumably: finished runs are
+    reused), then compare its two groups seed by seed and give a verdict.
+
+    Prints one table (claim, source, verdict, mean difference a - b with its 95% t interval, seeds)
+    and writes OUT/claims/claims.json and a figure per claim in OUT/claims/figures/. A claim file
+    whose experiment this bnlab cannot run is reported and skipped (exit 1); the others still run.
+
+    Examples:
+
+      bnlab claims --workers 2
+
+      bnlab claims bn-deep-faster bn-small-batch
+
+      bnlab claims --json > claims.json
+    """
+    with _reported():
+        from bnlab.errors import SpecError
+        from bnlab.lab.claims import load_claims
+
+        groups = load_claims(claims_dir)
+        known = [c.id for g in groups for c in g.claims]
+        unknown = [i for i in ids or [] if i not in known]
+        if unknown:
+            from bnlab.lab.spec import _did_you_mean
+
+            raise SpecError(
+                f"no claim {unknown[0]!r}{_did_you_mean(unknown[0], known)} in {claims_dir}; "
+                f"`bnlab claims` lists them all"
+            )
+        chosen = set(ids) if ids else set(known)
+        asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
+        skipped = [g for g in asked if g.problem]
+        for group in skipped:
+            errors.print(
+                f"[yellow]skipped {len(group.claims)} claim(s) of {escape(group.source)}:[/] {escape(group.problem)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        runnable = [g for g in asked if not g.problem]
+        _check_out(out)
+        from bnlab.lab.executors import default_workers, make_executor
+
+        workers = workers or default_workers()
+        data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
+        executor = make_executor(workers, data_root)
+        # every group, so that claims.json keeps the other files' claims in their order
+        entries = _run_claims(groups, out, executor, chosen, workers)
+        from bnlab.lab.claims import claims_dir as results_dir
+        from bnlab.plots import plot_claims
+
+        plot_claims(results_dir(out), [e["id"] for e in entries])
+    if as_json:
+        print(json.dumps(entries, indent=2))
+    else:
+        console.print(_claims_table(entries, results_dir(out)))
+    if skipped:
+        raise typer.Exit(1)
+
+
+def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> list[dict]:
+    """run_claims with one progress bar over every run to train; Ctrl-C says how to resume."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bnlab.lab.claims import run_claims
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
+    task = progress.add_task("claims", total=0)
+
+    def on_experiment(experiment, total: int, to_train: int) -> None:
+        progress.update(
+            task, description=f"claims: {experiment.name} ({workers} worker(s))", completed=0, total=to_train
+        )
+
+    try:
+        with progress:
+            return run_claims(groups, out, executor, chosen, on_experiment, lambda _: progress.advance(task))
+    except KeyboardInterrupt:
+        errors.print(
+            f"[yellow]interrupted:[/] the finished runs are saved in {out / 'claims'}; "
+            "run the same command again to resume",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def _claims_table(entries: list[dict], where: Path):
+    """One row per claim; the id and the numbers never wrap (the statements are in claims.json
+    and the figures)."""
+    from rich.table import Table
+
+    colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    table = Table(title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}")
+    table.add_column("claim (metric)", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("effect a - b [95% CI]", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("seeds", justify="right", no_wrap=True)
+    for e in entries:
+        table.add_row(
+            f"{e['id']}\n[dim]{e['metric']}[/]",
+            escape(e["source"]),
+            f"[{colors[e['verdict']]}]{e['verdict']}[/]",
+            f"{e['mean_diff']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]",
+            f"{e['p_value']:.2g}",
+            str(e["n"]),
+        )
+    return table
+
+
+@app.command()
 def gradcheck(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -506,3 +506,73 @@ def _save(fig: Figure, file: Path, fmt: str) -> Path:
     with atomic_file(file) as f:
         fig.savefig(f, format=fmt, dpi=110)
     return file
+
+
+# --- claims (bnlab claims) ----------------------------------------------------------------------
+
+VERDICT_COLORS = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
+
+
+def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> list[Path]:
+    """Draws claims_root/figures/<id>.png for every entry of claims_root/claims.json (or those in
+    ids), as `bnlab claims` wrote it; returns the written paths."""
+    import json
+
+    file = Path(claims_root) / "claims.json"
+    if not file.is_file():
+        raise ResultsError(f"{file}: missing; run `bnlab claims` first.")
+    entries = [e for e in json.loads(file.read_text()) if ids is None or e["id"] in ids]
+    out_dir = Path(claims_root) / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_save(claim_figure(entry), out_dir / f"{entry['id']}.png", "png") for entry in entries]
+
+
+def claim_figure(entry: dict) -> Figure:
+    """Left: the metric of the two groups for every seed, a line joining each pair. Right: the
+    per-seed differences a - b, their mean and 95% t interval, and 0 (the verdict's reference)."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    key = entry["key"].rsplit(".", 1)[-1]
+    labels = [f"{key} = {_claim_value(entry['a'])}", f"{key} = {_claim_value(entry['b'])}"]
+    color = VERDICT_COLORS[entry["verdict"]]
+    for pair in entry["pairs"]:
+        left.plot([0, 1], [pair["a"], pair["b"]], "-o", color="tab:blue", alpha=0.6)
+    left.set_xticks([0, 1], labels)
+    left.set_xlim(-0.4, 1.4)
+    _label(left, "per seed (lines join a seed's pair)", None, entry["metric"])
+    diffs = [p["a"] - p["b"] for p in entry["pairs"]]
+    jitter = np.linspace(-0.08, 0.08, len(diffs)) if len(diffs) > 1 else [0.0]
+    right.plot(jitter, diffs, "o", color="tab:blue", alpha=0.6, label="a - b per seed")
+    mean, low, high = entry["mean_diff"], entry["ci_low"], entry["ci_high"]
+    right.errorbar(
+        [0.3],
+        [mean],
+        yerr=[[mean - low], [high - mean]],
+        fmt="D",
+        color=color,
+        capsize=8,
+        markersize=8,
+        label="mean, 95% t interval",
+    )
+    right.axhline(0, color="black", linewidth=1)
+    right.set_xticks([])
+    right.set_xlim(-0.3, 0.6)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
+    claimed = ">" if entry["direction"] == "greater" else "<"
+    _label(right, f"claimed: a - b {claimed} 0", None, f"difference in {entry['metric']}")
+    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_claim_value(v)}" for k, v in entry["where"].items())
+    fig.suptitle(
+        f"{entry['id']}: {entry['verdict']} (n = {entry['n']}, p = {entry['p_value']:.2g})"
+        f"{'  [' + where + ']' if where else ''}\n{entry['statement']}",
+        fontsize=10,
+        color=color if entry["verdict"] != "inconclusive" else "black",
+    )
+    return fig
+
+
+def _claim_value(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "-".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
