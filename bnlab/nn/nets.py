@@ -1,6 +1,8 @@
-"""Networks: a fully-connected net with a normalization switch.
+"""Networks with a normalization switch: a fully-connected net and a convolutional net.
 
 FullyConnectedNet for L layers: {affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax.
+ConvNet: {conv - [norm] - activation - max pool} per conv block, {affine - [norm] - activation} per
+hidden layer, affine - softmax.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bnlab.nn import layers
+from bnlab.nn import conv, layers
+from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.norms import NORMALIZATIONS
 
@@ -161,5 +164,175 @@ class FullyConnectedNet:
             grads["W1"] = x.T @ dout
             grads["b1"] = dout.sum(axis=0)
             return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
+        return dx
+
+
+class ConvNet:
+    """A convolutional net with a normalization switch, float32 by default:
+
+        {conv KxK (stride 1, padding that keeps the size) - [norm] - activation - max pool 2x2} per
+        entry of `channels`, then {affine - [norm] - activation} per entry of `hidden_dims`, then
+        affine - softmax.
+
+    Args:
+        channels: the filters of each conv block.
+        kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
+        input_dim: (C, H, W) of the images.
+        num_classes: classes of the output layer.
+        hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty).
+        normalization: None, 'batchnorm' (spatial batch norm in the conv blocks), 'groupnorm'
+            (spatial group norm with num_groups groups) or 'layernorm' (over (C, H, W) in the conv
+            blocks); the fully connected layers use the same name from norms.NORMALIZATIONS.
+        num_groups: groups for 'groupnorm'; must divide every entry of channels and hidden_dims.
+        activation: a name in layers.ACTIVATIONS.
+        reg, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's fan_in is C*K*K
+            and its fan_out F*K*K.
+
+    Parameters: W1.. and b1.. in layer order (conv filters (F, C, K, K) first), gamma_i and beta_i
+    for each normalized layer.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        input_dim: tuple[int, int, int] = (3, 32, 32),
+        num_classes: int = 10,
+        hidden_dims: Sequence[int] = (),
+        normalization: str | None = None,
+        num_groups: int = 4,
+        activation: str = "relu",
+        reg: float = 0.0,
+        weight_scale: WeightScale = "he",
+        dtype: type = np.float32,
+        seed: int | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
+        if normalization is not None and normalization not in SPATIAL_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
+        if normalization == "groupnorm" and any(k % num_groups for k in [*channels, *hidden_dims]):
+            raise ValueError(f"num_groups={num_groups} must divide every width {[*channels, *hidden_dims]}")
+        c, h, w = input_dim
+        if min(h, w) < 2 ** len(channels):
+            raise ValueError(f"{len(channels)} 2x2 poolings need images of at least {2 ** len(channels)} pixels a side")
+        self.normalization = normalization
+        self.num_groups = num_groups
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+        self.reg = reg
+        self.dtype = dtype
+        self.num_conv = len(channels)
+        self.num_layers = len(channels) + len(hidden_dims) + 1
+        self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
+        self.pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+        if rng is None:
+            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
+        self.rng = rng
+
+        self.params: dict[str, np.ndarray] = {}
+        k2 = kernel_size * kernel_size
+        for i, f in enumerate(channels, start=1):
+            std = init_std(weight_scale, c * k2, f * k2)
+            self.params[f"W{i}"] = std * rng.randn(f, c, kernel_size, kernel_size)
+            self.params[f"b{i}"] = np.zeros(f)
+            c, h, w = f, h // 2, w // 2
+        dims = [c * h * w, *hidden_dims, num_classes]
+        for j in range(len(dims) - 1):
+            i = self.num_conv + j + 1
+            self.params[f"W{i}"] = init_std(weight_scale, dims[j], dims[j + 1]) * rng.randn(dims[j], dims[j + 1])
+            self.params[f"b{i}"] = np.zeros(dims[j + 1])
+        if normalization is not None:
+            for i, width in enumerate([*channels, *hidden_dims], start=1):
+                self.params[f"gamma{i}"] = np.ones(width)
+                self.params[f"beta{i}"] = np.zeros(width)
+        for name, value in self.params.items():
+            self.params[name] = value.astype(dtype)
+
+        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
+        self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
+        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        self.activation_inputs: dict[int, np.ndarray] | None = None  # as FullyConnectedNet's
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+        """Class scores (N, num_classes) for X (N, C, H, W) when y is None (test mode); otherwise
+        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter."""
+        mode = "test" if y is None else "train"
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+        p = self.params
+        h = X if X.dtype == self.dtype else X.astype(self.dtype)
+        caches = []
+        for i in range(1, self.num_layers):
+            h, cache = self._conv_forward(h, i) if i <= self.num_conv else self._hidden_forward(h, i)
+            caches.append(cache)
+        last = self.num_layers
+        scores, last_cache = layers.affine_forward(h, p[f"W{last}"], p[f"b{last}"])
+        if y is None:
+            return scores
+
+        loss, dscores = layers.softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
+        for i in range(self.num_layers - 1, 0, -1):
+            backward = self._conv_backward if i <= self.num_conv else self._hidden_backward
+            dh = backward(dh, caches[i - 1], i, grads)
+
+        for i in range(1, self.num_layers + 1):
+            w = p[f"W{i}"]
+            loss += 0.5 * self.reg * float(np.sum(w * w))
+            grads[f"W{i}"] += self.reg * w
+        return loss, grads
+
+    def _normalize(self, norm, h: np.ndarray, i: int):
+        """[norm] and the activation of layer i, recording the activation's input."""
+        norm_cache = None
+        if norm is not None:
+            h, norm_cache = norm.forward(h, self.params[f"gamma{i}"], self.params[f"beta{i}"], self.bn_params[i - 1])
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = h
+        h, act_cache = self.activation[0](h)
+        return h, (norm_cache, act_cache)
+
+    def _denormalize(self, norm, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
+        norm_cache, act_cache = cache
+        dout = self.activation[1](dout, act_cache)
+        if norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = norm.backward(dout, norm_cache)
+        return dout
+
+    def _conv_forward(self, x: np.ndarray, i: int):
+        """conv - [norm] - activation - max pool for conv block i (1-based)."""
+        h, conv_cache = conv.conv_forward_fast(x, self.params[f"W{i}"], self.params[f"b{i}"], self.conv_param)
+        h, act_cache = self._normalize(self.spatial_norm, h, i)
+        h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+        return h, (conv_cache, act_cache, pool_cache)
+
+    def _conv_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+        """Backward of _conv_forward; None for the first block, whose input gradient nobody needs."""
+        conv_cache, act_cache, pool_cache = cache
+        dout = conv.max_pool_backward_fast(dout, pool_cache)
+        dout = self._denormalize(self.spatial_norm, dout, act_cache, i, grads)
+        if i == 1:
+            grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, conv_cache)
+            return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, conv_cache)
+        return dx
+
+    def _hidden_forward(self, x: np.ndarray, i: int):
+        """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
+        h, affine_cache = layers.affine_forward(x, self.params[f"W{i}"], self.params[f"b{i}"])
+        h, act_cache = self._normalize(self.norm, h, i)
+        return h, (affine_cache, act_cache)
+
+    def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
+        affine_cache, act_cache = cache
+        dout = self._denormalize(self.norm, dout, act_cache, i, grads)
         dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
         return dx
