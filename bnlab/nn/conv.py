@@ -110,8 +110,10 @@ def conv_forward_fast(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[A
 
 
 def conv_backward_fast(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
-    """Backward of conv_forward_fast: two matrix products, then col2im as one vectorized add per
-    kernel offset (HH*WW adds of strided slices, no loop over samples or pixels).
+    """Backward of conv_forward_fast: dw = cols.T @ dout; the gradient of the windows, dcols, as one
+    stacked matrix product laid out (HH, WW, N, H', W', C), so that col2im is one vectorized add of
+    a contiguous block per kernel offset into a strided slice of dx (HH*WW adds, no loop over
+    samples or pixels).
 
     Shapes: dout (N, F, H', W') -> dx (N, C, H, W) (channels-last in memory), dw (F, C, HH, WW), db (F,).
     """
@@ -123,11 +125,11 @@ def conv_backward_fast(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     dw, db = _conv_param_grads(dout_flat, cols, w.shape)
 
     h_out, w_out = dout.shape[2:]
-    dcols = (dout_flat @ w.transpose(0, 2, 3, 1).reshape(f, hh * ww * c)).reshape(n, h_out, w_out, hh, ww, c)
+    dcols = np.matmul(dout_flat, w.transpose(2, 3, 0, 1)).reshape(hh, ww, n, h_out, w_out, c)
     dxp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=dout.dtype)
     for i in range(hh):
         for j in range(ww):
-            dxp[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride, :] += dcols[:, :, :, i, j, :]
+            dxp[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride, :] += dcols[i, j]
     return dxp[:, pad : pad + h, pad : pad + w_in, :].transpose(0, 3, 1, 2), dw, db
 
 
@@ -182,33 +184,43 @@ def max_pool_backward_naive(dout: Array, cache: Cache) -> Array:
 
 
 def max_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
-    """max_pool_forward_naive vectorized over the pool_height * pool_width window offsets.
+    """max_pool_forward_naive vectorized over the window offsets, the same function.
 
-    Each offset (a, b) is a strided view x[:, :, a::stride, b::stride] of the input (channels-last
-    here); a running maximum over the offsets gives out, and the cache keeps only which offset won
-    (uint8, the first on ties, as the naive pass): 1/16 of the input's bytes for 2x2 in float32.
-    Any windows work; when they tile the input (stride = pool size, as the usual 2x2 pool) the
-    backward pass writes each input once instead of accumulating into zeros.
+    2x2 windows that tile the input (stride 2, even H and W: every conv net's pool) take the fast
+    road: the maximum of each row's pair of columns, then of the pair of rows, as contiguous views
+    of the channels-last input. Other windows fall back to a running maximum over the
+    pool_height * pool_width strided views x[:, :, a::stride, b::stride]. The cache keeps only
+    which offset won (uint8, the first in row-major order on ties, as the naive pass): 1/16 of the
+    input's bytes in float32.
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory.
     """
     ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     n, c, h, w = x.shape
     h_out, w_out = _output_size(h, ph, stride), _output_size(w, pw, stride)
-    xl = x.transpose(0, 2, 3, 1)  # any layout: the views below are strided anyway
-    offsets = [(a, b) for a in range(ph) for b in range(pw)]
-    out = xl[:, : stride * h_out : stride, : stride * w_out : stride, :].copy()
-    argmax = np.zeros(out.shape, dtype=np.uint8)
-    for k, (a, b) in enumerate(offsets[1:], start=1):
-        candidate = xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
-        better = candidate > out
-        np.copyto(out, candidate, where=better)
-        argmax[better] = k
+    if ph == pw == stride == 2 and h % 2 == 0 and w % 2 == 0:
+        pairs = _channels_last(x).reshape(n, h, w_out, 2, c)
+        left, right = pairs[..., 0, :], pairs[..., 1, :]
+        row_max = np.maximum(left, right).reshape(n, h_out, 2, w_out, c)
+        row_arg = np.greater(right, left).view(np.uint8).reshape(n, h_out, 2, w_out, c)  # 1: right column
+        top, bottom = row_max[:, :, 0], row_max[:, :, 1]
+        argmax = np.where(bottom > top, row_arg[:, :, 1] + np.uint8(2), row_arg[:, :, 0])  # offsets 0..3
+        out = np.maximum(top, bottom)
+    else:
+        xl = x.transpose(0, 2, 3, 1)
+        out = xl[:, : stride * h_out : stride, : stride * w_out : stride, :].copy()
+        argmax = np.zeros(out.shape, dtype=np.uint8)
+        for k in range(1, ph * pw):
+            a, b = divmod(k, pw)
+            candidate = xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+            np.copyto(argmax, k, where=candidate > out)
+            np.maximum(out, candidate, out=out)
     return out.transpose(0, 3, 1, 2), (argmax, x.shape, pool_param)
 
 
 def max_pool_backward_fast(dout: Array, cache: Cache) -> Array:
     """Backward of max_pool_forward_fast: for each window offset, dout where that offset won.
 
+    Windows that tile the input write each input once; others accumulate into zeros.
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory.
     """
     argmax, (n, c, h, w), pool_param = cache
@@ -217,13 +229,13 @@ def max_pool_backward_fast(dout: Array, cache: Cache) -> Array:
     tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
     dx = (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype)
     dout_l = dout.transpose(0, 2, 3, 1)
-    zero = dout.dtype.type(0)
-    for k, (a, b) in enumerate((a, b) for a in range(ph) for b in range(pw)):
+    for k in range(ph * pw):
+        a, b = divmod(k, pw)
         view = dx[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
         if tiles:
-            np.copyto(view, np.where(argmax == k, dout_l, zero))
+            np.multiply(dout_l, argmax == k, out=view)
         else:
-            view += np.where(argmax == k, dout_l, zero)
+            view += dout_l * (argmax == k)
     return dx.transpose(0, 3, 1, 2)
 
 
