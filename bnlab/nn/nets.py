@@ -168,6 +168,10 @@ class FullyConnectedNet:
         return dx
 
 
+# Activations that never decrease: max pooling commutes with them.
+NON_DECREASING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})
+
+
 class ConvNet:
     """A convolutional net with a normalization switch, float32 by default:
 
@@ -226,6 +230,7 @@ class ConvNet:
         self.num_groups = num_groups
         self.activation_name = activation
         self.activation = ACTIVATIONS[activation]
+        self.pool_first = activation in NON_DECREASING
         self.reg = reg
         self.dtype = dtype
         self.num_conv = len(channels)
@@ -290,35 +295,35 @@ class ConvNet:
             grads[f"W{i}"] += self.reg * w
         return loss, grads
 
-    def _normalize(self, norm, h: np.ndarray, i: int):
-        """[norm] and the activation of layer i, recording the activation's input."""
+    def _conv_forward(self, x: np.ndarray, i: int):
+        """conv - [norm] - activation - max pool for conv block i (1-based).
+
+        A non-decreasing activation commutes with max pooling (max f(x) = f(max x), with the same
+        gradients), so it is applied after the pool, to a quarter of the values."""
+        p = self.params
+        h, conv_cache = conv.conv_forward_fast(x, p[f"W{i}"], p[f"b{i}"], self.conv_param)
         norm_cache = None
-        if norm is not None:
-            h, norm_cache = norm.forward(h, self.params[f"gamma{i}"], self.params[f"beta{i}"], self.bn_params[i - 1])
+        if self.spatial_norm is not None:
+            h, norm_cache = self.spatial_norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         if self.activation_inputs is not None:
             self.activation_inputs[i] = h
-        h, act_cache = self.activation[0](h)
-        return h, (norm_cache, act_cache)
-
-    def _denormalize(self, norm, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
-        norm_cache, act_cache = cache
-        dout = self.activation[1](dout, act_cache)
-        if norm is not None:
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = norm.backward(dout, norm_cache)
-        return dout
-
-    def _conv_forward(self, x: np.ndarray, i: int):
-        """conv - [norm] - activation - max pool for conv block i (1-based)."""
-        h, conv_cache = conv.conv_forward_fast(x, self.params[f"W{i}"], self.params[f"b{i}"], self.conv_param)
-        h, act_cache = self._normalize(self.spatial_norm, h, i)
-        h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
-        return h, (conv_cache, act_cache, pool_cache)
+        if self.pool_first:
+            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+            h, act_cache = self.activation[0](h)
+        else:
+            h, act_cache = self.activation[0](h)
+            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+        return h, (conv_cache, norm_cache, act_cache, pool_cache)
 
     def _conv_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
         """Backward of _conv_forward; None for the first block, whose input gradient nobody needs."""
-        conv_cache, act_cache, pool_cache = cache
-        dout = conv.max_pool_backward_fast(dout, pool_cache)
-        dout = self._denormalize(self.spatial_norm, dout, act_cache, i, grads)
+        conv_cache, norm_cache, act_cache, pool_cache = cache
+        if self.pool_first:
+            dout = conv.max_pool_backward_fast(self.activation[1](dout, act_cache), pool_cache)
+        else:
+            dout = self.activation[1](conv.max_pool_backward_fast(dout, pool_cache), act_cache)
+        if self.spatial_norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.spatial_norm.backward(dout, norm_cache)
         if i == 1:
             grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, conv_cache)
             return None
@@ -327,12 +332,20 @@ class ConvNet:
 
     def _hidden_forward(self, x: np.ndarray, i: int):
         """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
-        h, affine_cache = layers.affine_forward(x, self.params[f"W{i}"], self.params[f"b{i}"])
-        h, act_cache = self._normalize(self.norm, h, i)
-        return h, (affine_cache, act_cache)
+        p = self.params
+        h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
+        norm_cache = None
+        if self.norm is not None:
+            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = h
+        h, act_cache = self.activation[0](h)
+        return h, (affine_cache, norm_cache, act_cache)
 
     def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
-        affine_cache, act_cache = cache
-        dout = self._denormalize(self.norm, dout, act_cache, i, grads)
+        affine_cache, norm_cache, act_cache = cache
+        dout = self.activation[1](dout, act_cache)
+        if self.norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
         return dx
