@@ -863,7 +863,8 @@ def schema_specs(draw):
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = draw(st.one_of(scalars, values))
+        if isinstance(node, dict):  # an earlier path may have set a parent (optim_config) to a scalar
+            node[leaf] = draw(st.one_of(scalars, values))
     if draw(st.booleans()):
         raw["seeds"] = draw(st.one_of(st.lists(numbers, max_size=3), numbers))
     raw["sweep"] = draw(st.one_of(sweep_blocks, st.lists(sweep_blocks, max_size=3), values))
