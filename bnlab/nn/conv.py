@@ -268,20 +268,18 @@ def spatial_groupnorm_forward(x: Array, gamma: Array, beta: Array, G: int, gn_pa
     over its channels and all H, W positions of one sample. G = 1 is layer normalization over
     (C, H, W). gamma, beta: C values, shaped (C,) or (1, C, 1, 1); gn_param may hold 'eps' (1e-5).
 
-    Computed on the channels-last (N, H*W, G, C/G) view; out is channels-last in memory.
+    Computed on the channels-last (N, H*W, C) view: sums over H*W per channel first (a reduction
+    with a contiguous inner axis), then over each group's channels; out is channels-last in memory.
     """
     eps = gn_param.get("eps", 1e-5)
     n, c, h, w = x.shape
-    grouped = _channels_last(x).reshape(n, h * w, G, c // G)
-    mean = grouped.mean(axis=(1, 3), keepdims=True)
-    x_hat = grouped - mean
-    var = (x_hat * x_hat).mean(axis=(1, 3), keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + eps)
+    xl = _channels_last(x).reshape(n, h * w, c)
+    x_hat = xl - _group_mean(xl.sum(axis=1), G, h * w)
+    inv_std = 1.0 / np.sqrt(_group_mean(np.einsum("npc,npc->nc", x_hat, x_hat), G, h * w) + eps)
     x_hat *= inv_std
-    x_hat = x_hat.reshape(n, h, w, c)
     out = x_hat * gamma.reshape(c)
     out += beta.reshape(c)
-    return out.transpose(0, 3, 1, 2), (x_hat, gamma, inv_std, G)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), (x_hat, gamma, inv_std, G)
 
 
 def spatial_groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
@@ -290,16 +288,23 @@ def spatial_groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma and dbeta shaped as gamma.
     """
     x_hat, gamma, inv_std, G = cache
-    n, h, w, c = x_hat.shape
-    dout_l = _channels_last(dout)
-    dbeta = dout_l.sum(axis=(0, 1, 2)).reshape(gamma.shape)
-    dgamma = np.einsum("nhwc,nhwc->c", dout_l, x_hat).reshape(gamma.shape)
-    dx_hat = (dout_l * gamma.reshape(c)).reshape(n, h * w, G, c // G)
-    x_hat_g = x_hat.reshape(n, h * w, G, c // G)
-    dx = dx_hat - dx_hat.mean(axis=(1, 3), keepdims=True)
-    dx -= x_hat_g * (dx_hat * x_hat_g).mean(axis=(1, 3), keepdims=True)
+    n, hw, c = x_hat.shape
+    dout_l = _channels_last(dout).reshape(n, hw, c)
+    dbeta = dout_l.sum(axis=(0, 1)).reshape(gamma.shape)
+    dgamma = np.einsum("npc,npc->c", dout_l, x_hat).reshape(gamma.shape)
+    dx_hat = dout_l * gamma.reshape(c)
+    dx = dx_hat - _group_mean(dx_hat.sum(axis=1), G, hw)
+    dx -= x_hat * _group_mean(np.einsum("npc,npc->nc", dx_hat, x_hat), G, hw)
     dx *= inv_std
-    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+    return dx.reshape(n, *dout.shape[2:], c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def _group_mean(channel_sums: Array, G: int, positions: int) -> Array:
+    """Per-channel sums over the positions (N, C) -> each group's mean, repeated for each of its
+    channels, shaped (N, 1, C) to broadcast against (N, H*W, C)."""
+    n, c = channel_sums.shape
+    means = channel_sums.reshape(n, G, c // G).sum(axis=2) / (positions * (c // G))
+    return np.repeat(means, c // G, axis=1)[:, None, :]
 
 
 # --- the table conv nets use: name -> forward(x, gamma, beta, param), backward(dout, cache) ---
