@@ -1,8 +1,10 @@
 """The notebooks' gradient checks as data, for `bnlab gradcheck` to show as a table.
 
-Every backward pass in bnlab.nn is compared with centred differences of its forward pass, and
-the FullyConnectedNet's gradients with centred differences of its loss, for each normalization,
-with and without L2 regularization. Everything runs in float64 on fixed seeds of private
+Every backward pass in bnlab.nn is compared with centred differences of its forward pass (the
+fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes
+and non-square inputs), and the FullyConnectedNet's and the ConvNet's gradients with centred
+differences of their loss, for each normalization, with and without L2 regularization.
+Everything runs in float64 on fixed seeds of private
 RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
 """
 
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnlab.nn import conv, layers, norms
+from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
 
 SEED = 231
@@ -27,6 +30,7 @@ REGS = (0.0, 3.14)
 # inputs, while a wrong one is off by 1e-3 or more.
 LINEAR = 1e-8  # affine, relu, dropout: linear in each input, only rounding remains
 NORM = 1e-7  # normalizations and softmax: the notebooks expect errors of 1e-13 to 1e-8
+CONV = 1e-7  # a convolution's dx sums up to K*K products, and entries near the border are small
 SAME = 1e-10  # two exact formulas for one gradient differ only by rounding
 # rel_error is taken entry by entry, and in the net some entries of dW are ~1e-7 (of db, dgamma,
 # dbeta ~1e-6), where the ~1e-11 rounding noise of the numerical gradient alone is a relative error
@@ -53,10 +57,13 @@ class GradCheck:
 
 def run_gradchecks() -> list[GradCheck]:
     """All checks, layers first, then the net for each normalization and regularization."""
-    checks = _layer_checks()
+    checks = _layer_checks() + _conv_checks()
     for normalization in (None, *NORMALIZATIONS):
         for reg in REGS:
             checks += _net_checks(normalization, reg)
+    for normalization in (None, *SPATIAL_NORMALIZATIONS):
+        for reg in REGS:
+            checks += _convnet_checks(normalization, reg)
     return checks
 
 
@@ -216,13 +223,73 @@ def _batchnorm_checks() -> list[GradCheck]:
     return checks
 
 
+# --- convolution, pooling, spatial norms ----------------------------------------------------
+
+# (stride, pad, kernel, input (N, C, H, W)): strides 1 and 2, paddings 0 to 2, kernels 3 and 5,
+# non-square inputs, windows that do not fit the input exactly.
+CONV_CASES = [(1, 1, 3, (2, 3, 5, 4)), (2, 0, 3, (2, 2, 7, 6)), (2, 2, 5, (2, 2, 6, 5)), (1, 0, 5, (1, 2, 6, 7))]
+# (pool_height, pool_width, stride, input): 2x2 tiles (the fast road), and the fallback for
+# overlapping windows, non-square windows and inputs the windows do not tile.
+POOL_CASES = [(2, 2, 2, (2, 3, 4, 6)), (3, 3, 2, (2, 2, 7, 5)), (2, 3, 1, (1, 2, 4, 5)), (2, 2, 2, (1, 2, 5, 7))]
+
+
+def _conv_checks() -> list[GradCheck]:
+    checks: list[GradCheck] = []
+    for stride, pad, k, shape in CONV_CASES:
+        rng = np.random.RandomState(SEED)
+        x, w, b = rng.randn(*shape), rng.randn(3, shape[1], k, k), rng.randn(3)
+        conv_param = {"stride": stride, "pad": pad}
+        label = f"conv s={stride} p={pad} k={k} x{shape}"
+        out, cache = conv.conv_forward_fast(x, w, b, conv_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.conv_forward_naive(x, w, b, conv_param)
+        naive = (naive_out, *conv.conv_backward_naive(dout, naive_cache))
+        fast = (out, *conv.conv_backward_fast(dout, cache))
+        error = max(rel_error(a, f) for a, f in zip(naive, fast, strict=True))
+        checks.append(GradCheck(f"{label} fast = naive (out, dx, dw, db)", error, SAME))
+        checks += _backward_vs_numerical(
+            f"{label} fast", conv.conv_forward_fast, conv.conv_backward_fast, (x, w, b, conv_param),
+            ("dx", "dw", "db"), dout, CONV,
+        )  # fmt: skip
+    rng = np.random.RandomState(SEED)
+    x, w, b = rng.randn(2, 2, 4, 5), rng.randn(3, 2, 3, 3), rng.randn(3)
+    checks += _backward_vs_numerical(
+        "conv s=1 p=1 k=3 naive", conv.conv_forward_naive, conv.conv_backward_naive, (x, w, b, {"stride": 1, "pad": 1}),
+        ("dx", "dw", "db"), rng.randn(2, 3, 4, 5), CONV,
+    )  # fmt: skip
+
+    for ph, pw, stride, shape in POOL_CASES:
+        rng = np.random.RandomState(SEED)
+        # Distinct values 0.01 apart: no window holds two maxima within the difference step.
+        x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01
+        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+        label = f"max_pool {ph}x{pw} s={stride} x{shape}"
+        out, cache = conv.max_pool_forward_fast(x, pool_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.max_pool_forward_naive(x, pool_param)
+        error = max(rel_error(naive_out, out), rel_error(conv.max_pool_backward_naive(dout, naive_cache),
+                                                         conv.max_pool_backward_fast(dout, cache)))  # fmt: skip
+        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
+        for kind in ("naive", "fast"):
+            forward, backward = getattr(conv, f"max_pool_forward_{kind}"), getattr(conv, f"max_pool_backward_{kind}")
+            args = (x, pool_param)
+            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
+
+    for name, norm in SPATIAL_NORMALIZATIONS.items():
+        rng = np.random.RandomState(SEED)
+        x, gamma, beta = _normalized_input(rng, (3, 4, 3, 2)), rng.randn(4), rng.randn(4)
+        checks += _backward_vs_numerical(
+            f"SPATIAL_NORMALIZATIONS[{name}]", norm.forward, norm.backward,
+            (x, gamma, beta, {"mode": "train", "num_groups": 2}), ("dx", "dgamma", "dbeta"), rng.randn(*x.shape), NORM,
+        )  # fmt: skip
+    return checks
+
+
 # --- the net ---------------------------------------------------------------------------------
 
 
 def _net_checks(normalization: str | None, reg: float) -> list[GradCheck]:
-    """The net's gradients against numerical ones: one row per kind of parameter (weights, biases,
-    gammas and betas) with the worst parameter named, and for batch norm a row showing that the
-    biases it cancels get zero gradient."""
+    """The fully connected net's gradients against numerical ones (see _model_checks)."""
     rng = np.random.RandomState(SEED)
     # N = 6 rather than the notebooks' 2: batch statistics of 2 samples make the loss ill-conditioned.
     n, d, hidden_dims, c = 6, 15, [20, 30], 10
@@ -238,24 +305,50 @@ def _net_checks(normalization: str | None, reg: float) -> list[GradCheck]:
         dtype=np.float64,
         rng=rng,
     )
-    _, grads = model.loss(X, y)
+    return _model_checks(f"net {normalization or 'no norm'} reg={reg:g}", model, X, y)
 
+
+def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
+    """The conv net's gradients against numerical ones: two conv blocks (8x6 -> 4x3 -> 2x1, so the
+    second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
+    there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
+    that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
+    rng = np.random.RandomState(SEED)
+    X, y = rng.randn(6, 3, 8, 6), rng.randint(5, size=6)
+    model = ConvNet(
+        [2, 4],
+        input_dim=(3, 8, 6),
+        num_classes=5,
+        hidden_dims=[],
+        normalization=normalization,
+        num_groups=2,
+        reg=reg,
+        weight_scale="he",
+        dtype=np.float64,
+        rng=rng,
+    )
+    return _model_checks(f"convnet {normalization or 'no norm'} reg={reg:g}", model, X, y)
+
+
+def _model_checks(label: str, model, X: np.ndarray, y: np.ndarray) -> list[GradCheck]:
+    """One row per kind of parameter (weights, biases, gammas and betas) with the worst parameter
+    named, and for batch norm a row showing that the biases it cancels get zero gradient."""
+    _, grads = model.loss(X, y)
     errors: dict[str, dict[str, float]] = {}  # kind -> parameter name -> rel_error
     vanishing = 0.0
     for name in sorted(grads):
         numerical = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
         kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
-        if normalization == "batchnorm" and kind == "b" and name != f"b{model.num_layers}":
+        if model.normalization == "batchnorm" and kind == "b" and name != f"b{model.num_layers}":
             # np.max, unlike max, keeps a nan
             vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
             continue
         errors.setdefault(kind, {})[name] = rel_error(numerical, grads[name])
 
-    label = f"net {normalization or 'no norm'} reg={reg:g}"
     checks = []
     for kind, by_name in errors.items():
         name = max(by_name, key=lambda k: math.inf if math.isnan(by_name[k]) else by_name[k])
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
-    if normalization == "batchnorm":
+    if model.normalization == "batchnorm":
         checks.append(GradCheck(f"{label} b before batchnorm: max |grad| (should be 0)", vanishing, VANISHING))
     return checks
