@@ -15,7 +15,7 @@ from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
 @pytest.fixture(scope="module")
 def run():
-    """One run of all checks (about 2 s), from a seeded global RNG, and that RNG's next draws."""
+    """One run of all checks (a few seconds), from a seeded global RNG, and that RNG's next draws."""
     np.random.seed(5)
     expected = np.random.randn(3)
     np.random.seed(5)
@@ -37,7 +37,7 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 40 <= len(names) <= 80
+    assert 80 <= len(names) <= 130
     for layer in (
         "affine dx",
         "affine dw",
@@ -52,11 +52,26 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
         "spatial batchnorm dgamma",
         "spatial groupnorm (G=2) dbeta",
         "dropout (p=0.7) dx",
+        "conv s=1 p=1 k=3 naive dx",
+        "SPATIAL_NORMALIZATIONS[layernorm] dx",
     ):
         assert any(name.startswith(layer) for name in names), layer
     for norm in ("no norm", "batchnorm", "layernorm", "groupnorm"):
         for reg in ("0", "3.14"):
-            assert any(name.startswith(f"net {norm} reg={reg} W (worst: W") for name in names), (norm, reg)
+            for net in ("net", "convnet"):
+                assert any(name.startswith(f"{net} {norm} reg={reg} W (worst: W") for name in names), (net, norm, reg)
+
+
+def test_conv_and_pool_cases_cover_the_issues_grid(checks):
+    """Strides 1 and 2, paddings 0 to 2, kernels 3 and 5, non-square inputs; pools that tile and that don't."""
+    names = [c.name for c in checks]
+    conv_rows = [n for n in names if n.startswith("conv s=") and "fast = naive" in n]
+    for part in ("s=1", "s=2", "p=0", "p=1", "p=2", "k=3", "k=5"):
+        assert any(f" {part} " in row for row in conv_rows), part
+    for suffix in ("fast dx", "fast dw", "fast db"):
+        assert sum(n.endswith(suffix) and n.startswith("conv") for n in names) == len(conv_rows)
+    pool_rows = [n for n in names if n.startswith("max_pool") and "fast = naive" in n]
+    assert len(pool_rows) >= 3 and any("2x2 s=2" in r for r in pool_rows) and any("3x3 s=2" in r for r in pool_rows)
 
 
 def test_the_global_rng_is_left_alone(run):
@@ -77,6 +92,9 @@ def break_function(monkeypatch, name, broken):
     module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
     original = getattr(module, name)
     monkeypatch.setattr(module, name, broken)
+    for key, norm in conv.SPATIAL_NORMALIZATIONS.items():
+        if norm.backward is original:
+            monkeypatch.setitem(conv.SPATIAL_NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
     for key, norm in norms.NORMALIZATIONS.items():
         if norm.backward is original:
             monkeypatch.setitem(norms.NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
@@ -96,7 +114,12 @@ def scale_output(function, index, factor):
     return broken
 
 
-NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
+NETS = [
+    f"{net} {n} reg={r} "
+    for net in ("net", "convnet")
+    for n in ("no norm", "batchnorm", "layernorm", "groupnorm")
+    for r in ("0", "3.14")
+]
 
 
 @pytest.mark.parametrize(
@@ -123,8 +146,11 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
                 "batchnorm_backward_alt dgamma",
                 "batchnorm_backward_alt = batchnorm_backward",
                 "spatial batchnorm dgamma",
+                "SPATIAL_NORMALIZATIONS[batchnorm] dgamma",
                 "net batchnorm reg=0 gamma/beta",
                 "net batchnorm reg=3.14 gamma/beta",
+                "convnet batchnorm reg=0 gamma/beta",
+                "convnet batchnorm reg=3.14 gamma/beta",
             ],
         ),
     ],
