@@ -296,7 +296,10 @@ def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[Be
 
 CONV_CHANNELS = [32, 64, 128]
 CONV_BATCH = 64
-TORCH_HINT = "PyTorch not installed: pip install 'bnlab[bench]' (a CPU wheel) to compare"
+TORCH_HINT = (
+    "PyTorch not installed: pip install 'bnlab[bench]' --extra-index-url https://download.pytorch.org/whl/cpu"
+    " (the CPU build) to compare"
+)
 
 
 def bench_conv(quick: bool = False) -> list[BenchRow]:
