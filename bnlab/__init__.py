@@ -1,13 +1,13 @@
 """bnlab: a command-line laboratory for normalization layers in deep networks.
 
 The numerical core is bnlab.nn (numpy only); the lab around it (specs, runs, results) is bnlab.lab.
-`from bnlab import FullyConnectedNet, Solver` imports the core lazily, so that `bnlab --help`
+`from bnlab import FullyConnectedNet, ConvNet, Solver` imports the core lazily, so that `bnlab --help`
 starts without numpy.
 """
 
 __version__ = "0.1.0"
 
-_EXPORTS = {"FullyConnectedNet": "bnlab.nn.nets", "Solver": "bnlab.nn.solver"}
+_EXPORTS = {"FullyConnectedNet": "bnlab.nn.nets", "ConvNet": "bnlab.nn.nets", "Solver": "bnlab.nn.solver"}
 
 
 def __getattr__(name: str):

@@ -1,5 +1,6 @@
 """Benchmarks behind `bnlab bench`: the notebooks' weight-scale sweep end to end, one training
-step, the batch-norm kernels, and start-up time and peak memory.
+step, the batch-norm kernels, the convolutional net against PyTorch, and start-up time and peak
+memory.
 
 Every number is the median of repeated measurements, with the interquartile range (IQR) of those
 measurements as its spread. In-process code runs on one BLAS thread with subnormals flushed, as
@@ -28,10 +29,10 @@ from bnlab import layers
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
 from bnlab.lab.tuning import flush_subnormals
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.solver import Solver
 
-SECTIONS = ("sweep", "step", "batchnorm", "startup")
+SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
 
@@ -81,6 +82,7 @@ def run_benchmarks(
         "sweep": lambda: bench_sweep(Path(spec) if spec is not None else DEFAULT_SPEC, repeats, data_dir),
         "step": lambda: bench_step(quick),
         "batchnorm": lambda: bench_batchnorm(quick),
+        "conv": lambda: bench_conv(quick),
         "startup": lambda: bench_startup(2 if quick else 10),
     }
     rows: list[BenchRow] = []
@@ -290,7 +292,118 @@ def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[Be
     return rows
 
 
-# --- 4. start-up time --------------------------------------------------------------------------
+# --- 4. the convolutional net against PyTorch ------------------------------------------------
+
+CONV_CHANNELS = [32, 64, 128]
+CONV_BATCH = 64
+TORCH_HINT = (
+    "PyTorch not installed: pip install 'bnlab[bench]' --extra-index-url https://download.pytorch.org/whl/cpu"
+    " (the CPU build) to compare"
+)
+
+
+def bench_conv(quick: bool = False) -> list[BenchRow]:
+    """Training images per second of ConvNet(channels=[32, 64, 128], hidden_dims=[],
+    normalization='batchnorm', weight_scale='he') on random (64, 3, 32, 32) float32 batches, one
+    thread: a Solver step (forward, backward, Adam). When torch is importable, the same
+    architecture in PyTorch (Conv2d-BatchNorm2d-ReLU-MaxPool2d x 3, Linear 2048 -> 10, Adam, one
+    thread) is timed in the same rounds, alternating, and the ratio is the median of the rounds'
+    ratios. Also the peak memory numpy allocates during one training step (tracemalloc)."""
+    rounds, steps, warmup = (3, 1, 1) if quick else (15, 4, 5)
+    solver = _conv_solver(CONV_BATCH if not quick else 8)
+    batch = solver.batch_size
+    contenders: dict[str, Callable[[], object]] = {"bnlab ConvNet (numpy)": solver._step}
+    torch_step = _torch_conv_step(batch)
+    if torch_step is not None:
+        contenders["PyTorch (same net)"] = torch_step
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    with _single_core(), _torch_threads(1):
+        for step in contenders.values():
+            for _ in range(warmup):
+                step()
+        for _ in range(rounds):  # alternating, so both see the same machine load
+            for name, step in contenders.items():
+                samples[name].append(batch / _seconds_per_call(step, steps))
+        peak_mb = _peak_traced_mb(solver._step)
+
+    arch = f"batch {batch}, float32, 1 thread"
+    rows = [_row("conv", name, s, unit="img/s", note=arch) for name, s in samples.items()]
+    if torch_step is None:
+        rows.append(BenchRow("conv", "PyTorch (same net)", None, None, 0, "img/s", note=TORCH_HINT))
+    else:
+        ours, theirs = samples.values()
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+        rows.append(_row("conv", "bnlab / PyTorch", ratios, unit="x", note="median of paired ratios"))
+    rows.append(BenchRow("conv", "peak memory of a training step", peak_mb, 0.0, 1, "MB", note="numpy, tracemalloc"))
+    return rows
+
+
+def _conv_solver(batch: int) -> Solver:
+    rng = np.random.RandomState(0)
+    X = rng.randn(8 * batch, 3, 32, 32).astype(np.float32)
+    y = rng.randint(10, size=len(X))
+    model = ConvNet(CONV_CHANNELS, hidden_dims=[], normalization="batchnorm", weight_scale="he", rng=rng)
+    data = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
+    return Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3}, batch_size=batch, rng=rng)
+
+
+def _peak_traced_mb(fn: Callable[[], object]) -> float:
+    """Peak of the memory allocated while fn runs, above what was allocated before (numpy
+    reports its array buffers to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return (tracemalloc.get_traced_memory()[1] - before) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def _torch_conv_step(batch: int) -> Callable[[], object] | None:
+    """One PyTorch training step of the benchmark architecture on a fixed random batch, or None
+    without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    nn = torch.nn
+    blocks: list = []
+    c = 3
+    for f in CONV_CHANNELS:
+        blocks += [nn.Conv2d(c, f, 3, padding=1), nn.BatchNorm2d(f), nn.ReLU(), nn.MaxPool2d(2)]
+        c = f
+    net = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c * 4 * 4, 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    X, y = torch.randn(batch, 3, 32, 32), torch.randint(10, (batch,))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        optimizer.step()
+
+    return step
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's own intra-op thread count (threadpoolctl does not reach it), when torch is loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- 5. start-up time --------------------------------------------------------------------------
 
 
 def bench_startup(repeats: int = 10) -> list[BenchRow]:

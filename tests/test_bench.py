@@ -110,3 +110,23 @@ def test_rows_to_json_round_trips():
 def test_bad_arguments(sections, repeats):
     with pytest.raises(ValueError):
         run_benchmarks(sections, repeats=repeats)
+
+
+def test_conv_rows_with_and_without_torch(monkeypatch):
+    import bnlab.bench as bench
+
+    rows = run_benchmarks({"conv"}, quick=True)
+    by_name = {row.name: row for row in rows}
+    assert_measured(by_name["bnlab ConvNet (numpy)"])
+    assert by_name["bnlab ConvNet (numpy)"].unit == "img/s"
+    memory = by_name["peak memory of a training step"]
+    assert memory.unit == "MB" and memory.median > 0
+    if bench._torch_conv_step(2) is not None:  # torch installed: measured beside, and the ratio of the two
+        assert_measured(by_name["PyTorch (same net)"])
+        assert by_name["bnlab / PyTorch"].unit == "x"
+
+    monkeypatch.setattr(bench, "_torch_conv_step", lambda batch: None)
+    rows = run_benchmarks({"conv"}, quick=True)
+    torch_row = next(row for row in rows if row.name == "PyTorch (same net)")
+    assert torch_row.median is None and "pip install 'bnlab[bench]'" in torch_row.note
+    assert not any(row.name == "bnlab / PyTorch" for row in rows)

@@ -37,7 +37,7 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 250 <= len(names) <= 350
+    assert 330 <= len(names) <= 450
     for layer in (
         "affine dx",
         "affine dw",
@@ -62,6 +62,8 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
         "spatial batchnorm dgamma",
         "spatial groupnorm (G=2) dbeta",
         "dropout (p=0.7) dx",
+        "conv s=1 p=1 k=3 naive dx",
+        "SPATIAL_NORMALIZATIONS[layernorm] dx",
     ):
         assert any(name.startswith(layer) for name in names), layer
     for net in NETS:
@@ -71,6 +73,20 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
         if "no norm" not in net:
             assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
     assert len(NETS) == 4 * (1 + 5 * 2) * 2
+    for net in CONVNETS:
+        assert any(name.startswith(f"{net}W (worst: W") for name in names), net
+
+
+def test_conv_and_pool_cases_cover_the_issues_grid(checks):
+    """Strides 1 and 2, paddings 0 to 2, kernels 3 and 5, non-square inputs; pools that tile and that don't."""
+    names = [c.name for c in checks]
+    conv_rows = [n for n in names if n.startswith("conv s=") and "fast = naive" in n]
+    for part in ("s=1", "s=2", "p=0", "p=1", "p=2", "k=3", "k=5"):
+        assert any(f" {part} " in row for row in conv_rows), part
+    for suffix in ("fast dx", "fast dw", "fast db"):
+        assert sum(n.endswith(suffix) and n.startswith("conv") for n in names) == len(conv_rows)
+    pool_rows = [n for n in names if n.startswith("max_pool") and "fast = naive" in n]
+    assert len(pool_rows) >= 3 and any("2x2 s=2" in r for r in pool_rows) and any("3x3 s=2" in r for r in pool_rows)
 
 
 def test_the_global_rng_is_left_alone(run):
@@ -108,6 +124,9 @@ def break_function(monkeypatch, name, broken):
     module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
     original = getattr(module, name)
     monkeypatch.setattr(module, name, broken)
+    for key, norm in conv.SPATIAL_NORMALIZATIONS.items():
+        if norm.backward is original:
+            monkeypatch.setitem(conv.SPATIAL_NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
     for key, norm in norms.NORMALIZATIONS.items():
         if norm.backward is original:
             monkeypatch.setitem(norms.NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
@@ -127,6 +146,7 @@ def scale_output(function, index, factor):
     return broken
 
 
+CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
 
 
 @pytest.mark.parametrize(
@@ -144,7 +164,7 @@ def scale_output(function, index, factor):
         # The net's layers 2..L take dW from affine_backward.
         (
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
-            ["affine dw"] + [f"{net}W " for net in NETS],
+            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS],
         ),
         # Spatial batch norm and the net use the closed form.
         (
@@ -154,7 +174,10 @@ def scale_output(function, index, factor):
                 "batchnorm_backward_alt = batchnorm_backward",
                 "spatial batchnorm dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
+                "SPATIAL_NORMALIZATIONS[batchnorm] dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
+                "convnet batchnorm reg=0 gamma/beta",
+                "convnet batchnorm reg=3.14 gamma/beta",
             ],
         ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnlab.nn.gradcheck import eval_numerical_gradient, rel_error
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 
 N, D, HIDDEN, C = 6, 15, [20, 30], 10
 EPS = 1e-5
@@ -290,3 +290,122 @@ def test_seed_and_rng_give_reproducible_weights_and_leave_the_global_rng_alone()
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     assert not np.array_equal(a.params["W1"], c.params["W1"])
     assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2:] == after[2:]
+
+
+# --- ConvNet -------------------------------------------------------------------------------------
+
+
+def small_convnet(normalization, hidden_dims=(5,), reg=0.0, **kwargs):
+    rng = np.random.RandomState(3)
+    X, y = rng.randn(6, 3, 8, 6), rng.randint(4, size=6)
+    model = ConvNet(
+        [2, 4],
+        input_dim=(3, 8, 6),
+        num_classes=4,
+        hidden_dims=list(hidden_dims),
+        normalization=normalization,
+        num_groups=2 if hidden_dims == () else 1,
+        reg=reg,
+        weight_scale="he",
+        dtype=np.float64,
+        rng=rng,
+        **kwargs,
+    )
+    return model, X, y
+
+
+@pytest.mark.parametrize("normalization", [None, "layernorm", "groupnorm"])
+def test_convnet_with_a_hidden_layer_matches_numerical_gradients(normalization):
+    # (batch norm is in bnlab gradcheck without the hidden layer, which would cancel some gradients)
+    model, X, y = small_convnet(normalization, reg=0.5)
+    _, grads = model.loss(X, y)
+    assert set(grads) == set(model.params)
+    for name in grads:
+        numerical = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
+        assert rel_error(numerical, grads[name]) < 1e-5, name
+
+
+def test_convnet_parameter_shapes_and_he_init():
+    model = ConvNet([32, 64], kernel_size=5, hidden_dims=[100], normalization="batchnorm", seed=0)
+    p = model.params
+    assert p["W1"].shape == (32, 3, 5, 5) and p["W2"].shape == (64, 32, 5, 5)
+    assert p["W3"].shape == (64 * 8 * 8, 100) and p["W4"].shape == (100, 10)
+    assert p["gamma1"].shape == (32,) and p["beta3"].shape == (100,) and "gamma4" not in p
+    assert all(v.dtype == np.float32 for v in p.values())
+    # fan_in = C*K*K; the sample std of n draws is off by ~1/sqrt(2n) relative (1.4% for W1's 2400)
+    assert abs(p["W1"].std() - np.sqrt(2 / (3 * 25))) < 0.05 * np.sqrt(2 / 75)
+    assert abs(p["W2"].std() - np.sqrt(2 / (32 * 25))) < 0.02 * np.sqrt(2 / 800)
+    xavier = ConvNet([16], weight_scale="xavier", seed=0).params["W1"]
+    assert abs(xavier.std() - np.sqrt(2 / (3 * 9 + 16 * 9))) < 0.05 * np.sqrt(2 / 171)  # fan_out = F*K*K
+    assert len(model.bn_params) == 3
+
+
+def test_convnet_initial_loss_is_log_of_the_classes_with_small_weights():
+    rng = np.random.RandomState(0)
+    model = ConvNet([8, 8], input_dim=(3, 16, 16), weight_scale=1e-3, rng=rng)
+    loss, _ = model.loss(rng.randn(20, 3, 16, 16).astype(np.float32), rng.randint(10, size=20))
+    assert abs(loss - np.log(10)) < 1e-3
+
+
+def test_convnet_records_activation_inputs_of_every_hidden_layer():
+    model, X, y = small_convnet("batchnorm")
+    model.activation_inputs = {}
+    model.loss(X, y)
+    assert sorted(model.activation_inputs) == [1, 2, 3]
+    assert model.activation_inputs[1].shape == (6, 2, 8, 6)  # before the pool
+    assert model.activation_inputs[2].shape == (6, 4, 4, 3)
+    assert model.activation_inputs[3].shape == (6, 5)
+    # batch norm's output, before the ReLU: per channel mean 0 over (N, H, W)
+    np.testing.assert_allclose(model.activation_inputs[1].mean(axis=(0, 2, 3)), 0, atol=1e-10)
+    assert model.activation_name == "relu" and model.normalization == "batchnorm"
+
+
+def test_convnet_pooling_before_the_activation_changes_nothing():
+    model, X, y = small_convnet("groupnorm", reg=0.1)
+    loss, grads = model.loss(X, y)
+    assert model.pool_first
+    model.pool_first = False  # the textbook order: activation, then pool
+    loss2, grads2 = model.loss(X, y)
+    assert loss == pytest.approx(loss2, rel=1e-14)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads2[name], rtol=1e-12, atol=1e-15)
+
+
+def test_convnet_uses_running_statistics_at_test_time():
+    model, X, y = small_convnet("batchnorm")
+    model.loss(X, y)
+    running = model.bn_params[0]["running_mean"]
+    assert running.shape == (2,) and np.any(running != 0)
+    # in test mode a sample's scores do not depend on the rest of the batch
+    np.testing.assert_allclose(model.loss(X)[:2], model.loss(X[:2]), rtol=1e-12)
+
+
+def test_convnet_overfits_a_few_images():
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(20, 3, 8, 8).astype(np.float32), rng.randint(10, size=20)
+    model = ConvNet([8, 16], input_dim=(3, 8, 8), normalization="batchnorm", rng=rng)
+    from bnlab import Solver
+
+    solver = Solver(model, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="adam",
+                    optim_config={"learning_rate": 1e-2}, batch_size=10, num_epochs=30, rng=rng)  # fmt: skip
+    solver.train()
+    assert solver.train_acc_history[-1] == 1.0
+
+
+def test_convnet_invalid_settings_are_rejected():
+    with pytest.raises(ValueError, match="normalization"):
+        ConvNet([8], normalization="batch")
+    with pytest.raises(ValueError, match="odd"):
+        ConvNet([8], kernel_size=4)
+    with pytest.raises(ValueError, match="num_groups=3 must divide"):
+        ConvNet([8], normalization="groupnorm", num_groups=3)
+    with pytest.raises(ValueError, match="activation"):
+        ConvNet([8], activation="gelu")
+    with pytest.raises(ValueError, match="pixels"):
+        ConvNet([8] * 6)
+
+
+def test_convnet_is_exported_from_bnlab():
+    import bnlab
+
+    assert bnlab.ConvNet is ConvNet

@@ -415,3 +415,27 @@ def test_results_have_the_permissions_of_ordinary_files(tmp_path, monkeypatch):
     assert len(folders) == 4 and len(files) == 2 + 4 * len(RUN_FILES)
     assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o755}
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
+
+
+def test_a_conv_run_is_the_notebook_cell_it_describes(tmp_path):
+    """model.architecture: conv builds the ConvNet for the data's (3, 32, 32) images from the run's
+    RandomState, then trains it as a notebook cell would."""
+    text = (
+        "name: conv\ndata: {num_train: 40, num_val: 20, num_test: 10}\n"
+        "model: {architecture: conv, channels: [4], kernel_size: 5, hidden_dims: [8], normalization: groupnorm,"
+        " num_groups: 2, weight_scale: he}\n"
+        "solver: {update_rule: adam, batch_size: 20, num_epochs: 1}\nseeds: [3]\n"
+    )
+    run_experiment(experiment_from_text(text, "conv.yaml"), tmp_path, serial())
+    run_dir = tmp_path / "conv" / "seed=3"
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "done"
+
+    data = load_cifar10(num_train=40, num_val=20, num_test=10)
+    rs = np.random.RandomState(3)
+    model = bnlab.ConvNet([4], kernel_size=5, hidden_dims=[8], normalization="groupnorm", num_groups=2,
+                          weight_scale="he", rng=rs)  # fmt: skip
+    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3}, batch_size=20,
+                    num_epochs=1, rng=rs)  # fmt: skip
+    with threadpool_limits(limits=1):
+        solver.train()
+    assert [float(h["loss"]) for h in read_csv(run_dir / "history.csv")] == [float(x) for x in solver.loss_history]

@@ -277,6 +277,7 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "layernorm_batch_size": (4, 3, ["model.normalization", "solver.batch_size"]),
     "norm_batch_size": (12, 3, ["model.normalization", "solver.batch_size"]),
     "smoke": (2, 2, ["model.normalization"]),
+    "cnn_norm": (8, 3, ["model.normalization", "solver.batch_size"]),
 }
 
 
@@ -752,6 +753,29 @@ BAD_SPECS = [
     ("plot-batch-size-not-swept", BASE + "sweep:\n  model.weight_scale: [0.1, 0.2]\nplots: [{kind: batch_size}]\n",
      ["plots[0]: a batch_size figure needs solver.batch_size in the sweep"]),
     ("plot-unknown-kind", BASE + "plots: [{kind: heatmap}]\n", ["plots.0.kind:", "'history'", "'heatmap'"]),
+    ("weight-scale-unknown-init", _replace("weight_scale: 1.0e-2", "weight_scale: kaiming"),
+     ["model.weight_scale:", "'he' or 'xavier'", "'kaiming'"]),
+    ("unknown-architecture", _replace("weight_scale: 1.0e-2", "architecture: cnn"),
+     [":4:3: model.architecture:", "'fc' or 'conv'", "'cnn'"]),
+    ("conv-without-channels", _replace("weight_scale: 1.0e-2", "architecture: conv"),
+     [":2:1: model:", "channels is required for architecture conv"]),
+    ("fc-with-channels", _replace("weight_scale: 1.0e-2", "channels: [8]"),
+     ["model:", "channels is only for architecture conv"]),
+    ("fc-without-hidden-dims", BASE.replace("  hidden_dims: [100, 100]\n", ""),
+     ["model:", "hidden_dims is required for architecture fc"]),
+    ("conv-even-kernel", _replace("weight_scale: 1.0e-2", "architecture: conv\n  channels: [8]\n  kernel_size: 4"),
+     ["model:", "kernel_size must be odd", "got 4"]),
+    ("conv-channels-empty", _replace("weight_scale: 1.0e-2", "architecture: conv\n  channels: []"),
+     ["model.channels:", "at least 1"]),
+    ("conv-too-many-blocks", _replace("weight_scale: 1.0e-2", "architecture: conv\n  channels: [8, 8, 8, 8, 8, 8]"),
+     ["model.channels:", "at most 5"]),
+    ("conv-dropout", _replace("weight_scale: 1.0e-2", "architecture: conv\n  channels: [8]\n  dropout_keep_ratio: 0.5"),
+     ["model:", "no dropout"]),
+    ("conv-groupnorm-channels", _replace("weight_scale: 1.0e-2", "architecture: conv\n  channels: [8, 12]\n"
+                                         "  normalization: groupnorm\n  num_groups: 5"),
+     ["model:", "num_groups=5 must divide every width (channels and hidden_dims) [8, 12, 100, 100]"]),
+    ("swept-architecture-without-channels", BASE + "sweep:\n  model.architecture: [fc, conv]\n",
+     ["sweep run (model.architecture='conv'): model:", "channels is required"]),
 ]  # fmt: skip
 
 
@@ -762,6 +786,24 @@ def test_bad_spec(text, expected):
     assert "\n" not in message, message  # one line for the CLI
     for part in expected:
         assert part in message, message
+
+
+def test_conv_spec_resolves_with_optional_hidden_dims_and_sweeps_channels():
+    text = BASE.replace("  hidden_dims: [100, 100]\n", "  architecture: conv\n  channels: [16, 32]\n")
+    text = text.replace("weight_scale: 1.0e-2", "weight_scale: he")
+    experiment = expt(text + "sweep:\n  model.channels: [[8], [16, 32]]\n  model.kernel_size: [3, 5]\n")
+    assert len(experiment.runs) == 4
+    model = experiment.runs[-1].config["model"]
+    assert model["architecture"] == "conv" and model["channels"] == [16, 32] and model["kernel_size"] == 5
+    assert model["hidden_dims"] is None and model["weight_scale"] == "he"
+    assert [run.run_id for run in experiment.runs][:2] == ["channels=8__kernel_size=3__seed=0",
+                                                           "channels=8__kernel_size=5__seed=0"]  # fmt: skip
+    assert "model.architecture" in field_paths() and "model.channels" in field_paths()
+
+
+def test_fc_is_the_default_architecture():
+    model = expt(BASE).runs[0].config["model"]
+    assert model["architecture"] == "fc" and model["channels"] is None
 
 
 # --- field paths -----------------------------------------------------------------------------------
@@ -933,7 +975,8 @@ def schema_specs(draw):
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = draw(st.one_of(scalars, values))
+        if isinstance(node, dict):  # an earlier path may have set a parent (optim_config) to a scalar
+            node[leaf] = draw(st.one_of(scalars, values))
     if draw(st.booleans()):
         raw["seeds"] = draw(st.one_of(st.lists(numbers, max_size=3), numbers))
     raw["sweep"] = draw(st.one_of(sweep_blocks, st.lists(sweep_blocks, max_size=3), values))

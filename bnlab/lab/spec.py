@@ -1,7 +1,8 @@
 """Experiment specs: YAML in, validated runs out.
 
 A spec names an experiment and gives the `data`, `model` and `solver` sections (every option of
-the data loader, FullyConnectedNet and Solver), the `seeds`, a `sweep` and optional `plots`:
+the data loader, FullyConnectedNet or ConvNet (model.architecture: fc | conv) and Solver), the
+`seeds`, a `sweep` and optional `plots`:
 
     name: deep_bn
     model: {hidden_dims: [100, 100, 100, 100, 100], weight_scale: 2e-2}
@@ -43,6 +44,7 @@ class _Section(BaseModel):
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what numpy.random.RandomState accepts
+MAX_CONV_BLOCKS = 5  # each block halves CIFAR-10's 32x32 images
 MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
 
 
@@ -65,8 +67,12 @@ def _weight_scale(value: Any) -> Any:
     )
 
 
+CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spatial ones of nn.conv
+
+
 class ModelSpec(_Section):
-    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    # hidden_dims: the fully connected hidden widths; required for fc, optional (none) for conv.
+    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
     normalization: Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"] | None = None
     num_groups: PositiveInt = 5
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
@@ -80,11 +86,35 @@ class ModelSpec(_Section):
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     dtype: Literal["float32", "float64"] = "float32"
+    architecture: Literal["fc", "conv"] = "fc"
+    channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
+    kernel_size: PositiveInt = 3
 
     @model_validator(mode="after")
-    def _groups_divide_widths(self) -> ModelSpec:
-        if self.normalization == "groupnorm" and any(h % self.num_groups for h in self.hidden_dims):
-            raise ValueError(f"num_groups={self.num_groups} must divide every hidden width {self.hidden_dims}")
+    def _fits_architecture(self) -> ModelSpec:
+        if self.architecture == "fc":
+            if self.hidden_dims is None:
+                raise ValueError("hidden_dims is required for architecture fc (the widths of the hidden layers)")
+            if self.channels is not None:
+                raise ValueError("channels is only for architecture conv; remove it or set architecture: conv")
+        else:
+            if self.channels is None:
+                raise ValueError("channels is required for architecture conv (the filters of each conv block)")
+            if self.kernel_size % 2 == 0:
+                raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
+            if self.dropout_keep_ratio != 1:
+                raise ValueError("dropout_keep_ratio: the conv net has no dropout; leave it at 1")
+            if self.normalization not in CONV_NORMALIZATIONS:
+                raise ValueError(
+                    f"normalization {self.normalization!r} is for architecture fc only; "
+                    f"conv nets take {', '.join(map(str, CONV_NORMALIZATIONS))}"
+                )
+            if self.norm_position != "before":
+                raise ValueError("norm_position: conv nets normalize before the activation only; leave it at before")
+        widths = [*(self.channels or []), *(self.hidden_dims or [])]
+        if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
+            kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
+            raise ValueError(f"num_groups={self.num_groups} must divide every {kind} {widths}")
         return self
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.solver import Solver
 
 
@@ -69,13 +69,7 @@ def train_run(
     model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
     try:
         rng = np.random.RandomState(config["seed"])
-        model = FullyConnectedNet(
-            input_dim=int(np.prod(data["X_train"].shape[1:])),
-            num_classes=10,
-            dtype=np.dtype(model_cfg.pop("dtype")).type,
-            rng=rng,
-            **model_cfg,
-        )
+        model = build_model(model_cfg, data["X_train"].shape[1:], rng)
         solver = Solver(
             model,
             data,
@@ -108,6 +102,23 @@ def train_run(
         wall_s=time.perf_counter() - clock,
         peak_rss_mb=_peak_rss_mb(),
     )
+
+
+def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState):
+    """The net a run's model section describes (architecture fc or conv), for inputs of one
+    sample's shape, e.g. (3, 32, 32), its weights drawn from rng."""
+    cfg = dict(model_cfg)
+    architecture = cfg.pop("architecture", "fc")
+    channels, kernel_size = cfg.pop("channels", None), cfg.pop("kernel_size", 3)
+    cfg["dtype"] = np.dtype(cfg["dtype"]).type
+    if architecture == "conv":
+        # The spec holds these at their defaults for conv nets: no dropout, the norm before the
+        # activation, no batch renorm.
+        for fc_only in ("dropout_keep_ratio", "norm_position", "renorm_rmax", "renorm_dmax", "renorm_warmup"):
+            cfg.pop(fc_only, None)
+        cfg["hidden_dims"] = cfg.get("hidden_dims") or []
+        return ConvNet(channels, kernel_size=kernel_size, input_dim=tuple(input_shape), num_classes=10, rng=rng, **cfg)
+    return FullyConnectedNet(input_dim=int(np.prod(input_shape)), num_classes=10, rng=rng, **cfg)
 
 
 def _peak_rss_mb() -> float | None:

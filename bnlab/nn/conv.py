@@ -1,15 +1,242 @@
-"""Convolutional layers: spatial normalizations of x (N, C, H, W), one function per pass."""
+"""Convolutional layers of x (N, C, H, W): convolution, max pooling, spatial normalizations.
+
+CS231n's names and conventions: w (F, C, HH, WW), conv_param {'stride', 'pad'}, pool_param
+{'pool_height', 'pool_width', 'stride'}; forward returns (out, cache), backward takes (dout, cache).
+The *_naive functions are plain loops, the readable reference; the *_fast ones are vectorized numpy.
+
+Memory layout. The fast layers compute channels-last: they read x through x.transpose(0, 2, 3, 1)
+and return their (N, C, H, W) result as a transposed view of an (N, H, W, C) array (PyTorch's
+"channels_last" memory format). Shapes and values are the NCHW ones, so any numpy code may use
+them; a chain of fast layers never transposes in memory, because each one's channels-last view of
+the previous output is already contiguous, and the normalization's (N*H*W, C) view of it is free.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from bnlab.nn import norms
+from bnlab.nn.norms import Normalization
 
 Array = np.ndarray
 Cache = tuple[Any, ...]
+
+
+def _output_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
+    return 1 + (size + 2 * pad - kernel) // stride
+
+
+def _channels_last(x: Array) -> Array:
+    """x (N, C, H, W) as a C-contiguous (N, H, W, C) array: a view when x is channels-last in
+    memory (what the fast layers return), one copy otherwise."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+# --- convolution -----------------------------------------------------------------------------
+
+
+def conv_forward_naive(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[Array, Cache]:
+    """Convolution (cross-correlation, as every deep-learning library) by loops over every output.
+
+    Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,) -> out (N, F, H', W') with
+    H' = 1 + (H + 2 * pad - HH) // stride, W' likewise. x is zero-padded by `pad` on each side.
+    """
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    n, _, h, w_in = x.shape
+    f, _, hh, ww = w.shape
+    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((n, f, h_out, w_out), dtype=x.dtype)
+    for i in range(n):
+        for k in range(f):
+            for r in range(h_out):
+                for c in range(w_out):
+                    window = xp[i, :, r * stride : r * stride + hh, c * stride : c * stride + ww]
+                    out[i, k, r, c] = np.sum(window * w[k]) + b[k]
+    return out, (x, w, conv_param)
+
+
+def conv_backward_naive(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Each output's gradient flows back to the window and the filter that made it.
+
+    Shapes: dout (N, F, H', W') -> dx (N, C, H, W), dw (F, C, HH, WW), db (F,).
+    """
+    x, w, conv_param = cache
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    n, _, h, w_in = x.shape
+    f, _, hh, ww = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    db = dout.sum(axis=(0, 2, 3))
+    for i in range(n):
+        for k in range(f):
+            for r in range(dout.shape[2]):
+                for c in range(dout.shape[3]):
+                    rows, cols = slice(r * stride, r * stride + hh), slice(c * stride, c * stride + ww)
+                    dw[k] += dout[i, k, r, c] * xp[i, :, rows, cols]
+                    dxp[i, :, rows, cols] += dout[i, k, r, c] * w[k]
+    return dxp[:, :, pad : pad + h, pad : pad + w_in], dw, db
+
+
+def conv_forward_fast(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[Array, Cache]:
+    """Convolution as one matrix product (im2col), the same function as conv_forward_naive.
+
+    The zero-padded input is copied once, channels-last, into xp (N, H+2p, W+2p, C); the windows
+    are a strided view of it, (N, H', W', HH, WW*C), since a window row's WW*C values are
+    contiguous there; they are copied once into cols (N*H'*W', HH*WW*C), and out = cols @ w_mat + b
+    is directly the channels-last output. The cache keeps cols (for dw) and w (for dx), not x.
+    Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,) -> out (N, F, H', W'), channels-last in memory.
+    """
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    n, c, h, w_in = x.shape
+    f, _, hh, ww = w.shape
+    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+
+    xp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=x.dtype)
+    xp[:, pad : pad + h, pad : pad + w_in, :] = x.transpose(0, 2, 3, 1)
+    s_n, s_h, s_w, s_c = xp.strides
+    windows = as_strided(
+        xp, shape=(n, h_out, w_out, hh, ww * c), strides=(s_n, s_h * stride, s_w * stride, s_h, s_c), writeable=False
+    )
+    cols = np.empty((n * h_out * w_out, hh * ww * c), dtype=x.dtype)
+    cols.reshape(windows.shape)[...] = windows
+    w_mat = w.transpose(2, 3, 1, 0).reshape(hh * ww * c, f)  # rows in the (HH, WW, C) order of cols
+    out = cols @ w_mat
+    out += b
+    return out.reshape(n, h_out, w_out, f).transpose(0, 3, 1, 2), (cols, w, x.shape, conv_param)
+
+
+def conv_backward_fast(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Backward of conv_forward_fast: dw = cols.T @ dout; the gradient of the windows, dcols, as one
+    stacked matrix product laid out (HH, WW, N, H', W', C), so that col2im is one vectorized add of
+    a contiguous block per kernel offset into a strided slice of dx (HH*WW adds, no loop over
+    samples or pixels).
+
+    Shapes: dout (N, F, H', W') -> dx (N, C, H, W) (channels-last in memory), dw (F, C, HH, WW), db (F,).
+    """
+    cols, w, x_shape, conv_param = cache
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    n, c, h, w_in = x_shape
+    f, _, hh, ww = w.shape
+    dout_flat = _channels_last(dout).reshape(-1, f)
+    dw, db = _conv_param_grads(dout_flat, cols, w.shape)
+
+    h_out, w_out = dout.shape[2:]
+    dcols = np.matmul(dout_flat, w.transpose(2, 3, 0, 1)).reshape(hh, ww, n, h_out, w_out, c)
+    dxp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=dout.dtype)
+    for i in range(hh):
+        for j in range(ww):
+            dxp[:, i : i + stride * h_out : stride, j : j + stride * w_out : stride, :] += dcols[i, j]
+    return dxp[:, pad : pad + h, pad : pad + w_in, :].transpose(0, 3, 1, 2), dw, db
+
+
+def conv_backward_fast_params(dout: Array, cache: Cache) -> tuple[Array, Array]:
+    """conv_backward_fast without dx: a net's first layer, whose input gradient nobody needs.
+
+    Shapes: dout (N, F, H', W') -> dw (F, C, HH, WW), db (F,).
+    """
+    cols, w, _, _ = cache
+    return _conv_param_grads(_channels_last(dout).reshape(-1, w.shape[0]), cols, w.shape)
+
+
+def _conv_param_grads(dout_flat: Array, cols: Array, w_shape: tuple[int, ...]) -> tuple[Array, Array]:
+    f, c, hh, ww = w_shape
+    dw = (cols.T @ dout_flat).reshape(hh, ww, c, f).transpose(3, 2, 0, 1)
+    return np.ascontiguousarray(dw), dout_flat.sum(axis=0)
+
+
+# --- max pooling -----------------------------------------------------------------------------
+
+
+def max_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
+    """Max over each pool_height x pool_width window, windows `stride` apart, no padding.
+
+    Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
+    """
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, _output_size(h, ph, stride), _output_size(w, pw, stride)), dtype=x.dtype)
+    for r in range(out.shape[2]):
+        for col in range(out.shape[3]):
+            out[:, :, r, col] = x[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw].max(axis=(2, 3))
+    return out, (x, pool_param)
+
+
+def max_pool_backward_naive(dout: Array, cache: Cache) -> Array:
+    """Each window's gradient goes to its maximum (the first one, row by row, on ties).
+
+    Shapes: dout (N, C, H', W') -> dx (N, C, H, W).
+    """
+    x, pool_param = cache
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    dx = np.zeros_like(x)
+    for i in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            for r in range(dout.shape[2]):
+                for col in range(dout.shape[3]):
+                    window = x[i, k, r * stride : r * stride + ph, col * stride : col * stride + pw]
+                    a, b = np.unravel_index(np.argmax(window), window.shape)
+                    dx[i, k, r * stride + a, col * stride + b] += dout[i, k, r, col]
+    return dx
+
+
+def max_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
+    """max_pool_forward_naive vectorized over the window offsets, the same function.
+
+    2x2 windows that tile the input (stride 2, even H and W: every conv net's pool) take the fast
+    road: the maximum of each row's pair of columns, then of the pair of rows, as contiguous views
+    of the channels-last input. Other windows fall back to a running maximum over the
+    pool_height * pool_width strided views x[:, :, a::stride, b::stride]. The cache keeps only
+    which offset won (uint8, the first in row-major order on ties, as the naive pass): 1/16 of the
+    input's bytes in float32.
+    Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory.
+    """
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    n, c, h, w = x.shape
+    h_out, w_out = _output_size(h, ph, stride), _output_size(w, pw, stride)
+    if ph == pw == stride == 2 and h % 2 == 0 and w % 2 == 0:
+        pairs = _channels_last(x).reshape(n, h, w_out, 2, c)
+        left, right = pairs[..., 0, :], pairs[..., 1, :]
+        row_max = np.maximum(left, right).reshape(n, h_out, 2, w_out, c)
+        row_arg = np.greater(right, left).view(np.uint8).reshape(n, h_out, 2, w_out, c)  # 1: right column
+        top, bottom = row_max[:, :, 0], row_max[:, :, 1]
+        argmax = np.where(bottom > top, row_arg[:, :, 1] + np.uint8(2), row_arg[:, :, 0])  # offsets 0..3
+        out = np.maximum(top, bottom)
+    else:
+        xl = x.transpose(0, 2, 3, 1)
+        out = xl[:, : stride * h_out : stride, : stride * w_out : stride, :].copy()
+        argmax = np.zeros(out.shape, dtype=np.uint8)
+        for k in range(1, ph * pw):
+            a, b = divmod(k, pw)
+            candidate = xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+            np.copyto(argmax, k, where=candidate > out)
+            np.maximum(out, candidate, out=out)
+    return out.transpose(0, 3, 1, 2), (argmax, x.shape, pool_param)
+
+
+def max_pool_backward_fast(dout: Array, cache: Cache) -> Array:
+    """Backward of max_pool_forward_fast: for each window offset, dout where that offset won.
+
+    Windows that tile the input write each input once; others accumulate into zeros.
+    Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory.
+    """
+    argmax, (n, c, h, w), pool_param = cache
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    h_out, w_out = argmax.shape[1:3]
+    tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
+    dx = (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype)
+    dout_l = dout.transpose(0, 2, 3, 1)
+    for k in range(ph * pw):
+        a, b = divmod(k, pw)
+        view = dx[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+        if tiles:
+            np.multiply(dout_l, argmax == k, out=view)
+        else:
+            view += dout_l * (argmax == k)
+    return dx.transpose(0, 3, 1, 2)
 
 
 # --- spatial (convolutional) normalization ---------------------------------------------------
@@ -19,10 +246,11 @@ def spatial_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dic
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W.
 
     gamma, beta (C,); bn_param as for batchnorm_forward. Implemented as batchnorm_forward on the
-    (N*H*W, C) view of the channels-last array.
+    (N*H*W, C) view of the channels-last array (free when x is channels-last in memory); out is
+    channels-last in memory.
     """
     n, c, h, w = x.shape
-    flat = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    flat = _channels_last(x).reshape(-1, c)
     out, cache = norms.batchnorm_forward(flat, gamma, beta, bn_param)
     return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), cache
 
@@ -30,37 +258,70 @@ def spatial_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dic
 def spatial_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     """Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
     n, c, h, w = dout.shape
-    flat = dout.transpose(0, 2, 3, 1).reshape(-1, c)
+    flat = _channels_last(dout).reshape(-1, c)
     dx, dgamma, dbeta = norms.batchnorm_backward_alt(flat, cache)
     return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
 
 
 def spatial_groupnorm_forward(x: Array, gamma: Array, beta: Array, G: int, gn_param: dict) -> tuple[Array, Cache]:
     """Group normalization of x (N, C, H, W): channels split into G groups, each group normalized
-    over its channels and all H, W positions of one sample. gamma, beta (1, C, 1, 1).
+    over its channels and all H, W positions of one sample. G = 1 is layer normalization over
+    (C, H, W). gamma, beta: C values, shaped (C,) or (1, C, 1, 1); gn_param may hold 'eps' (1e-5).
+
+    Computed on the channels-last (N, H*W, C) view: sums over H*W per channel first (a reduction
+    with a contiguous inner axis), then over each group's channels; out is channels-last in memory.
     """
     eps = gn_param.get("eps", 1e-5)
     n, c, h, w = x.shape
-    grouped = x.reshape(n, G, -1)
-    mean = grouped.mean(axis=2, keepdims=True)
-    centered = grouped - mean
-    var = (centered * centered).mean(axis=2, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = (centered * inv_std).reshape(n, c, h, w)
-    out = gamma * x_hat + beta
-    return out, (x_hat, gamma, inv_std, G)
+    xl = _channels_last(x).reshape(n, h * w, c)
+    x_hat = xl - _group_mean(xl.sum(axis=1), G, h * w)
+    inv_std = 1.0 / np.sqrt(_group_mean(np.einsum("npc,npc->nc", x_hat, x_hat), G, h * w) + eps)
+    x_hat *= inv_std
+    out = x_hat * gamma.reshape(c)
+    out += beta.reshape(c)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), (x_hat, gamma, inv_std, G)
 
 
 def spatial_groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
-    """Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)."""
+    """The group-norm closed form per (sample, group), with dx_hat = gamma * dout:
+        dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)).
+    Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma and dbeta shaped as gamma.
+    """
     x_hat, gamma, inv_std, G = cache
-    n, c, h, w = dout.shape
-    dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
-    dgamma = (dout * x_hat).sum(axis=(0, 2, 3), keepdims=True)
-    dx_hat = (dout * gamma).reshape(n, G, -1)
-    x_hat_g = x_hat.reshape(n, G, -1)
-    m = x_hat_g.shape[2]
-    dx = inv_std * (
-        dx_hat - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
-    )
-    return dx.reshape(n, c, h, w), dgamma, dbeta
+    n, hw, c = x_hat.shape
+    dout_l = _channels_last(dout).reshape(n, hw, c)
+    dbeta = dout_l.sum(axis=(0, 1)).reshape(gamma.shape)
+    dgamma = np.einsum("npc,npc->c", dout_l, x_hat).reshape(gamma.shape)
+    dx_hat = dout_l * gamma.reshape(c)
+    dx = dx_hat - _group_mean(dx_hat.sum(axis=1), G, hw)
+    dx -= x_hat * _group_mean(np.einsum("npc,npc->nc", dx_hat, x_hat), G, hw)
+    dx *= inv_std
+    return dx.reshape(n, *dout.shape[2:], c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def _group_mean(channel_sums: Array, G: int, positions: int) -> Array:
+    """Per-channel sums over the positions (N, C) -> each group's mean, repeated for each of its
+    channels, shaped (N, 1, C) to broadcast against (N, H*W, C)."""
+    n, c = channel_sums.shape
+    means = channel_sums.reshape(n, G, c // G).sum(axis=2) / (positions * (c // G))
+    return np.repeat(means, c // G, axis=1)[:, None, :]
+
+
+# --- the table conv nets use: name -> forward(x, gamma, beta, param), backward(dout, cache) ---
+
+
+def _spatial_groupnorm(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
+    return spatial_groupnorm_forward(x, gamma, beta, param["num_groups"], param)
+
+
+def _spatial_layernorm(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
+    return spatial_groupnorm_forward(x, gamma, beta, 1, param)
+
+
+# As norms.NORMALIZATIONS, for x (N, C, H, W) and gamma, beta (C,): batch norm per channel over
+# (N, H, W), group norm per sample over (channels of a group, H, W), layer norm over (C, H, W).
+SPATIAL_NORMALIZATIONS: dict[str, Normalization] = {
+    "batchnorm": Normalization(spatial_batchnorm_forward, spatial_batchnorm_backward),
+    "layernorm": Normalization(_spatial_layernorm, spatial_groupnorm_backward),
+    "groupnorm": Normalization(_spatial_groupnorm, spatial_groupnorm_backward),
+}

@@ -1,10 +1,11 @@
 """The notebooks' gradient checks as data, for `bnlab gradcheck` to show as a table.
 
-Every backward pass in bnlab.nn is compared with centred differences of its forward pass, and
-the FullyConnectedNet's gradients with centred differences of its loss, for each activation,
-normalization and norm position, with and without L2 regularization. Everything runs in float64
-on fixed seeds of private RandomStates, so the table is the same on every run and numpy's global
-RNG is left untouched.
+Every backward pass in bnlab.nn is compared with centred differences of its forward pass (the
+fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
+non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
+each activation, normalization and norm position, the ConvNet's for each normalization, with and
+without L2 regularization. Everything runs in float64 on fixed seeds of private RandomStates, so
+the table is the same on every run and numpy's global RNG is left untouched.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from functools import partial
 import numpy as np
 
 from bnlab.nn import conv, layers, norms
+from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
 
 SEED = 231
@@ -37,6 +39,7 @@ NET_SCALE = 2e-1
 # inputs, while a wrong one is off by 1e-3 or more.
 LINEAR = 1e-8  # affine, relu, dropout: linear in each input, only rounding remains
 NORM = 1e-7  # normalizations and softmax: the notebooks expect errors of 1e-13 to 1e-8
+CONV = 1e-7  # a convolution's dx sums up to K*K products, and entries near the border are small
 SAME = 1e-10  # two exact formulas for one gradient differ only by rounding
 # rel_error is taken entry by entry, and in the net some entries of dW are ~1e-7 (of db, dgamma,
 # dbeta ~1e-6), where the ~1e-11 rounding noise of the numerical gradient alone is a relative error
@@ -62,14 +65,18 @@ class GradCheck:
 
 
 def run_gradchecks() -> list[GradCheck]:
-    """All checks, layers first, then the net for each activation, normalization, position and
-    regularization (without a normalization both positions are the same net: checked once)."""
-    checks = _layer_checks()
+    """All checks: layers, convolution and pooling, then the fully connected net for each
+    activation, normalization, position and regularization (without a normalization both positions
+    are the same net: checked once), then the conv net for each normalization and regularization."""
+    checks = _layer_checks() + _conv_checks()
     for activation in ACTIVATIONS:
         for normalization in (None, *NORMALIZATIONS):
             for position in ("before",) if normalization is None else ("before", "after"):
                 for reg in REGS:
                     checks += _net_checks(activation, normalization, position, reg)
+    for normalization in (None, *SPATIAL_NORMALIZATIONS):
+        for reg in REGS:
+            checks += _convnet_checks(normalization, reg)
     return checks
 
 
@@ -290,13 +297,73 @@ def _batchrenorm_checks() -> list[GradCheck]:
     return checks
 
 
+# --- convolution, pooling, spatial norms ----------------------------------------------------
+
+# (stride, pad, kernel, input (N, C, H, W)): strides 1 and 2, paddings 0 to 2, kernels 3 and 5,
+# non-square inputs, windows that do not fit the input exactly.
+CONV_CASES = [(1, 1, 3, (2, 3, 5, 4)), (2, 0, 3, (2, 2, 7, 6)), (2, 2, 5, (2, 2, 6, 5)), (1, 0, 5, (1, 2, 6, 7))]
+# (pool_height, pool_width, stride, input): 2x2 tiles (the fast road), and the fallback for
+# overlapping windows, non-square windows and inputs the windows do not tile.
+POOL_CASES = [(2, 2, 2, (2, 3, 4, 6)), (3, 3, 2, (2, 2, 7, 5)), (2, 3, 1, (1, 2, 4, 5)), (2, 2, 2, (1, 2, 5, 7))]
+
+
+def _conv_checks() -> list[GradCheck]:
+    checks: list[GradCheck] = []
+    for stride, pad, k, shape in CONV_CASES:
+        rng = np.random.RandomState(SEED)
+        x, w, b = rng.randn(*shape), rng.randn(3, shape[1], k, k), rng.randn(3)
+        conv_param = {"stride": stride, "pad": pad}
+        label = f"conv s={stride} p={pad} k={k} x{shape}"
+        out, cache = conv.conv_forward_fast(x, w, b, conv_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.conv_forward_naive(x, w, b, conv_param)
+        naive = (naive_out, *conv.conv_backward_naive(dout, naive_cache))
+        fast = (out, *conv.conv_backward_fast(dout, cache))
+        error = max(rel_error(a, f) for a, f in zip(naive, fast, strict=True))
+        checks.append(GradCheck(f"{label} fast = naive (out, dx, dw, db)", error, SAME))
+        checks += _backward_vs_numerical(
+            f"{label} fast", conv.conv_forward_fast, conv.conv_backward_fast, (x, w, b, conv_param),
+            ("dx", "dw", "db"), dout, CONV,
+        )  # fmt: skip
+    rng = np.random.RandomState(SEED)
+    x, w, b = rng.randn(2, 2, 4, 5), rng.randn(3, 2, 3, 3), rng.randn(3)
+    checks += _backward_vs_numerical(
+        "conv s=1 p=1 k=3 naive", conv.conv_forward_naive, conv.conv_backward_naive, (x, w, b, {"stride": 1, "pad": 1}),
+        ("dx", "dw", "db"), rng.randn(2, 3, 4, 5), CONV,
+    )  # fmt: skip
+
+    for ph, pw, stride, shape in POOL_CASES:
+        rng = np.random.RandomState(SEED)
+        # Distinct values 0.01 apart: no window holds two maxima within the difference step.
+        x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01
+        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+        label = f"max_pool {ph}x{pw} s={stride} x{shape}"
+        out, cache = conv.max_pool_forward_fast(x, pool_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.max_pool_forward_naive(x, pool_param)
+        error = max(rel_error(naive_out, out), rel_error(conv.max_pool_backward_naive(dout, naive_cache),
+                                                         conv.max_pool_backward_fast(dout, cache)))  # fmt: skip
+        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
+        for kind in ("naive", "fast"):
+            forward, backward = getattr(conv, f"max_pool_forward_{kind}"), getattr(conv, f"max_pool_backward_{kind}")
+            args = (x, pool_param)
+            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
+
+    for name, norm in SPATIAL_NORMALIZATIONS.items():
+        rng = np.random.RandomState(SEED)
+        x, gamma, beta = _normalized_input(rng, (3, 4, 3, 2)), rng.randn(4), rng.randn(4)
+        checks += _backward_vs_numerical(
+            f"SPATIAL_NORMALIZATIONS[{name}]", norm.forward, norm.backward,
+            (x, gamma, beta, {"mode": "train", "num_groups": 2}), ("dx", "dgamma", "dbeta"), rng.randn(*x.shape), NORM,
+        )  # fmt: skip
+    return checks
+
+
 # --- the net ---------------------------------------------------------------------------------
 
 
 def _net_checks(activation: str, normalization: str | None, position: str, reg: float) -> list[GradCheck]:
-    """The net's gradients against numerical ones: one row per kind of parameter (weights, biases,
-    gammas and betas) with the worst parameter named, and where batch (re)norm follows the affine
-    layer a row showing that the biases it cancels get zero gradient."""
+    """The fully connected net's gradients against numerical ones (see _model_checks)."""
     rng = np.random.RandomState(SEED)
     n, d, hidden_dims, c = NET_SIZES
     X, y = rng.randn(n, d), rng.randint(c, size=n)
@@ -325,14 +392,49 @@ def _net_checks(activation: str, normalization: str | None, position: str, reg: 
             bn_param.update(running_mean=np.full(width, -10.0), running_std=np.full(width, 1e-3))
         initial_bn_params = copy.deepcopy(model.bn_params)
 
+    label = f"net {activation} {normalization or 'no norm'}"
+    label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
+    cancelled = normalization in ("batchnorm", "batchrenorm") and position == "before"
+    return _model_checks(label, model, X, y, cancelled, initial_bn_params)
+
+
+def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
+    """The conv net's gradients against numerical ones: two conv blocks (8x6 -> 4x3 -> 2x1, so the
+    second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
+    there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
+    that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
+    rng = np.random.RandomState(SEED)
+    X, y = rng.randn(6, 3, 8, 6), rng.randint(5, size=6)
+    model = ConvNet(
+        [2, 4],
+        input_dim=(3, 8, 6),
+        num_classes=5,
+        hidden_dims=[],
+        normalization=normalization,
+        num_groups=2,
+        reg=reg,
+        weight_scale="he",
+        dtype=np.float64,
+        rng=rng,
+    )
+    label = f"convnet {normalization or 'no norm'} reg={reg:g}"
+    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+
+
+def _model_checks(
+    label: str, model, X: np.ndarray, y: np.ndarray, cancelled: bool, initial_bn_params: list | None = None
+) -> list[GradCheck]:
+    """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
+    gammas and betas) with the worst parameter named, and where batch (re)norm follows the affine
+    layer (`cancelled`) a row showing that the biases it cancels get zero gradient. With
+    initial_bn_params, every evaluation starts from those normalization states."""
+
     def loss() -> float:
         if initial_bn_params is not None:
             model.bn_params = copy.deepcopy(initial_bn_params)
         return model.loss(X, y)[0]
 
     _, grads = model.loss(X, y)
-
-    cancelled = normalization in ("batchnorm", "batchrenorm") and position == "before"
     errors: dict[str, dict[str, float]] = {}  # kind -> parameter name -> rel_error
     vanishing = 0.0
     for name in sorted(grads):
@@ -344,12 +446,11 @@ def _net_checks(activation: str, normalization: str | None, position: str, reg: 
             continue
         errors.setdefault(kind, {})[name] = rel_error(numerical, grads[name])
 
-    label = f"net {activation} {normalization or 'no norm'}"
-    label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
     checks = []
     for kind, by_name in errors.items():
         name = max(by_name, key=lambda k: math.inf if math.isnan(by_name[k]) else by_name[k])
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
     if cancelled:
-        checks.append(GradCheck(f"{label} b before {normalization}: max |grad| (should be 0)", vanishing, VANISHING))
+        norm = model.normalization
+        checks.append(GradCheck(f"{label} b before {norm}: max |grad| (should be 0)", vanishing, VANISHING))
     return checks

@@ -1,7 +1,9 @@
-"""Networks: a fully-connected net with switches for the activation and the normalization.
+"""Networks with switches for the activation and the normalization: fully connected and convolutional.
 
 FullyConnectedNet for L layers: {affine - [norm] - activation - [dropout]} x (L - 1) - affine -
 softmax, or with norm_position='after', {affine - activation - [norm] - [dropout]}.
+ConvNet: {conv - [norm] - activation - max pool} per conv block, {affine - [norm] - activation} per
+hidden layer, affine - softmax.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from functools import partial
 
 import numpy as np
 
-from bnlab.nn import layers
+from bnlab.nn import conv, layers
+from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.norms import NORMALIZATIONS
 
@@ -88,6 +91,7 @@ class FullyConnectedNet:
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self.normalization = normalization
         self.activation_name = activation
+        self.negative_slope = negative_slope
         self.norm_position = norm_position
         self.num_groups = num_groups
         self.use_dropout = dropout_keep_ratio != 1
@@ -193,5 +197,193 @@ class FullyConnectedNet:
             grads["W1"] = x.T @ dout
             grads["b1"] = dout.sum(axis=0)
             return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
+        return dx
+
+
+# Activations that never decrease: max pooling commutes with them.
+NON_DECREASING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})
+
+
+class ConvNet:
+    """A convolutional net with a normalization switch, float32 by default:
+
+        {conv KxK (stride 1, padding that keeps the size) - [norm] - activation - max pool 2x2} per
+        entry of `channels`, then {affine - [norm] - activation} per entry of `hidden_dims`, then
+        affine - softmax.
+
+    Args:
+        channels: the filters of each conv block.
+        kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
+        input_dim: (C, H, W) of the images.
+        num_classes: classes of the output layer.
+        hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty).
+        normalization: None, 'batchnorm' (spatial batch norm in the conv blocks), 'groupnorm'
+            (spatial group norm with num_groups groups) or 'layernorm' (over (C, H, W) in the conv
+            blocks); the fully connected layers use the same name from norms.NORMALIZATIONS.
+        num_groups: groups for 'groupnorm'; must divide every entry of channels and hidden_dims.
+        activation, negative_slope: as FullyConnectedNet.
+        reg, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's fan_in is C*K*K
+            and its fan_out F*K*K.
+
+    Parameters: W1.. and b1.. in layer order (conv filters (F, C, K, K) first), gamma_i and beta_i
+    for each normalized layer.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        input_dim: tuple[int, int, int] = (3, 32, 32),
+        num_classes: int = 10,
+        hidden_dims: Sequence[int] = (),
+        normalization: str | None = None,
+        num_groups: int = 4,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        reg: float = 0.0,
+        weight_scale: WeightScale = "he",
+        dtype: type = np.float32,
+        seed: int | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
+        if normalization is not None and normalization not in SPATIAL_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
+        if normalization == "groupnorm" and any(k % num_groups for k in [*channels, *hidden_dims]):
+            raise ValueError(f"num_groups={num_groups} must divide every width {[*channels, *hidden_dims]}")
+        c, h, w = input_dim
+        if min(h, w) < 2 ** len(channels):
+            raise ValueError(f"{len(channels)} 2x2 poolings need images of at least {2 ** len(channels)} pixels a side")
+        self.normalization = normalization
+        self.num_groups = num_groups
+        self.activation_name = activation
+        self.negative_slope = negative_slope
+        forward, backward = ACTIVATIONS[activation]
+        if activation == "leaky_relu":
+            forward = partial(forward, negative_slope=negative_slope)
+        self.activation = (forward, backward)
+        self.pool_first = activation in NON_DECREASING
+        self.reg = reg
+        self.dtype = dtype
+        self.num_conv = len(channels)
+        self.num_layers = len(channels) + len(hidden_dims) + 1
+        self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
+        self.pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+        if rng is None:
+            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
+        self.rng = rng
+
+        self.params: dict[str, np.ndarray] = {}
+        k2 = kernel_size * kernel_size
+        for i, f in enumerate(channels, start=1):
+            std = init_std(weight_scale, c * k2, f * k2)
+            self.params[f"W{i}"] = std * rng.randn(f, c, kernel_size, kernel_size)
+            self.params[f"b{i}"] = np.zeros(f)
+            c, h, w = f, h // 2, w // 2
+        dims = [c * h * w, *hidden_dims, num_classes]
+        for j in range(len(dims) - 1):
+            i = self.num_conv + j + 1
+            self.params[f"W{i}"] = init_std(weight_scale, dims[j], dims[j + 1]) * rng.randn(dims[j], dims[j + 1])
+            self.params[f"b{i}"] = np.zeros(dims[j + 1])
+        if normalization is not None:
+            for i, width in enumerate([*channels, *hidden_dims], start=1):
+                self.params[f"gamma{i}"] = np.ones(width)
+                self.params[f"beta{i}"] = np.zeros(width)
+        for name, value in self.params.items():
+            self.params[name] = value.astype(dtype)
+
+        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
+        self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
+        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        self.activation_inputs: dict[int, np.ndarray] | None = None  # as FullyConnectedNet's
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+        """Class scores (N, num_classes) for X (N, C, H, W) when y is None (test mode); otherwise
+        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter."""
+        mode = "test" if y is None else "train"
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+        p = self.params
+        h = X if X.dtype == self.dtype else X.astype(self.dtype)
+        caches = []
+        for i in range(1, self.num_layers):
+            h, cache = self._conv_forward(h, i) if i <= self.num_conv else self._hidden_forward(h, i)
+            caches.append(cache)
+        last = self.num_layers
+        scores, last_cache = layers.affine_forward(h, p[f"W{last}"], p[f"b{last}"])
+        if y is None:
+            return scores
+
+        loss, dscores = layers.softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
+        for i in range(self.num_layers - 1, 0, -1):
+            backward = self._conv_backward if i <= self.num_conv else self._hidden_backward
+            dh = backward(dh, caches[i - 1], i, grads)
+
+        for i in range(1, self.num_layers + 1):
+            w = p[f"W{i}"]
+            loss += 0.5 * self.reg * float(np.sum(w * w))
+            grads[f"W{i}"] += self.reg * w
+        return loss, grads
+
+    def _conv_forward(self, x: np.ndarray, i: int):
+        """conv - [norm] - activation - max pool for conv block i (1-based).
+
+        A non-decreasing activation commutes with max pooling (max f(x) = f(max x), with the same
+        gradients), so it is applied after the pool, to a quarter of the values."""
+        p = self.params
+        h, conv_cache = conv.conv_forward_fast(x, p[f"W{i}"], p[f"b{i}"], self.conv_param)
+        norm_cache = None
+        if self.spatial_norm is not None:
+            h, norm_cache = self.spatial_norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = h
+        if self.pool_first:
+            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+            h, act_cache = self.activation[0](h)
+        else:
+            h, act_cache = self.activation[0](h)
+            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+        return h, (conv_cache, norm_cache, act_cache, pool_cache)
+
+    def _conv_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+        """Backward of _conv_forward; None for the first block, whose input gradient nobody needs."""
+        conv_cache, norm_cache, act_cache, pool_cache = cache
+        if self.pool_first:
+            dout = conv.max_pool_backward_fast(self.activation[1](dout, act_cache), pool_cache)
+        else:
+            dout = self.activation[1](conv.max_pool_backward_fast(dout, pool_cache), act_cache)
+        if self.spatial_norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.spatial_norm.backward(dout, norm_cache)
+        if i == 1:
+            grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, conv_cache)
+            return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, conv_cache)
+        return dx
+
+    def _hidden_forward(self, x: np.ndarray, i: int):
+        """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
+        p = self.params
+        h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
+        norm_cache = None
+        if self.norm is not None:
+            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = h
+        h, act_cache = self.activation[0](h)
+        return h, (affine_cache, norm_cache, act_cache)
+
+    def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
+        affine_cache, norm_cache, act_cache = cache
+        dout = self.activation[1](dout, act_cache)
+        if self.norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
         return dx
