@@ -36,6 +36,7 @@ NET_OTHER = 1e-5
 # Absolute: a bias right before batch norm is cancelled by the mean subtraction, so its gradient is
 # exactly zero and its numerical estimate is rounding noise, ~ulp(loss) / h ~ 2e-11.
 VANISHING = 1e-9
+BIAS_CANCELLING = ("batchnorm", "noisy_batchnorm")  # their per-unit noise is the same for every sample
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,24 @@ def _layer_checks() -> list[GradCheck]:
     checks.append(GradCheck("softmax_loss dx", rel_error(numerical, layers.softmax_loss(scores, y)[1]), NORM))
 
     checks += _batchnorm_checks()
+
+    rng = np.random.RandomState(SEED)
+    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
+
+    def noisy_forward(x, gamma, beta):
+        # a fresh generator on every call: the same noise each time, so the function is fixed
+        param = {"mode": "train", "noise_rng": np.random.RandomState(SEED)}
+        return norms.noisy_batchnorm_forward(x, gamma, beta, param)
+
+    checks += _backward_vs_numerical(
+        "noisy_batchnorm (noise fixed)",
+        noisy_forward,
+        norms.noisy_batchnorm_backward,
+        (x, gamma, beta),
+        ("dx", "dgamma", "dbeta"),
+        rng.randn(4, 5),
+        NORM,
+    )
 
     rng = np.random.RandomState(SEED)
     x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
@@ -238,14 +257,20 @@ def _net_checks(normalization: str | None, reg: float) -> list[GradCheck]:
         dtype=np.float64,
         rng=rng,
     )
-    _, grads = model.loss(X, y)
 
+    def loss():
+        # Noisy batch norm draws new noise on every call: rewinding its generators fixes the function.
+        for i, bn_param in enumerate(model.bn_params):
+            bn_param.update(noise_rng=np.random.RandomState(SEED + i), noise_step=0)
+        return model.loss(X, y)
+
+    _, grads = loss()
     errors: dict[str, dict[str, float]] = {}  # kind -> parameter name -> rel_error
     vanishing = 0.0
     for name in sorted(grads):
-        numerical = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
+        numerical = eval_numerical_gradient(lambda _: loss()[0], model.params[name])
         kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
-        if normalization == "batchnorm" and kind == "b" and name != f"b{model.num_layers}":
+        if normalization in BIAS_CANCELLING and kind == "b" and name != f"b{model.num_layers}":
             # np.max, unlike max, keeps a nan
             vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
             continue
@@ -256,6 +281,6 @@ def _net_checks(normalization: str | None, reg: float) -> list[GradCheck]:
     for kind, by_name in errors.items():
         name = max(by_name, key=lambda k: math.inf if math.isnan(by_name[k]) else by_name[k])
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
-    if normalization == "batchnorm":
-        checks.append(GradCheck(f"{label} b before batchnorm: max |grad| (should be 0)", vanishing, VANISHING))
+    if normalization in BIAS_CANCELLING:
+        checks.append(GradCheck(f"{label} b before {normalization}: max |grad| (should be 0)", vanishing, VANISHING))
     return checks
