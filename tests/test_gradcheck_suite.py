@@ -96,7 +96,8 @@ def scale_output(function, index, factor):
     return broken
 
 
-NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
+NORMS = ("no norm", "batchnorm", "layernorm", "groupnorm", "noisy_batchnorm")
+NETS = [f"net {n} reg={r} " for n in NORMS for r in ("0", "3.14")]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
             ["affine dw"] + [f"{net}W " for net in NETS],
         ),
-        # Spatial batch norm and the net use the closed form.
+        # Spatial batch norm, noisy batch norm and the net use the closed form.
         (
             [("batchnorm_backward_alt", scale_output(layers.batchnorm_backward_alt, 1, 1.01))],
             [
@@ -125,6 +126,9 @@ NETS = [f"net {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "grou
                 "spatial batchnorm dgamma",
                 "net batchnorm reg=0 gamma/beta",
                 "net batchnorm reg=3.14 gamma/beta",
+                "noisy_batchnorm (noise fixed) dgamma",
+                "net noisy_batchnorm reg=0 gamma/beta",
+                "net noisy_batchnorm reg=3.14 gamma/beta",
             ],
         ),
     ],

@@ -610,7 +610,7 @@ BAD_SPECS = [
     ("optim-key-typo", _replace("learning_rate: 1.0e-3", "learnig_rate: 1.0e-3"),
      ["no 'learnig_rate'", "did you mean 'learning_rate'", "beta1, beta2, epsilon"]),
     ("unknown-normalization", _replace("weight_scale: 1.0e-2", "normalization: batch"),
-     [":4:3: model.normalization:", "'batchnorm', 'layernorm' or 'groupnorm'", "'batch'"]),
+     [":4:3: model.normalization:", "'batchnorm', 'layernorm', 'groupnorm' or 'noisy_batchnorm'", "'batch'"]),
     ("unknown-update-rule", _replace("update_rule: adam", "update_rule: adamw"),
      [":6:3: solver.update_rule:", "'sgd_momentum'", "'adamw'"]),
     ("unknown-dtype", _replace("weight_scale: 1.0e-2", "dtype: float16"), ["model.dtype:", "'float32'"]),
@@ -862,7 +862,9 @@ def schema_specs(draw):
         *parents, leaf = path.split(".")
         node = raw
         for part in parents:
-            node = node.setdefault(part, {})
+            if not isinstance(node.get(part), dict):  # an earlier path may have set it to a scalar
+                node[part] = {}
+            node = node[part]
         node[leaf] = draw(st.one_of(scalars, values))
     if draw(st.booleans()):
         raw["seeds"] = draw(st.one_of(st.lists(numbers, max_size=3), numbers))
