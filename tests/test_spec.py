@@ -946,3 +946,49 @@ def test_run_configs_hold_validated_values():
     run = expt(BASE + "sweep:\n  model.weight_scale: [1]\n").runs[0]
     assert run.config["model"]["weight_scale"] == 1.0
     assert isinstance(run.config["model"]["weight_scale"], float)
+
+
+# --- record: what the nets record inside (bnlab.nn.probes) ------------------------------------------
+
+
+def test_record_section_defaults_and_run_configs():
+    from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
+
+    assert "record" not in expt(BASE).runs[0].config  # off unless asked for: old results stay valid
+    experiment = expt(BASE + "record: {}\n")
+    assert experiment.runs[0].config["record"] == {
+        "statistics": list(STATISTICS), "every": DEFAULT_EVERY, "landscape_steps": list(DEFAULT_LANDSCAPE_STEPS)
+    }  # fmt: skip
+    experiment = expt(BASE + "record: {statistics: [p50, ics_l2], every: 7, landscape_steps: [1, 3]}\n")
+    assert experiment.runs[0].config["record"] == {"statistics": ["p50", "ics_l2"], "every": 7,
+                                                   "landscape_steps": [1.0, 3.0]}  # fmt: skip
+    assert "record" not in expt(BASE + "record: {every: 7}\n", "record=null").runs[0].config
+    assert expt(BASE + "record: {every: 7}\n", "record.every=9").runs[0].config["record"]["every"] == 9
+    assert expt(BASE, "record.every=9").runs[0].config["record"]["every"] == 9
+
+
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("record: {statistics: [median]}\n", (), [":11:", "record.statistics.0:", "'median'"]),
+        ("record: {every: 0}\n", (), ["record.every:", "greater than or equal to 1"]),
+        ("record: {landscape_steps: []}\n", (), ["record.landscape_steps:"]),
+        ("record: {landscape_steps: [-1]}\n", (), ["record.landscape_steps.0:", "greater than 0"]),
+        ("record: {statistics: [p50, p50]}\n", (), ["record:", "names a statistic twice"]),
+        ("record: {evry: 3}\n", (), ["record.evry: unknown key (did you mean 'every'?)"]),
+        ("", ("record.every=-2",), ["--set record.every=-2: record.every:"]),
+        ("plots: [{kind: ics}]\n", (), [":11:", "plots[0]: the ics figure needs ics_l2, ics_cos recorded"]),
+        ("record: {statistics: [p50]}\nplots: [{kind: landscape}]\n", (), ["needs loss_range"]),
+        ("record: {}\nplots: [{kind: history, layers: [1]}]\n", (), ["layers is for activations figures only"]),
+        ("model: {hidden_dims: [5], normalization: noisy_batchnorm, noise_growth: 0}\n", (),
+         ["model.noise_growth:", "greater than 0"]),
+    ],
+)  # fmt: skip
+def test_bad_record_sections(text, overrides, expected):
+    if text.startswith("model"):  # a model section of its own
+        base = BASE.replace("model:\n  hidden_dims: [100, 100]\n  weight_scale: 1.0e-2\n", "")
+    else:
+        base = BASE
+    message = spec_error(base + text, *overrides)
+    for part in expected:
+        assert part in message, message

@@ -537,7 +537,7 @@ def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text:
         missing = [s for s in needed if spec.record is None or s not in spec.record.statistics]
         if missing:
             raise SpecError(
-                f"{where}: plots[{i}]: a {plot.kind} figure needs {', '.join(missing)} recorded; "
+                f"{where}: plots[{i}]: the {plot.kind} figure needs {', '.join(missing)} recorded; "
                 f"add them to record.statistics (or a record: section)"
             )
         if plot.layers is not None and plot.kind != "activations":
