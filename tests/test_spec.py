@@ -979,7 +979,7 @@ def test_record_section_defaults_and_run_configs():
         ("", ("record.every=-2",), ["--set record.every=-2: record.every:"]),
         ("plots: [{kind: ics}]\n", (), [":11:", "plots[0]: the ics figure needs ics_l2, ics_cos recorded"]),
         ("record: {statistics: [p50]}\nplots: [{kind: landscape}]\n", (), ["needs loss_range"]),
-        ("record: {}\nplots: [{kind: history, layers: [1]}]\n", (), ["layers is for activations figures only"]),
+        ("record: {}\nplots: [{kind: history, layers: [1]}]\n", (), ["layers is for activations and ics figures only"]),
         ("model: {hidden_dims: [5], normalization: noisy_batchnorm, noise_growth: 0}\n", (),
          ["model.noise_growth:", "greater than 0"]),
     ],

@@ -124,7 +124,7 @@ class PlotSpec(_Section):
     kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape"]
     x: str | None = None
     title: str | None = None
-    layers: list[PositiveInt] | None = None  # activations: the hidden layers to show (default: all)
+    layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
 
 
 class ExperimentSpec(_Section):
@@ -540,8 +540,8 @@ def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text:
                 f"{where}: plots[{i}]: the {plot.kind} figure needs {', '.join(missing)} recorded; "
                 f"add them to record.statistics (or a record: section)"
             )
-        if plot.layers is not None and plot.kind != "activations":
-            raise SpecError(f"{where}: plots[{i}]: layers is for activations figures only; remove it")
+        if plot.layers is not None and plot.kind not in ("activations", "ics"):
+            raise SpecError(f"{where}: plots[{i}]: layers is for activations and ics figures only; remove it")
 
 
 # --- run ids ---------------------------------------------------------------------------------
