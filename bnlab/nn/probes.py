@@ -54,9 +54,9 @@ WEIGHT_STATISTICS = ("grad_norm", "weight_norm", "update_ratio")
 ICS_STATISTICS = ("ics_l2", "ics_cos")
 LANDSCAPE_STATISTICS = ("loss_range", "grad_change", "beta_smoothness")
 STATISTICS = ACTIVATION_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
-# Every 50th iteration keeps the cost of a six-layer net with every statistic near 1.1x the wall
-# time of training alone (`bnlab bench --section record` measures it).
-DEFAULT_EVERY = 50
+# A recorded iteration of a six-layer net with every statistic costs about 11 training steps: every
+# 100th keeps the wall time near 1.1x that of training alone (`bnlab bench --section record`).
+DEFAULT_EVERY = 100
 DEFAULT_LANDSCAPE_STEPS = (0.5, 1.0, 2.0, 4.0)
 SATURATION_FRACTION = 0.05  # "flat": the derivative below 5% of its maximum
 
