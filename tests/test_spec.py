@@ -22,6 +22,7 @@ from bnlab.errors import SpecError
 from bnlab.lab.spec import (
     Experiment,
     ExperimentSpec,
+    ModelSpec,
     experiment_from_text,
     field_paths,
     load_experiment,
@@ -250,7 +251,10 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "layernorm_batch_size": (4, 3, ["model.normalization", "solver.batch_size"]),
     "norm_batch_size": (12, 3, ["model.normalization", "solver.batch_size"]),
     "smoke": (2, 2, ["model.normalization"]),
+    "santurkar": (3, 3, ["model.normalization"]),
+    "bn_paper_fig1": (2, 3, ["model.normalization"]),
 }
+NEEDS_ACTIVATIONS = {"bn_paper_fig1"}  # sigmoid units: model.activation comes with the activations issue
 
 
 def test_every_config_is_listed_here():
@@ -260,6 +264,11 @@ def test_every_config_is_listed_here():
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_config_loads(name):
     num_points, num_seeds, swept_keys = SHIPPED[name]
+    if name in NEEDS_ACTIVATIONS and "activation" not in ModelSpec.model_fields:
+        # until that issue's branch is merged, the config is refused, naming the key it needs
+        with pytest.raises(SpecError, match=r"model\.activation: unknown key"):
+            load_experiment(CONFIGS / f"{name}.yaml")
+        return
     experiment = load_experiment(CONFIGS / f"{name}.yaml")
     assert experiment.name == name
     assert experiment.source == str(CONFIGS / f"{name}.yaml")
