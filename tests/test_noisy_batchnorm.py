@@ -28,15 +28,19 @@ def test_each_unit_gets_the_drawn_mean_and_scale():
         assert param["noise_step"] == t + 1
 
 
-def test_test_mode_is_plain_batch_norm_and_has_no_backward():
+def test_test_mode_is_batch_norm_times_the_expected_scale_and_has_no_backward():
     rng = np.random.RandomState(0)
     x, gamma, beta = rng.randn(20, 4), rng.randn(4), rng.randn(4)
     stats = {"mode": "train"}
     batchnorm_forward(x, gamma, beta, stats)
-    noisy = {**stats, "mode": "test", "noise_rng": np.random.RandomState(0)}
+    noisy = {**stats, "mode": "test", "noise_rng": np.random.RandomState(0), "noise_step": 50,
+             "noise_scale": 0.4, "noise_growth": 100}  # fmt: skip
     out, cache = noisy_batchnorm_forward(x, gamma, beta, noisy)
-    np.testing.assert_array_equal(out, batchnorm_forward(x, gamma, beta, {**stats, "mode": "test"})[0])
-    assert "noise_step" not in noisy
+    plain = batchnorm_forward(x, gamma, beta, {**stats, "mode": "test"})[0]
+    # scale ~ U(1, 1 + b) with b = 0.4 * (1 + 50 / 100) = 0.6 at step 50: its mean is 1.3
+    np.testing.assert_allclose(out, 1.3 * plain, rtol=1e-12)
+    assert noisy["noise_step"] == 50  # test mode draws nothing and counts nothing
+    assert noisy["noise_rng"].randint(1000) == np.random.RandomState(0).randint(1000)
     with pytest.raises(ValueError, match="test mode"):
         noisy_batchnorm_backward(np.ones_like(x), cache)
 

@@ -126,20 +126,24 @@ def noisy_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict)
 
     bn_param: as batchnorm_forward's, plus 'noise_rng' (a np.random.RandomState of the layer's own,
     so the noise never draws from the run's stream; RandomState(0) when absent), 'noise_step' (t,
-    counted here) and the options of NOISE_DEFAULTS. Test mode is plain batch norm (no noise).
+    counted here) and the options of NOISE_DEFAULTS. Test mode uses the noise's expectation:
+    batch norm with the running statistics, scaled by 1 + b_t / 2 (t: the training steps so far).
     Shapes: x (N, D), gamma, beta (D,) -> out (N, D).
     """
     out, bn_cache = batchnorm_forward(x, gamma, beta, bn_param)
+    t = bn_param.get("noise_step", 0)
+    growth = 1 + t / bn_param.get("noise_growth", NOISE_DEFAULTS["noise_growth"])
+    a = bn_param.get("noise_mean", NOISE_DEFAULTS["noise_mean"]) * growth
+    b = bn_param.get("noise_scale", NOISE_DEFAULTS["noise_scale"]) * growth
     if bn_param["mode"] != "train":
+        # the noise's expectation, as inverted dropout does: the next layer was trained on inputs
+        # scaled by 1 + b/2 on average (the shift averages to 0)
+        out *= x.dtype.type(1 + b / 2)
         return out, (bn_cache, None)
     if "noise_rng" not in bn_param:
         bn_param["noise_rng"] = np.random.RandomState(0)
     rng = bn_param["noise_rng"]
-    t = bn_param.get("noise_step", 0)
     bn_param["noise_step"] = t + 1
-    growth = 1 + t / bn_param.get("noise_growth", NOISE_DEFAULTS["noise_growth"])
-    a = bn_param.get("noise_mean", NOISE_DEFAULTS["noise_mean"]) * growth
-    b = bn_param.get("noise_scale", NOISE_DEFAULTS["noise_scale"]) * growth
     d = x.shape[1]
     scale = (1 + rng.uniform(0, b, d)).astype(x.dtype)
     shift = rng.uniform(-a, a, d).astype(x.dtype)
