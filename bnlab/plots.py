@@ -279,13 +279,19 @@ def activations_figure(results: ExperimentResults, layers: list[int] | None = No
             curves = {q: _probe_mean(probes, group, layer, q)["mean"] for q in PROBED["activations"]}
             x = curves["p50"].index.to_numpy(dtype=float)
             ax.fill_between(x, curves["p15"], curves["p85"], color=group.color, alpha=0.25, linewidth=0)
-            for q, style in (("p15", ":"), ("p50", "-"), ("p85", ":")):
-                ax.plot(x, curves[q], color=group.color, linestyle=style, linewidth=1.6 if q == "p50" else 1.0)
+            marker = "o" if len(x) == 1 else ""  # a run that diverged at once has one point to show
+            styles = (("p15", ":", "15th and 85th percentiles"), ("p50", "-", "median"), ("p85", ":", None))
+            for q, style, label in styles:
+                ax.plot(x, curves[q], color=group.color, linestyle=style, marker=marker,
+                        linewidth=1.6 if q == "p50" else 1.0, label=label if row == col == 0 else None)  # fmt: skip
+            stops = []  # diverged runs: an 'x' at their last recorded median
+            for run_id in group.runs.loc[group.runs["status"] == "diverged", "run_id"]:
+                median = _probe_series(probes, run_id, layer, "p50")
+                if len(median):
+                    stops.append((median.index[-1], median.iloc[-1], group.color))
+            _mark_diverged(ax, stops)
             _label(ax, f"{group.label}, layer {layer}", "Iteration" if row == len(layers) - 1 else None,
                    "Nonlinearity input" if col == 0 else "")  # fmt: skip
-    legend = [Line2D([], [], color="gray", linestyle="-", linewidth=1.6), Line2D([], [], color="gray", linestyle=":")]
-    fig.legend(legend, ["median (50th percentile)", "15th and 85th percentiles"], loc="outside lower center",
-               ncol=2, frameon=False)  # fmt: skip
     _finish(fig, results, title or f"{results.name}: distribution of the nonlinearity inputs over training",
             axes[0, 0], groups)  # fmt: skip
     return fig

@@ -10,6 +10,9 @@ the data loader, FullyConnectedNet and Solver), the `seeds`, a `sweep` and optio
     sweep:
       model.normalization: [null, batchnorm]
 
+An optional `record:` section (statistics, every, landscape_steps) makes every run record what
+bnlab.nn.probes measures inside the net; `--set record=null` turns it off.
+
 A sweep mapping is a Cartesian product of its keys; `zip: {key: [...], key: [...]}` inside it
 makes keys vary together; a list of mappings is the union of their runs; `{logspace: [a, b, n]}`
 and `{linspace: [a, b, n]}` generate values (logspace as numpy's: 10**a .. 10**b). Every run is
