@@ -35,8 +35,8 @@ run: $(STAMP)
 
 experiments: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml configs/weight_scale.yaml configs/batch_size.yaml \
-		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml
-	for name in deep_bn weight_scale batch_size layernorm_batch_size norm_batch_size; do \
+		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml configs/santurkar.yaml
+	for name in deep_bn weight_scale batch_size layernorm_batch_size norm_batch_size santurkar; do \
 		$(BIN)/bnlab plot results/$$name || exit 1; done
 
 gradcheck: $(STAMP)
