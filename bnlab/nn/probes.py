@@ -55,7 +55,7 @@ ICS_STATISTICS = ("ics_l2", "ics_cos")
 LANDSCAPE_STATISTICS = ("loss_range", "grad_change", "beta_smoothness")
 STATISTICS = ACTIVATION_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
 # A recorded iteration of a six-layer net with every statistic costs about 11 training steps: every
-# 100th keeps the wall time near 1.1x that of training alone (`bnlab bench --section record`).
+# 100th keeps the wall time at 1.05-1.1x that of training alone (`bnlab bench --section record`).
 DEFAULT_EVERY = 100
 DEFAULT_LANDSCAPE_STEPS = (0.5, 1.0, 2.0, 4.0)
 SATURATION_FRACTION = 0.05  # "flat": the derivative below 5% of its maximum
