@@ -1001,3 +1001,14 @@ def test_bad_record_sections(text, overrides, expected):
     message = spec_error(base + text, *overrides)
     for part in expected:
         assert part in message, message
+
+
+def test_noise_options_are_in_the_configs_of_noisy_batchnorm_runs_only():
+    experiment = expt(BASE + "sweep:\n  model.normalization: [null, batchnorm, noisy_batchnorm]\n")
+    noise = {"noise_mean": 0.5, "noise_scale": 0.5, "noise_growth": 1000}
+    for run in experiment.runs:
+        model = run.config["model"]
+        if run.swept["model.normalization"] == "noisy_batchnorm":
+            assert {k: model[k] for k in noise} == noise
+        else:
+            assert not set(noise) & set(model)  # configs of runs made before noisy batch norm still match

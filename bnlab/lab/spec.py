@@ -296,6 +296,9 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 raise SpecError(
                     f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
+        if config["model"]["normalization"] != "noisy_batchnorm":
+            # options that change nothing stay out of the run's config (and of results made before them)
+            config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
         swept = {key: _get(config, key) for key in swept_keys}
         for seed in seeds:
             run_id = make_run_id(swept, seed)
