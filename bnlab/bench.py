@@ -1,6 +1,6 @@
 """Benchmarks behind `bnlab bench`: the notebooks' weight-scale sweep end to end, one training
-step, the batch-norm kernels, the convolutional net against PyTorch, and start-up time and peak
-memory.
+step, the batch-norm kernels, the convolutional net against PyTorch, start-up time and peak
+memory, and the cost of recording.
 
 Every number is the median of repeated measurements, with the interquartile range (IQR) of those
 measurements as its spread. In-process code runs on one BLAS thread with subnormals flushed, as
@@ -30,9 +30,10 @@ from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
 from bnlab.lab.tuning import flush_subnormals
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
+from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
-SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup")
+SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
 
@@ -84,6 +85,7 @@ def run_benchmarks(
         "batchnorm": lambda: bench_batchnorm(quick),
         "conv": lambda: bench_conv(quick),
         "startup": lambda: bench_startup(2 if quick else 10),
+        "record": lambda: bench_record(quick, repeats),
     }
     rows: list[BenchRow] = []
     for name in SECTIONS:
@@ -419,3 +421,32 @@ def bench_startup(repeats: int = 10) -> list[BenchRow]:
         for name, command in commands.items():
             samples[name].append(_timed_subprocess(command))
     return [_row("startup", name, samples[name], note="new process") for name in commands]
+
+
+# --- 5. the cost of recording ------------------------------------------------------------------
+
+
+def bench_record(quick: bool = False, repeats: int = 3, every: int = DEFAULT_EVERY) -> list[BenchRow]:
+    """Solver.train() of the deep_bn net (six layers, batch norm, Adam, batch 50) on random data of
+    CIFAR-10's shape, without recording and with every statistic recorded every `every` iterations,
+    side by side and interleaved; the overhead is the median of the paired ratios."""
+    num_train, epochs = (100, 2) if quick else (1000, 10)
+    rounds = max(repeats, 2 if quick else 5)
+    seconds: dict[str, list[float]] = {"off": [], "on": []}
+    with _single_core():
+        for _ in range(rounds):
+            for mode in ("off", "on"):
+                solver = _random_solver([100] * 5, np.float32, num_train)
+                solver.num_epochs = epochs
+                solver.recorder = Recorder(every=every) if mode == "on" else None
+                start = time.perf_counter()
+                solver.train()
+                seconds[mode].append(time.perf_counter() - start)
+    iterations = epochs * (num_train // 50)
+    note = f"Solver.train(): {iterations} iterations, 6 layers, batchnorm, adam"
+    ratios = [on / off for on, off in zip(seconds["on"], seconds["off"], strict=True)]
+    return [
+        _row("record", "training, recording off", seconds["off"], note=note),
+        _row("record", f"training, every statistic every {every} iterations", seconds["on"], note=note),
+        _row("record", "overhead of recording", ratios, unit="x", note="median of paired ratios on / off"),
+    ]

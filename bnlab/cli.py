@@ -611,15 +611,15 @@ def data(
 def bench(
     section: Annotated[
         list[str] | None,
-        typer.Option("--section", "-s", help="sweep, step, batchnorm, conv or startup; repeatable (default: all)."),
+        typer.Option("--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Time the weight-scale sweep (1 and 2 workers), one training step, the batch-norm kernels,
-    the convolutional net (beside PyTorch when installed) and start-up: medians of repeated runs,
-    with their spread.
+    the convolutional net (beside PyTorch when installed), start-up and the overhead of recording:
+    medians of repeated runs, with their spread.
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """

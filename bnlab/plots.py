@@ -8,6 +8,14 @@ Figure kinds, as listed in spec.yaml `plots` (or chosen from the swept keys when
                 swept keys                                          -> sweep_<x, dots as _>.<format>
     batch_size  training and validation accuracy per epoch, one line per batch size, one figure per
                 normalization with the 'none' runs as reference     -> batch_size_<normalization>.<format>
+    activations the 15th/50th/85th percentiles of hidden layers' nonlinearity inputs over training
+                (Ioffe & Szegedy 2015, Fig. 1(b, c)), a panel per run group and layer (`layers`,
+                default the first, a middle and the last)           -> activations.<format>
+    ics         internal covariate shift (Santurkar et al. 2018, Def. 2.1): l2 and cosine over
+                training, a column per layer (`layers`), a line per run group   -> ics.<format>
+    landscape   loss range, gradient change and beta-smoothness along the gradient over training
+                (Santurkar et al. 2018, Fig. 4), a line per run group          -> landscape.<format>
+                The last three need the statistics recorded (a `record:` section in the spec).
 
 Conventions in every figure:
   - A run group is the runs sharing every swept value but the seed. With several seeds a line is
@@ -46,8 +54,15 @@ from bnlab.lab.atomic import atomic_file
 from bnlab.results import ExperimentResults, load_experiment
 
 FORMATS = ("png", "svg", "pdf")
-PLOT_KINDS = ("history", "sweep", "batch_size")
-PLOT_KEYS = ("kind", "x", "title")  # as bnlab.lab.spec resolves them: x is null but for sweep figures
+PLOT_KINDS = ("history", "sweep", "batch_size", "activations", "ics", "landscape")
+PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.lab.spec resolves them (x, layers: null where unused)
+# what the figures of recorded statistics draw (bnlab.nn.probes names them)
+PROBED = {
+    "activations": ("p15", "p50", "p85"),
+    "ics": ("ics_l2", "ics_cos"),
+    "landscape": ("loss_range", "grad_change", "beta_smoothness"),
+}
+MAX_DEFAULT_LAYERS = 3  # without `layers`, probe figures show the first, a middle and the last layer
 NORM, BATCH = "model.normalization", "solver.batch_size"
 AXIS_NAMES = {"model.weight_scale": "Weight initialization scale"}
 MAX_RAW_GROUPS = 2  # the raw loss is drawn behind the moving average only for this few groups
@@ -83,8 +98,14 @@ def build_figures(results: ExperimentResults) -> list[tuple[str, Figure]]:
             figures.append(("history", history_figure(results, title)))
         elif plot["kind"] == "sweep":
             figures.append((f"sweep_{plot['x'].replace('.', '_')}", sweep_figure(results, plot["x"], title)))
-        else:
+        elif plot["kind"] == "batch_size":
             figures += [(f"batch_size_{norm}", fig) for norm, fig in batch_size_figures(results, title).items()]
+        elif plot["kind"] == "activations":
+            figures.append(("activations", activations_figure(results, plot.get("layers"), title)))
+        elif plot["kind"] == "ics":
+            figures.append(("ics", ics_figure(results, plot.get("layers"), title)))
+        else:
+            figures.append(("landscape", landscape_figure(results, title)))
     named, seen = [], {}
     for stem, fig in figures:  # two declared plots of one kind would share a file name: number repeats
         seen[stem] = seen.get(stem, 0) + 1
@@ -101,6 +122,8 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
         plan += [{"kind": "sweep", "x": key} for key in results.swept_keys if _sweepable(results, key)]
         if BATCH in results.swept_keys:
             plan.append({"kind": "batch_size"})
+        recorded = set(results.probes["statistic"])
+        plan += [{"kind": kind} for kind, needed in PROBED.items() if recorded.issuperset(needed)]
         return plan
     spec_file = results.path / "spec.yaml"
     if not isinstance(declared, list):
@@ -121,6 +144,20 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
             raise ResultsError(f"{where}: x is {plot.get('x')!r}; expected a swept numeric key ({numeric}).")
         if plot["kind"] == "batch_size" and BATCH not in results.swept_keys:
             raise ResultsError(f"{where}: a batch_size plot needs {BATCH} in the sweep.")
+        missing = [s for s in PROBED.get(plot["kind"], ()) if s not in set(results.probes["statistic"])]
+        if missing:
+            raise ResultsError(
+                f"{where}: the {plot['kind']} figure needs {', '.join(missing)} in the runs' probes.csv; "
+                f"record them (record.statistics in the spec) and rerun with --force."
+            )
+        layers = plot.get("layers")
+        if layers is not None and not (
+            plot["kind"] in ("activations", "ics")
+            and isinstance(layers, list)
+            and layers
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in layers)
+        ):
+            raise ResultsError(f"{where}: layers must be a list of layer numbers (1, 2, ...), for activations or ics.")
     return declared
 
 
@@ -223,6 +260,127 @@ def _batch_size_figure(results: ExperimentResults, runs: pd.DataFrame, norm: str
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish(fig, results, title or f"{results.name}: batch size and {_norm_label(norm)}", axes[0], groups)
     return fig
+
+
+def activations_figure(results: ExperimentResults, layers: list[int] | None = None, title: str | None = None) -> Figure:
+    """The BN paper's Figure 1(b, c): the 15th, 50th and 85th percentiles of a hidden layer's
+    nonlinearity inputs over training, a panel per run group (columns) and chosen layer (rows);
+    with several seeds each percentile is the mean over them."""
+    probes = _probe_table(results, PROBED["activations"])
+    layers = layers or _spread(sorted(probes.loc[probes["layer"] > 0, "layer"].unique()))
+    groups = _groups(results, _finished(results), results.swept_keys)
+    fig = Figure(figsize=(3.6 * len(groups) + 1, 2.6 * len(layers) + 1.2), layout="constrained")
+    # each panel its own y-range: what matters is the drift within it, and the unnormalized net's
+    # inputs can be orders of magnitude wider than the normalized ones
+    axes = fig.subplots(len(layers), len(groups), sharex=True, squeeze=False)
+    for row, layer in enumerate(layers):
+        for col, group in enumerate(groups):
+            ax = axes[row, col]
+            curves = {q: _probe_mean(probes, group, layer, q)["mean"] for q in PROBED["activations"]}
+            x = curves["p50"].index.to_numpy(dtype=float)
+            ax.fill_between(x, curves["p15"], curves["p85"], color=group.color, alpha=0.25, linewidth=0)
+            marker = "o" if len(x) == 1 else ""  # a run that diverged at once has one point to show
+            styles = (("p15", ":", "15th and 85th percentiles"), ("p50", "-", "median"), ("p85", ":", None))
+            for q, style, label in styles:
+                ax.plot(x, curves[q], color=group.color, linestyle=style, marker=marker,
+                        linewidth=1.6 if q == "p50" else 1.0, label=label if row == col == 0 else None)  # fmt: skip
+            stops = []  # diverged runs: an 'x' at their last recorded median
+            for run_id in group.runs.loc[group.runs["status"] == "diverged", "run_id"]:
+                median = _probe_series(probes, run_id, layer, "p50")
+                if len(median):
+                    stops.append((median.index[-1], median.iloc[-1], group.color))
+            _mark_diverged(ax, stops)
+            _label(ax, f"{group.label}, layer {layer}", "Iteration" if row == len(layers) - 1 else None,
+                   "Nonlinearity input" if col == 0 else "")  # fmt: skip
+    _finish(fig, results, title or f"{results.name}: distribution of the nonlinearity inputs over training",
+            axes[0, 0], groups)  # fmt: skip
+    return fig
+
+
+def ics_figure(results: ExperimentResults, layers: list[int] | None = None, title: str | None = None) -> Figure:
+    """Santurkar et al.'s internal covariate shift over training: the l2 distance (top) and the
+    cosine (bottom) between a layer's gradient before and after the layers below it are updated;
+    a column per chosen layer, a line per run group (mean +- std over seeds)."""
+    probes = _probe_table(results, PROBED["ics"])
+    layers = layers or _spread(sorted(probes.loc[probes["statistic"] == "ics_l2", "layer"].unique()))
+    groups = _groups(results, _finished(results), results.swept_keys)
+    fig = Figure(figsize=(4.2 * len(layers) + 1, 7.5), layout="constrained")
+    axes = fig.subplots(2, len(layers), sharex=True, squeeze=False)
+    rows = (("ics_l2", "||G - G'|| (l2 difference)"), ("ics_cos", "cos(G, G')"))
+    for col, layer in enumerate(layers):
+        for row, (statistic, unit) in enumerate(rows):
+            ax = axes[row, col]
+            for group in groups:
+                _draw_probe(ax, probes, group, layer, statistic, label=group.label if row == col == 0 else None)
+            _label(ax, f"Layer {layer}", "Iteration" if row == 1 else None, unit if col == 0 else "")
+            if statistic == "ics_l2":
+                _log_if_spread(ax, probes, statistic)
+    _finish(fig, results, title or f"{results.name}: internal covariate shift (Santurkar et al., Def. 2.1)",
+            axes[0, 0], groups)  # fmt: skip
+    return fig
+
+
+def landscape_figure(results: ExperimentResults, title: str | None = None) -> Figure:
+    """Santurkar et al.'s Figure 4 measures along the gradient over training: the range of the loss,
+    the largest change of the gradient (predictiveness) and the effective beta-smoothness; a line
+    per run group (mean +- std over seeds), log axes where the values span two decades or more."""
+    probes = _probe_table(results, PROBED["landscape"])
+    groups = _groups(results, _finished(results), results.swept_keys)
+    fig = Figure(figsize=(8.5, 10), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    panels = (
+        ("loss_range", "Loss landscape: range of the loss along the gradient", "max - min loss"),
+        ("grad_change", "Gradient predictiveness: largest change of the gradient", "max ||g' - g||"),
+        ("beta_smoothness", "Effective beta-smoothness", "max ||g' - g|| / ||step||"),
+    )
+    for ax, (statistic, panel_title, unit) in zip(axes, panels, strict=True):
+        for group in groups:
+            _draw_probe(ax, probes, group, 0, statistic, label=group.label if statistic == "loss_range" else None)
+        _label(ax, panel_title, None, unit)
+        _log_if_spread(ax, probes, statistic)
+    axes[-1].set_xlabel("Iteration")
+    _finish(fig, results, title or f"{results.name}: loss landscape along the gradient", axes[0], groups)
+    return fig
+
+
+def _probe_table(results: ExperimentResults, statistics: tuple[str, ...]) -> pd.DataFrame:
+    probes = results.probes[results.probes["statistic"].isin(statistics)]
+    if probes.empty:
+        raise ResultsError(
+            f"{results.path}: no {', '.join(statistics)} in the runs' probes.csv; add a record: section to the "
+            f"spec and rerun it."
+        )
+    return probes
+
+
+def _spread(layers: list[int]) -> list[int]:
+    """At most MAX_DEFAULT_LAYERS layers: the first, the middle and the last."""
+    if len(layers) <= MAX_DEFAULT_LAYERS:
+        return [int(v) for v in layers]
+    return [int(layers[0]), int(layers[len(layers) // 2]), int(layers[-1])]
+
+
+def _probe_series(probes: pd.DataFrame, run_id: str, layer: int, statistic: str) -> pd.Series:
+    rows = probes[(probes["run_id"] == run_id) & (probes["layer"] == layer) & (probes["statistic"] == statistic)]
+    return pd.Series(rows["value"].to_numpy(), index=rows["iteration"].to_numpy())
+
+
+def _probe_mean(probes: pd.DataFrame, group: _Group, layer: int, statistic: str) -> pd.DataFrame:
+    """Mean and std over the group's done runs (or all its runs when none is done)."""
+    done = group.runs.loc[group.runs["status"] == "done", "run_id"]
+    run_ids = done if len(done) else group.runs["run_id"]
+    return _mean_std([_probe_series(probes, r, layer, statistic) for r in run_ids])
+
+
+def _draw_probe(ax: Axes, probes: pd.DataFrame, group: _Group, layer: int, statistic: str, label=None) -> None:
+    series_of = lambda r: _probe_series(probes, r, layer, statistic)  # noqa: E731
+    _mark_diverged(ax, _draw_group(ax, group, series_of, label, markers=False))
+
+
+def _log_if_spread(ax: Axes, probes: pd.DataFrame, statistic: str) -> None:
+    values = probes.loc[probes["statistic"] == statistic, "value"].to_numpy(dtype=float)
+    if _log_spaced(values):
+        ax.set_yscale("log")
 
 
 # --- run groups and their labels ---------------------------------------------------------------

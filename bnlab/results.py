@@ -5,6 +5,8 @@ Layout of results/<experiment>/:
     runs.csv             one row per run: run_id, status, <swept keys by dotted path>, seed, metrics
     <run_id>/history.csv iteration, epoch, loss          (one row per training iteration)
     <run_id>/epochs.csv  epoch, train_acc, val_acc, learning_rate   (epoch 0 = after the first iteration)
+    <run_id>/probes.csv  iteration, layer, statistic, value  (only when the spec records; see
+                         bnlab.nn.probes for the statistics; layer 0 = the whole net)
 
 Every inconsistency is reported as a ResultsError naming the file and how to fix it.
 """
@@ -25,6 +27,8 @@ STATUSES = ("done", "diverged", "failed", "pending")
 METRICS = ("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")
 HISTORY_COLUMNS = ("iteration", "epoch", "loss")
 EPOCH_COLUMNS = ("epoch", "train_acc", "val_acc", "learning_rate")
+PROBE_COLUMNS = ("iteration", "layer", "statistic", "value")
+TEXT_COLUMNS = ("statistic",)
 RERUN = "rerun `bnlab run SPEC` for this experiment (it resumes and redoes unfinished runs)"
 
 
@@ -38,6 +42,8 @@ class ExperimentResults:
     history: one row per training iteration of every done/diverged run: run_id, iteration, epoch, loss.
     epochs: one row per accuracy check of every done/diverged run: run_id, epoch, train_acc, val_acc,
         learning_rate.
+    probes: what the nets' recorders saw, one row per (run, iteration, layer, statistic): run_id,
+        iteration, layer, statistic, value; empty when the spec records nothing.
     swept_keys: the runs.csv columns between status and seed, in order.
     """
 
@@ -47,6 +53,7 @@ class ExperimentResults:
     history: pd.DataFrame
     epochs: pd.DataFrame
     swept_keys: list[str]
+    probes: pd.DataFrame
 
     @property
     def name(self) -> str:
@@ -64,7 +71,8 @@ def load_experiment(path: str | Path) -> ExperimentResults:
     _check_folder(path)
     spec = _read_spec(path / "spec.yaml")
     runs, swept_keys = _read_runs(path / "runs.csv")
-    histories, epochs = [], []
+    histories, epochs, probes = [], [], []
+    recording = spec.get("record") is not None
     for run_id, status in zip(runs["run_id"], runs["status"], strict=True):
         if status not in ("done", "diverged"):
             continue  # failed and pending runs have nothing (complete) to read
@@ -77,6 +85,9 @@ def load_experiment(path: str | Path) -> ExperimentResults:
             raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (the first iteration is checked); {RERUN}.")
         histories.append(history.assign(run_id=run_id))
         epochs.append(epoch_table.assign(run_id=run_id))
+        if recording:
+            probe_table = _read_run_table(run_dir / "probes.csv", PROBE_COLUMNS, ("iteration", "layer"), status)
+            probes.append(probe_table.assign(run_id=run_id))
     return ExperimentResults(
         path=path,
         spec=spec,
@@ -84,6 +95,7 @@ def load_experiment(path: str | Path) -> ExperimentResults:
         history=_concat(histories, HISTORY_COLUMNS),
         epochs=_concat(epochs, EPOCH_COLUMNS),
         swept_keys=swept_keys,
+        probes=_concat(probes, PROBE_COLUMNS),
     )
 
 
@@ -252,8 +264,9 @@ def _swept_column(cells: pd.Series) -> pd.Series:
 def _read_run_table(
     file: Path, columns: tuple[str, ...], integer_columns: tuple[str, ...], status: str
 ) -> pd.DataFrame:
-    """Reads a run's history.csv or epochs.csv, checking that `columns` hold numbers (integers in
-    `integer_columns`; nan/inf are numbers: a diverged run's last loss is one)."""
+    """Reads a run's history.csv, epochs.csv or probes.csv, checking that `columns` hold numbers
+    (integers in `integer_columns`; nan/inf are numbers: a diverged run's last loss is one), except
+    the TEXT_COLUMNS, which hold names."""
     if not file.is_file():
         raise ResultsError(f"{file}: missing, but runs.csv lists this run as {status}; {RERUN}.")
     try:
@@ -264,6 +277,9 @@ def _read_run_table(
     if missing:
         raise ResultsError(f"{file}: missing column(s) {', '.join(missing)} (expected {', '.join(columns)}); {RERUN}.")
     for column in columns:
+        if column in TEXT_COLUMNS:
+            table[column] = table[column].astype(str)
+            continue
         numbers = pd.to_numeric(table[column], errors="coerce")
         not_numbers = numbers.isna() & table[column].notna()
         if column in integer_columns:
@@ -280,5 +296,5 @@ def _read_run_table(
 def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
     order = ["run_id", *columns]
     if not tables:
-        return pd.DataFrame({c: pd.Series(dtype="str" if c == "run_id" else "float64") for c in order})
+        return pd.DataFrame({c: pd.Series(dtype="str" if c in ("run_id", *TEXT_COLUMNS) else "float64") for c in order})
     return pd.concat([t[order] for t in tables], ignore_index=True)

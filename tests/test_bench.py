@@ -63,6 +63,16 @@ def test_step_and_batchnorm_rows():
         assert speedup.unit == "x" and speedup.repeats == copy.repeats
 
 
+def test_record_rows_pair_recording_off_and_on():
+    rows = run_benchmarks({"record"}, repeats=2, quick=True)
+    assert [row.group for row in rows] == ["record"] * 3
+    off, on, overhead = rows
+    for row in rows:
+        assert_measured(row)
+    assert "off" in off.name and "every 100 iterations" in on.name
+    assert overhead.unit == "x" and overhead.repeats == off.repeats == on.repeats
+
+
 def test_sweep_and_startup_on_a_tiny_spec(tmp_path):
     batches = write_tiny_cifar(tmp_path / "data")
     spec = tmp_path / "tiny.yaml"

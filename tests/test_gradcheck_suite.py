@@ -72,7 +72,7 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
     for net in NETS:
         if "no norm" not in net:
             assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
-    assert len(NETS) == 4 * (1 + 5 * 2) * 2
+    assert len(NETS) == 4 * (1 + 6 * 2) * 2
     for net in CONVNETS:
         assert any(name.startswith(f"{net}W (worst: W") for name in names), net
 
@@ -103,7 +103,7 @@ def test_gradcheck_passes_strictly_below_its_threshold_and_never_on_nan():
 
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm")
+NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm")
 
 
 def nets(activation: str | None = None, norm: str | None = None) -> list[str]:
@@ -166,7 +166,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
             ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS],
         ),
-        # Spatial batch norm and the net use the closed form.
+        # Spatial batch norm, noisy batch norm and the net use the closed form.
         (
             [("batchnorm_backward_alt", scale_output(layers.batchnorm_backward_alt, 1, 1.01))],
             [
@@ -176,6 +176,8 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
                 "SPATIAL_NORMALIZATIONS[batchnorm] dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
+                "noisy_batchnorm (noise fixed) dgamma",
+                *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
                 "convnet batchnorm reg=0 gamma/beta",
                 "convnet batchnorm reg=3.14 gamma/beta",
             ],

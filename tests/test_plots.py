@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import yaml
 from test_results import _set_cell, write_results_folder
 
 from bnlab.errors import ResultsError, SpecError
-from bnlab.plots import batch_size_figures, build_figures, figure_plan, history_figure, plot_experiment, sweep_figure
+from bnlab.plots import (
+    activations_figure,
+    batch_size_figures,
+    build_figures,
+    figure_plan,
+    history_figure,
+    ics_figure,
+    landscape_figure,
+    plot_experiment,
+    sweep_figure,
+)
 from bnlab.results import load_experiment
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -330,3 +342,101 @@ def test_replotting_overwrites_in_place(tmp_path):
     first = plot_experiment(folder, formats=("svg",))
     second = plot_experiment(folder, formats=("svg",))
     assert first == second and sorted(p.name for p in (folder / "figures").iterdir()) == ["history.svg"]
+
+
+# --- figures of recorded statistics (probes.csv) -------------------------------------------------
+
+PROBE_ITERATIONS = (1, 11, 21, 31)
+
+
+def probe_value(norm: str, seed: int, iteration: int, layer: int, statistic: str) -> float:
+    """A made-up but distinct value per run, iteration, layer and statistic."""
+    base = {"p15": -1.0, "p50": 0.0, "p85": 1.0}.get(statistic, 0.5)
+    drift = 0.0 if norm == "batchnorm" else 0.05 * iteration  # the unnormalized inputs drift
+    return base + drift + 0.1 * seed + 0.01 * layer + (2.0 if statistic == "beta_smoothness" else 0.0)
+
+
+@pytest.fixture(scope="module")
+def probes_folder(tmp_path_factory):
+    """none / batchnorm x 2 seeds of a net with 3 hidden layers (4 weighted), every statistic recorded."""
+    runs = [{"swept": {"model.normalization": n}, "seed": s} for n in (None, "batchnorm") for s in (0, 1)]
+    spec = _spec(name="probes", record={"every": 10})
+    folder = write_results_folder(tmp_path_factory.mktemp("results") / "probes", runs, spec=spec,
+                                  num_epochs=2, iterations_per_epoch=20)  # fmt: skip
+    for index, run in enumerate(runs):
+        norm = run["swept"]["model.normalization"] or "none"
+        rows = ["iteration,layer,statistic,value"]
+        for it in PROBE_ITERATIONS:
+            for layer in (1, 2, 3):
+                for stat in ("mean", "std", "p15", "p50", "p85", "saturated"):
+                    rows.append(f"{it},{layer},{stat},{probe_value(norm, run['seed'], it, layer, stat)!r}")
+            for layer in (2, 3, 4):
+                for stat in ("ics_l2", "ics_cos"):
+                    rows.append(f"{it},{layer},{stat},{probe_value(norm, run['seed'], it, layer, stat)!r}")
+            for stat in ("loss_range", "grad_change", "beta_smoothness"):
+                rows.append(f"{it},0,{stat},{probe_value(norm, run['seed'], it, 0, stat)!r}")
+        (folder / f"run{index:03d}" / "probes.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_recorded_statistics_get_their_figures_by_default(probes_folder, tmp_path):
+    results = load_experiment(probes_folder)
+    assert [p["kind"] for p in figure_plan(results)] == ["history", "activations", "ics", "landscape"]
+    written = plot_experiment(probes_folder, out_dir=tmp_path)
+    assert [p.name for p in written] == ["history.png", "activations.png", "ics.png", "landscape.png"]
+    assert all(p.read_bytes().startswith(PNG) for p in written)
+
+
+def test_activations_figure_draws_percentile_bands_per_group_and_layer(probes_folder):
+    fig = activations_figure(load_experiment(probes_folder), layers=[1, 3])
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == [
+        "no normalization, layer 1", "batchnorm, layer 1", "no normalization, layer 3", "batchnorm, layer 3"
+    ]  # fmt: skip
+    p15, p50, p85 = (line.get_ydata() for line in axes[2].get_lines())  # none, layer 3
+    for q, line in (("p15", p15), ("p50", p50), ("p85", p85)):
+        expected = [np.mean([probe_value("none", s, it, 3, q) for s in (0, 1)]) for it in PROBE_ITERATIONS]
+        np.testing.assert_allclose(line, expected)
+    np.testing.assert_allclose(axes[2].get_lines()[1].get_xdata(), PROBE_ITERATIONS)
+    assert len(axes[2].collections) == 1  # the 15-85 band
+
+
+def test_ics_and_landscape_figures_draw_the_mean_over_seeds(probes_folder):
+    results = load_experiment(probes_folder)
+    fig = ics_figure(results)
+    assert len(fig.axes) == 2 * 3  # l2 and cosine for layers 2, 3, 4
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["Layer 2", "Layer 3", "Layer 4"]
+    assert [line.get_label() for line in _labelled(fig.axes[0])] == ["no normalization", "batchnorm"]
+    fig = landscape_figure(results)
+    assert len(fig.axes) == 3
+    bn_line = fig.axes[2].get_lines()[1]  # none, then batchnorm
+    expected = [np.mean([probe_value("batchnorm", s, it, 0, "beta_smoothness") for s in (0, 1)])
+                for it in PROBE_ITERATIONS]  # fmt: skip
+    np.testing.assert_allclose(bn_line.get_ydata(), expected)
+
+
+@pytest.mark.parametrize(
+    "plots, words",
+    [
+        ([{"kind": "ics", "layers": [0]}], ["plots[0]", "layers must be a list of layer numbers"]),
+        ([{"kind": "landscape", "layers": [1]}], ["plots[0]", "layers must be"]),
+    ],
+)
+def test_bad_probe_plot_entries(probes_folder, tmp_path, plots, words):
+    folder = tmp_path / "copy"
+    shutil.copytree(probes_folder, folder)
+    spec = yaml.safe_load((folder / "spec.yaml").read_text())
+    (folder / "spec.yaml").write_text(yaml.safe_dump({**spec, "plots": plots}))
+    with pytest.raises(ResultsError) as info:
+        build_figures(load_experiment(folder))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_probe_figures_without_recorded_statistics_say_what_to_record(weight_scale_folder, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(weight_scale_folder, folder)
+    spec = yaml.safe_load((folder / "spec.yaml").read_text())
+    (folder / "spec.yaml").write_text(yaml.safe_dump({**spec, "plots": [{"kind": "landscape"}]}))
+    with pytest.raises(ResultsError, match="needs loss_range, grad_change, beta_smoothness in the runs' probes.csv"):
+        build_figures(load_experiment(folder))

@@ -278,9 +278,9 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "norm_batch_size": (12, 3, ["model.normalization", "solver.batch_size"]),
     "smoke": (2, 2, ["model.normalization"]),
     "cnn_norm": (8, 3, ["model.normalization", "solver.batch_size"]),
+    "santurkar": (3, 3, ["model.normalization"]),
+    "bn_paper_fig1": (2, 3, ["model.normalization"]),
 }
-
-
 def test_every_config_is_listed_here():
     assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
 
@@ -680,7 +680,7 @@ BAD_SPECS = [
     ("optim-key-typo", _replace("learning_rate: 1.0e-3", "learnig_rate: 1.0e-3"),
      ["no 'learnig_rate'", "did you mean 'learning_rate'", "beta1, beta2, epsilon"]),
     ("unknown-normalization", _replace("weight_scale: 1.0e-2", "normalization: batch"),
-     [":4:3: model.normalization:", "'batchnorm', 'layernorm', 'groupnorm', 'rmsnorm' or 'batchrenorm'",
+     [":4:3: model.normalization:", "'batchnorm', 'layernorm', 'groupnorm', 'rmsnorm', 'batchrenorm' or 'noisy_batchnorm'",
       "'batch'"]),
     ("unknown-update-rule", _replace("update_rule: adam", "update_rule: adamw"),
      [":6:3: solver.update_rule:", "'sgd_momentum'", "'adamw'"]),
@@ -974,9 +974,10 @@ def schema_specs(draw):
         *parents, leaf = path.split(".")
         node = raw
         for part in parents:
-            node = node.setdefault(part, {})
-        if isinstance(node, dict):  # an earlier path may have set a parent (optim_config) to a scalar
-            node[leaf] = draw(st.one_of(scalars, values))
+            if not isinstance(node.get(part), dict):  # an earlier path may have set it to a scalar
+                node[part] = {}
+            node = node[part]
+        node[leaf] = draw(st.one_of(scalars, values))
     if draw(st.booleans()):
         raw["seeds"] = draw(st.one_of(st.lists(numbers, max_size=3), numbers))
     raw["sweep"] = draw(st.one_of(sweep_blocks, st.lists(sweep_blocks, max_size=3), values))
@@ -1057,3 +1058,60 @@ def test_run_configs_hold_validated_values():
     run = expt(BASE + "sweep:\n  model.weight_scale: [1]\n").runs[0]
     assert run.config["model"]["weight_scale"] == 1.0
     assert isinstance(run.config["model"]["weight_scale"], float)
+
+
+# --- record: what the nets record inside (bnlab.nn.probes) ------------------------------------------
+
+
+def test_record_section_defaults_and_run_configs():
+    from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
+
+    assert "record" not in expt(BASE).runs[0].config  # off unless asked for: old results stay valid
+    experiment = expt(BASE + "record: {}\n")
+    assert experiment.runs[0].config["record"] == {
+        "statistics": list(STATISTICS), "every": DEFAULT_EVERY, "landscape_steps": list(DEFAULT_LANDSCAPE_STEPS)
+    }  # fmt: skip
+    experiment = expt(BASE + "record: {statistics: [p50, ics_l2], every: 7, landscape_steps: [1, 3]}\n")
+    assert experiment.runs[0].config["record"] == {"statistics": ["p50", "ics_l2"], "every": 7,
+                                                   "landscape_steps": [1.0, 3.0]}  # fmt: skip
+    assert "record" not in expt(BASE + "record: {every: 7}\n", "record=null").runs[0].config
+    assert expt(BASE + "record: {every: 7}\n", "record.every=9").runs[0].config["record"]["every"] == 9
+    assert expt(BASE, "record.every=9").runs[0].config["record"]["every"] == 9
+
+
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("record: {statistics: [median]}\n", (), [":11:", "record.statistics.0:", "'median'"]),
+        ("record: {every: 0}\n", (), ["record.every:", "greater than or equal to 1"]),
+        ("record: {landscape_steps: []}\n", (), ["record.landscape_steps:"]),
+        ("record: {landscape_steps: [-1]}\n", (), ["record.landscape_steps.0:", "greater than 0"]),
+        ("record: {statistics: [p50, p50]}\n", (), ["record:", "names a statistic twice"]),
+        ("record: {evry: 3}\n", (), ["record.evry: unknown key (did you mean 'every'?)"]),
+        ("", ("record.every=-2",), ["--set record.every=-2: record.every:"]),
+        ("plots: [{kind: ics}]\n", (), [":11:", "plots[0]: the ics figure needs ics_l2, ics_cos recorded"]),
+        ("record: {statistics: [p50]}\nplots: [{kind: landscape}]\n", (), ["needs loss_range"]),
+        ("record: {}\nplots: [{kind: history, layers: [1]}]\n", (), ["layers is for activations and ics figures only"]),
+        ("model: {hidden_dims: [5], normalization: noisy_batchnorm, noise_growth: 0}\n", (),
+         ["model.noise_growth:", "greater than 0"]),
+    ],
+)  # fmt: skip
+def test_bad_record_sections(text, overrides, expected):
+    if text.startswith("model"):  # a model section of its own
+        base = BASE.replace("model:\n  hidden_dims: [100, 100]\n  weight_scale: 1.0e-2\n", "")
+    else:
+        base = BASE
+    message = spec_error(base + text, *overrides)
+    for part in expected:
+        assert part in message, message
+
+
+def test_noise_options_are_in_the_configs_of_noisy_batchnorm_runs_only():
+    experiment = expt(BASE + "sweep:\n  model.normalization: [null, batchnorm, noisy_batchnorm]\n")
+    noise = {"noise_mean": 0.5, "noise_scale": 0.5, "noise_growth": 1000}
+    for run in experiment.runs:
+        model = run.config["model"]
+        if run.swept["model.normalization"] == "noisy_batchnorm":
+            assert {k: model[k] for k in noise} == noise
+        else:
+            assert not set(noise) & set(model)  # configs of runs made before noisy batch norm still match

@@ -3,7 +3,8 @@
     results/<experiment>/
         spec.yaml       the resolved spec
         runs.csv        one row per run: run_id, status, swept values, seed, metrics, wall_s
-        <run_id>/       config.yaml, history.csv, epochs.csv, meta.json
+        <run_id>/       config.yaml, history.csv, epochs.csv, meta.json, and probes.csv when
+                        the spec records (iteration, layer, statistic, value; see bnlab.nn.probes)
 
 Every file is written to a temporary name and renamed into place, and a run's folder is filled
 under a temporary name and renamed as a whole, so a run is on disk complete or not at all. A
@@ -39,6 +40,7 @@ from bnlab.lab.train import RunOutcome
 
 FINISHED = ("done", "diverged")
 METRICS = ("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")
+PROBE_COLUMNS = ("iteration", "layer", "statistic", "value")
 
 
 @dataclass
@@ -220,6 +222,8 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
             ],
         )
     )
+    if run.config.get("record"):
+        (staging / "probes.csv").write_text(_csv(list(PROBE_COLUMNS), [list(row) for row in outcome.probes]))
     meta = {
         "run_id": run.run_id,
         "status": outcome.status,

@@ -11,6 +11,9 @@ the data loader, FullyConnectedNet or ConvNet (model.architecture: fc | conv) an
     sweep:
       model.normalization: [null, batchnorm]
 
+An optional `record:` section (statistics, every, landscape_steps) makes every run record what
+bnlab.nn.probes measures inside the net; `--set record=null` turns it off.
+
 A sweep mapping is a Cartesian product of its keys; `zip: {key: [...], key: [...]}` inside it
 makes keys vary together; a list of mappings is the union of their runs; `{logspace: [a, b, n]}`
 and `{linspace: [a, b, n]}` generate values (logspace as numpy's: 10**a .. 10**b). Every run is
@@ -32,7 +35,9 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
+from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
+from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
 
 # --- the schema ------------------------------------------------------------------------------
 
@@ -73,7 +78,7 @@ CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spati
 class ModelSpec(_Section):
     # hidden_dims: the fully connected hidden widths; required for fc, optional (none) for conv.
     hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
-    normalization: Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"] | None = None
+    normalization: Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None = None
     num_groups: PositiveInt = 5
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
@@ -82,6 +87,11 @@ class ModelSpec(_Section):
     renorm_rmax: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
     renorm_dmax: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
     renorm_warmup: Annotated[int, Field(ge=0)] = 100
+    # noisy_batchnorm only (bnlab.nn.norms.noisy_batchnorm_forward): the spread of the per-unit
+    # shift and extra scale at the first step, and the steps over which that spread grows by itself
+    noise_mean: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_mean"]
+    noise_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_scale"]
+    noise_growth: Annotated[float, Field(gt=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_growth"]
     weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -143,10 +153,30 @@ class SolverSpec(_Section):
         return self
 
 
+class RecordSpec(_Section):
+    """What bnlab.nn.probes.Recorder records: which statistics, at which cadence, and the step
+    multiples (of the learning rate) of the landscape probes."""
+
+    statistics: Annotated[list[Literal[STATISTICS]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(STATISTICS)
+    )
+    every: PositiveInt = DEFAULT_EVERY
+    landscape_steps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] = (
+        Field(default_factory=lambda: list(DEFAULT_LANDSCAPE_STEPS))
+    )
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> RecordSpec:
+        if len(set(self.statistics)) != len(self.statistics):
+            raise ValueError(f"statistics: {self.statistics} names a statistic twice")
+        return self
+
+
 class PlotSpec(_Section):
-    kind: Literal["history", "sweep", "batch_size"]
+    kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape"]
     x: str | None = None
     title: str | None = None
+    layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
 
 
 class ExperimentSpec(_Section):
@@ -160,6 +190,7 @@ class ExperimentSpec(_Section):
     )
     sweep: dict[str, Any] | list[dict[str, Any]] | None = None
     plots: list[PlotSpec] | None = None
+    record: RecordSpec | None = None  # None: nothing is recorded inside the nets
 
     def seed_list(self) -> list[int]:
         """`seeds: 3` is shorthand for [0, 1, 2]."""
@@ -167,6 +198,12 @@ class ExperimentSpec(_Section):
 
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "solver": SolverSpec}
+# the statistics each figure of the recorded statistics draws
+RECORDED_BY_PLOT = {
+    "activations": ("p15", "p50", "p85"),
+    "ics": ("ics_l2", "ics_cos"),
+    "landscape": ("loss_range", "grad_change", "beta_smoothness"),
+}
 
 
 # --- a run -----------------------------------------------------------------------------------
@@ -301,7 +338,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     if not isinstance(raw, dict):
         raise SpecError(
             f"{source}: the top level must be a mapping of sections (name, data, model, solver, "
-            f"seeds, sweep, plots), not a {type(raw).__name__}"
+            f"seeds, sweep, plots, record), not a {type(raw).__name__}"
         )
     overridden = {apply_override(raw, item): item for item in overrides}
     spec = _validate(ExperimentSpec, raw, source, text, overridden)
@@ -314,6 +351,8 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     _check_plots(spec, swept_keys, source, text)
 
     base = {name: getattr(spec, name).model_dump(mode="json") for name in SECTIONS}
+    if spec.record is not None:  # only then: configs of runs without recording stay as they were
+        base["record"] = spec.record.model_dump(mode="json")
     runs, seen = [], {}
     for point in points:
         config = _with_values(base, point)
@@ -326,6 +365,9 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 raise SpecError(
                     f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
+        if config["model"]["normalization"] != "noisy_batchnorm":
+            # options that change nothing stay out of the run's config (and of results made before them)
+            config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
         swept = {key: _get(config, key) for key in swept_keys}
         for seed in seeds:
             run_id = make_run_id(swept, seed)
@@ -401,6 +443,8 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
     model: type[BaseModel] = ExperimentSpec
     if loc[:1] == ("plots",) and len(loc) == 2:
         return PlotSpec  # plots.0: an item of the list of plots
+    if loc == ("record",):
+        return RecordSpec  # an optional section
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None) if field else None
@@ -463,10 +507,11 @@ def apply_override(raw: dict, item: str) -> str:
     key, _, text = item.partition("=")
     key = key.strip()
     value = parse_yaml(text, where) if text.strip() else None
-    if key in ("name", "description", "seeds"):
+    if key in ("name", "description", "seeds", "record"):
         raw[key] = value
         return key
-    _check_key(key, where, "")
+    if not key.startswith("record."):  # record.* is validated with the record section
+        _check_key(key, where, "")
     sweep = raw.get("sweep")
     blocks = sweep if isinstance(sweep, list) else [sweep] if isinstance(sweep, dict) else []
     for block in blocks:
@@ -571,6 +616,15 @@ def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text:
             raise SpecError(f"{where}: plots[{i}]: a sweep figure needs x set to a swept key: {swept_keys}")
         if plot.kind == "batch_size" and "solver.batch_size" not in swept_keys:
             raise SpecError(f"{where}: plots[{i}]: a batch_size figure needs solver.batch_size in the sweep")
+        needed = RECORDED_BY_PLOT.get(plot.kind, ())
+        missing = [s for s in needed if spec.record is None or s not in spec.record.statistics]
+        if missing:
+            raise SpecError(
+                f"{where}: plots[{i}]: the {plot.kind} figure needs {', '.join(missing)} recorded; "
+                f"add them to record.statistics (or a record: section)"
+            )
+        if plot.layers is not None and plot.kind not in ("activations", "ics"):
+            raise SpecError(f"{where}: plots[{i}]: layers is for activations and ics figures only; remove it")
 
 
 # --- run ids ---------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
+from bnlab.nn.norms import NOISE_DEFAULTS
+from bnlab.nn.probes import Recorder
 from bnlab.nn.solver import Solver
+
+NOISE_STREAM = 0x6E6F6973  # 'nois': a seed word that sets the noise generators apart from the run's own
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RunOutcome:
     wall_s: float = 0.0
     peak_rss_mb: float | None = None  # of the process that trained it, at the end of the run
     error: str | None = None
+    probes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (iteration, layer, statistic, value)
 
     @property
     def best_val_acc(self) -> float:
@@ -67,14 +72,22 @@ def train_run(
     started = time.time()
     clock = time.perf_counter()
     model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
+    noise = {key: model_cfg.pop(key, default) for key, default in NOISE_DEFAULTS.items()}
+    recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
         model = build_model(model_cfg, data["X_train"].shape[1:], rng)
+        if model_cfg.get("normalization") == "noisy_batchnorm":
+            # Each layer's noise comes from a generator of its own, seeded from the run's seed: the
+            # weights and minibatches are drawn exactly as for plain batch norm.
+            for layer, bn_param in enumerate(model.bn_params, start=1):
+                bn_param.update(noise, noise_rng=np.random.RandomState([config["seed"], NOISE_STREAM, layer]))
         solver = Solver(
             model,
             data,
             rng=rng,
             callback=(lambda event: progress({"run_id": run_id, **event})) if progress else None,
+            recorder=recorder,
             **solver_cfg,
         )
         # A run that diverges overflows on its way to nan: its status says so, numpy's warnings
@@ -101,6 +114,7 @@ def train_run(
         started=started,
         wall_s=time.perf_counter() - clock,
         peak_rss_mb=_peak_rss_mb(),
+        probes=recorder.rows if recorder is not None else [],
     )
 
 

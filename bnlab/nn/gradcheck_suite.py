@@ -49,6 +49,7 @@ NET_OTHER = 1e-5
 # Absolute: a bias right before batch norm is cancelled by the mean subtraction, so its gradient is
 # exactly zero and its numerical estimate is rounding noise, ~ulp(loss) / h ~ 2e-11.
 VANISHING = 1e-9
+BIAS_CANCELLING = ("batchnorm", "batchrenorm", "noisy_batchnorm")  # noisy: its per-unit noise is the same for every sample
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,24 @@ def _layer_checks() -> list[GradCheck]:
     checks.append(GradCheck("softmax_loss dx", rel_error(numerical, layers.softmax_loss(scores, y)[1]), NORM))
 
     checks += _batchnorm_checks()
+
+    rng = np.random.RandomState(SEED)
+    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
+
+    def noisy_forward(x, gamma, beta):
+        # a fresh generator on every call: the same noise each time, so the function is fixed
+        param = {"mode": "train", "noise_rng": np.random.RandomState(SEED)}
+        return norms.noisy_batchnorm_forward(x, gamma, beta, param)
+
+    checks += _backward_vs_numerical(
+        "noisy_batchnorm (noise fixed)",
+        noisy_forward,
+        norms.noisy_batchnorm_backward,
+        (x, gamma, beta),
+        ("dx", "dgamma", "dbeta"),
+        rng.randn(4, 5),
+        NORM,
+    )
 
     rng = np.random.RandomState(SEED)
     x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
@@ -391,10 +410,15 @@ def _net_checks(activation: str, normalization: str | None, position: str, reg: 
         for bn_param, width in zip(model.bn_params, hidden_dims, strict=True):
             bn_param.update(running_mean=np.full(width, -10.0), running_std=np.full(width, 1e-3))
         initial_bn_params = copy.deepcopy(model.bn_params)
+    if normalization == "noisy_batchnorm":
+        # It draws new noise on every call: every evaluation rewinds its generators, fixing the function.
+        for i, bn_param in enumerate(model.bn_params):
+            bn_param.update(noise_rng=np.random.RandomState(SEED + i), noise_step=0)
+        initial_bn_params = copy.deepcopy(model.bn_params)
 
     label = f"net {activation} {normalization or 'no norm'}"
     label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
-    cancelled = normalization in ("batchnorm", "batchrenorm") and position == "before"
+    cancelled = normalization in BIAS_CANCELLING and position == "before"
     return _model_checks(label, model, X, y, cancelled, initial_bn_params)
 
 

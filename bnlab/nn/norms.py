@@ -109,6 +109,58 @@ def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Arr
     return dx, dgamma, dbeta
 
 
+# --- noisy batch normalization (Santurkar et al. 2018, Figure 2) -----------------------------
+
+NOISE_DEFAULTS = {"noise_mean": 0.5, "noise_scale": 0.5, "noise_growth": 1000}
+
+
+def noisy_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Batch norm, then a distribution shift that changes at every training step.
+
+    out = scale * batchnorm(x) + shift, with per-unit scale (D,) and shift (D,) drawn afresh at
+    every train-mode call t = 0, 1, 2, ...: shift ~ U(-a_t, a_t), scale ~ U(1, 1 + b_t), where
+    a_t = noise_mean * (1 + t / noise_growth) and b_t = noise_scale * (1 + t / noise_growth): each
+    unit's output gets a non-zero mean and a non-unit variance, and their spread grows over training.
+    Santurkar et al. showed that a net trained with such noise after batch norm trains about as
+    well as with plain batch norm, though its layers' input distributions shift far more.
+
+    bn_param: as batchnorm_forward's, plus 'noise_rng' (a np.random.RandomState of the layer's own,
+    so the noise never draws from the run's stream; RandomState(0) when absent), 'noise_step' (t,
+    counted here) and the options of NOISE_DEFAULTS. Test mode uses the noise's expectation:
+    batch norm with the running statistics, scaled by 1 + b_t / 2 (t: the training steps so far).
+    Shapes: x (N, D), gamma, beta (D,) -> out (N, D).
+    """
+    out, bn_cache = batchnorm_forward(x, gamma, beta, bn_param)
+    t = bn_param.get("noise_step", 0)
+    growth = 1 + t / bn_param.get("noise_growth", NOISE_DEFAULTS["noise_growth"])
+    a = bn_param.get("noise_mean", NOISE_DEFAULTS["noise_mean"]) * growth
+    b = bn_param.get("noise_scale", NOISE_DEFAULTS["noise_scale"]) * growth
+    if bn_param["mode"] != "train":
+        # the noise's expectation, as inverted dropout does: the next layer was trained on inputs
+        # scaled by 1 + b/2 on average (the shift averages to 0)
+        out *= x.dtype.type(1 + b / 2)
+        return out, (bn_cache, None)
+    if "noise_rng" not in bn_param:
+        bn_param["noise_rng"] = np.random.RandomState(0)
+    rng = bn_param["noise_rng"]
+    bn_param["noise_step"] = t + 1
+    d = x.shape[1]
+    scale = (1 + rng.uniform(0, b, d)).astype(x.dtype)
+    shift = rng.uniform(-a, a, d).astype(x.dtype)
+    out *= scale
+    out += shift
+    return out, (bn_cache, scale)
+
+
+def noisy_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """The shift passes the gradient unchanged, the scale multiplies it; then batch norm's backward.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
+    bn_cache, scale = cache
+    if scale is None:
+        raise ValueError("noisy_batchnorm_backward: no backward pass in test mode")
+    return batchnorm_backward_alt(dout * scale, bn_cache)
+
+
 # --- layer normalization ---------------------------------------------------------------------
 
 
@@ -310,6 +362,7 @@ class Normalization:
 
 NORMALIZATIONS: dict[str, Normalization] = {
     "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
+    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
     "layernorm": Normalization(layernorm_forward, layernorm_backward),
     "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
     "rmsnorm": Normalization(rmsnorm_forward, rmsnorm_backward),

@@ -32,6 +32,8 @@ class Solver:
         notebooks, so a seeded notebook cell follows the same trajectory.
     callback: called with a dict (epoch, num_epochs, iteration, num_iterations, loss, train_acc,
         val_acc) after every accuracy check; the Solver itself never prints.
+    recorder: a bnlab.nn.probes.Recorder, or None; when due, it looks at the net on the iteration's
+        minibatch before the update (and leaves training exactly as it would be without it).
 
     After train(): loss_history (one per iteration), train_acc_history, val_acc_history,
     lr_history and epoch_history (the epochs completed at each check: 0 for the check after the
@@ -55,6 +57,7 @@ class Solver:
         check_batch_size: int = 1000,
         rng: np.random.RandomState | None = None,
         callback: Callable[[dict], None] | None = None,
+        recorder=None,
     ) -> None:
         if update_rule not in optim.UPDATE_RULES:
             raise ValueError(
@@ -73,6 +76,7 @@ class Solver:
         self.check_batch_size = check_batch_size
         self.rng = rng if rng is not None else np.random.mtrand._rand
         self.callback = callback
+        self.recorder = recorder
         self._reset()
 
     def _reset(self) -> None:
@@ -112,7 +116,11 @@ class Solver:
     def _step(self) -> float:
         """One minibatch: loss, gradients, and one update of all parameters."""
         batch = self.rng.choice(self.X_train.shape[0], self.batch_size)
-        loss, grads = self.model.loss(self.X_train[batch], self.y_train[batch])
+        X, y = self.X_train[batch], self.y_train[batch]
+        iteration = len(self.loss_history) + 1
+        if self.recorder is not None and self.recorder.due(iteration):
+            self.recorder.record(self, iteration, X, y)
+        loss, grads = self.model.loss(X, y)
         flat_grads = np.concatenate([grads[name].ravel() for name in self._names])
         next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
