@@ -611,7 +611,9 @@ def data(
 def bench(
     section: Annotated[
         list[str] | None,
-        typer.Option("--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."),
+        typer.Option(
+            "--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."
+        ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
     data_dir: DataDirOpt = None,

@@ -78,7 +78,9 @@ CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spati
 class ModelSpec(_Section):
     # hidden_dims: the fully connected hidden widths; required for fc, optional (none) for conv.
     hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
-    normalization: Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None = None
+    normalization: (
+        Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None
+    ) = None
     num_groups: PositiveInt = 5
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01

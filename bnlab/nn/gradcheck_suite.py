@@ -49,7 +49,9 @@ NET_OTHER = 1e-5
 # Absolute: a bias right before batch norm is cancelled by the mean subtraction, so its gradient is
 # exactly zero and its numerical estimate is rounding noise, ~ulp(loss) / h ~ 2e-11.
 VANISHING = 1e-9
-BIAS_CANCELLING = ("batchnorm", "batchrenorm", "noisy_batchnorm")  # noisy: its per-unit noise is the same for every sample
+# Norms whose output ignores a per-feature shift of the input (noisy batch norm's noise is the same
+# for every sample), so the bias before them gets an exactly zero gradient.
+BIAS_CANCELLING = ("batchnorm", "batchrenorm", "noisy_batchnorm")
 
 
 @dataclass(frozen=True)
