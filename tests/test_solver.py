@@ -120,6 +120,16 @@ def test_a_nan_loss_stops_training_and_keeps_the_history():
     assert len(solver.train_acc_history) == 3  # after the 3 finished epochs (iteration 1 ends epoch 1)
 
 
+def test_a_nan_at_the_first_iteration_leaves_the_model_its_parameters():
+    # No accuracy check happened, so there are no best parameters to load: the model keeps its own
+    # (updated once, by the step that produced the nan), rather than being emptied.
+    model = StepModel(nan_at=1)
+    solver = Solver(model, step_data(10), batch_size=10, num_epochs=3, rng=np.random.RandomState(0))
+    solver.train()
+    assert solver.diverged and solver.train_acc_history == [] and solver.best_params == {}
+    assert list(model.params) == ["w"] and model.params["w"].shape == (1,)
+
+
 @pytest.mark.parametrize("num_train, batch_size, num_epochs", [(50, 20, 3), (60, 7, 2), (10, 10, 3), (10, 3, 1)])
 def test_accuracy_is_checked_after_iteration_1_every_epochs_last_and_the_last(num_train, batch_size, num_epochs):
     received = []

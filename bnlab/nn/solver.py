@@ -179,6 +179,8 @@ class Solver:
                 self.optim_state["learning_rate"] *= self.lr_decay
             if t == 0 or epoch_end or t == num_iterations - 1:
                 self._record_accuracy(t + 1, num_iterations)
+        if not self.best_params:  # diverged at the first iteration, before any accuracy check
+            return
         self.model.params = self.best_params
         if self._best_bn_params:
             self.model.bn_params = self._best_bn_params
