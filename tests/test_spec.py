@@ -629,7 +629,7 @@ BAD_SPECS = [
                                      "  batch_size: 50\n  num_epochs: 3\n", "solver: adam\n"),
      [":5:1: solver:", "valid dictionary", "'adam'"]),
     ("hidden-dims-string", _replace("[100, 100]", "'100'"), [":3:3: model.hidden_dims:", "list", "'100'"]),
-    ("hidden-dims-empty", _replace("[100, 100]", "[]"), ["model.hidden_dims:", "at least 1"]),
+    ("hidden-dims-empty", _replace("[100, 100]", "[]"), ["model:", "hidden_dims is required for architecture fc"]),
     ("hidden-dims-zero", _replace("[100, 100]", "[100, 0]"), ["model.hidden_dims.1:", "greater than or equal to 1"]),
     ("hidden-dims-float", _replace("[100, 100]", "[100, 1.5]"), ["model.hidden_dims.1:", "integer", "1.5"]),
     ("batch-size-float", _replace("batch_size: 50", "batch_size: 50.0"), ["solver.batch_size:", "integer"]),
@@ -785,6 +785,12 @@ def test_bad_spec(text, expected):
     assert "\n" not in message, message  # one line for the CLI
     for part in expected:
         assert part in message, message
+
+
+def test_conv_spec_takes_an_empty_hidden_dims_as_no_hidden_layer():
+    text = BASE.replace("  hidden_dims: [100, 100]\n", "  architecture: conv\n  channels: [8]\n  hidden_dims: []\n")
+    model = expt(text.replace("weight_scale: 1.0e-2", "weight_scale: he")).runs[0].config["model"]
+    assert model["hidden_dims"] == [] and model["channels"] == [8]
 
 
 def test_conv_spec_resolves_with_optional_hidden_dims_and_sweeps_channels():

@@ -76,8 +76,9 @@ CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spati
 
 
 class ModelSpec(_Section):
-    # hidden_dims: the fully connected hidden widths; required for fc, optional (none) for conv.
-    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    # hidden_dims: the fully connected hidden widths; required for fc (at least one), optional for
+    # conv, where [] or null means the conv blocks feed the output layer directly.
+    hidden_dims: list[PositiveInt] | None = None
     normalization: (
         Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None
     ) = None
@@ -105,8 +106,10 @@ class ModelSpec(_Section):
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
         if self.architecture == "fc":
-            if self.hidden_dims is None:
-                raise ValueError("hidden_dims is required for architecture fc (the widths of the hidden layers)")
+            if not self.hidden_dims:
+                raise ValueError(
+                    "hidden_dims is required for architecture fc: at least one width, e.g. [100, 100]"
+                )
             if self.channels is not None:
                 raise ValueError("channels is only for architecture conv; remove it or set architecture: conv")
         else:

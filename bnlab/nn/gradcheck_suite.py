@@ -175,29 +175,13 @@ def _layer_checks() -> list[GradCheck]:
         NORM,
     )
 
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
-    checks += _backward_vs_numerical(
-        "layernorm",
-        norms.layernorm_forward,
-        norms.layernorm_backward,
-        (x, gamma, beta, {}),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(4, 5),
-        NORM,
-    )
-
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
-    checks += _backward_vs_numerical(
-        "rmsnorm",
-        norms.rmsnorm_forward,
-        norms.rmsnorm_backward,
-        (x, gamma, beta, {}),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(4, 5),
-        NORM,
-    )
+    for name in ("layernorm", "rmsnorm"):  # per-sample norms without state
+        rng = np.random.RandomState(SEED)
+        x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
+        forward, backward = getattr(norms, f"{name}_forward"), getattr(norms, f"{name}_backward")
+        checks += _backward_vs_numerical(
+            name, forward, backward, (x, gamma, beta, {}), ("dx", "dgamma", "dbeta"), rng.randn(4, 5), NORM
+        )
 
     checks += _batchrenorm_checks()
 

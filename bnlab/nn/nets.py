@@ -141,26 +141,7 @@ class FullyConnectedNet:
         h = X.reshape(X.shape[0], -1)
         if h.dtype != self.dtype:
             h = h.astype(self.dtype)
-        caches = []
-        for i in range(1, self.num_layers):
-            h, cache = self._hidden_forward(h, i)
-            caches.append(cache)
-        last = self.num_layers
-        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
-        if y is None:
-            return scores
-
-        loss, dscores = layers.softmax_loss(scores, y)
-        grads: dict[str, np.ndarray] = {}
-        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
-        for i in range(self.num_layers - 1, 0, -1):
-            dh = self._hidden_backward(dh, caches[i - 1], i, grads)
-
-        for i in range(1, self.num_layers + 1):
-            w = self.params[f"W{i}"]
-            loss += 0.5 * self.reg * float(np.sum(w * w))
-            grads[f"W{i}"] += self.reg * w
-        return loss, grads
+        return _scores_or_loss(self, h, y, self._hidden_forward, self._hidden_backward)
 
     def _hidden_forward(self, x: np.ndarray, i: int):
         """affine - [norm] - activation - [dropout] for hidden layer i (1-based), or with the norm
@@ -309,29 +290,15 @@ class ConvNet:
         mode = "test" if y is None else "train"
         for bn_param in self.bn_params:
             bn_param["mode"] = mode
-        p = self.params
         h = X if X.dtype == self.dtype else X.astype(self.dtype)
-        caches = []
-        for i in range(1, self.num_layers):
-            h, cache = self._conv_forward(h, i) if i <= self.num_conv else self._hidden_forward(h, i)
-            caches.append(cache)
-        last = self.num_layers
-        scores, last_cache = layers.affine_forward(h, p[f"W{last}"], p[f"b{last}"])
-        if y is None:
-            return scores
+        return _scores_or_loss(self, h, y, self._layer_forward, self._layer_backward)
 
-        loss, dscores = layers.softmax_loss(scores, y)
-        grads: dict[str, np.ndarray] = {}
-        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
-        for i in range(self.num_layers - 1, 0, -1):
-            backward = self._conv_backward if i <= self.num_conv else self._hidden_backward
-            dh = backward(dh, caches[i - 1], i, grads)
+    def _layer_forward(self, x: np.ndarray, i: int):
+        return self._conv_forward(x, i) if i <= self.num_conv else self._hidden_forward(x, i)
 
-        for i in range(1, self.num_layers + 1):
-            w = p[f"W{i}"]
-            loss += 0.5 * self.reg * float(np.sum(w * w))
-            grads[f"W{i}"] += self.reg * w
-        return loss, grads
+    def _layer_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+        backward = self._conv_backward if i <= self.num_conv else self._hidden_backward
+        return backward(dout, cache, i, grads)
 
     def _conv_forward(self, x: np.ndarray, i: int):
         """conv - [norm] - activation - max pool for conv block i (1-based).
@@ -387,3 +354,33 @@ class ConvNet:
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
         return dx
+
+
+def _scores_or_loss(net, h: np.ndarray, y: np.ndarray | None, layer_forward, layer_backward):
+    """What every net shares around its hidden layers 1 .. L-1: the affine output layer L, the
+    softmax loss, the backward pass and the L2 term 0.5 * reg * sum(W**2) on every weight.
+
+    layer_forward(h, i) -> (h, cache) and layer_backward(dh, cache, i, grads) -> dh (None below the
+    first layer) run hidden layer i; the backward stores that layer's parameter gradients in grads.
+    Returns the scores when y is None, else (loss, grads).
+    """
+    caches = []
+    for i in range(1, net.num_layers):
+        h, cache = layer_forward(h, i)
+        caches.append(cache)
+    last = net.num_layers
+    scores, last_cache = layers.affine_forward(h, net.params[f"W{last}"], net.params[f"b{last}"])
+    if y is None:
+        return scores
+
+    loss, dscores = layers.softmax_loss(scores, y)
+    grads: dict[str, np.ndarray] = {}
+    dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
+    for i in range(net.num_layers - 1, 0, -1):
+        dh = layer_backward(dh, caches[i - 1], i, grads)
+
+    for i in range(1, net.num_layers + 1):
+        w = net.params[f"W{i}"]
+        loss += 0.5 * net.reg * float(np.sum(w * w))
+        grads[f"W{i}"] += net.reg * w
+    return loss, grads
