@@ -507,25 +507,25 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
 
 
 def _claims_table(entries: list[dict], where: Path):
-    """One row per claim; the id and the numbers never wrap (the statements are in claims.json
-    and the figures)."""
+    """One row per claim (the statements are in claims.json and the figures). The effect takes two
+    lines, its mean over its 95% interval, so the table fits an 80-column terminal."""
     from rich.table import Table
 
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
     table = Table(title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}")
-    table.add_column("claim (metric)", no_wrap=True)
-    table.add_column("source", overflow="fold")
+    table.add_column("claim (metric)", overflow="fold")
+    table.add_column("source", overflow="fold", min_width=8)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("effect a - b [95% CI]", no_wrap=True)
+    table.add_column("effect a - b\n[95% CI]", no_wrap=True)
     table.add_column("p", justify="right", no_wrap=True)
-    table.add_column("seeds", justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)  # seeds
     for e in entries:
         table.add_row(
             f"{e['id']}\n[dim]{e['metric']}[/]",
             escape(e["source"]),
             f"[{colors[e['verdict']]}]{e['verdict']}[/]",
-            f"{e['mean_diff']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]",
-            f"{e['p_value']:.2g}",
+            f"{e['mean_diff']:+.3f}\n[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]",
+            f"{e['p_value']:.1g}",
             str(e["n"]),
         )
     return table
