@@ -13,7 +13,7 @@ import pytest
 from bnlab.lab.executors import make_executor
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import experiment_from_text
-from bnlab.nn.nets import FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import STATISTICS, Recorder, activation_statistics, saturated_fraction
 from bnlab.nn.solver import Solver
 from bnlab.results import load_experiment
@@ -261,3 +261,62 @@ def test_a_run_writes_a_tidy_table_and_the_same_history(tmp_path, monkeypatch):
     assert set(probes.loc[probes["layer"] == 0, "statistic"]) == {"loss_range", "grad_change", "beta_smoothness"}
     assert not probes.duplicated(["run_id", "iteration", "layer", "statistic"]).any()
     assert load_experiment(tmp_path / "off/probes").probes.empty
+
+
+# --- conv nets --------------------------------------------------------------------------------
+
+
+def tiny_convnet():
+    rng = np.random.RandomState(3)
+    model = ConvNet([3, 4], input_dim=(2, 8, 8), num_classes=3, hidden_dims=[5], normalization="batchnorm",
+                    weight_scale="he", dtype=np.float64, rng=rng)  # fmt: skip
+    data = {"X_train": rng.randn(24, 2, 8, 8), "y_train": rng.randint(3, size=24),
+            "X_val": rng.randn(6, 2, 8, 8), "y_val": rng.randint(3, size=6)}  # fmt: skip
+    return model, data, rng
+
+
+def test_recording_a_conv_net_changes_nothing_and_covers_every_layer():
+    solvers = []
+    for recorder in (None, Recorder(every=2)):
+        model, data, rng = tiny_convnet()
+        solver = Solver(model, data, update_rule="adam", batch_size=6, num_epochs=2, rng=rng, recorder=recorder)
+        solver.train()
+        solvers.append(solver)
+    off, on = solvers
+    assert on.loss_history == off.loss_history and on.val_acc_history == off.val_acc_history
+    for name in off.model.params:
+        np.testing.assert_array_equal(on.model.params[name], off.model.params[name])
+    for a, b in zip(on.model.bn_params, off.model.bn_params, strict=True):
+        np.testing.assert_array_equal(a["running_mean"], b["running_mean"])
+        np.testing.assert_array_equal(a["running_var"], b["running_var"])
+    layers_of = {}
+    for _, layer, statistic, _ in on.recorder.rows:
+        layers_of.setdefault(statistic, set()).add(layer)
+    assert layers_of["p50"] == {1, 2, 3}  # two conv blocks and the hidden fc layer
+    assert layers_of["ics_l2"] == {2, 3, 4} and layers_of["grad_norm"] == {1, 2, 3, 4}
+
+
+def test_conv_ics_is_the_second_blocks_gradient_change_after_the_first_block_steps():
+    """Definition 2.1 by hand for conv layer 2 under plain SGD: step block 1 (W1, b1, gamma1,
+    beta1) by -lr * its gradient, recompute dL/dW2 on the same minibatch, compare."""
+    model, data, rng = tiny_convnet()
+    batch = np.random.RandomState(0).choice(24, 6)  # the Solver's first draw: iteration 1's minibatch
+    X, y = data["X_train"][batch], data["y_train"][batch]
+    before = copy.deepcopy(model.params)
+    _, grads = model.loss(X, y)
+    stepped = copy.deepcopy(model)
+    for name in ("W1", "b1", "gamma1", "beta1"):
+        stepped.params[name] = stepped.params[name] - LR * grads[name]
+    _, grads_after = stepped.loss(X, y)
+    g, g2 = grads["W2"].ravel(), grads_after["W2"].ravel()
+    expected_l2 = np.linalg.norm(g - g2)
+    expected_cos = g @ g2 / (np.linalg.norm(g) * np.linalg.norm(g2))
+
+    model.params = copy.deepcopy(before)
+    recorder = Recorder(["ics_l2", "ics_cos"], every=100)
+    solver = Solver(model, data, update_rule="sgd", optim_config={"learning_rate": LR},
+                    batch_size=6, num_epochs=1, rng=np.random.RandomState(0), recorder=recorder)  # fmt: skip
+    solver.train()
+    recorded = {statistic: value for _, layer, statistic, value in recorder.rows if layer == 2}
+    assert math.isclose(recorded["ics_l2"], expected_l2, rel_tol=1e-9)
+    assert math.isclose(recorded["ics_cos"], expected_cos, rel_tol=1e-9)
