@@ -346,8 +346,11 @@ def report(
         "results"
     ),
 ) -> None:
-    """Write PATH/report.html: one self-contained page (figures embedded, no network) with every
-    experiment in a results root, or the one experiment; the claims' verdicts first if there are any.
+    """Write PATH/report.html, one self-contained page of the experiments and claims' verdicts.
+
+    For a results root every experiment in it, for an experiment folder that one; the claims'
+    verdicts come first if there are any. Figures are embedded and nothing is fetched from a
+    network, so the page opens offline and can be mailed.
 
     Examples: bnlab report results/    bnlab report results/deep_bn
     """
@@ -414,8 +417,10 @@ def claims(
     claims_dir: Annotated[Path, typer.Option("--dir", help="The folder of claim files.")] = Path("configs/claims"),
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Test the reference notes' claims: run each claim's experiment (resumably: finished runs are
-    reused), then compare its two groups seed by seed and give a verdict.
+    """Test the reference notes' claims over paired seeds, each with a verdict.
+
+    Runs each claim's experiment (resumably: finished runs are reused), then compares its two
+    groups seed by seed.
 
     Prints one table (claim, source, verdict, mean difference a - b with its 95% t interval, seeds)
     and writes OUT/claims/claims.json and a figure per claim in OUT/claims/figures/. A claim file
@@ -619,9 +624,11 @@ def bench(
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Time the weight-scale sweep (1 and 2 workers), one training step, the batch-norm kernels,
-    the convolutional net (beside PyTorch when installed), start-up and the overhead of recording:
-    medians of repeated runs, with their spread.
+    """Time bnlab: medians of repeated runs, with their spread.
+
+    Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
+    kernels, the convolutional net (beside PyTorch when installed), start-up, and the overhead
+    of recording.
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
