@@ -416,6 +416,19 @@ def claims(
     out: Annotated[Path, typer.Option("--out", help="Results root; claims go to OUT/claims/.")] = Path("results"),
     claims_dir: Annotated[Path, typer.Option("--dir", help="The folder of claim files.")] = Path("configs/claims"),
     data_dir: DataDirOpt = None,
+    until_decided: Annotated[
+        bool,
+        typer.Option("--until-decided", help="Add seeds in rounds to the cells still inconclusive (see --max-seeds)."),
+    ] = False,
+    max_seeds: Annotated[
+        int, typer.Option("--max-seeds", min=2, help="With --until-decided: the most seeds a cell gets.")
+    ] = 24,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
+    ] = None,
 ) -> None:
     """Test the reference notes' claims over paired seeds, each with a verdict.
 
@@ -433,7 +446,15 @@ def claims(
       bnlab claims bn-deep-faster bn-small-batch
 
       bnlab claims --json > claims.json
+
+      bnlab claims --until-decided --max-seeds 24
+
+      bnlab claims --executor dask --scheduler tcp://10.0.0.5:8786
     """
+    if executor not in ("local", "dask"):
+        raise _usage_error(f"--executor {executor}: choose local or dask")
+    if executor == "dask" and not scheduler:
+        raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
     with _reported():
         from bnlab.errors import SpecError
         from bnlab.lab.claims import load_claims
@@ -463,9 +484,15 @@ def claims(
 
         workers = workers or default_workers()
         data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
-        executor = make_executor(workers, data_root)
-        # every group, so that claims.json keeps the other files' claims in their order
-        entries = _run_claims(groups, out, executor, chosen, workers)
+        # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
+        runner = make_executor(workers, data_root if executor == "local" else data_dir, executor, scheduler)
+        where = f"{workers} worker(s)" if executor == "local" else f"dask {scheduler}"
+        try:
+            # every group, so that claims.json keeps the other files' claims in their order
+            entries = _run_claims(groups, out, runner, chosen, where, until_decided, max_seeds)
+        finally:
+            if hasattr(runner, "close"):
+                runner.close()
         from bnlab.lab.claims import claims_dir as results_dir
         from bnlab.plots import plot_claims
 
@@ -478,7 +505,9 @@ def claims(
         raise typer.Exit(1)
 
 
-def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> list[dict]:
+def _run_claims(
+    groups, out: Path, executor, chosen: set[str], where: str, until_decided: bool, max_seeds: int
+) -> list[dict]:
     """run_claims with one progress bar over every run to train; Ctrl-C says how to resume."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -495,13 +524,20 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
     task = progress.add_task("claims", total=0)
 
     def on_experiment(experiment, total: int, to_train: int) -> None:
-        progress.update(
-            task, description=f"claims: {experiment.name} ({workers} worker(s))", completed=0, total=to_train
-        )
+        progress.update(task, description=f"claims: {experiment.name} ({where})", completed=0, total=to_train)
 
     try:
         with progress:
-            return run_claims(groups, out, executor, chosen, on_experiment, lambda _: progress.advance(task))
+            return run_claims(
+                groups,
+                out,
+                executor,
+                chosen,
+                on_experiment,
+                lambda _: progress.advance(task),
+                until_decided=until_decided,
+                max_seeds=max_seeds,
+            )
     except KeyboardInterrupt:
         errors.print(
             f"[yellow]interrupted:[/] the finished runs are saved in {out / 'claims'}; "
@@ -512,26 +548,40 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
 
 
 def _claims_table(entries: list[dict], where: Path):
-    """One row per claim (the statements are in claims.json and the figures). The effect takes two
-    lines, its mean over its 95% interval, so the table fits an 80-column terminal."""
+    """One row per claim, led by the verdict after Holm's adjustment over the family (a claim with
+    `across` cells: where it holds), then the effect in its own condition with its 95% interval, the
+    adjusted p, the seeds, and the scope in words. The effect takes two lines so the table fits an
+    80-column terminal; the statements and every cell are in claims.json and the figures."""
     from rich.table import Table
 
+    from bnlab.lab.claims import holm_sentence
+
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
-    table = Table(title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}")
+    colors.update(everywhere="green", somewhere="yellow", nowhere="red")
+    cells = sum(len(e.get("cells", [])) for e in entries)
+    table = Table(
+        title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}", caption=holm_sentence(cells)
+    )
     table.add_column("claim (metric)", overflow="fold")
-    table.add_column("source", overflow="fold", min_width=8)
-    table.add_column("verdict", no_wrap=True)
+    table.add_column("verdict\n(Holm)", no_wrap=True)
     table.add_column("effect a - b\n[95% CI]", no_wrap=True)
-    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("p adj.", justify="right", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)  # seeds
+    table.add_column("scope", overflow="fold", min_width=8)
     for e in entries:
+        claim_cells = e.get("cells", [])
+        if len(claim_cells) == 1:
+            cell = claim_cells[0]
+            shown, p, n = cell["verdict_adjusted"], f"{cell['p_adjusted']:.1g}", str(cell["n"])
+        else:
+            shown, p, n = e["scope"]["holds"], "", str(e["n"])
         table.add_row(
             f"{e['id']}\n[dim]{e['metric']}[/]",
-            escape(e["source"]),
-            f"[{colors[e['verdict']]}]{e['verdict']}[/]",
+            f"[{colors[shown]}]{shown}[/]\n[dim]raw: {e['verdict']}[/]",
             f"{e['mean_diff']:+.3f}\n[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]",
-            f"{e['p_value']:.1g}",
-            str(e["n"]),
+            p,
+            n,
+            escape(e["scope"]["text"]) if len(claim_cells) > 1 else "",
         )
     return table
 

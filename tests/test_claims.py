@@ -213,7 +213,8 @@ def ran(tmp_path_factory):
     root = tmp_path_factory.mktemp("claims")
     write(root / "claims", "tiny.yaml", TINY)
     other_claim = TINY[TINY.index("  - id: tiny-loss") :].replace("tiny-loss", "other-loss")
-    other_spec = TINY[: TINY.index("  - id: tiny-train")].replace("tiny", "other")
+    # other configs than tiny's (equal configs would share one folder)
+    other_spec = TINY[: TINY.index("  - id: tiny-train")].replace("tiny", "other").replace("num_val: 100", "num_val: 90")
     write(root / "claims", "other.yaml", other_spec + other_claim)
     write(root / "claims", "future.yaml", TINY.replace("name: tiny", "name: future").replace("tiny-", "future-")
           .replace("[null, batchnorm]", "[null, batchnorm, superbatchnorm]"))  # fmt: skip
@@ -232,7 +233,7 @@ def test_claims_json_has_the_contracted_shape(ran):
     assert printed == on_disk
     assert [e["id"] for e in on_disk] == ["other-loss", "tiny-train", "tiny-loss"]  # files by name
     for entry in on_disk[1:]:
-        assert list(entry) == FIELDS
+        assert list(entry) == [*FIELDS, "cells", "scope"]
         assert entry["experiment"] == str(root / "results" / "claims" / "tiny")
         assert entry["key"] == "model.normalization" and entry["a"] == "batchnorm" and entry["b"] is None
         assert entry["where"] == {} and entry["n"] == 5

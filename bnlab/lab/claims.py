@@ -38,11 +38,13 @@ reused; the results are <out>/claims/claims.json. Nothing here prints.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +52,6 @@ import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy import stats
 
 from bnlab.errors import SpecError
 from bnlab.lab import atomic
@@ -65,11 +66,20 @@ from bnlab.lab.spec import (
     load_experiment,
     parse_yaml,
 )
+from bnlab.lab.stats import (
+    cohens_dz,
+    holm,
+    paired_t,
+    planned_looks,
+    seeds_for_power,
+    sequential_p,
+    verdict,
+    verdict_adjusted,
+)
 from bnlab.results import ExperimentResults
 from bnlab.results import load_experiment as load_results
 
 MIN_SEEDS = 5
-CONFIDENCE = 0.95
 RUNS_COLUMNS = ("best_val_acc", "best_train_acc", "final_train_loss")
 METRIC_PATTERN = re.compile(
     r"^(?:(?P<column>best_val_acc|best_train_acc|final_train_loss)"
@@ -99,6 +109,50 @@ class ClaimSpec(BaseModel):
     b: Any
     where: dict[str, Any] = Field(default_factory=dict)
     direction: Literal["greater", "less"]
+    across: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One condition of a claim: `where` names it (condition -> value, as in the claim file) and
+    `overrides` are the `--set` items that put the claim's experiment in it."""
+
+    where: dict[str, Any]
+    overrides: tuple[str, ...]
+
+    @property
+    def keys(self) -> set[str]:
+        """The spec keys the cell sets."""
+        return {item.partition("=")[0] for item in self.overrides}
+
+
+def cells(claim: ClaimSpec) -> list[Cell]:
+    """The product of the claim's `across` values, in file order (the first key varies slowest);
+    one cell with no overrides for a claim without `across`. A value that is a mapping sets each
+    of its keys (e.g. an optimizer with its learning rate): `optimizer: [{solver.update_rule: adam,
+    solver.optim_config: {learning_rate: 1.0e-3}}, ...]`."""
+    axes = [[(key, value) for value in values] for key, values in claim.across.items()]
+    result = []
+    for combo in itertools.product(*axes):
+        overrides: list[str] = []
+        for key, value in combo:
+            items = value.items() if isinstance(value, dict) else [(key, value)]
+            overrides += [f"{k}={json.dumps(v)}" for k, v in items]
+        result.append(Cell(dict(combo), tuple(overrides)))
+    return result
+
+
+def cell_label(where: dict[str, Any]) -> str:
+    """A short name of a cell: 'update_rule=adam, hidden_dims=5x100' ('' for the claim's own
+    condition). A mapping value is named by its first value."""
+    parts = []
+    for key, value in where.items():
+        if isinstance(value, dict):
+            value = next(iter(value.values()), "")
+        if isinstance(value, list) and len(value) > 2 and all(v == value[0] for v in value):
+            value = f"{len(value)}x{value[0]}"
+        parts.append(f"{key.rsplit('.', 1)[-1]}={'null' if value is None else value}")
+    return ", ".join(parts)
 
 
 class ClaimsFileSpec(BaseModel):
@@ -119,6 +173,8 @@ class ClaimGroup:
     claims: list[ClaimSpec]
     experiment: Experiment | None = None
     problem: str | None = None
+    # the experiment with more `--set` items (a cell's, a seed list): the file's own set comes first
+    make: Callable[[list[str]], Experiment] | None = None
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -188,21 +244,26 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     if len(set(ids)) != len(ids):
         raise SpecError(f"{source}: a claim id appears twice: {sorted(i for i in ids if ids.count(i) > 1)[0]!r}")
     group = ClaimGroup(source, spec.claims)
+    group.make = lambda extra: _experiment(path, text, raw, spec, extra)
     try:
-        group.experiment = _experiment(path, text, raw, spec)
+        group.experiment = group.make([])
         for i, claim in enumerate(spec.claims):
-            _check_claim(claim, group.experiment, f"{source}{_position(text, ('claims', i))}")
+            where = f"{source}{_position(text, ('claims', i))}"
+            _check_claim(claim, group.experiment, where)
+            for cell in cells(claim) if claim.across else []:
+                _check_cell(claim, cell, group, where)
     except SpecError as exc:
         group.problem = str(exc)
     return group
 
 
-def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec) -> Experiment:
+def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec, extra: list[str]) -> Experiment:
+    overrides = [*spec.set, *extra]
     if spec.experiment is not None:
-        extra = sorted(set(raw) - {"experiment", "set", "claims"})
-        if extra:
-            raise SpecError(f"{path}: {extra[0]}: a file naming its experiment holds only experiment, set and claims")
-        return load_experiment(path.parent / spec.experiment, spec.set)
+        others = sorted(set(raw) - {"experiment", "set", "claims"})
+        if others:
+            raise SpecError(f"{path}: {others[0]}: a file naming its experiment holds only experiment, set and claims")
+        return load_experiment(path.parent / spec.experiment, overrides)
     # The file is the spec: hide the claims and set lines (blank lines keep every line number
     # right for the spec's own messages) and validate the rest as any spec.
     lines = text.splitlines()
@@ -210,7 +271,7 @@ def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec) -> Exper
         span = _top_level_span(text, node_key)
         if span:
             lines[span[0] : span[1]] = [""] * (span[1] - span[0])
-    return experiment_from_text("\n".join(lines) + "\n", str(path), spec.set)
+    return experiment_from_text("\n".join(lines) + "\n", str(path), overrides)
 
 
 def _top_level_span(text: str, key: str) -> tuple[int, int] | None:
@@ -223,15 +284,32 @@ def _top_level_span(text: str, key: str) -> tuple[int, int] | None:
     return None
 
 
-def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str) -> None:
+def _check_cell(claim: ClaimSpec, cell: Cell, group: ClaimGroup, where: str) -> None:
+    """A cell's overrides make a valid experiment in which the claim still picks its two runs."""
+    if claim.key in cell.keys:
+        raise SpecError(f"{where}: claim {claim.id}: across cannot vary the compared key {claim.key}")
+    try:
+        experiment = group.make(list(cell.overrides))
+    except SpecError as exc:
+        raise SpecError(f"{where}: claim {claim.id}: across cell {cell_label(cell.where)}: {exc}") from None
+    _check_claim(claim, experiment, f"{where}: across cell {cell_label(cell.where)}", _cell_where(claim, cell))
+
+
+def _cell_where(claim: ClaimSpec, cell: Cell) -> dict[str, Any]:
+    """The claim's `where` in a cell: the keys the cell sets are fixed by its `--set` already."""
+    return {k: v for k, v in claim.where.items() if k not in cell.keys}
+
+
+def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str, conditions: dict | None = None) -> None:
     """The claim's key, values and conditions pick exactly one `a` run and one `b` run per seed."""
+    conditions = claim.where if conditions is None else conditions
     swept = experiment.swept_keys
     if claim.key not in swept:
         raise SpecError(f"{where}: claim {claim.id}: key {claim.key!r} is not swept by the experiment; swept: {swept}")
-    for k in claim.where:
+    for k in conditions:
         if k not in swept or k == claim.key:
             raise SpecError(f"{where}: claim {claim.id}: where.{k} must be another swept key of the experiment {swept}")
-    missing = [k for k in swept if k != claim.key and k not in claim.where and len(_values(experiment, k)) > 1]
+    missing = [k for k in swept if k != claim.key and k not in conditions and len(_values(experiment, k)) > 1]
     if missing:
         values = _values(experiment, missing[0])
         raise SpecError(f"{where}: claim {claim.id}: fix {missing[0]} in where (its values: {values})")
@@ -239,10 +317,10 @@ def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str) -> None:
     if seeds < MIN_SEEDS:
         raise SpecError(f"{where}: claim {claim.id}: needs at least {MIN_SEEDS} seeds; the experiment has {seeds}")
     for side in ("a", "b"):
-        runs = _select(claim, experiment, getattr(claim, side))
+        runs = _select(claim, experiment, getattr(claim, side), conditions)
         if not runs:
             raise SpecError(
-                f"{where}: claim {claim.id}: no run has {claim.key}={getattr(claim, side)!r} with {claim.where}; "
+                f"{where}: claim {claim.id}: no run has {claim.key}={getattr(claim, side)!r} with {conditions}; "
                 f"values of {claim.key}: {_values(experiment, claim.key)}"
             )
     probe = METRIC_PATTERN.match(claim.metric)["stat"]
@@ -265,9 +343,9 @@ def _same(x: Any, y: Any) -> bool:
     return x == y
 
 
-def _select(claim: ClaimSpec, experiment: Experiment, value: Any) -> dict[int, str]:
-    """seed -> run_id of the runs with key = value and the `where` conditions."""
-    conditions = {**claim.where, claim.key: value}
+def _select(claim: ClaimSpec, experiment: Experiment, value: Any, where: dict | None = None) -> dict[int, str]:
+    """seed -> run_id of the runs with key = value and the `where` conditions (the claim's own)."""
+    conditions = {**(claim.where if where is None else where), claim.key: value}
     return {
         run.seed: run.run_id for run in experiment.runs if all(_same(run.swept[k], v) for k, v in conditions.items())
     }
@@ -301,52 +379,12 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
     return rows.groupby("run_id")["value"].mean().reindex(runs.index)
 
 
-# --- statistics ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairedT:
-    n: int
-    mean_diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-
-
-def paired_t(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> PairedT:
-    """Paired t statistics of the differences a - b: mean, two-sided `confidence` interval with
-    n - 1 degrees of freedom, two-sided p-value of mean = 0. Identical differences (sd 0) give a
-    zero-width interval and p 0 (or 1 when they are all 0)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = d.size
-    if n < 2:
-        raise ValueError(f"a paired t interval needs at least 2 pairs, got {n}")
-    mean = float(d.mean())
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    if se == 0:
-        return PairedT(n, mean, mean, mean, 1.0 if mean == 0 else 0.0)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    p = float(2 * stats.t.sf(abs(mean / se), n - 1))
-    return PairedT(n, mean, mean - half, mean + half, p)
-
-
-def verdict(ci_low: float, ci_high: float, direction: str) -> str:
-    """supported: the whole interval on the claimed side of 0; contradicted: on the other side;
-    inconclusive: it touches or contains 0."""
-    above, below = ci_low > 0, ci_high < 0
-    if (above and direction == "greater") or (below and direction == "less"):
-        return "supported"
-    if above or below:
-        return "contradicted"
-    return "inconclusive"
-
-
-def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResults) -> dict:
-    """The claims.json entry of one claim, from its experiment's results."""
+def _pairs(claim: ClaimSpec, experiment: Experiment, results: ExperimentResults, where: dict, seeds: list[int]):
+    """[{seed, a, b}] of the given seeds where both runs have the metric."""
     values = metric_values(results, claim.metric)
-    a_runs, b_runs = _select(claim, experiment, claim.a), _select(claim, experiment, claim.b)
+    a_runs, b_runs = (_select(claim, experiment, v, where) for v in (claim.a, claim.b))
     pairs = []
-    for seed in sorted(set(a_runs) & set(b_runs)):
+    for seed in sorted(set(a_runs) & set(b_runs) & set(seeds)):
         va, vb = values.get(a_runs[seed], math.nan), values.get(b_runs[seed], math.nan)
         if np.isfinite(va) and np.isfinite(vb):
             pairs.append({"seed": seed, "a": float(va), "b": float(vb)})
@@ -355,7 +393,28 @@ def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResult
             f"claim {claim.id}: only {len(pairs)} seed(s) have {claim.metric} for both groups in {results.path}; "
             f"check the runs there (diverged or failed?)"
         )
+    return pairs
+
+
+def _paired_fields(claim: ClaimSpec, pairs: list[dict]) -> dict:
     t = paired_t([p["a"] for p in pairs], [p["b"] for p in pairs])
+    return {
+        "pairs": pairs,
+        "mean_diff": t.mean_diff,
+        "ci_low": t.ci_low,
+        "ci_high": t.ci_high,
+        "p_value": t.p_value,
+        "verdict": verdict(t.ci_low, t.ci_high, claim.direction),
+        "n": t.n,
+    }
+
+
+def evaluate(
+    claim: ClaimSpec, experiment: Experiment, results: ExperimentResults, seeds: list[int] | None = None
+) -> dict:
+    """The claims.json entry of one claim in its own condition (its top-level fields), from its
+    experiment's results: the pairs of `seeds` (default: the experiment's)."""
+    seeds = experiment.spec.seed_list() if seeds is None else seeds
     return {
         "id": claim.id,
         "statement": claim.statement,
@@ -367,14 +426,80 @@ def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResult
         "b": claim.b,
         "where": claim.where,
         "direction": claim.direction,
-        "pairs": pairs,
-        "mean_diff": t.mean_diff,
-        "ci_low": t.ci_low,
-        "ci_high": t.ci_high,
-        "p_value": t.p_value,
-        "verdict": verdict(t.ci_low, t.ci_high, claim.direction),
-        "n": t.n,
+        **_paired_fields(claim, _pairs(claim, experiment, results, claim.where, seeds)),
     }
+
+
+def evaluate_cell(
+    claim: ClaimSpec,
+    cell: Cell,
+    experiment: Experiment,
+    results: ExperimentResults,
+    seeds: list[int],
+    looks: list[int],
+    planned: int,
+) -> dict:
+    """One cell of a claim (before the family's adjustment): the paired t statistics of its pairs,
+    d_z, and p_sequential, the p-value of the last of its `looks` (seed counts) Bonferroni-split
+    over the `planned` looks of its design (1 for a fixed number of seeds: p_sequential = p_value)."""
+    pairs = _pairs(claim, experiment, results, _cell_where(claim, cell), seeds)
+    fields = _paired_fields(claim, pairs)
+    return {
+        "where": cell.where,
+        "experiment": str(results.path),
+        **fields,
+        "looks": looks,
+        "planned_looks": planned,
+        "p_sequential": sequential_p(fields["p_value"], planned),
+        "effect_size": cohens_dz([p["a"] for p in pairs], [p["b"] for p in pairs]),
+    }
+
+
+def adjust_family(entries: list[dict]) -> None:
+    """Holm's adjustment of p_sequential over every cell of every entry (the family), in place:
+    each cell gets p_adjusted, verdict_adjusted and, when inconclusive, seeds_for_power (the seeds
+    80% power would need at its observed d_z); each entry gets its scope."""
+    entries = [e for e in entries if "cells" in e]  # claims.json written before cells existed: left as they are
+    family = [cell for entry in entries for cell in entry["cells"]]
+    for cell, p in zip(family, holm([c["p_sequential"] for c in family]), strict=True):
+        cell["p_adjusted"] = p
+    for entry in entries:
+        for cell in entry["cells"]:
+            cell["verdict_adjusted"] = verdict_adjusted(cell["p_adjusted"], cell["mean_diff"], entry["direction"])
+            inconclusive = cell["verdict_adjusted"] == "inconclusive"
+            cell["seeds_for_power"] = seeds_for_power(cell["effect_size"]) if inconclusive else None
+        entry["scope"] = scope(entry["cells"])
+
+
+def scope(cells_: list[dict]) -> dict:
+    """Where a claim holds, from its cells' adjusted verdicts: `holds` is everywhere (supported in
+    every cell), somewhere (in some) or nowhere (in none); `supported`, `contradicted` and
+    `inconclusive` list the cells' labels; `text` says it in words."""
+    by = {
+        v: [cell_label(c["where"]) or "its condition" for c in cells_ if c["verdict_adjusted"] == v]
+        for v in ("supported", "contradicted", "inconclusive")
+    }
+    total = len(cells_)
+    if len(by["supported"]) == total:
+        holds, text = "everywhere", "supported in every cell" if total > 1 else "supported"
+    elif by["supported"]:
+        holds, text = "somewhere", f"supported in {len(by['supported'])} of {total} cells: {'; '.join(by['supported'])}"
+    else:
+        holds, text = "nowhere", "supported in no cell" if total > 1 else "not supported"
+    if by["contradicted"] and total > 1:
+        text += f"; contradicted in {'; '.join(by['contradicted'])}"
+    elif by["contradicted"]:
+        text += " (contradicted)"
+    return {"holds": holds, **by, "text": text}
+
+
+def holm_sentence(tests: int) -> str:
+    """What the adjusted verdicts mean, in one sentence."""
+    return (
+        f"Verdicts are adjusted for testing {tests} cells at once (Holm's method): the smallest p-value must be "
+        f"below 0.05/{tests}, the next below 0.05/{max(tests - 1, 1)}, and so on, so the chance that even one "
+        f"decided verdict is a fluke stays under 5%."
+    )
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -382,6 +507,9 @@ def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResult
 
 def claims_dir(out_root: str | Path) -> Path:
     return Path(out_root) / "claims"
+
+
+DEFAULT_MAX_SEEDS = 24
 
 
 def run_claims(
@@ -392,39 +520,141 @@ def run_claims(
     on_experiment: Callable[[Experiment, int, int], None] | None = None,
     on_outcome: Callable | None = None,
     progress: Callable[[dict], None] | None = None,
+    until_decided: bool = False,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
 ) -> list[dict]:
-    """Run the experiment of every runnable group holding a selected claim (all when ids is None),
-    evaluate the selected claims and merge them into <out>/claims/claims.json. Returns the entries
-    of the claims evaluated now, in file order. on_experiment(experiment, total, to_train) is
-    called once each experiment's plan is known."""
+    """Run what the selected claims (all when ids is None) of the runnable groups need, evaluate
+    them in their own condition and in every cell, adjust the family and merge them into
+    <out>/claims/claims.json. Returns the entries evaluated now, in file order.
+
+    A cell keeps the seeds it was last evaluated with (its `looks` in claims.json), so a rerun
+    trains nothing. With until_decided, the cells still inconclusive after the adjustment get
+    more seeds in rounds (the cell's first seed count each round, up to max_seeds), and every
+    cell's p-value is Bonferroni-split over the looks that plan allows.
+
+    Conditions with equal configs (a cell equal to the claim's own condition, the same cell of two
+    claims of a file) share one experiment folder: <out>/claims/<experiment name>[__<cell>]/.
+    on_experiment(experiment, total, to_train) is called once each folder's plan is known."""
     root = claims_dir(out_root)
     root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for group in groups:
-        chosen = [c for c in group.claims if ids is None or c.id in ids]
-        if not chosen or group.experiment is None:
-            continue
-        experiment = group.experiment
-        start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
-        run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
-        results = load_results(root / experiment.name)
-        entries += [evaluate(claim, experiment, results) for claim in chosen]
-    write_claims_json(root / "claims.json", entries, [c.id for g in groups for c in g.claims])
+    file = root / "claims.json"
+    previous = {e["id"]: e for e in _read(file)}
+    chosen = [(g, c) for g in groups if g.experiment is not None for c in g.claims if ids is None or c.id in ids]
+    plan: dict[tuple[str, str], tuple[list[int], int]] = {}
+    for group, claim in chosen:
+        first = len(group.experiment.spec.seed_list())
+        before = {_key(c["where"]): c for c in previous.get(claim.id, {}).get("cells", [])}
+        for cell in cells(claim):
+            old = before.get(_key(cell.where), {})
+            looks = old.get("looks") if old.get("looks", [None])[0] == first else None
+            planned = old.get("planned_looks", 1) if looks else 1
+            if until_decided:
+                planned = max(planned, len(planned_looks(first, first, max_seeds)))
+            plan[claim.id, _key(cell.where)] = (looks or [first], planned)
+    while True:
+        entries = _round(chosen, plan, root, executor, on_experiment, on_outcome, progress)
+        merged = {**previous, **{e["id"]: e for e in entries}}
+        family = [merged[i] for g in groups for c in g.claims if (i := c.id) in merged]
+        adjust_family(family)
+        if not until_decided or not _grow(entries, plan, max_seeds):
+            break
+    atomic.write_text(file, json.dumps(family, indent=2) + "\n")
     return entries
 
 
-def write_claims_json(file: Path, entries: list[dict], order: list[str]) -> None:
-    """Merge `entries` into the file by id (the latest evaluation wins), keep the claims that
-    still exist, in the order of the claim files; written atomically."""
-    merged: dict[str, dict] = {}
-    if file.exists():
-        try:
-            merged = {e["id"]: e for e in json.loads(file.read_text())}
-        except (ValueError, TypeError, KeyError):
-            merged = {}  # unreadable: rebuilt from what was evaluated now
-    merged.update({e["id"]: e for e in entries})
-    ordered = [merged[i] for i in order if i in merged]
-    atomic.write_text(file, json.dumps(ordered, indent=2) + "\n")
+def _grow(entries: list[dict], plan: dict, max_seeds: int) -> bool:
+    """Give every inconclusive cell its next look; False when none has one left."""
+    grew = False
+    for entry in entries:
+        for cell in entry["cells"]:
+            looks, planned = plan[entry["id"], _key(cell["where"])]
+            later = [n for n in planned_looks(looks[0], looks[0], max_seeds) if n > looks[-1]]
+            if cell["verdict_adjusted"] == "inconclusive" and later:
+                plan[entry["id"], _key(cell["where"])] = ([*looks, later[0]], planned)
+                grew = True
+    return grew
+
+
+def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progress) -> list[dict]:
+    """Train what every condition needs (one run_experiment per shared folder), then evaluate."""
+    folders: dict[str, dict] = {}  # identity of the config -> what its folder must hold
+    conditions = []  # (group, claim, cell or None for the claim's own condition, seeds, identity)
+    for group, claim in chosen:
+        base = group.experiment.spec.seed_list()
+        own = [(None, len(base))] + [(cell, plan[claim.id, _key(cell.where)][0][-1]) for cell in cells(claim)]
+        for cell, n in own:
+            seeds = _seed_list(base, n)
+            overrides = [*(cell.overrides if cell else ()), *([f"seeds={json.dumps(seeds)}"] if n != len(base) else [])]
+            experiment = group.make(overrides)
+            identity = _identity(experiment)
+            where = claim.where if cell is None else _cell_where(claim, cell)
+            need = {
+                r for v in (claim.a, claim.b) for s, r in _select(claim, experiment, v, where).items() if s in seeds
+            }
+            folder = folders.setdefault(identity, {"group": group, "cell": cell, "seeds": seeds, "need": set()})
+            if len(seeds) > len(folder["seeds"]):
+                folder["seeds"] = seeds
+            folder["need"] |= need
+            conditions.append((group, claim, cell, seeds, identity))
+    for folder in folders.values():
+        group, cell = folder["group"], folder["cell"]
+        base = group.experiment
+        overrides = list(cell.overrides) if cell else []
+        if folder["seeds"] != base.spec.seed_list():
+            overrides.append(f"seeds={json.dumps(folder['seeds'])}")
+        if cell is not None and cell.overrides:
+            overrides.append(f"name={_cell_name(base.name, cell)}")
+        full = group.make(overrides)
+        experiment = replace(full, runs=[r for r in full.runs if r.run_id in folder["need"]])
+        start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
+        run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
+        folder["experiment"], folder["results"] = experiment, load_results(root / experiment.name)
+    entries: dict[str, dict] = {}
+    for _, claim, cell, seeds, identity in conditions:
+        folder = folders[identity]
+        if cell is None:
+            entries[claim.id] = {**evaluate(claim, folder["experiment"], folder["results"], seeds), "cells": []}
+        else:
+            looks, planned = plan[claim.id, _key(cell.where)]
+            entries[claim.id]["cells"].append(
+                evaluate_cell(claim, cell, folder["experiment"], folder["results"], seeds, looks, planned)
+            )
+    return list(entries.values())
+
+
+def _key(where: dict) -> str:
+    return json.dumps(where, sort_keys=True)
+
+
+def _seed_list(base: list[int], n: int) -> list[int]:
+    """The first n seeds: the spec's, then the next integers after its largest."""
+    return (base + list(range(max(base) + 1, max(base) + 1 + n - len(base))))[:n]
+
+
+def _identity(experiment: Experiment) -> str:
+    """What makes two experiments' runs the same: everything in the resolved spec but its name,
+    description and seeds (a run's id carries its seed)."""
+    resolved = {k: v for k, v in experiment.resolved().items() if k not in ("name", "description", "seeds")}
+    return yaml.safe_dump(resolved, sort_keys=True)
+
+
+def _cell_name(base: str, cell: Cell) -> str:
+    """<experiment>__<key>-<value>__...: a valid experiment name, short enough for a folder."""
+    label = "__".join(
+        re.sub(r"[^A-Za-z0-9.+-]+", "-", part.replace("=", "-")) for part in cell_label(cell.where).split(", ")
+    )
+    name = f"{base}__{label}"
+    if len(name) > 100:
+        name = f"{base[:60]}__{hashlib.sha1(label.encode()).hexdigest()[:12]}"
+    return name
+
+
+def _read(file: Path) -> list[dict]:
+    try:
+        entries = json.loads(file.read_text()) if file.exists() else []
+        return [e for e in entries if isinstance(e, dict) and "id" in e]
+    except (ValueError, TypeError):
+        return []  # unreadable: rebuilt from what is evaluated now
 
 
 def read_claims_json(out_root: str | Path) -> list[dict]:
