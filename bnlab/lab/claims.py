@@ -60,6 +60,7 @@ from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
     _did_you_mean,
+    _format,
     _Loader,
     _position,
     experiment_from_text,
@@ -640,9 +641,12 @@ def _identity(experiment: Experiment) -> str:
 
 def _cell_name(base: str, cell: Cell) -> str:
     """<experiment>__<key>-<value>__...: a valid experiment name, short enough for a folder."""
-    label = "__".join(
-        re.sub(r"[^A-Za-z0-9.+-]+", "-", part.replace("=", "-")) for part in cell_label(cell.where).split(", ")
-    )
+    parts = []
+    for key, value in cell.where.items():
+        if isinstance(value, dict):  # a mapping is named by its first value
+            value = next(iter(value.values()), "")
+        parts.append(re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{key.rsplit('.', 1)[-1]}-{_format(value)}"))
+    label = "__".join(parts)
     name = f"{base}__{label}"
     if len(name) > 100:
         name = f"{base[:60]}__{hashlib.sha1(label.encode()).hexdigest()[:12]}"
