@@ -554,7 +554,7 @@ def _claims_table(entries: list[dict], where: Path):
     80-column terminal; the statements and every cell are in claims.json and the figures."""
     from rich.table import Table
 
-    from bnlab.lab.claims import holm_sentence
+    from bnlab.lab.stats import holm_sentence
 
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
     colors.update(everywhere="green", somewhere="yellow", nowhere="red")

@@ -47,6 +47,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from bnlab.errors import ResultsError, SpecError
@@ -679,10 +680,88 @@ def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> li
     file = Path(claims_root) / "claims.json"
     if not file.is_file():
         raise ResultsError(f"{file}: missing; run `bnlab claims` first.")
-    entries = [e for e in json.loads(file.read_text()) if ids is None or e["id"] in ids]
+    everything = json.loads(file.read_text())
+    entries = [e for e in everything if ids is None or e["id"] in ids]
     out_dir = Path(claims_root) / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_save(claim_figure(entry), out_dir / f"{entry['id']}.png", "png") for entry in entries]
+    paths = [_save(claim_figure(entry), out_dir / f"{entry['id']}.png", "png") for entry in entries]
+    paths += [
+        _save(forest_figure(entry), out_dir / f"{entry['id']}-cells.png", "png")
+        for entry in entries
+        if len(entry.get("cells", [])) > 1
+    ]
+    scoped = [e for e in everything if e.get("cells")]
+    if scoped:  # the overview shows the whole family, whichever claims were drawn now
+        paths.append(_save(scope_figure(scoped), out_dir / "scope.png", "png"))
+    return paths
+
+
+def _cell_name(where: dict) -> str:
+    from bnlab.lab.claims import cell_label
+
+    return cell_label(where) or "own condition"
+
+
+def forest_figure(entry: dict) -> Figure:
+    """One row per cell of a claim: the mean difference a - b with its 95% t interval, coloured by
+    the cell's adjusted verdict, 0 marked; the cell's adjusted p and seeds at the right."""
+    cells = entry["cells"]
+    fig = Figure(figsize=(8, 1.3 + 0.42 * len(cells)), layout="constrained")
+    ax = fig.subplots()
+    ys = np.arange(len(cells))[::-1]
+    for y, cell in zip(ys, cells, strict=True):
+        color = VERDICT_COLORS[cell["verdict_adjusted"]]
+        mean = cell["mean_diff"]
+        ax.errorbar(
+            [mean], [y], xerr=[[mean - cell["ci_low"]], [cell["ci_high"] - mean]], fmt="D", color=color, capsize=4
+        )
+        ax.annotate(
+            f"p adj. {cell['p_adjusted']:.2g}, n {cell['n']}",
+            (1.01, y),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=8,
+        )
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(ys, [_cell_name(c["where"]) for c in cells], fontsize=8)
+    ax.set_ylim(-0.7, len(cells) - 0.3)
+    for verdict, color in VERDICT_COLORS.items():
+        ax.plot([], [], "D", color=color, label=verdict)
+    ax.legend(loc="best", fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    claimed = ">" if entry["direction"] == "greater" else "<"
+    ax.set_xlabel(f"{entry['metric']}: a - b (claimed {claimed} 0), mean and 95% t interval")
+    fig.suptitle(f"{entry['id']}: {entry['scope']['text']}\n{entry['statement']}", fontsize=9)
+    return fig
+
+
+def scope_figure(entries: list[dict]) -> Figure:
+    """One page with every claim's scope: a row per claim, a square per cell coloured by its
+    adjusted verdict, and where the claim holds in words."""
+    import textwrap
+
+    width = max(len(e["cells"]) for e in entries)
+    fig = Figure(figsize=(11, 0.8 + 0.32 * len(entries)), layout="constrained")
+    ax = fig.subplots()
+    for row, entry in enumerate(entries):
+        y = len(entries) - 1 - row
+        for x, cell in enumerate(entry["cells"]):
+            ax.add_patch(
+                Rectangle((x + 0.08, y - 0.38), 0.84, 0.76, color=VERDICT_COLORS[cell["verdict_adjusted"]], linewidth=0)
+            )
+        ax.text(-0.3, y, entry["id"], ha="right", va="center", fontsize=8)
+        text = textwrap.shorten(entry["scope"]["text"], 110, placeholder=" ...")
+        ax.text(width + 0.3, y, text, ha="left", va="center", fontsize=7)
+    ax.set_xlim(-4.5, width + 15)  # room for the ids at the left and the words at the right
+    ax.set_ylim(-0.6, len(entries) - 0.4)
+    ax.axis("off")
+    for verdict, color in VERDICT_COLORS.items():
+        ax.plot([], [], "s", color=color, label=verdict)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
+    ax.set_title(
+        "Where each claim holds: a square per cell, coloured by its verdict after Holm's adjustment", fontsize=9
+    )
+    return fig
 
 
 def claim_figure(entry: dict) -> Figure:

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
 from bnlab.lab.atomic import write_text
+from bnlab.lab.stats import holm_sentence
 from bnlab.plots import build_figures
 from bnlab.results import ExperimentResults, experiment_folders, group_summary, load_experiment
 
@@ -270,6 +271,7 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
     for claim in claims:
         anchor = _anchor(f"claim-{claim['id']}")
         figure = root / "claims" / "figures" / f"{claim['id']}.png"
+        forest = root / "claims" / "figures" / f"{claim['id']}-cells.png"
         statement = escape(str(claim.get("statement", claim["id"])))
         if figure.is_file():
             statement = f'<a href="#{anchor}">{statement}</a>'
@@ -278,27 +280,53 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
                 f'<figure id="{anchor}"><img src="{_data_uri(figure.read_bytes())}" alt="{escape(alt, quote=True)}">'
                 f"<figcaption><b>{escape(str(claim.get('statement', claim['id'])))}</b> "
                 f"({escape(str(claim.get('source', '')))}): {escape(_comparison(claim))}; verdict "
-                f"{escape(str(claim.get('verdict', '?')))}.</figcaption></figure>"
+                f"{escape(str(claim.get('verdict', '?')))} (before the adjustment).</figcaption></figure>"
             )
-        verdict = str(claim.get("verdict", "?"))
+        if forest.is_file():
+            alt = f"Forest plot of {claim['id']}: the effect and its 95% interval in each cell"
+            figures.append(
+                f'<figure><img src="{_data_uri(forest.read_bytes())}" alt="{escape(alt, quote=True)}">'
+                f"<figcaption>{escape(claim['id'])} in each cell: the mean difference a − b and its 95% interval, "
+                f"coloured by the verdict after Holm's adjustment.</figcaption></figure>"
+            )
+        verdict, adjusted, scope = _adjusted(claim)
         rows.append(
             f"<tr><td>{statement}<br><small>{escape(_comparison(claim))}</small></td>"
-            f'<td class="verdict {escape(verdict, quote=True)}">{escape(verdict)}</td>'
+            f'<td class="verdict {escape(adjusted, quote=True)}">{escape(adjusted)}</td><td>{escape(scope)}</td>'
             f'<td class="num">{escape(_effect(claim))}</td><td class="num">{escape(str(claim.get("n", "")))}</td>'
+            f'<td class="verdict {escape(verdict, quote=True)}">{escape(verdict)}</td>'
             f"<td>{escape(str(claim.get('source', '')))}</td></tr>"
         )
+    overview = root / "claims" / "figures" / "scope.png"
+    if overview.is_file() and experiment is None:
+        alt = "Every claim's scope: a square per cell, coloured by its adjusted verdict"
+        figures.insert(0, f'<figure><img src="{_data_uri(overview.read_bytes())}" alt="{alt}"></figure>')
+    cells = sum(len(c.get("cells") or []) for c in claims)
     # the verdict right after the claim: on a phone the table scrolls, and those two are seen first
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "verdict", "effect [95% interval]", "n", "source"))
+    header = ("claim", "verdict (Holm)", "where it holds", "effect [95% interval]", "n", "unadjusted", "source")
+    head = "".join(f"<th>{h}</th>" for h in header)
     return (
         '<section id="claims"><h2>Claims</h2><p class="note">Each claim compares two settings a and b of one '
         "experiment over paired seeds (from claims/claims.json); the effect is the mean over the n seeds of "
-        "the metric's difference a − b.</p>"
+        "the metric's difference a − b, in the claim's own condition; a claim with cells is tested in each. "
+        + (escape(holm_sentence(cells)) if cells else "")
+        + "</p>"
         f'<div class="scroll"><table class="claims"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         + ("<h3>Figures</h3>" if figures else "")
         + "".join(figures)
         + "</section>"
     )
+
+
+def _adjusted(claim: dict) -> tuple[str, str, str]:
+    """(unadjusted verdict, adjusted verdict or where it holds, scope in words) of a claims.json
+    entry; a file written before cells existed has no adjustment ("not adjusted")."""
+    verdict = str(claim.get("verdict", "?"))
+    cells, scope = claim.get("cells") or [], claim.get("scope") or {}
+    if len(cells) == 1:
+        return verdict, str(cells[0].get("verdict_adjusted", "?")), ""
+    return verdict, str(scope.get("holds", "not adjusted")), str(scope.get("text", ""))
 
 
 def _comparison(claim: dict) -> str:

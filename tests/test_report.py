@@ -165,7 +165,8 @@ def test_claims_come_first_with_verdict_effect_and_their_figure(root):
     page = Page(build_report(root)[0])
     assert _sections(page) == ["claims", "a_sweep", "b_single"]
     texts = page.texts("td")
-    assert texts[:4] == ["supported", "+0.125 [+0.031, +0.219]", "2", "Ioffe & Szegedy 2015"]
+    # a claims.json written before cells existed: no adjusted verdict to show
+    assert texts[:5] == ["not adjusted", "+0.125 [+0.031, +0.219]", "2", "supported", "Ioffe & Szegedy 2015"]
     assert "contradicted" in texts
     assert [a["href"] for a in page.all("a")[:3]] == ["#claims", "#a_sweep", "#b_single"]  # contents
     link = page.all("a")[3]
@@ -173,6 +174,21 @@ def test_claims_come_first_with_verdict_effect_and_their_figure(root):
     (figure,) = [f for f in page.all("figure") if f.get("id") == "claim-bn_faster"]
     assert len(page.all("img")) == 3 and page.all("img")[0]["alt"] == "Claim figure: Batch norm trains faster"
     assert figure  # the link's target exists
+
+
+def test_claims_lead_with_the_adjusted_verdict_and_the_scope(root):
+    cell = {"where": {"model.hidden_dims": [20]}, "mean_diff": 0.1, "ci_low": 0.0, "ci_high": 0.2, "n": 5,
+            "p_value": 0.04, "p_sequential": 0.04, "p_adjusted": 0.08, "verdict_adjusted": "inconclusive"}  # fmt: skip
+    scope = {"holds": "somewhere", "text": "supported in 1 of 2 cells: hidden_dims=[20, 20]"}
+    cells = [cell, {**cell, "where": {"model.hidden_dims": [20, 20]}, "verdict_adjusted": "supported"}]
+    single = {**cell, "where": {}, "verdict_adjusted": "contradicted"}
+    _claims(root, [{**CLAIM, "cells": cells, "scope": scope}, {**CLAIM, "id": "one", "cells": [single]}])
+    page = Page(build_report(root)[0])
+    texts = page.texts("td")
+    assert texts[:2] == ["somewhere", "supported in 1 of 2 cells: hidden_dims=[20, 20]"]
+    at = texts.index("contradicted")  # one cell: its adjusted verdict, then (no scope) the effect
+    assert texts[at + 1] == "+0.125 [+0.031, +0.219]"
+    assert "Holm's method" in " ".join(page.texts("p"))
 
 
 def test_one_experiments_report_shows_that_one_and_its_claims(root):

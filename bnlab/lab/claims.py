@@ -494,15 +494,6 @@ def scope(cells_: list[dict]) -> dict:
     return {"holds": holds, **by, "text": text}
 
 
-def holm_sentence(tests: int) -> str:
-    """What the adjusted verdicts mean, in one sentence."""
-    return (
-        f"Verdicts are adjusted for testing {tests} cells at once (Holm's method): the smallest p-value must be "
-        f"below 0.05/{tests}, the next below 0.05/{max(tests - 1, 1)}, and so on, so the chance that even one "
-        f"decided verdict is a fluke stays under 5%."
-    )
-
-
 # --- running ---------------------------------------------------------------------------------
 
 

@@ -114,6 +114,15 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def holm_sentence(tests: int) -> str:
+    """What the adjusted verdicts mean, in one sentence."""
+    return (
+        f"Verdicts are adjusted for testing {tests} cells at once (Holm's method): the smallest p-value must be "
+        f"below 0.05/{tests}, the next below 0.05/{max(tests - 1, 1)}, and so on, so the chance that even one "
+        f"decided verdict is a fluke stays under 5%."
+    )
+
+
 def verdict_adjusted(p_adjusted: float, mean_diff: float, direction: str, alpha: float = ALPHA) -> str:
     """supported or contradicted (the sign of mean_diff against the claimed direction) when
     p_adjusted < alpha; else inconclusive."""
