@@ -690,6 +690,11 @@ def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> li
         for entry in entries
         if len(entry.get("cells", [])) > 1
     ]
+    paths += [
+        _save(figure, out_dir / f"{entry['id']}-trend.png", "png")
+        for entry in entries
+        if (figure := trend_figure(entry)) is not None
+    ]
     scoped = [e for e in everything if e.get("cells")]
     if scoped:  # the overview shows the whole family, whichever claims were drawn now
         paths.append(_save(scope_figure(scoped), out_dir / "scope.png", "png"))
@@ -732,6 +737,57 @@ def forest_figure(entry: dict) -> Figure:
     claimed = ">" if entry["direction"] == "greater" else "<"
     ax.set_xlabel(f"{entry['metric']}: a - b (claimed {claimed} 0), mean and 95% t interval")
     fig.suptitle(f"{entry['id']}: {entry['scope']['text']}\n{entry['statement']}", fontsize=9)
+    return fig
+
+
+TRAINS_ABOVE = 0.15  # a net "trains" when its mean accuracy is above chance (0.1 for 10 classes) + 0.05
+
+
+def trend_figure(entry: dict) -> Figure | None:
+    """For a claim across a numeric condition with at least three values (a learning rate): the
+    metric of both groups (mean ± std over seeds) against it, a panel per value of the other
+    conditions, and the largest value at which each group's mean accuracy is above
+    TRAINS_ABOVE (chance + 0.05) marked. None for a claim without such a condition."""
+    cells = entry.get("cells") or []
+    keys = list(cells[0]["where"]) if cells else []
+    numeric = [
+        k
+        for k in keys
+        if all(isinstance(c["where"][k], (int, float)) and not isinstance(c["where"][k], bool) for c in cells)
+        and len({c["where"][k] for c in cells}) >= 3
+    ]
+    if not numeric:
+        return None
+    x_key = numeric[0]
+    panels: dict[str, list[dict]] = {}
+    for cell in cells:
+        panels.setdefault(_cell_name({k: v for k, v in cell["where"].items() if k != x_key}), []).append(cell)
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    key = entry["key"].rsplit(".", 1)[-1]
+    for ax, (title, group) in zip(axes, panels.items(), strict=True):
+        group = sorted(group, key=lambda c: c["where"][x_key])
+        xs = [c["where"][x_key] for c in group]
+        for side, color in (("a", "tab:blue"), ("b", "tab:orange")):
+            values = [np.array([p[side] for p in c["pairs"]]) for c in group]
+            means = np.array([v.mean() for v in values])
+            stds = np.array([v.std() for v in values])
+            label = f"{key} = {_claim_value(entry[side])}"
+            ax.plot(xs, means, "-o", color=color, label=label)
+            ax.fill_between(xs, means - stds, means + stds, color=color, alpha=0.2)
+            trains = [x for x, m in zip(xs, means, strict=True) if m > TRAINS_ABOVE]
+            if trains and "acc" in entry["metric"]:
+                ax.axvline(max(trains), color=color, linestyle=":", linewidth=1.5)
+        if "acc" in entry["metric"]:
+            ax.axhline(0.1, color="gray", linewidth=0.8, linestyle="--")
+        ax.set_xscale("log")
+        _label(ax, title, x_key.rsplit(".", 1)[-1], entry["metric"])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{entry['id']}: {entry['metric']} against {x_key.rsplit('.', 1)[-1]} (mean ± std over seeds); dotted: "
+        f"the largest value where the mean is above {TRAINS_ABOVE} (chance 0.1, dashed)",
+        fontsize=9,
+    )
     return fig
 
 

@@ -233,3 +233,35 @@ def test_claims_on_a_dask_cluster_equal_local_ones(ran, tmp_path):
     local = entries[0]
     assert [c["pairs"] for c in remote["cells"]] == [c["pairs"] for c in local["cells"]]
     assert remote["pairs"] == local["pairs"]
+
+
+def _cell(where, a, b, verdict="supported"):
+    pairs = [{"seed": s, "a": a + 0.01 * s, "b": b - 0.01 * s} for s in range(5)]
+    return {"where": where, "pairs": pairs, "n": 5, "mean_diff": a - b, "ci_low": a - b - 0.05,
+            "ci_high": a - b + 0.05, "p_adjusted": 0.01, "verdict_adjusted": verdict}  # fmt: skip
+
+
+def test_forest_trend_and_scope_figures(tmp_path):
+    from bnlab.plots import forest_figure, plot_claims, scope_figure, trend_figure
+
+    lrs = [1e-3, 1e-2, 1e-1, 1.0]
+    verdicts = ["inconclusive", "supported"] * 2
+    cells_ = [_cell({"optimizer": {"solver.update_rule": o}, "solver.optim_config.learning_rate": lr},
+                    0.3 if lr < 1 else 0.1, 0.3 if lr < 0.1 else 0.1, v)
+              for o in ("adam", "sgd_momentum") for lr, v in zip(lrs, verdicts, strict=True)]  # fmt: skip
+    entry = {**cells_[1], "id": "lr", "statement": "s", "metric": "best_val_acc", "key": "model.normalization",
+             "a": "batchnorm", "b": None, "where": {}, "direction": "greater", "p_value": 0.01,
+             "verdict": "supported", "cells": cells_, "scope": scope(cells_)}  # fmt: skip
+    forest = forest_figure(entry)
+    (ax,) = forest.axes
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "optimizer=adam, learning_rate=0.001"
+    trend = trend_figure(entry)
+    assert [ax.get_title() for ax in trend.axes] == ["optimizer=adam", "optimizer=sgd_momentum"]
+    # the largest learning rate where batch norm's mean accuracy is above 0.15: 0.1 (not 1.0)
+    dotted = [line.get_xdata()[0] for line in trend.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert dotted == [0.1, 0.01]
+    assert trend_figure({**entry, "cells": cells_[:2]}) is None  # two values are no trend
+    assert len(scope_figure([entry, entry]).axes[0].patches) == 16
+    write(tmp_path, "claims.json", json.dumps([entry]))
+    names = sorted(p.name for p in plot_claims(tmp_path))
+    assert names == ["lr-cells.png", "lr-trend.png", "lr.png", "scope.png"]
