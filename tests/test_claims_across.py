@@ -140,7 +140,7 @@ def test_cells_in_json_with_their_statistics(ran):
     train, loss = entries
     assert len(train["cells"]) == 4 and len(loss["cells"]) == 1
     for cell in train["cells"] + loss["cells"]:
-        assert CELL_FIELDS <= set(cell)
+        assert CELL_FIELDS <= set(cell) and "experiment" not in cell
         d = np.array([p["a"] - p["b"] for p in cell["pairs"]])
         assert cell["n"] == 5 and cell["mean_diff"] == pytest.approx(d.mean())
         assert cell["effect_size"] == pytest.approx(d.mean() / d.std(ddof=1))
@@ -265,3 +265,39 @@ def test_forest_trend_and_scope_figures(tmp_path):
     write(tmp_path, "claims.json", json.dumps([entry]))
     names = sorted(p.name for p in plot_claims(tmp_path))
     assert names == ["lr-cells.png", "lr-trend.png", "lr.png", "scope.png"]
+
+
+def test_runs_with_equal_configs_are_trained_once(tmp_path, monkeypatch):
+    """A cell that fixes a swept key to one of its values has a different spec but the same runs as
+    the claim's own condition: nothing more is trained, and the cell's pairs are those runs'."""
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    text = (
+        ACROSS[: ACROSS.index("claims:")]
+        .replace("name: tinyx", "name: tinylr")
+        .replace("optim_config: {learning_rate: 1.0e-3}, ", "")
+        .replace("model.normalization: [null, batchnorm]", "model.normalization: [null, batchnorm]\n"
+                 "  solver.optim_config.learning_rate: [1.0e-3, 1.0e-2]")
+    ) + """claims:
+  - id: lr-bn
+    statement: s
+    source: s
+    metric: best_train_acc
+    key: model.normalization
+    a: batchnorm
+    b: null
+    where: {solver.optim_config.learning_rate: 1.0e-2}
+    direction: greater
+    across:
+      solver.optim_config.learning_rate: [1.0e-3, 1.0e-2]
+"""  # fmt: skip
+    write(tmp_path / "claims", "lr.yaml", text)
+    result = bnlab("claims", "--dir", tmp_path / "claims", "--out", tmp_path / "results", "--workers", "2", "--json")
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)
+    claims = tmp_path / "results" / "claims"
+    # the own condition needs lr 1e-2 only; the cell at 1e-3 has its own folder, the one at 1e-2 none
+    folders = sorted(p.name for p in claims.iterdir() if p.is_dir() and p.name != "figures")
+    assert folders == ["tinylr", "tinylr__learning_rate-0.001"]
+    assert len(list(claims.glob("*/*/meta.json"))) == 20  # 2 normalizations x 2 rates x 5 seeds, each once
+    assert entry["cells"][1]["pairs"] == entry["pairs"]  # lr 1e-2: the claim's own condition
+    assert entry["cells"][0]["pairs"] != entry["pairs"]

@@ -59,6 +59,7 @@ from bnlab.lab.executors import Executor
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
+    Run,
     _did_you_mean,
     _format,
     _Loader,
@@ -380,21 +381,29 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
     return rows.groupby("run_id")["value"].mean().reindex(runs.index)
 
 
-def _pairs(claim: ClaimSpec, experiment: Experiment, results: ExperimentResults, where: dict, seeds: list[int]):
-    """[{seed, a, b}] of the given seeds where both runs have the metric."""
-    values = metric_values(results, claim.metric)
-    a_runs, b_runs = (_select(claim, experiment, v, where) for v in (claim.a, claim.b))
+def _pairs(claim: ClaimSpec, experiment: Experiment, metric_of: Callable[[Run], float], where: dict, seeds: list[int]):
+    """[{seed, a, b}] of the given seeds where both runs have the metric (metric_of(run), NaN if not)."""
+    a_runs, b_runs = (
+        {r.seed: r for r in experiment.runs if r.run_id in ids} for ids in _sides(claim, experiment, where)
+    )
     pairs = []
     for seed in sorted(set(a_runs) & set(b_runs) & set(seeds)):
-        va, vb = values.get(a_runs[seed], math.nan), values.get(b_runs[seed], math.nan)
+        va, vb = metric_of(a_runs[seed]), metric_of(b_runs[seed])
         if np.isfinite(va) and np.isfinite(vb):
             pairs.append({"seed": seed, "a": float(va), "b": float(vb)})
     if len(pairs) < 2:
         raise SpecError(
-            f"claim {claim.id}: only {len(pairs)} seed(s) have {claim.metric} for both groups in {results.path}; "
+            f"claim {claim.id}: only {len(pairs)} seed(s) have {claim.metric} for both groups "
+            f"(where {cell_label(where) or 'as the claim says'}) in {experiment.name}; "
             f"check the runs there (diverged or failed?)"
         )
     return pairs
+
+
+def _sides(claim: ClaimSpec, experiment: Experiment, where: dict) -> tuple[set[str], set[str]]:
+    """The run ids of the a runs and of the b runs under `where`."""
+    a, b = (set(_select(claim, experiment, v, where).values()) for v in (claim.a, claim.b))
+    return a, b
 
 
 def _paired_fields(claim: ClaimSpec, pairs: list[dict]) -> dict:
@@ -427,27 +436,32 @@ def evaluate(
         "b": claim.b,
         "where": claim.where,
         "direction": claim.direction,
-        **_paired_fields(claim, _pairs(claim, experiment, results, claim.where, seeds)),
+        **_paired_fields(claim, _pairs(claim, experiment, _lookup(results, claim.metric), claim.where, seeds)),
     }
+
+
+def _lookup(results: ExperimentResults, metric: str) -> Callable[[Run], float]:
+    values = metric_values(results, metric)
+    return lambda run: values.get(run.run_id, math.nan)
 
 
 def evaluate_cell(
     claim: ClaimSpec,
     cell: Cell,
     experiment: Experiment,
-    results: ExperimentResults,
+    metric_of: Callable[[Run], float],
     seeds: list[int],
     looks: list[int],
     planned: int,
 ) -> dict:
     """One cell of a claim (before the family's adjustment): the paired t statistics of its pairs,
     d_z, and p_sequential, the p-value of the last of its `looks` (seed counts) Bonferroni-split
-    over the `planned` looks of its design (1 for a fixed number of seeds: p_sequential = p_value)."""
-    pairs = _pairs(claim, experiment, results, _cell_where(claim, cell), seeds)
+    over the `planned` looks of its design (1 for a fixed number of seeds: p_sequential = p_value).
+    `experiment` is the claim's experiment in the cell, metric_of(run) the metric of one of its runs."""
+    pairs = _pairs(claim, experiment, metric_of, _cell_where(claim, cell), seeds)
     fields = _paired_fields(claim, pairs)
     return {
         "where": cell.where,
-        "experiment": str(results.path),
         **fields,
         "looks": looks,
         "planned_looks": planned,
@@ -568,27 +582,35 @@ def _grow(entries: list[dict], plan: dict, max_seeds: int) -> bool:
 
 
 def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progress) -> list[dict]:
-    """Train what every condition needs (one run_experiment per shared folder), then evaluate."""
-    folders: dict[str, dict] = {}  # identity of the config -> what its folder must hold
-    conditions = []  # (group, claim, cell or None for the claim's own condition, seeds, identity)
-    for group, claim in chosen:
-        base = group.experiment.spec.seed_list()
-        own = [(None, len(base))] + [(cell, plan[claim.id, _key(cell.where)][0][-1]) for cell in cells(claim)]
-        for cell, n in own:
-            seeds = _seed_list(base, n)
-            overrides = [*(cell.overrides if cell else ()), *([f"seeds={json.dumps(seeds)}"] if n != len(base) else [])]
-            experiment = group.make(overrides)
-            identity = _identity(experiment)
-            where = claim.where if cell is None else _cell_where(claim, cell)
-            need = {
-                r for v in (claim.a, claim.b) for s, r in _select(claim, experiment, v, where).items() if s in seeds
-            }
-            folder = folders.setdefault(identity, {"group": group, "cell": cell, "seeds": seeds, "need": set()})
-            if len(seeds) > len(folder["seeds"]):
-                folder["seeds"] = seeds
-            folder["need"] |= need
-            conditions.append((group, claim, cell, seeds, identity))
+    """Train what every condition needs, then evaluate. A run is trained once per claims file
+    (the same config in another condition or claim of the file reuses it), in the folder of the
+    first condition that needs it: the claims' own conditions first, so their folders hold their
+    runs as before; folders whose whole spec is equal are one."""
+    folders: dict[str, dict] = {}  # identity of the spec -> what its folder must hold
+    home: dict[tuple[str, str], tuple[str, str]] = {}  # (claims file, run config) -> (folder, run id)
+    conditions = []  # (claim, cell or None for the claim's own condition, seeds, experiment, group)
+    for own in (True, False):
+        for group, claim in chosen:
+            base = group.experiment.spec.seed_list()
+            todo = [(None, len(base))] if own else [(c, plan[claim.id, _key(c.where)][0][-1]) for c in cells(claim)]
+            for cell, n in todo:
+                seeds = _seed_list(base, n)
+                overrides = [*(cell.overrides if cell else ()), *([f"seeds={json.dumps(seeds)}"] * (n != len(base)))]
+                experiment = group.make(overrides)
+                identity = _identity(experiment)
+                folder = folders.setdefault(identity, {"group": group, "cell": cell, "seeds": seeds, "need": set()})
+                if len(seeds) > len(folder["seeds"]):
+                    folder["seeds"] = seeds
+                a, b = _sides(claim, experiment, claim.where if cell is None else _cell_where(claim, cell))
+                for run in experiment.runs:
+                    key = (group.source, yaml.safe_dump(run.config, sort_keys=True))
+                    if run.run_id in a | b and run.seed in seeds and key not in home:
+                        home[key] = (identity, run.run_id)
+                        folder["need"].add(run.run_id)
+                conditions.append((claim, cell, seeds, experiment, group))
     for folder in folders.values():
+        if not folder["need"]:
+            continue  # every run of it lives in another folder
         group, cell = folder["group"], folder["cell"]
         base = group.experiment
         overrides = list(cell.overrides) if cell else []
@@ -600,18 +622,30 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
         experiment = replace(full, runs=[r for r in full.runs if r.run_id in folder["need"]])
         start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
         run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
-        folder["experiment"], folder["results"] = experiment, load_results(root / experiment.name)
+        folder["results"] = load_results(root / experiment.name)
+    values: dict[tuple[str, str], pd.Series] = {}
+
+    def metric_of(group: ClaimGroup, metric: str) -> Callable[[Run], float]:
+        def value(run: Run) -> float:
+            identity, run_id = home[group.source, yaml.safe_dump(run.config, sort_keys=True)]
+            if (identity, metric) not in values:
+                values[identity, metric] = metric_values(folders[identity]["results"], metric)
+            return values[identity, metric].get(run_id, math.nan)
+
+        return value
+
     entries: dict[str, dict] = {}
-    for _, claim, cell, seeds, identity in conditions:
-        folder = folders[identity]
+    for claim, cell, seeds, experiment, _ in conditions:
         if cell is None:
-            entries[claim.id] = {**evaluate(claim, folder["experiment"], folder["results"], seeds), "cells": []}
-        else:
+            entry = evaluate(claim, experiment, folders[_identity(experiment)]["results"], seeds)
+            entries[claim.id] = {**entry, "cells": []}
+    for claim, cell, seeds, experiment, group in conditions:
+        if cell is not None:
             looks, planned = plan[claim.id, _key(cell.where)]
             entries[claim.id]["cells"].append(
-                evaluate_cell(claim, cell, folder["experiment"], folder["results"], seeds, looks, planned)
+                evaluate_cell(claim, cell, experiment, metric_of(group, claim.metric), seeds, looks, planned)
             )
-    return list(entries.values())
+    return [entries[claim.id] for _, claim in chosen]
 
 
 def _key(where: dict) -> str:
