@@ -483,7 +483,10 @@ def claims(
         from bnlab.lab.executors import default_workers, make_executor
 
         workers = workers or default_workers()
-        data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
+        from bnlab.lab.claims import experiments
+
+        every = [e for g in runnable for e in experiments(g, chosen)]  # the cells' data too
+        data_root = _prepare_data(data_dir, every) if runnable else None
         # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
         runner = make_executor(workers, data_root if executor == "local" else data_dir, executor, scheduler)
         where = f"{workers} worker(s)" if executor == "local" else f"dask {scheduler}"

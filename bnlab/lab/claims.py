@@ -15,6 +15,11 @@ an experiment spec itself (every section of configs/*.yaml) plus a `claims:` lis
         b: null
         where: {}                      # fixed values of the experiment's other swept keys
         direction: greater             # the claimed sign of a - b: greater (> 0) or less (< 0)
+        across:                        # optional: the conditions to test it in; the cells are their product
+          model.hidden_dims: [[100, 100], [100, 100, 100, 100, 100]]    # a spec key and its values, or
+          optimizer:                                                     # a name whose values set several
+            - {solver.update_rule: adam, solver.optim_config: {learning_rate: 1.0e-3}}
+            - {solver.update_rule: sgd_momentum, solver.optim_config: {learning_rate: 1.0e-2}}
 
 Every claim compares two runs per seed, `key = a` against `key = b` with every other swept key
 fixed by `where`; the same seed gives both the same initial weights and minibatches. The per-seed
@@ -32,8 +37,16 @@ Metrics, per run:
 A diverged run keeps what it recorded (its best accuracies so far); a pair whose metric is
 missing (e.g. an epoch a diverged run never reached) is left out, and `n` counts the pairs used.
 
-Experiments run under <out>/claims/<experiment name>/ with bnlab.lab.runner, so finished runs are
-reused; the results are <out>/claims/claims.json. Nothing here prints.
+A cell is the claim's experiment with the cell's values set as `bnlab run --set` would, compared as
+the claim says (a `where` key the cell sets is the cell's). Every claim has `cells` in claims.json
+(one, with `where: {}`, without `across`), each with its own paired statistics, d_z, p_sequential
+and, after Holm's adjustment over every cell of every claim in claims.json (the family),
+p_adjusted and verdict_adjusted; `scope` says where the claim holds (bnlab.lab.stats has the
+statistics). The top-level fields are the claim's own condition, as before cells existed.
+
+Experiments run under <out>/claims/<experiment name>/ (a cell's under <experiment name>__<cell>/)
+with bnlab.lab.runner, so finished runs are reused; a run whose config another condition of the
+file already needs is trained once. The results are <out>/claims/claims.json. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -257,6 +270,16 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     except SpecError as exc:
         group.problem = str(exc)
     return group
+
+
+def experiments(group: ClaimGroup, ids: set[str] | None = None) -> list[Experiment]:
+    """The experiment of a runnable group and of every cell of its claims (those in ids if given):
+    what their data must fit."""
+    chosen = [c for c in group.claims if ids is None or c.id in ids]
+    return [
+        group.experiment,
+        *(group.make(list(cell.overrides)) for c in chosen for cell in cells(c) if cell.overrides),
+    ]
 
 
 def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec, extra: list[str]) -> Experiment:
