@@ -213,7 +213,8 @@ def _download(data_dir: Path | None) -> Path:
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bnlab.lab.runner import finished_on_disk, run_experiment
+    from bnlab.lab.results import finished_on_disk
+    from bnlab.lab.runner import run_experiment
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -261,7 +262,7 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
     except KeyboardInterrupt:
         progress.stop()
         # counted on disk: the progress bar advances only after a run is saved
-        done = len(finished_on_disk(experiment, out / experiment.name))
+        done = len(finished_on_disk(experiment.runs, out / experiment.name))
         again = "the same command without --force" if force else "the same command"
         errors.print(
             f"[yellow]interrupted:[/] {done} of {len(experiment.runs)} runs of {experiment.name} are finished "
@@ -282,7 +283,7 @@ def _summary_table(path: Path):
     """Mean ± std over seeds of every run group, from runs.csv."""
     from rich.table import Table
 
-    from bnlab.results import group_summary
+    from bnlab.lab.results import group_summary
 
     header, rows = group_summary(path)
     table = Table(title=f"{path}  (mean ± std over seeds)")
@@ -317,8 +318,8 @@ def plot(
         raise _usage_error(f"--format {bad[0]}: choose png, svg or pdf")
     with _reported():
         from bnlab.errors import BnlabError
+        from bnlab.lab.results import experiment_folders
         from bnlab.plots import plot_experiment
-        from bnlab.results import experiment_folders
 
         folders = experiment_folders(results_dir)
         if folders == [results_dir]:  # one experiment: a line per file written, an error stops it
@@ -386,7 +387,7 @@ def results(
             else:
                 console.print(_summary_table(path))
             return
-        from bnlab.results import list_experiments
+        from bnlab.lab.results import list_experiments
 
         if not path.is_dir():
             raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
@@ -466,7 +467,7 @@ def claims(
         executor = make_executor(workers, data_root)
         # every group, so that claims.json keeps the other files' claims in their order
         entries = _run_claims(groups, out, executor, chosen, workers)
-        from bnlab.lab.claims import claims_dir as results_dir
+        from bnlab.lab.results import claims_dir as results_dir
         from bnlab.plots import plot_claims
 
         plot_claims(results_dir(out), [e["id"] for e in entries])

@@ -51,7 +51,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.atomic import atomic_file
-from bnlab.results import ExperimentResults, load_experiment
+from bnlab.lab.results import ExperimentResults, load_experiment, read_claims
 
 FORMATS = ("png", "svg", "pdf")
 PLOT_KINDS = ("history", "sweep", "batch_size", "activations", "ics", "landscape")
@@ -674,12 +674,7 @@ VERDICT_COLORS = {"supported": "tab:green", "contradicted": "tab:red", "inconclu
 def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> list[Path]:
     """Draws claims_root/figures/<id>.png for every entry of claims_root/claims.json (or those in
     ids), as `bnlab claims` wrote it; returns the written paths."""
-    import json
-
-    file = Path(claims_root) / "claims.json"
-    if not file.is_file():
-        raise ResultsError(f"{file}: missing; run `bnlab claims` first.")
-    entries = [e for e in json.loads(file.read_text()) if ids is None or e["id"] in ids]
+    entries = [e for e in read_claims(claims_root) if ids is None or e["id"] in ids]
     out_dir = Path(claims_root) / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     return [_save(claim_figure(entry), out_dir / f"{entry['id']}.png", "png") for entry in entries]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime
 import io
-import json
 import math
 from html import escape
 from pathlib import Path
@@ -23,8 +22,17 @@ from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
 from bnlab.lab.atomic import write_text
+from bnlab.lab.results import (
+    CLAIMS_FILE,
+    ExperimentResults,
+    claims_dir,
+    experiment_folders,
+    group_summary,
+    load_experiment,
+    read_claims,
+    read_meta,
+)
 from bnlab.plots import build_figures
-from bnlab.results import ExperimentResults, experiment_folders, group_summary, load_experiment
 
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # the widest figure (11 in) is then 1100 px: sharp on a laptop, scaled down on a phone
@@ -158,7 +166,7 @@ def _flags(results: ExperimentResults) -> str:
             where = f" at iteration {int(losses['iteration'].iloc[-1])}" if len(losses) else ""
             note = f"the loss became nan or inf{where}; its curves stop there"
         elif status == "failed":
-            error = _meta(results.path / run_id).get("error") or ""
+            error = read_meta(results.path / run_id).get("error") or ""
             note = f"{error.strip().splitlines()[-1]} (not drawn)" if error.strip() else "no error recorded (not drawn)"
         else:
             note = "not run yet (not drawn)"
@@ -205,7 +213,7 @@ def _alt_text(fig: Figure, title: str) -> str:
 
 def _provenance(results: ExperimentResults) -> str:
     """Commit, versions, dates and wall time, from the runs' meta.json and runs.csv."""
-    metas = [_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
+    metas = [read_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
     commits = sorted({m["git_commit"] for m in metas if m.get("git_commit")})
     versions = sorted(
         {", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas if isinstance(m.get("versions"), dict)}
@@ -236,30 +244,18 @@ def _utc(stamp: object) -> str | None:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _meta(run_dir: Path) -> dict:
-    """A run's meta.json, or {} when it is missing or unreadable (provenance then says unknown)."""
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 # --- claims ----------------------------------------------------------------------------------------
 
 
 def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> str:
     """The verdict table of root/claims/claims.json (only the claims on `experiment` if given),
     then each claim's figure; "" when there is no claims file."""
-    file = root / "claims" / "claims.json"
-    if not file.is_file():
+    if not (claims_dir(root) / CLAIMS_FILE).is_file():
         return ""
     try:
-        claims = json.loads(file.read_text())
-        if not isinstance(claims, list) or not all(isinstance(c, dict) and "id" in c for c in claims):
-            raise ValueError("expected a list of claims, each with an id")
-    except ValueError as err:
-        problem = f"{file}: not readable claims ({err}); rerun the claims lab to rewrite it."
+        claims = read_claims(claims_dir(root))
+    except ResultsError as err:
+        problem = str(err)
         problems.append(problem)
         return f'<section id="claims"><h2>Claims</h2><p class="flag error">{escape(problem)}</p></section>'
     if experiment is not None:
@@ -269,7 +265,7 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
     rows, figures = [], []
     for claim in claims:
         anchor = _anchor(f"claim-{claim['id']}")
-        figure = root / "claims" / "figures" / f"{claim['id']}.png"
+        figure = claims_dir(root) / "figures" / f"{claim['id']}.png"
         statement = escape(str(claim.get("statement", claim["id"])))
         if figure.is_file():
             statement = f'<a href="#{anchor}">{statement}</a>'

@@ -17,10 +17,11 @@ from threadpoolctl import threadpool_limits
 
 import bnlab
 from bnlab.errors import ResultsError
-from bnlab.lab import runner
+from bnlab.lab import results
 from bnlab.lab.data import load_cifar10
 from bnlab.lab.executors import make_executor
-from bnlab.lab.runner import finished_on_disk, run_experiment
+from bnlab.lab.results import finished_on_disk
+from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import experiment_from_text, load_experiment
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
@@ -301,7 +302,7 @@ def test_leftovers_of_a_killed_process_are_removed_and_unfinished_runs_redone(tm
 def test_ctrl_c_between_a_runs_folder_and_its_row_still_records_it(tmp_path, monkeypatch):
     experiment = smoke("seeds=[0]")
     calls = []
-    write_runs_csv = runner._write_runs_csv
+    write_runs_csv = results.write_runs_csv
 
     def interrupted_once(*args):
         calls.append(1)
@@ -309,14 +310,14 @@ def test_ctrl_c_between_a_runs_folder_and_its_row_still_records_it(tmp_path, mon
             raise KeyboardInterrupt
         write_runs_csv(*args)
 
-    monkeypatch.setattr(runner, "_write_runs_csv", interrupted_once)
+    monkeypatch.setattr(results, "write_runs_csv", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(experiment, tmp_path, serial())
     exp_dir = tmp_path / "smoke"
     rows = read_csv(exp_dir / "runs.csv")
     assert [r["status"] for r in rows] == ["done", "pending"]
     assert (exp_dir / rows[0]["run_id"] / "meta.json").exists() and not (exp_dir / rows[1]["run_id"]).exists()
-    assert list(finished_on_disk(experiment, exp_dir)) == [rows[0]["run_id"]]
+    assert list(finished_on_disk(experiment.runs, exp_dir)) == [rows[0]["run_id"]]
     assert float(rows[0]["best_val_acc"]) > 0
 
 

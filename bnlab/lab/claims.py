@@ -38,7 +38,6 @@ reused; the results are <out>/claims/claims.json. Nothing here prints.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -53,8 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from bnlab.errors import SpecError
-from bnlab.lab import atomic
 from bnlab.lab.executors import Executor
+from bnlab.lab.results import ExperimentResults, claims_dir, write_claims
+from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
@@ -65,8 +65,6 @@ from bnlab.lab.spec import (
     load_experiment,
     parse_yaml,
 )
-from bnlab.results import ExperimentResults
-from bnlab.results import load_experiment as load_results
 
 MIN_SEEDS = 5
 CONFIDENCE = 0.95
@@ -380,10 +378,6 @@ def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResult
 # --- running ---------------------------------------------------------------------------------
 
 
-def claims_dir(out_root: str | Path) -> Path:
-    return Path(out_root) / "claims"
-
-
 def run_claims(
     groups: list[ClaimGroup],
     out_root: str | Path,
@@ -409,24 +403,5 @@ def run_claims(
         run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
         results = load_results(root / experiment.name)
         entries += [evaluate(claim, experiment, results) for claim in chosen]
-    write_claims_json(root / "claims.json", entries, [c.id for g in groups for c in g.claims])
+    write_claims(root, entries, [c.id for g in groups for c in g.claims])
     return entries
-
-
-def write_claims_json(file: Path, entries: list[dict], order: list[str]) -> None:
-    """Merge `entries` into the file by id (the latest evaluation wins), keep the claims that
-    still exist, in the order of the claim files; written atomically."""
-    merged: dict[str, dict] = {}
-    if file.exists():
-        try:
-            merged = {e["id"]: e for e in json.loads(file.read_text())}
-        except (ValueError, TypeError, KeyError):
-            merged = {}  # unreadable: rebuilt from what was evaluated now
-    merged.update({e["id"]: e for e in entries})
-    ordered = [merged[i] for i in order if i in merged]
-    atomic.write_text(file, json.dumps(ordered, indent=2) + "\n")
-
-
-def read_claims_json(out_root: str | Path) -> list[dict]:
-    file = claims_dir(out_root) / "claims.json"
-    return json.loads(file.read_text()) if file.exists() else []
