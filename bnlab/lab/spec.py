@@ -35,7 +35,9 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
-from bnlab.nn.norms import NOISE_DEFAULTS
+from bnlab.nn.layers import ACTIVATIONS
+from bnlab.nn.nets import ARCHITECTURES
+from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
 
@@ -72,18 +74,14 @@ def _weight_scale(value: Any) -> Any:
     )
 
 
-CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spatial ones of nn.conv
-
-
 class ModelSpec(_Section):
     # hidden_dims: the fully connected hidden widths; required for fc (at least one), optional for
     # conv, where [] or null means the conv blocks feed the output layer directly.
     hidden_dims: list[PositiveInt] | None = None
-    normalization: (
-        Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None
-    ) = None
+    # the allowed names are the keys of the nn tables; which architecture takes which: ARCHITECTURES
+    normalization: Literal[tuple(NORMALIZATIONS)] | None = None
     num_groups: PositiveInt = 5
-    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
+    activation: Literal[tuple(ACTIVATIONS)] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     norm_position: Literal["before", "after"] = "before"
     # batch renorm's clipping, ramped from batch norm (rmax 1, dmax 0) over renorm_warmup iterations
@@ -99,33 +97,37 @@ class ModelSpec(_Section):
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     dtype: Literal["float32", "float64"] = "float32"
-    architecture: Literal["fc", "conv"] = "fc"
+    architecture: Literal[tuple(ARCHITECTURES)] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
     kernel_size: PositiveInt = 3
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
-        if self.architecture == "fc":
-            if not self.hidden_dims:
-                raise ValueError(
-                    "hidden_dims is required for architecture fc: at least one width, e.g. [100, 100]"
-                )
-            if self.channels is not None:
-                raise ValueError("channels is only for architecture conv; remove it or set architecture: conv")
-        else:
-            if self.channels is None:
-                raise ValueError("channels is required for architecture conv (the filters of each conv block)")
-            if self.kernel_size % 2 == 0:
-                raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
-            if self.dropout_keep_ratio != 1:
-                raise ValueError("dropout_keep_ratio: the conv net has no dropout; leave it at 1")
-            if self.normalization not in CONV_NORMALIZATIONS:
-                raise ValueError(
-                    f"normalization {self.normalization!r} is for architecture fc only; "
-                    f"conv nets take {', '.join(map(str, CONV_NORMALIZATIONS))}"
-                )
-            if self.norm_position != "before":
-                raise ValueError("norm_position: conv nets normalize before the activation only; leave it at before")
+        """The rules of bnlab.nn.nets.ARCHITECTURES: the widths option is required, the options of
+        other nets stay at their defaults, the normalization is one its layers have."""
+        arch = ARCHITECTURES[self.architecture]
+        widths, what = arch.widths
+        if not getattr(self, widths):
+            raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
+        for name, spec_field in type(self).model_fields.items():
+            if name in arch.options or name == "architecture":
+                continue
+            if getattr(self, name) == spec_field.get_default(call_default_factory=True):
+                continue
+            if name in arch.lacks:
+                raise ValueError(f"{name}: {arch.lacks[name]}")
+            others = [a for a, other in ARCHITECTURES.items() if name in other.options]
+            raise ValueError(
+                f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
+            )
+        if self.normalization not in arch.normalizations:
+            others = [a for a, other in ARCHITECTURES.items() if self.normalization in other.normalizations]
+            raise ValueError(
+                f"normalization {self.normalization!r} is for architecture {' or '.join(others)} only; "
+                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
+            )
+        if self.architecture == "conv" and self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
         widths = [*(self.channels or []), *(self.hidden_dims or [])]
         if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
             kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"

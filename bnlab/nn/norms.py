@@ -362,9 +362,9 @@ class Normalization:
 
 NORMALIZATIONS: dict[str, Normalization] = {
     "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
-    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
     "layernorm": Normalization(layernorm_forward, layernorm_backward),
     "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
     "rmsnorm": Normalization(rmsnorm_forward, rmsnorm_backward),
     "batchrenorm": Normalization(batchrenorm_forward, batchrenorm_backward),
+    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
 }
