@@ -32,21 +32,10 @@ from bnlab.lab.results import (
     read_claims,
     read_meta,
 )
-from bnlab.plots import build_figures
+from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # the widest figure (11 in) is then 1100 px: sharp on a laptop, scaled down on a phone
-
-# What each figure kind shows, by file-name prefix (plots.build_figures names them); the figure's
-# own title and notes (seeds, diverged runs) complete the caption.
-CAPTIONS = {
-    "history": "Training loss per iteration (moving average over one epoch, top) and training and "
-    "validation accuracy per epoch (bottom), a line per run group.",
-    "sweep": "Best validation accuracy, best training accuracy and final training loss (mean of the "
-    "last 100 iterations) against {x}, a line per group of the other swept values.",
-    "batch_size": "Training and validation accuracy per epoch for each batch size; runs without "
-    "normalization are drawn dashed as the reference.",
-}
 
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6472; --line: #d8dce3; --bg-soft: #f4f6f9; }
@@ -178,23 +167,22 @@ def _flags(results: ExperimentResults) -> str:
 
 def _figures(results: ExperimentResults, problems: list[str]) -> str:
     try:
-        figures = build_figures(results)
+        figures = drawn_figures(results)
     except ResultsError as err:  # nothing finished yet (the flags say why), or a bad plots entry: a problem
         if results.runs["status"].isin(["done", "diverged"]).any():
             problems.append(str(err))
         return f'<h3>Figures</h3><p class="flag">No figures: {escape(str(err))}</p>'
     parts = ["<h3>Figures</h3>"]
-    for stem, fig in figures:
+    for stem, fig, plot in figures:
         title, _, notes = fig.get_suptitle().partition("\n")
-        kind = next((k for k in CAPTIONS if stem == k or stem.startswith(k + "_")), None)
-        what = CAPTIONS[kind].format(x=fig.axes[-1].get_xlabel().lower()) if kind else ""
+        what = caption(plot)
         notes = f"Shown: {notes.strip('()')}." if notes else ""
-        caption = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
+        text = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
         parts.append(
             f'<figure id="{_anchor(results.path.name + "-" + stem)}">'
             f'<img src="{_png(fig)}" alt="{escape(_alt_text(fig, title), quote=True)}" '
             f'width="{round(fig.get_figwidth() * FIGURE_DPI)}" height="{round(fig.get_figheight() * FIGURE_DPI)}">'
-            f"<figcaption>{caption}</figcaption></figure>"
+            f"<figcaption>{text}</figcaption></figure>"
         )
     return "\n".join(parts)
 

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
+from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
@@ -180,7 +181,7 @@ class RecordSpec(_Section):
 
 
 class PlotSpec(_Section):
-    kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape"]
+    kind: Literal[tuple(FIGURE_KINDS)]
     x: str | None = None
     title: str | None = None
     layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
@@ -205,12 +206,6 @@ class ExperimentSpec(_Section):
 
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "solver": SolverSpec}
-# the statistics each figure of the recorded statistics draws
-RECORDED_BY_PLOT = {
-    "activations": ("p15", "p50", "p85"),
-    "ics": ("ics_l2", "ics_cos"),
-    "landscape": ("loss_range", "grad_change", "beta_smoothness"),
-}
 
 
 # --- a run -----------------------------------------------------------------------------------
@@ -619,19 +614,20 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
 def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
     for i, plot in enumerate(spec.plots or []):
         where = f"{source}{_position(text, ('plots', i))}"
-        if plot.kind == "sweep" and plot.x not in swept_keys:
-            raise SpecError(f"{where}: plots[{i}]: a sweep figure needs x set to a swept key: {swept_keys}")
-        if plot.kind == "batch_size" and "solver.batch_size" not in swept_keys:
-            raise SpecError(f"{where}: plots[{i}]: a batch_size figure needs solver.batch_size in the sweep")
-        needed = RECORDED_BY_PLOT.get(plot.kind, ())
-        missing = [s for s in needed if spec.record is None or s not in spec.record.statistics]
+        kind = FIGURE_KINDS[plot.kind]
+        if kind.takes_x and plot.x not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs x set to a swept key: {swept_keys}")
+        if kind.swept and kind.swept not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs {kind.swept} in the sweep")
+        missing = [s for s in kind.statistics if spec.record is None or s not in spec.record.statistics]
         if missing:
             raise SpecError(
                 f"{where}: plots[{i}]: the {plot.kind} figure needs {', '.join(missing)} recorded; "
                 f"add them to record.statistics (or a record: section)"
             )
-        if plot.layers is not None and plot.kind not in ("activations", "ics"):
-            raise SpecError(f"{where}: plots[{i}]: layers is for activations and ics figures only; remove it")
+        if plot.layers is not None and not kind.takes_layers:
+            takers = " and ".join(k for k, other in FIGURE_KINDS.items() if other.takes_layers)
+            raise SpecError(f"{where}: plots[{i}]: layers is for {takers} figures only; remove it")
 
 
 # --- run ids ---------------------------------------------------------------------------------
