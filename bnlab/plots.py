@@ -52,6 +52,7 @@ from matplotlib.ticker import MaxNLocator
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.atomic import atomic_file
 from bnlab.lab.figure_kinds import BATCH, FIGURE_KINDS
+from bnlab.lab.formatting import format_value
 from bnlab.lab.results import ExperimentResults, load_experiment, read_claims
 
 FORMATS = ("png", "svg", "pdf")
@@ -702,7 +703,7 @@ def claim_figure(entry: dict) -> Figure:
     fig = Figure(figsize=(9, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
     key = entry["key"].rsplit(".", 1)[-1]
-    labels = [f"{key} = {_claim_value(entry['a'])}", f"{key} = {_claim_value(entry['b'])}"]
+    labels = [f"{key} = {format_value(entry['a'])}", f"{key} = {format_value(entry['b'])}"]
     color = VERDICT_COLORS[entry["verdict"]]
     for pair in entry["pairs"]:
         left.plot([0, 1], [pair["a"], pair["b"]], "-o", color="tab:blue", alpha=0.6)
@@ -729,7 +730,7 @@ def claim_figure(entry: dict) -> Figure:
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     claimed = ">" if entry["direction"] == "greater" else "<"
     _label(right, f"claimed: a - b {claimed} 0", None, f"difference in {entry['metric']}")
-    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_claim_value(v)}" for k, v in entry["where"].items())
+    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in entry["where"].items())
     fig.suptitle(
         f"{entry['id']}: {entry['verdict']} (n = {entry['n']}, p = {entry['p_value']:.2g})"
         f"{'  [' + where + ']' if where else ''}\n{entry['statement']}",
@@ -737,11 +738,3 @@ def claim_figure(entry: dict) -> Figure:
         color=color if entry["verdict"] != "inconclusive" else "black",
     )
     return fig
-
-
-def _claim_value(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, list):
-        return "-".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)

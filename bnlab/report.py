@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
 from bnlab.lab.atomic import write_text
+from bnlab.lab.formatting import format_number, format_value
 from bnlab.lab.results import (
     CLAIMS_FILE,
     ExperimentResults,
@@ -286,12 +287,8 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
 
 
 def _comparison(claim: dict) -> str:
-    where = ", ".join(f"{k} = {v}" for k, v in (claim.get("where") or {}).items())
-
-    def value(v: object) -> str:  # null is written "none", as in runs.csv
-        return "none" if v is None else str(v)
-
-    a, b = value(claim.get("a")), value(claim.get("b"))
+    where = ", ".join(f"{k} = {format_value(v)}" for k, v in (claim.get("where") or {}).items())
+    a, b = format_value(claim.get("a")), format_value(claim.get("b"))
     text = f"{claim.get('metric', '?')}: {claim.get('key', '?')} = {a} (a) vs {b} (b)"
     return text + (f" ({where})" if where else "") + f", expected {claim.get('direction', '?')}"
 
@@ -299,7 +296,7 @@ def _comparison(claim: dict) -> str:
 def _effect(claim: dict) -> str:
     def number(key: str) -> str:
         value = claim.get(key)
-        return f"{value:+.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+        return format_number(value, sign=True) if isinstance(value, (int, float)) and math.isfinite(value) else "?"
 
     return f"{number('mean_diff')} [{number('ci_low')}, {number('ci_high')}]"
 

@@ -36,6 +36,7 @@ import yaml
 
 from bnlab.errors import ResultsError
 from bnlab.lab import atomic
+from bnlab.lab.formatting import format_cell, format_mean_std
 
 STATUSES = ("done", "diverged", "failed", "pending")
 FINISHED = ("done", "diverged")
@@ -388,8 +389,9 @@ def experiment_folders(path: str | Path) -> list[Path]:
 
 def group_summary(path: str | Path) -> tuple[list[str], list[list[str]]]:
     """The run groups of an experiment as text, from its runs.csv alone: (header, rows). A row is
-    the group's swept values as written, its runs by status ("3 done, 1 failed"), then the mean +-
-    std over its seeds of best_val_acc, best_train_acc and final_train_loss ("—" when no run has one)."""
+    the group's swept values (long numbers shortened by format_cell), its runs by status ("3 done,
+    1 failed"), then the mean +- std over its seeds of best_val_acc, best_train_acc and
+    final_train_loss (format_mean_std; "—" when no run has one)."""
     file = Path(path) / "runs.csv"
     runs, swept = _read_runs(file)
     text = pd.read_csv(file, dtype=str, keep_default_na=False)  # swept values exactly as written
@@ -400,15 +402,8 @@ def group_summary(path: str | Path) -> tuple[list[str], list[list[str]]]:
     for values in dict.fromkeys(keys):  # groups in the order of their first run
         group = runs[[k == values for k in keys]]
         statuses = group["status"].value_counts(sort=False)
-        row = [*values, ", ".join(f"{n} {status}" for status, n in statuses.items())]
-        for metric in ("best_val_acc", "best_train_acc", "final_train_loss"):
-            numbers = group[metric][np.isfinite(group[metric])]
-            if numbers.empty:
-                row.append("—")
-            elif len(numbers) == 1:
-                row.append(f"{numbers.iloc[0]:.3f}")
-            else:
-                row.append(f"{numbers.mean():.3f} ± {numbers.std():.3f}")  # std with n - 1, as statistics.stdev
+        row = [*map(format_cell, values), ", ".join(f"{n} {status}" for status, n in statuses.items())]
+        row += [format_mean_std(group[m].tolist()) for m in ("best_val_acc", "best_train_acc", "final_train_loss")]
         rows.append(row)
     return header, rows
 

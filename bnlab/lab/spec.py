@@ -36,6 +36,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from bnlab.errors import SpecError
 from bnlab.lab.figure_kinds import FIGURE_KINDS
+from bnlab.lab.formatting import format_value
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
@@ -641,10 +642,5 @@ def make_run_id(swept: dict[str, Any], seed: int) -> str:
 
 
 def _format(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        return "-".join(_format(v) for v in value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", str(value))
+    """A swept value in a run id: as format_value writes it, with only file-name-safe characters."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", format_value(value))
