@@ -58,12 +58,12 @@ from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
-    _did_you_mean,
-    _Loader,
-    _position,
+    YamlLoader,
+    did_you_mean,
     experiment_from_text,
     load_experiment,
     parse_yaml,
+    yaml_position,
 )
 
 MIN_SEEDS = 5
@@ -169,10 +169,10 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
         # a misspelt key also makes the real one missing: name the misspelling
         err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
         loc = tuple(err["loc"])
-        where = f"{source}{_position(text, loc)}"
+        where = f"{source}{yaml_position(text, loc)}"
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            hint = _did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
+            hint = did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
             valid = ", ".join(ClaimSpec.model_fields)
             raise SpecError(f"{where}: {key}: unknown key{hint}; valid keys: {valid}") from None
         if err["type"] == "missing":
@@ -189,7 +189,7 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     try:
         group.experiment = _experiment(path, text, raw, spec)
         for i, claim in enumerate(spec.claims):
-            _check_claim(claim, group.experiment, f"{source}{_position(text, ('claims', i))}")
+            _check_claim(claim, group.experiment, f"{source}{yaml_position(text, ('claims', i))}")
     except SpecError as exc:
         group.problem = str(exc)
     return group
@@ -213,7 +213,7 @@ def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec) -> Exper
 
 def _top_level_span(text: str, key: str) -> tuple[int, int] | None:
     """The lines [start, stop) of a top-level key and its value in a block-style YAML mapping."""
-    node = yaml.compose(text, Loader=_Loader)
+    node = yaml.compose(text, Loader=YamlLoader)
     for k, v in node.value:
         if k.value == key:
             stop = v.end_mark.line + (1 if v.end_mark.column > 0 else 0)

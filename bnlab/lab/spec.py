@@ -153,7 +153,7 @@ class SolverSpec(_Section):
             if key not in allowed:
                 raise ValueError(
                     f"optim_config has no {key!r} for update_rule {self.update_rule!r}"
-                    f"{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
+                    f"{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
                 )
             if key in ("learning_rate", "epsilon") and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
@@ -244,11 +244,11 @@ class Experiment:
 # --- YAML with YAML 1.2 floats and positions -------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads 1e-3 as a float (YAML 1.2), not as the string '1e-3' (YAML 1.1)."""
 
 
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -267,19 +267,19 @@ class _Yaml11Boolean(yaml.MarkedYAMLError):
     would silently become False."""
 
 
-def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
+def _construct_bool(loader: YamlLoader, node: yaml.ScalarNode) -> bool:
     if node.value.lower() in ("true", "false"):
         return loader.construct_yaml_bool(node)
     raise _Yaml11Boolean(problem=node.value, problem_mark=node.start_mark)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+YamlLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except _Yaml11Boolean as exc:
         mark = exc.problem_mark
         raise SpecError(
@@ -293,10 +293,10 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
 
 
-def _position(text: str, path: tuple) -> str:
+def yaml_position(text: str, path: tuple) -> str:
     """':line:col' of the node at a key path in the YAML text, or '' if it cannot be found."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=YamlLoader)
     except yaml.YAMLError:
         return ""
     best = node
@@ -347,7 +347,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     spec = _validate(ExperimentSpec, raw, source, text, overridden)
     seeds = spec.seed_list()
     if len(set(seeds)) != len(seeds):
-        raise SpecError(f"{source}{_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
+        raise SpecError(f"{source}{yaml_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
     swept_keys, points = expand_sweep(spec.sweep, source, text)
     if len(points) * len(seeds) > MAX_RUNS:
         raise SpecError(f"{source}: {len(points)} sweep points x {len(seeds)} seeds is more than {MAX_RUNS} runs")
@@ -366,7 +366,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             except ValidationError as exc:
                 values = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise SpecError(
-                    f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
+                    f"{source}{yaml_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
@@ -385,7 +385,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                         f"by it; drop the --set or edit the sweep in {source}"
                     )
                 raise SpecError(
-                    f"{source}{_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
+                    f"{source}{yaml_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
                     f"expansion; remove the repeated values (or sweep entries that overlap)"
                 )
             seen[identity] = run_id
@@ -402,7 +402,7 @@ def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overrid
             path = key.split(".")
             if path[: len(loc)] == loc[: len(path)]:  # the error is in the value set, or in a section holding it
                 raise SpecError(f"--set {item}: {_first_error(exc)}") from None
-        raise SpecError(f"{source}{_position(text, tuple(loc))}: {_first_error(exc)}") from None
+        raise SpecError(f"{source}{yaml_position(text, tuple(loc))}: {_first_error(exc)}") from None
 
 
 def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
@@ -413,7 +413,7 @@ def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
     if err["type"] == "extra_forbidden":
         parent = _schema_at(loc[:-1])
         fields = list(parent.model_fields) if parent else []
-        hint = _did_you_mean(str(loc[-1]), fields)
+        hint = did_you_mean(str(loc[-1]), fields)
         return f"{key}: unknown key{hint}; valid keys here: {', '.join(fields)}"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
@@ -457,7 +457,7 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -475,7 +475,7 @@ def field_paths() -> list[str]:
 def _check_key(key: Any, source: str, where: str) -> str:
     if not isinstance(key, str) or key not in field_paths():
         raise SpecError(
-            f"{source}{where}: {key!r} names no field{_did_you_mean(str(key), field_paths())}; "
+            f"{source}{where}: {key!r} names no field{did_you_mean(str(key), field_paths())}; "
             f"keys look like model.weight_scale or solver.optim_config.learning_rate"
         )
     return key
@@ -544,12 +544,12 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
         return [], [{}]
     blocks = sweep if isinstance(sweep, list) else [sweep]
     if not blocks:
-        raise SpecError(f"{source}{_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
+        raise SpecError(f"{source}{yaml_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
     keys: list[str] = []
     points: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = ("sweep", i) if isinstance(sweep, list) else ("sweep",)
-        where = f"{source}{_position(text, at)}"
+        where = f"{source}{yaml_position(text, at)}"
         if not isinstance(block, dict) or not block:
             raise SpecError(f"{where}: sweep entries must be non-empty mappings of keys to value lists")
         axes: list[list[dict[str, Any]]] = []
@@ -557,8 +557,8 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
             if key == "zip":
                 axes.append(_zip_axis(values, source, text, (*at, "zip")))
                 continue
-            _check_key(key, source, _position(text, (*at, key)))
-            axes.append([{key: v} for v in _values(values, f"{source}{_position(text, (*at, key))}", key)])
+            _check_key(key, source, yaml_position(text, (*at, key)))
+            axes.append([{key: v} for v in _values(values, f"{source}{yaml_position(text, (*at, key))}", key)])
         if len(points) + math.prod(len(axis) for axis in axes) > MAX_RUNS:
             raise SpecError(f"{where}: the sweep expands to more than {MAX_RUNS} runs; sweep fewer values")
         for combo in itertools.product(*axes):
@@ -569,13 +569,13 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
 
 
 def _zip_axis(block: Any, source: str, text: str, at: tuple) -> list[dict[str, Any]]:
-    where = f"{source}{_position(text, at)}"
+    where = f"{source}{yaml_position(text, at)}"
     if not isinstance(block, dict) or len(block) < 2:
         raise SpecError(f"{where}: zip needs a mapping of at least two keys to value lists of equal length")
     columns = {}
     for key, values in block.items():
-        _check_key(key, source, _position(text, (*at, key)))
-        columns[key] = _values(values, f"{source}{_position(text, (*at, key))}", key)
+        _check_key(key, source, yaml_position(text, (*at, key)))
+        columns[key] = _values(values, f"{source}{yaml_position(text, (*at, key))}", key)
     lengths = {key: len(v) for key, v in columns.items()}
     if len(set(lengths.values())) != 1:
         raise SpecError(f"{where}: zipped lists must have equal lengths, got {lengths}")
@@ -614,7 +614,7 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
 
 def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
     for i, plot in enumerate(spec.plots or []):
-        where = f"{source}{_position(text, ('plots', i))}"
+        where = f"{source}{yaml_position(text, ('plots', i))}"
         kind = FIGURE_KINDS[plot.kind]
         if kind.takes_x and plot.x not in swept_keys:
             raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs x set to a swept key: {swept_keys}")
