@@ -63,6 +63,7 @@ from bnlab.lab.spec import (
     experiment_from_text,
     load_experiment,
     parse_yaml,
+    read_text,
     yaml_position,
 )
 
@@ -154,10 +155,7 @@ def load_claims(folder: str | Path) -> list[ClaimGroup]:
 def load_claim_file(path: str | Path) -> ClaimGroup:
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read the claims file: {exc}") from None
+    text = read_text(path, "claims file")
     raw = parse_yaml(text, source)
     if not isinstance(raw, dict) or "claims" not in raw:
         raise SpecError(

@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ import yaml
 from bnlab.errors import ResultsError
 from bnlab.lab import atomic
 from bnlab.lab.formatting import format_cell, format_mean_std
+
+if TYPE_CHECKING:  # readers of results need not import the spec's pydantic models
+    from bnlab.lab.spec import Run
 
 STATUSES = ("done", "diverged", "failed", "pending")
 FINISHED = ("done", "diverged")
@@ -48,15 +51,6 @@ TEXT_COLUMNS = ("statistic",)
 RERUN = "rerun `bnlab run SPEC` for this experiment (it resumes and redoes unfinished runs)"
 CLAIMS_DIR = "claims"  # <out>/claims/: the claims lab's experiments, claims.json and figures
 CLAIMS_FILE = "claims.json"
-
-
-class RunLike(Protocol):
-    """What the writer needs of a planned run (bnlab.lab.spec.Run is one)."""
-
-    run_id: str
-    seed: int
-    swept: dict[str, Any]
-    config: dict[str, Any]
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -71,7 +65,7 @@ def swept_cell(value: Any) -> str:
     return str(value)
 
 
-def runs_row(run: RunLike, status: str, metrics: dict) -> dict:
+def runs_row(run: Run, status: str, metrics: dict) -> dict:
     """One runs.csv row (cells keyed by column) of `run` with `status` and its `metrics` (missing: empty)."""
     return {
         "run_id": run.run_id,
@@ -86,7 +80,7 @@ def write_spec(path: Path, resolved: dict) -> None:
     atomic.write_text(path / "spec.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
-def write_runs_csv(path: Path, swept_keys: Sequence[str], runs: Iterable[RunLike], rows: dict[str, dict]) -> None:
+def write_runs_csv(path: Path, swept_keys: Sequence[str], runs: Iterable[Run], rows: dict[str, dict]) -> None:
     """runs.csv with one row per run of `runs`, in their order, from rows[run_id]."""
     columns = ["run_id", "status", *swept_keys, "seed", *METRICS]
     atomic.write_text(path / "runs.csv", _csv(columns, [[rows[r.run_id][c] for c in columns] for r in runs]))
@@ -105,7 +99,7 @@ class RunRecord:
     meta: dict  # the rest of meta.json: started, wall_s, peak_rss_mb, error, provenance
 
 
-def write_run(path: Path, run: RunLike, record: RunRecord) -> None:
+def write_run(path: Path, run: Run, record: RunRecord) -> None:
     """Fill a temporary folder, then rename it to the run's id: complete or absent."""
     staging = atomic.staging_dir(path, prefix=f".{run.run_id}.")
     ipe = record.iterations_per_epoch
@@ -190,7 +184,7 @@ def saved_run(run_dir: Path) -> tuple[dict, Any] | None:
     return (meta, on_disk) if isinstance(meta, dict) else None
 
 
-def plan_rows(runs: Iterable[RunLike], path: Path, force: bool) -> dict[str, dict]:
+def plan_rows(runs: Iterable[Run], path: Path, force: bool) -> dict[str, dict]:
     """runs.csv rows: finished runs on disk with the same config are kept, the rest pending; a
     finished run made with another config is a ResultsError (unless force, which redoes all)."""
     rows = {}
@@ -211,7 +205,7 @@ def plan_rows(runs: Iterable[RunLike], path: Path, force: bool) -> dict[str, dic
     return rows
 
 
-def finished_on_disk(runs: Iterable[RunLike], path: str | Path) -> dict[str, dict]:
+def finished_on_disk(runs: Iterable[Run], path: str | Path) -> dict[str, dict]:
     """runs.csv rows of the runs finished in the folder `path` with their current config: what a
     rerun keeps."""
     rows = {}
@@ -368,10 +362,7 @@ def experiment_folders(path: str | Path) -> list[Path]:
     """[path] when path is one experiment's folder (it holds a runs.csv or a spec.yaml), else the
     experiment folders of the results root `path`, sorted by name; ResultsError when it is neither."""
     path = Path(path)
-    if not path.exists():
-        raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first or check the path.")
-    if not path.is_dir():
-        raise ResultsError(f"{path}: not a folder; pass a results root (results/) or an experiment's folder.")
+    _require_folder(path, "a results root (results/) or an experiment's folder")
 
     def is_experiment(folder: Path) -> bool:
         return (folder / "runs.csv").is_file() or (folder / "spec.yaml").is_file()
@@ -408,11 +399,15 @@ def group_summary(path: str | Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _check_folder(path: Path) -> None:
+def _require_folder(path: Path, what: str) -> None:
     if not path.exists():
         raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first or check the path.")
     if not path.is_dir():
-        raise ResultsError(f"{path}: not a folder; pass the experiment's results folder, e.g. results/<name>.")
+        raise ResultsError(f"{path}: not a folder; pass {what}.")
+
+
+def _check_folder(path: Path) -> None:
+    _require_folder(path, "the experiment's results folder, e.g. results/<name>")
     for required in ("spec.yaml", "runs.csv"):
         if not (path / required).is_file():
             raise ResultsError(f"{path / required}: missing, so no results here: run `bnlab run SPEC` first.")

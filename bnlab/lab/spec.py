@@ -326,11 +326,15 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise SpecError(f"{source}: no such spec file; check the path (specs live in configs/)")
     if path.is_dir():
         raise SpecError(f"{source}: is a directory, not a spec file; name a .yaml file inside it")
+    return experiment_from_text(read_text(path, "spec file"), source, overrides)
+
+
+def read_text(path: Path, what: str) -> str:
+    """A spec or claims file's text (UTF-8); SpecError naming `what` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read the spec file: {exc}") from None
-    return experiment_from_text(text, source, overrides)
+        raise SpecError(f"{path}: cannot read the {what}: {exc}") from None
 
 
 def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
