@@ -8,13 +8,14 @@ import csv
 import shutil
 from pathlib import Path
 
+from conftest import SMOKE
+
 from bnlab.lab.results import finished_on_disk, plan_rows, read_meta
 from bnlab.lab.spec import load_experiment as load_spec
 from bnlab.plots import plot_experiment
 from bnlab.results import load_experiment
 
 OLD = Path(__file__).parent / "data" / "results_v1_smoke"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_an_old_folder_loads_with_every_table():
@@ -32,7 +33,7 @@ def test_an_old_folder_loads_with_every_table():
 
 
 def test_an_old_folder_is_resumed_not_redone():
-    experiment = load_spec(ROOT / "configs" / "smoke.yaml")
+    experiment = load_spec(SMOKE)
     assert sorted(finished_on_disk(experiment.runs, OLD)) == sorted(r.run_id for r in experiment.runs)
     rows = plan_rows(experiment.runs, OLD, force=False)
     with open(OLD / "runs.csv", newline="") as f:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SMOKE, read_csv
 from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
@@ -26,21 +27,11 @@ from bnlab.lab.spec import experiment_from_text, load_experiment
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 RUN_FILES = ("config.yaml", "history.csv", "epochs.csv", "meta.json")
 
 
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
 
 def run_files(exp_dir: Path) -> dict[str, bytes]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import SMOKE
 
 from bnlab.errors import SpecError
 from bnlab.lab import session
 from bnlab.lab.executors import ProcessExecutor, SerialExecutor
 from bnlab.lab.session import check_out, load_experiments, open_session
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_executor_is_closed_however_the_block_ends(monkeypatch):
@@ -34,9 +31,8 @@ def test_every_executor_can_be_closed():
 
 
 def test_two_specs_of_one_name_are_refused():
-    smoke = ROOT / "configs" / "smoke.yaml"
     with pytest.raises(SpecError, match="share a folder"):
-        load_experiments([smoke, smoke])
+        load_experiments([SMOKE, SMOKE])
 
 
 def test_an_out_folder_that_is_a_file_is_refused(tmp_path):
