@@ -328,10 +328,9 @@ def results(
 
         if (path / "runs.csv").exists():
             if as_json:
-                import csv
+                from bnlab.lab.results import runs_as_written
 
-                with open(path / "runs.csv", newline="") as f:
-                    print(json.dumps(list(csv.DictReader(f)), indent=2))
+                print(json.dumps(runs_as_written(path), indent=2))
             else:
                 console.print(_summary_table(path))
             return

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import shutil
+import statistics
 from pathlib import Path
 
 from conftest import SMOKE
 
-from bnlab.lab.results import finished_on_disk, plan_rows, read_meta
+from bnlab.lab.results import finished_on_disk, group_summary, plan_rows, read_meta
 from bnlab.lab.spec import load_experiment as load_spec
 from bnlab.plots import plot_experiment
 from bnlab.results import load_experiment
@@ -47,3 +48,27 @@ def test_an_old_folder_plots(tmp_path):
     shutil.copytree(OLD, folder)
     written = plot_experiment(folder)
     assert written and all(p.is_file() and p.stat().st_size > 0 for p in written)
+
+
+def test_the_summary_shortens_long_swept_values_and_exploding_losses(tmp_path):
+    """What `bnlab run` and the report print for a weight-scale sweep: no 0.00016237767391887210,
+    no 26853570.657 ± 2078789.274."""
+    folder = tmp_path / "smoke"
+    shutil.copytree(OLD, folder)
+    with open(folder / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    losses = [26853570.657 - 2078789.274, 26853570.657 + 2078789.274]
+    for row, loss in zip(rows[:2], losses, strict=True):  # the two seeds of the first group
+        row["model.normalization"] = "0.00016237767391887210"
+        row["final_train_loss"] = repr(loss)
+    with open(folder / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    header, table = group_summary(folder)
+    assert header[0] == "normalization" and header[-1] == "final train loss"
+    first = table[0]
+    assert first[0] == "0.000162378"  # 6 significant digits, as in run ids
+    assert first[-1] == f"2.69e+07 ± {statistics.stdev(losses):.2e}"
+    accs = [float(r["best_val_acc"]) for r in rows[:2]]
+    assert first[2] == f"{statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f}"

@@ -378,6 +378,12 @@ def experiment_folders(path: str | Path) -> list[Path]:
     return folders
 
 
+def runs_as_written(path: str | Path) -> list[dict[str, str]]:
+    """The rows of an experiment's runs.csv, each cell exactly as written (for JSON output)."""
+    with open(Path(path) / "runs.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def group_summary(path: str | Path) -> tuple[list[str], list[list[str]]]:
     """The run groups of an experiment as text, from its runs.csv alone: (header, rows). A row is
     the group's swept values (long numbers shortened by format_cell), its runs by status ("3 done,
