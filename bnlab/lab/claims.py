@@ -67,19 +67,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import SpecError
-from bnlab.lab import atomic
 from bnlab.lab.executors import Executor
+from bnlab.lab.results import ExperimentResults, claims_dir, write_claims
+from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
     Run,
-    _did_you_mean,
+    YamlLoader,
     _format,
-    _Loader,
-    _position,
+    did_you_mean,
     experiment_from_text,
     load_experiment,
     parse_yaml,
+    read_text,
+    yaml_position,
 )
 from bnlab.lab.stats import (
     cohens_dz,
@@ -91,8 +93,6 @@ from bnlab.lab.stats import (
     verdict,
     verdict_adjusted,
 )
-from bnlab.results import ExperimentResults
-from bnlab.results import load_experiment as load_results
 
 MIN_SEEDS = 5
 RUNS_COLUMNS = ("best_val_acc", "best_train_acc", "final_train_loss")
@@ -227,10 +227,7 @@ def load_claims(folder: str | Path) -> list[ClaimGroup]:
 def load_claim_file(path: str | Path) -> ClaimGroup:
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read the claims file: {exc}") from None
+    text = read_text(path, "claims file")
     raw = parse_yaml(text, source)
     if not isinstance(raw, dict) or "claims" not in raw:
         raise SpecError(
@@ -242,10 +239,10 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
         # a misspelt key also makes the real one missing: name the misspelling
         err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
         loc = tuple(err["loc"])
-        where = f"{source}{_position(text, loc)}"
+        where = f"{source}{yaml_position(text, loc)}"
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            hint = _did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
+            hint = did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
             valid = ", ".join(ClaimSpec.model_fields)
             raise SpecError(f"{where}: {key}: unknown key{hint}; valid keys: {valid}") from None
         if err["type"] == "missing":
@@ -263,7 +260,7 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     try:
         group.experiment = group.make([])
         for i, claim in enumerate(spec.claims):
-            where = f"{source}{_position(text, ('claims', i))}"
+            where = f"{source}{yaml_position(text, ('claims', i))}"
             _check_claim(claim, group.experiment, where)
             for cell in cells(claim) if claim.across else []:
                 _check_cell(claim, cell, group, where)
@@ -301,7 +298,7 @@ def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec, extra: l
 
 def _top_level_span(text: str, key: str) -> tuple[int, int] | None:
     """The lines [start, stop) of a top-level key and its value in a block-style YAML mapping."""
-    node = yaml.compose(text, Loader=_Loader)
+    node = yaml.compose(text, Loader=YamlLoader)
     for k, v in node.value:
         if k.value == key:
             stop = v.end_mark.line + (1 if v.end_mark.column > 0 else 0)
@@ -534,10 +531,6 @@ def scope(cells_: list[dict]) -> dict:
 # --- running ---------------------------------------------------------------------------------
 
 
-def claims_dir(out_root: str | Path) -> Path:
-    return Path(out_root) / "claims"
-
-
 DEFAULT_MAX_SEEDS = 24
 
 
@@ -587,7 +580,7 @@ def run_claims(
         adjust_family(family)
         if not until_decided or not _grow(entries, plan, max_seeds):
             break
-    atomic.write_text(file, json.dumps(family, indent=2) + "\n")
+    write_claims(root, family, [c.id for g in groups for c in g.claims])
     return entries
 
 
@@ -707,8 +700,3 @@ def _read(file: Path) -> list[dict]:
         return [e for e in entries if isinstance(e, dict) and "id" in e]
     except (ValueError, TypeError):
         return []  # unreadable: rebuilt from what is evaluated now
-
-
-def read_claims_json(out_root: str | Path) -> list[dict]:
-    file = claims_dir(out_root) / "claims.json"
-    return json.loads(file.read_text()) if file.exists() else []
