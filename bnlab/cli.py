@@ -517,9 +517,15 @@ def _claims_table(entries: list[dict], where: Path):
             f"{e['mean_diff']:+.3f}\n[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]",
             p,
             n,
-            escape(e["scope"]["text"]) if len(claim_cells) > 1 else "",
+            escape(e["scope"]["text"]) if len(claim_cells) > 1 else _power_note(claim_cells[0]),
         )
     return table
+
+
+def _power_note(cell: dict) -> str:
+    """For an inconclusive cell: the seeds 80% power would need at its observed effect."""
+    needed = cell.get("seeds_for_power")
+    return f"80% power: ~{needed} seeds" if cell["verdict_adjusted"] == "inconclusive" and needed else ""
 
 
 @app.command()

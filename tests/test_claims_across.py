@@ -301,3 +301,11 @@ def test_runs_with_equal_configs_are_trained_once(tmp_path, monkeypatch):
     assert len(list(claims.glob("*/*/meta.json"))) == 20  # 2 normalizations x 2 rates x 5 seeds, each once
     assert entry["cells"][1]["pairs"] == entry["pairs"]  # lr 1e-2: the claim's own condition
     assert entry["cells"][0]["pairs"] != entry["pairs"]
+
+
+def test_the_table_says_what_power_would_need_for_an_inconclusive_cell():
+    from bnlab.cli import _power_note
+
+    assert _power_note({"verdict_adjusted": "inconclusive", "seeds_for_power": 34}) == "80% power: ~34 seeds"
+    assert _power_note({"verdict_adjusted": "supported", "seeds_for_power": None}) == ""
+    assert _power_note({"verdict_adjusted": "inconclusive", "seeds_for_power": None}) == ""  # no effect seen
