@@ -162,38 +162,39 @@ def run(
 
 
 def _prepare_data(data_dir: Path | None, experiments) -> Path:
-    """Find (or download) the data and check every spec's splits fit, before anything is written."""
+    """Find (or download) every data set the runs use and check their splits fit, before anything
+    is written; returns the data folder, absolute, for the workers."""
     from bnlab.errors import DataError, SpecError
-    from bnlab.lab import data
+    from bnlab.lab import data, datasets
 
-    batches = data.locate_cifar10(data_dir)
-    if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
-        # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
-        # (a typo, an unmounted share), not a place to download 163 MB into: only the cache is filled.
-        raise DataError(data.describe_cifar10(data_dir)["problem"])
-    if batches is None:
-        batches = _download(data_dir)
-    info = data.describe_cifar10(data_dir)
-    if info["problem"]:
-        raise DataError(info["problem"])
-    for experiment in experiments:
-        d = experiment.spec.data
-        for run in experiment.runs:
-            rd = run.config["data"]
-            if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
-                raise SpecError(
-                    f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
-                    f"training images and num_test {rd['num_test']}, but {batches} holds "
-                    f"{info['num_train']} training and {info['num_test']} test images; "
-                    f"lower them (e.g. --set data.num_train={max(info['num_train'] - d.num_val, 1)})"
-                )
-    return batches
+    for name in sorted({run.config["data"].get("dataset", "cifar10") for e in experiments for run in e.runs}):
+        found = datasets.locate(name, data_dir)
+        if found is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
+            # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
+            # (a typo, an unmounted share), not a place to download into: only the cache is filled.
+            raise DataError(datasets.not_found_message(name, data_dir))
+        if found is None:
+            found = _download(data_dir, name)
+        num_pool, num_test = datasets.counts(name, data_dir)
+        for experiment in experiments:
+            for run in experiment.runs:
+                rd = run.config["data"]
+                if rd.get("dataset", "cifar10") != name:
+                    continue
+                if rd["num_train"] + rd["num_val"] > num_pool or rd["num_test"] > num_test:
+                    raise SpecError(
+                        f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
+                        f"training images and num_test {rd['num_test']}, but {found} holds "
+                        f"{num_pool} training and {num_test} test images; "
+                        f"lower them (e.g. --set data.num_train={max(num_pool - rd['num_val'], 1)})"
+                    )
+    return data.find_data_dir(data_dir).resolve()
 
 
-def _download(data_dir: Path | None) -> Path:
+def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab.lab import data
+    from bnlab.lab import data, datasets
 
     with Progress(
         "[progress.description]{task.description}",
@@ -202,12 +203,30 @@ def _download(data_dir: Path | None) -> Path:
         TransferSpeedColumn(),
         console=errors,
     ) as bar:
-        task = bar.add_task("downloading CIFAR-10", total=None)
-        return data.ensure_cifar10(
-            data_dir,
-            download=True,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+        task = bar.add_task(f"downloading {name}", total=None)
+        if name == "cifar10":
+            return data.ensure_cifar10(
+                data_dir,
+                download=True,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        return datasets.ensure(name, data_dir, allow_download=True, progressbar=_PoochBar(bar, task))
+
+
+class _PoochBar:
+    """A rich progress task behind the interface pooch's downloader expects of a progress bar."""
+
+    def __init__(self, bar, task) -> None:
+        self.bar, self.task, self.total = bar, task, None
+
+    def update(self, n: int) -> None:
+        self.bar.update(self.task, advance=n, total=self.total)
+
+    def reset(self) -> None:
+        self.bar.reset(self.task, total=self.total)
+
+    def close(self) -> None:
+        self.bar.refresh()
 
 
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:

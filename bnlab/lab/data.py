@@ -217,6 +217,54 @@ def ensure_cifar10(
 
 
 # ---------------------------------------------------------------------------------------------
+# Preprocessing: uint8 images and the statistics of the training pool in, float64 images out
+# ---------------------------------------------------------------------------------------------
+
+
+class PoolStats(NamedTuple):
+    """Sums over the images the statistics come from: the training pool without the validation
+    images (the notebooks' mean image), so nothing of the validation or test images leaks in."""
+
+    count: int  # images summed
+    total: np.ndarray  # float64 (C, H, W): the sum of the images
+    total_sq: np.ndarray  # float64 (C, H, W): the sum of their squares
+
+
+Preprocess = Callable[[np.ndarray, PoolStats], np.ndarray]
+
+
+def mean_image(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """x - the mean image (pixel by pixel): the CS231n notebooks' preprocessing, unscaled."""
+    return x.astype(np.float64) - stats.total / stats.count
+
+
+def scale(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """x / 255: pixels in [0, 1], as the BN paper's MNIST; no statistics."""
+    return x.astype(np.float64) / 255.0
+
+
+def standardize(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """(x - mean_c) / std_c per channel c, over every pixel of the pool's images (torchvision's
+    Normalize with the training set's channel statistics)."""
+    positions = stats.count * stats.total[0].size
+    mean = stats.total.sum(axis=(1, 2)) / positions
+    std = np.sqrt(np.maximum(stats.total_sq.sum(axis=(1, 2)) / positions - mean**2, 0.0))
+    std[std == 0] = 1.0  # a constant channel is only centred
+    return (x.astype(np.float64) - mean[:, None, None]) / std[:, None, None]
+
+
+# name -> function, the values of a spec's data.preprocess
+PREPROCESS: dict[str, Preprocess] = {"mean_image": mean_image, "scale": scale, "standardize": standardize}
+
+
+def preprocess_function(name: str) -> Preprocess:
+    """PREPROCESS[name], or a DataError naming the choices."""
+    if name not in PREPROCESS:
+        raise DataError(f"unknown preprocess {name!r}: choose one of {', '.join(PREPROCESS)}")
+    return PREPROCESS[name]
+
+
+# ---------------------------------------------------------------------------------------------
 # Reading batches
 # ---------------------------------------------------------------------------------------------
 
@@ -300,6 +348,7 @@ class _Pool(NamedTuple):
     val_x: np.ndarray  # uint8 (num_val, 3072): the last images of the pool
     val_y: np.ndarray  # int64 (num_val,)
     total: np.ndarray  # float64 (3072,): the sum of every pool image
+    total_sq: np.ndarray  # float64 (3072,): the sum of their squares (exact: integers below 2**53)
     size: int  # the number of images in the pool
 
 
@@ -312,10 +361,12 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     tail_x = np.empty((0, IMAGE_SIZE), np.uint8)
     tail_y = np.empty(0, np.int64)
     total = np.zeros(IMAGE_SIZE, np.float64)
+    total_sq = np.zeros(IMAGE_SIZE, np.float64)
     size = 0
     for path in files:
         data, labels = _read_batch(path)
         total += data.sum(axis=0, dtype=np.float64)
+        total_sq += np.square(data, dtype=np.float64).sum(axis=0)
         size += len(data)
         if kept < num_train:
             head_x.append(data[: num_train - kept].copy())  # a copy, so the batch itself can be freed
@@ -323,7 +374,7 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
             kept += len(head_x[-1])
         tail_x = np.concatenate([tail_x, data])[-num_val:]
         tail_y = np.concatenate([tail_y, labels])[-num_val:]
-    return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, size)
+    return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, total_sq, size)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -332,9 +383,9 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _preprocess(rows: np.ndarray, mean_image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, mean_image subtracted in float64, read-only."""
-    return _read_only((rows.astype(np.float64) - mean_image).reshape(-1, 3, 32, 32).astype(dtype))
+def _preprocess(rows: np.ndarray, preprocess: Preprocess, stats: PoolStats, dtype: np.dtype) -> np.ndarray:
+    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, preprocessed in float64, read-only."""
+    return _read_only(preprocess(rows.reshape(-1, 3, 32, 32), stats).astype(dtype))
 
 
 def load_cifar10(
@@ -343,6 +394,7 @@ def load_cifar10(
     num_val: int = 1000,
     num_test: int = 1000,
     dtype=np.float32,
+    preprocess: str = "mean_image",
 ) -> dict[str, np.ndarray]:
     """CIFAR-10 split and preprocessed as the notebooks' get_CIFAR10_data; never downloads.
 
@@ -351,7 +403,8 @@ def load_cifar10(
     validation images; X_test is the first num_test images of test_batch. Returns X_train
     (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
     y_train, y_val, y_test int64 labels; the arrays are read-only and shared by every call in
-    this process with the same arguments.
+    this process with the same arguments. `preprocess` names another option of PREPROCESS (its
+    statistics are taken over the same images as the mean image).
     """
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
@@ -363,13 +416,14 @@ def load_cifar10(
     batches = locate_cifar10(data_dir)
     if batches is None:
         raise DataError(_not_found_message(data_dir))
-    key = (str(batches.resolve()), num_train, num_val, num_test, dtype.str)
+    step = preprocess_function(preprocess)
+    key = (str(batches.resolve()), num_train, num_val, num_test, dtype.str, preprocess)
     if key not in _LOADED:
-        _LOADED[key] = _load(batches, num_train, num_val, num_test, dtype)
+        _LOADED[key] = _load(batches, num_train, num_val, num_test, dtype, step)
     return dict(_LOADED[key])  # a new dict: callers may rebind keys without touching the memo
 
 
-def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype) -> dict:
+def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype, step: Preprocess) -> dict:
     """The uncached work of load_cifar10 on the batches folder `batches`."""
     train_files, test_file = _batch_files(batches)
     pool = _read_pool(train_files, num_train, num_val)
@@ -381,14 +435,18 @@ def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.
     test_x, test_y = _read_batch(test_file)
     if num_test > len(test_x):
         raise DataError(f"num_test = {num_test} but {test_file} holds only {len(test_x)} images")
-    # Sums of integers are exact in float64, so this is exactly the mean over pool[:size - num_val].
-    mean_image = (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)) / (pool.size - num_val)
+    # Sums of integers are exact in float64, so these are exactly the sums over pool[:size - num_val].
+    stats = PoolStats(
+        pool.size - num_val,
+        (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)).reshape(3, 32, 32),
+        (pool.total_sq - np.square(pool.val_x, dtype=np.float64).sum(axis=0)).reshape(3, 32, 32),
+    )
     return {
-        "X_train": _preprocess(pool.train_x, mean_image, dtype),
+        "X_train": _preprocess(pool.train_x, step, stats, dtype),
         "y_train": _read_only(pool.train_y),
-        "X_val": _preprocess(pool.val_x, mean_image, dtype),
+        "X_val": _preprocess(pool.val_x, step, stats, dtype),
         "y_val": _read_only(pool.val_y),
-        "X_test": _preprocess(test_x[:num_test], mean_image, dtype),
+        "X_test": _preprocess(test_x[:num_test], step, stats, dtype),
         "y_test": _read_only(test_y[:num_test].copy()),
     }
 

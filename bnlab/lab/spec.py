@@ -35,6 +35,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
+from bnlab.lab.data import PREPROCESS
+from bnlab.lab.datasets import DATASETS
 from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
@@ -53,8 +55,18 @@ MAX_CONV_BLOCKS = 5  # each block halves CIFAR-10's 32x32 images
 MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
 
 
+def _dataset(value: Any) -> Any:
+    """A name of the datasets registry, with a did-you-mean for a typo."""
+    if isinstance(value, str) and value in DATASETS:
+        return value
+    hint = _did_you_mean(str(value), DATASETS)
+    raise ValueError(f"unknown dataset {value!r}{hint}; choose one of {', '.join(DATASETS)}")
+
+
 class DataSpec(_Section):
-    dataset: Literal["cifar10"] = "cifar10"
+    dataset: Annotated[str, BeforeValidator(_dataset)] = "cifar10"
+    # None: the data set's own default (mean_image for cifar10, scale for mnist and fashion_mnist)
+    preprocess: Literal[tuple(PREPROCESS)] | None = None
     num_train: PositiveInt = 1000
     num_val: PositiveInt = 1000
     num_test: Annotated[int, Field(ge=0)] = 1000
@@ -240,7 +252,10 @@ class Experiment:
 
     def resolved(self) -> dict[str, Any]:
         """The spec with overrides applied and defaults filled in, as written to spec.yaml."""
-        return self.spec.model_dump(mode="json", exclude_none=False)
+        resolved = self.spec.model_dump(mode="json", exclude_none=False)
+        if resolved["data"]["preprocess"] is None:  # the data set's default: spec.yaml stays as before it existed
+            del resolved["data"]["preprocess"]
+        return resolved
 
 
 # --- YAML with YAML 1.2 floats and positions -------------------------------------------------
@@ -370,6 +385,9 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 raise SpecError(
                     f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
+        if config["data"]["preprocess"] in (None, DATASETS[config["data"]["dataset"]].default_preprocess):
+            # the data set's default stays implicit, so configs (and results) made before the key match
+            del config["data"]["preprocess"]
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
             config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
