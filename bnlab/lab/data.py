@@ -366,7 +366,7 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     for path in files:
         data, labels = _read_batch(path)
         total += data.sum(axis=0, dtype=np.float64)
-        total_sq += np.square(data, dtype=np.float64).sum(axis=0)
+        total_sq += _sum_of_squares(data)
         size += len(data)
         if kept < num_train:
             head_x.append(data[: num_train - kept].copy())  # a copy, so the batch itself can be freed
@@ -375,6 +375,14 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
         tail_x = np.concatenate([tail_x, data])[-num_val:]
         tail_y = np.concatenate([tail_y, labels])[-num_val:]
     return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, total_sq, size)
+
+
+def _sum_of_squares(rows: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The float64 sum over rows of rows**2, a few rows at a time: memory stays that of the uint8 rows."""
+    total = np.zeros(rows.shape[1:], np.float64)
+    for start in range(0, len(rows), chunk):
+        total += np.square(rows[start : start + chunk], dtype=np.float64).sum(axis=0)
+    return total
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -439,7 +447,7 @@ def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.
     stats = PoolStats(
         pool.size - num_val,
         (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)).reshape(3, 32, 32),
-        (pool.total_sq - np.square(pool.val_x, dtype=np.float64).sum(axis=0)).reshape(3, 32, 32),
+        (pool.total_sq - _sum_of_squares(pool.val_x)).reshape(3, 32, 32),
     )
     return {
         "X_train": _preprocess(pool.train_x, step, stats, dtype),

@@ -112,20 +112,6 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(payload, np.uint8, offset=header).reshape(shape)
 
 
-def idx_count(path: Path, magic: int) -> int:
-    """The number of items an IDX file's header announces (decompresses only the header)."""
-    try:
-        with gzip.open(path, "rb") as f:
-            head = f.read(8)
-    except FileNotFoundError:
-        raise DataError(f"{path.name} is missing from {path.parent}") from None
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is truncated or not gzip'd ({type(error).__name__}: {error})") from None
-    if len(head) < 8 or struct.unpack(">I", head[:4])[0] != magic:
-        raise DataError(f"{path} does not start with an IDX header of magic {magic}")
-    return struct.unpack(">I", head[4:8])[0]
-
-
 def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, IDX_IMAGES_MAGIC)
     labels = read_idx(labels_path, IDX_LABELS_MAGIC)
@@ -146,7 +132,9 @@ def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int) -> tu
 
 def read_idx_folder(folder: Path, num_classes: int = 10) -> Raw:
     """The four IDX files of an MNIST-format folder as raw arrays (images (n, 1, rows, columns))."""
-    train_x, train_y = _read_idx_pair(folder / IDX_FILES["train_images"], folder / IDX_FILES["train_labels"], num_classes)
+    train_x, train_y = _read_idx_pair(
+        folder / IDX_FILES["train_images"], folder / IDX_FILES["train_labels"], num_classes
+    )
     test_x, test_y = _read_idx_pair(folder / IDX_FILES["test_images"], folder / IDX_FILES["test_labels"], num_classes)
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DataError(f"{folder}: training images are {train_x.shape[2:]} but test images {test_x.shape[2:]}")
@@ -197,7 +185,18 @@ DATASETS: dict[str, Dataset] = {
             "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
         },
         image_shape=(1, 28, 28),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         default_preprocess="scale",
         read=read_idx_folder,
     ),
@@ -290,28 +289,15 @@ def ensure(name: str, data_dir: str | Path | None = None, allow_download: bool =
 
 
 def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
-    """(training pool size, test set size) as the files say, without reading the images."""
+    """(training pool size, test set size) as the files say, every file checked."""
     dataset = get(name)
     if dataset.read is None:
         info = cifar.describe_cifar10(data_dir)
         if info["problem"]:
             raise DataError(info["problem"])
         return info["num_train"], info["num_test"]
-    folder = locate(name, data_dir)
-    if folder is None:
-        raise DataError(not_found_message(name, data_dir))
-    pairs = [("train_images", "train_labels"), ("test_images", "test_labels")]
-    sizes = []
-    for images, labels in pairs:
-        n_images = idx_count(folder / IDX_FILES[images], IDX_IMAGES_MAGIC)
-        n_labels = idx_count(folder / IDX_FILES[labels], IDX_LABELS_MAGIC)
-        if n_images != n_labels:
-            raise DataError(
-                f"{IDX_FILES[images]} holds {n_images:,} images but {IDX_FILES[labels]} {n_labels:,} labels "
-                f"(in {folder}): the files come from different sets; put the four files of one set there"
-            )
-        sizes.append(n_images)
-    return sizes[0], sizes[1]
+    raw = read_raw(name, data_dir)  # every file read and checked: bad data fails here, not in a worker
+    return len(raw.train_x), len(raw.test_x)
 
 
 # --- reading and preprocessing -----------------------------------------------------------------
@@ -351,9 +337,7 @@ def load_dataset(
         return cifar.load_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess)
     dtype = np.dtype(dtype)
     if num_train < 1 or num_val < 1 or num_test < 0:
-        raise DataError(
-            f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0"
-        )
+        raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))

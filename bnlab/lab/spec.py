@@ -37,6 +37,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from bnlab.errors import SpecError
 from bnlab.lab.data import PREPROCESS
 from bnlab.lab.datasets import DATASETS
+from bnlab.nn.nets import conv_sizes
 from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
@@ -114,6 +115,8 @@ class ModelSpec(_Section):
     architecture: Literal["fc", "conv"] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
     kernel_size: PositiveInt = 3
+    padding: Literal["same", "valid"] = "same"  # conv only: 'valid' pads nothing (LeNet)
+    pool: Literal["max", "avg"] = "max"  # conv only: 2x2 max or average pooling (LeNet's)
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
@@ -124,11 +127,15 @@ class ModelSpec(_Section):
                 )
             if self.channels is not None:
                 raise ValueError("channels is only for architecture conv; remove it or set architecture: conv")
+            if (self.padding, self.pool) != ("same", "max"):
+                raise ValueError("padding and pool are for architecture conv only; remove them")
         else:
             if self.channels is None:
                 raise ValueError("channels is required for architecture conv (the filters of each conv block)")
-            if self.kernel_size % 2 == 0:
-                raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
+            if self.kernel_size % 2 == 0 and self.padding == "same":
+                raise ValueError(
+                    f"kernel_size must be odd with padding same ((K-1)/2 keeps the size), got {self.kernel_size}"
+                )
             if self.dropout_keep_ratio != 1:
                 raise ValueError("dropout_keep_ratio: the conv net has no dropout; leave it at 1")
             if self.normalization not in CONV_NORMALIZATIONS:
@@ -388,6 +395,11 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         if config["data"]["preprocess"] in (None, DATASETS[config["data"]["dataset"]].default_preprocess):
             # the data set's default stays implicit, so configs (and results) made before the key match
             del config["data"]["preprocess"]
+        _check_conv_fits(config, source, text, point)
+        # conv options added later stay out of the configs that keep their defaults (and so match earlier results)
+        for key, default in CONV_DEFAULTS.items():
+            if config["model"][key] == default:
+                del config["model"][key]
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
             config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
@@ -411,6 +423,26 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             seen[identity] = run_id
             runs.append(Run(run_id, seed, swept, {**config, "seed": seed}))
     return Experiment(spec, source, swept_keys, runs)
+
+
+CONV_DEFAULTS = {"padding": "same", "pool": "max"}
+
+
+def _check_conv_fits(config: dict, source: str, text: str, point: dict) -> None:
+    """A conv net's blocks must leave at least one pixel of the data set's images."""
+    model = config["model"]
+    if model["architecture"] != "conv":
+        return
+    _, h, w = DATASETS[config["data"]["dataset"]].image_shape
+    pad = (model["kernel_size"] - 1) // 2 if model["padding"] == "same" else 0
+    sizes = conv_sizes((h, w), len(model["channels"]), model["kernel_size"], pad)
+    if min(sizes[-1]) < 1:
+        values = "".join(f" ({k}={v!r})" for k, v in point.items())
+        raise SpecError(
+            f"{source}{_position(text, ('model',))}: model{values}: {len(model['channels'])} conv blocks of kernel "
+            f"{model['kernel_size']}, padding {model['padding']} leave nothing of {config['data']['dataset']}'s "
+            f"{h}x{w} images (sizes {sizes}); use fewer channels entries, a smaller kernel_size or padding same"
+        )
 
 
 def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overridden: dict[str, str]) -> Any:

@@ -124,6 +124,7 @@ def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.Ra
     cfg = dict(model_cfg)
     architecture = cfg.pop("architecture", "fc")
     channels, kernel_size = cfg.pop("channels", None), cfg.pop("kernel_size", 3)
+    padding, pool = cfg.pop("padding", "same"), cfg.pop("pool", "max")  # absent: the defaults
     cfg["dtype"] = np.dtype(cfg["dtype"]).type
     if architecture == "conv":
         # The spec holds these at their defaults for conv nets: no dropout, the norm before the
@@ -131,7 +132,16 @@ def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.Ra
         for fc_only in ("dropout_keep_ratio", "norm_position", "renorm_rmax", "renorm_dmax", "renorm_warmup"):
             cfg.pop(fc_only, None)
         cfg["hidden_dims"] = cfg.get("hidden_dims") or []
-        return ConvNet(channels, kernel_size=kernel_size, input_dim=tuple(input_shape), num_classes=10, rng=rng, **cfg)
+        return ConvNet(
+            channels,
+            kernel_size=kernel_size,
+            padding=padding,
+            pool=pool,
+            input_dim=tuple(input_shape),
+            num_classes=10,
+            rng=rng,
+            **cfg,
+        )
     return FullyConnectedNet(input_dim=int(np.prod(input_shape)), num_classes=10, rng=rng, **cfg)
 
 
