@@ -194,7 +194,7 @@ def _prepare_data(data_dir: Path | None, experiments) -> Path:
 def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab.lab import data, datasets
+    from bnlab.lab import datasets
 
     with Progress(
         "[progress.description]{task.description}",
@@ -204,29 +204,12 @@ def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
         console=errors,
     ) as bar:
         task = bar.add_task(f"downloading {name}", total=None)
-        if name == "cifar10":
-            return data.ensure_cifar10(
-                data_dir,
-                download=True,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        return datasets.ensure(name, data_dir, allow_download=True, progressbar=_PoochBar(bar, task))
-
-
-class _PoochBar:
-    """A rich progress task behind the interface pooch's downloader expects of a progress bar."""
-
-    def __init__(self, bar, task) -> None:
-        self.bar, self.task, self.total = bar, task, None
-
-    def update(self, n: int) -> None:
-        self.bar.update(self.task, advance=n, total=self.total)
-
-    def reset(self) -> None:
-        self.bar.reset(self.task, total=self.total)
-
-    def close(self) -> None:
-        self.bar.refresh()
+        return datasets.ensure(
+            name,
+            data_dir,
+            allow_download=True,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:

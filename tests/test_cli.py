@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from filelock import FileLock
 from typer.testing import CliRunner
 
 from bnlab.cli import app
+from bnlab.lab import data
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -298,9 +297,9 @@ def no_network(monkeypatch):
 
     def offline(url, *args, **kwargs):
         attempts.append(url)
-        raise urllib.error.URLError("no network in tests")
+        raise ConnectionError("no network in tests")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data, "_fetch", offline)
     return attempts
 
 

@@ -10,18 +10,15 @@ BNLAB_DATA_DIR, the user cache dir. The folder given may contain `cifar-10-batch
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import pickle
 import re
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import platformdirs
@@ -35,7 +32,6 @@ ENV_VAR = "BNLAB_DATA_DIR"
 BATCHES_DIR = "cifar-10-batches-py"
 IMAGE_SIZE = 3 * 32 * 32  # a row of 'data': 1024 red, 1024 green, 1024 blue, each 32x32 row-major
 NUM_CLASSES = 10
-CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[int, int | None], None]  # (bytes_done, total_bytes or None when unknown)
 
@@ -101,22 +97,36 @@ def _not_found_message(data_dir: str | Path | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, out: BinaryIO, timeout: float, progress: Progress | None) -> str:
-    """Stream `url` into the open binary file `out`; returns the md5 hex digest of what was written."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        if progress is not None:
-            progress(done, total)
-        while chunk := response.read(CHUNK_BYTES):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-    return digest.hexdigest()
+class _ProgressBar:
+    """progress(bytes_done, total or None) behind the interface pooch's downloaders expect of a
+    progress bar (a total attribute, update(n), reset(), close()); bytes_done never decreases."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.total, self.done = progress, None, 0
+
+    def update(self, n: int) -> None:
+        self.done = min(self.done + n, self.total) if self.total else self.done + n
+        if self.progress is not None:
+            self.progress(self.done, self.total or None)
+
+    def reset(self) -> None:  # pooch resets, then reports the total once the download is complete
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def _fetch(url: str, path: Path, timeout: float, progress: Progress | None) -> None:
+    """Stream `url` into the file `path` with pooch's HTTP(S) downloader, reporting progress."""
+    import pooch  # here, not at the top: workers never download, and pooch imports requests
+
+    pooch.HTTPDownloader(progressbar=_ProgressBar(progress), timeout=timeout)(url, str(path), None)
+
+
+def _md5(path: Path) -> str:
+    import pooch
+
+    return pooch.file_hash(str(path), alg="md5")
 
 
 def _check_member(member: tarfile.TarInfo, archive: str) -> None:
@@ -169,11 +179,12 @@ def download_cifar10(
     archive = Path(name)
     staging = None
     try:
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as out:
-                got = _fetch(url, out, timeout, progress)
-        except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
+            _fetch(url, archive, timeout, progress)
+        except OSError as error:  # requests' errors (no network, HTTP errors, timeouts) are OSErrors
             raise DataError(f"cannot download {url}: {error}") from error
+        got = _md5(archive)
         if got != md5.lower():
             raise DataError(
                 f"the file downloaded from {url} has md5 {got}, expected {md5}: it is corrupt or "

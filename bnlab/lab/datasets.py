@@ -245,16 +245,14 @@ def not_found_message(name: str, data_dir: str | Path | None = None) -> str:
     )
 
 
-def download(name: str, data_dir: str | Path | None = None, progressbar=False) -> Path:
+def download(name: str, data_dir: str | Path | None = None, progress: cifar.Progress | None = None) -> Path:
     """Fetch the data set's missing files into find_data_dir(data_dir)/<folder>/ with pooch,
-    checking each against its published checksum; returns the folder.
-
-    progressbar: False, True (pooch's own) or an object with update(n), reset(), close() and a
-    total attribute (see pooch.HTTPDownloader).
+    checking each against its published checksum; returns the folder. progress(bytes_done, total)
+    is called as each file's bytes arrive.
     """
     dataset = get(name)
     if dataset.read is None:
-        return cifar.ensure_cifar10(data_dir, download=True)
+        return cifar.ensure_cifar10(data_dir, download=True, progress=progress)
     import pooch
 
     folder = cifar.find_data_dir(data_dir) / dataset.folder
@@ -267,7 +265,7 @@ def download(name: str, data_dir: str | Path | None = None, progressbar=False) -
                 known_hash=dataset.checksums[file],
                 fname=file,
                 path=folder,
-                downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=30),
+                downloader=pooch.HTTPDownloader(progressbar=cifar._ProgressBar(progress), timeout=30),
             )
         except ValueError as error:  # pooch's checksum mismatch; the file is not kept
             raise DataError(f"{dataset.base_url + file}: {error}\n\n{not_found_message(name, data_dir)}") from None
@@ -278,14 +276,16 @@ def download(name: str, data_dir: str | Path | None = None, progressbar=False) -
     return folder
 
 
-def ensure(name: str, data_dir: str | Path | None = None, allow_download: bool = False, progressbar=False) -> Path:
+def ensure(
+    name: str, data_dir: str | Path | None = None, allow_download: bool = False, progress: cifar.Progress | None = None
+) -> Path:
     """The data set's folder, downloading it first if absent and allowed."""
     found = locate(name, data_dir)
     if found is not None:
         return found
     if not allow_download:
         raise DataError(not_found_message(name, data_dir))
-    return download(name, data_dir, progressbar)
+    return download(name, data_dir, progress)
 
 
 def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
