@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bnlab.lab.datasets import DATASETS
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.probes import Recorder
@@ -76,7 +77,8 @@ def train_run(
     recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
-        model = build_model(model_cfg, data["X_train"].shape[1:], rng)
+        classes = len(DATASETS[config.get("data", {}).get("dataset", "cifar10")].classes)
+        model = build_model(model_cfg, data["X_train"].shape[1:], rng, classes)
         if model_cfg.get("normalization") == "noisy_batchnorm":
             # Each layer's noise comes from a generator of its own, seeded from the run's seed: the
             # weights and minibatches are drawn exactly as for plain batch norm.
@@ -118,9 +120,9 @@ def train_run(
     )
 
 
-def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState):
+def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
     """The net a run's model section describes (architecture fc or conv), for inputs of one
-    sample's shape, e.g. (3, 32, 32), its weights drawn from rng."""
+    sample's shape, e.g. (3, 32, 32), and num_classes outputs, its weights drawn from rng."""
     cfg = dict(model_cfg)
     architecture = cfg.pop("architecture", "fc")
     channels, kernel_size = cfg.pop("channels", None), cfg.pop("kernel_size", 3)
@@ -138,11 +140,11 @@ def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.Ra
             padding=padding,
             pool=pool,
             input_dim=tuple(input_shape),
-            num_classes=10,
+            num_classes=num_classes,
             rng=rng,
             **cfg,
         )
-    return FullyConnectedNet(input_dim=int(np.prod(input_shape)), num_classes=10, rng=rng, **cfg)
+    return FullyConnectedNet(input_dim=int(np.prod(input_shape)), num_classes=num_classes, rng=rng, **cfg)
 
 
 def _peak_rss_mb() -> float | None:
