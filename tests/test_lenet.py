@@ -53,3 +53,22 @@ def test_lenet_config_builds_d2ls_net_from_the_data_sets_shape():
     run = next(r for r in experiment.runs if r.config["model"]["normalization"] == "batchnorm")
     net = build_model(run.config["model"], (1, 28, 28), np.random.RandomState(0))
     assert net.params["W3"].shape == (256, 120) and net.conv_param["pad"] == 0
+
+
+def test_lenet_trains_end_to_end_on_the_mnist_subset(tmp_path):
+    """Through the CLI: conv nets take 1x28x28 images, the splits are checked against the files."""
+    from typer.testing import CliRunner
+
+    from bnlab.cli import app
+    from bnlab.results import load_experiment as load_results
+
+    shared = ROOT.parent / "shared" / "datasets"
+    small = ["--set", "seeds=[0]", "--set", "solver.num_epochs=1", "--set", "data.num_train=256",
+             "--set", "data.num_val=100", "--set", "data.num_test=10"]  # fmt: skip
+    args = ["run", str(ROOT / "configs" / "lenet_bn.yaml"), "--out", str(tmp_path), "--data-dir", str(shared)]
+    result = CliRunner().invoke(app, [*args, *small])
+    assert result.exit_code == 0, result.output
+    runs = load_results(tmp_path / "lenet_bn").runs
+    assert len(runs) == 2 and set(runs["status"]) == {"done"}
+    too_many = CliRunner().invoke(app, [*args, "--set", "data.num_train=3950", "--set", "data.num_val=100"])
+    assert too_many.exit_code == 2 and "4000 training and 1000 test images" in " ".join(too_many.stderr.split())
