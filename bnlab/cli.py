@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,24 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bnlab import __version__
+
+        console.print(f"bnlab {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print bnlab's version and exit.")
+    ] = False,
+) -> None:
+    pass  # the options above are handled by their callbacks; the commands do the work
+
 
 SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAML).", show_default=False)]
 SetOpt = Annotated[
@@ -382,7 +401,8 @@ def results(
                 import csv
 
                 with open(path / "runs.csv", newline="") as f:
-                    print(json.dumps(list(csv.DictReader(f)), indent=2))
+                    rows = [{k: _json_cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+                print(json.dumps(rows, indent=2))
             else:
                 console.print(_summary_table(path))
             return
@@ -391,8 +411,9 @@ def results(
         if not path.is_dir():
             raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
         table = list_experiments(path)
-        if as_json:
-            print(table.to_json(orient="records", indent=2))
+        if as_json:  # json, not pandas' to_json, which writes "results\\/deep_bn"
+            rows = [{k: _json_cell(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+            print(json.dumps(rows, indent=2))
             return
         from rich.table import Table
 
@@ -402,6 +423,26 @@ def results(
         for record in table.itertuples(index=False):
             view.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
+
+
+def _json_cell(value):
+    """A runs.csv cell (text) or table value for JSON: numbers as numbers, a swept list as a list,
+    an empty cell (no metric yet) and NaN or infinity (no JSON number) as null, other text as text."""
+    if not isinstance(value, str):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if value == "":
+        return None
+    if value.startswith("["):  # a swept list, written in YAML flow style: [100, 100]
+        from bnlab.lab.spec import parse_yaml
+
+        return parse_yaml(value, "runs.csv")
+    try:
+        number = float(value)
+    except ValueError:
+        return value  # run ids, statuses, "none", "batchnorm"
+    if not math.isfinite(number):
+        return None
+    return int(value) if value.strip().lstrip("+-").isdigit() else number
 
 
 @app.command()
@@ -647,6 +688,14 @@ def bench(
     if as_json:
         print(rows_to_json(rows))
         return
+    console.print(_bench_table(rows))
+    for note in _bench_notes(rows):
+        console.print(escape(note), highlight=False, soft_wrap=True)
+
+
+def _bench_table(rows):
+    """The benchmarks' table, readable in 80 columns: a header row per group, each benchmark's
+    note under its name (both wrap, numbers never break). Text is escaped: it is not rich markup."""
     from rich.table import Table
 
     def amount(value: float | None, unit: str) -> str:
@@ -657,20 +706,31 @@ def bench(
         return f"{value:.3g} {unit}"
 
     table = Table(title="bnlab bench (medians; spread = interquartile range)")
-    for column in ("group", "benchmark", "median", "spread", "n", "ratio", "note"):
-        table.add_column(column, justify="right" if column in ("median", "spread", "n") else "left")
+    table.add_column("benchmark", overflow="fold", min_width=20)
+    for column in ("median", "spread", "n"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ratio", no_wrap=True)
+    group = None
     for row in rows:
+        if row.group != group:
+            group = row.group
+            table.add_row(f"[bold]{escape(group)}[/]")
         ratio = f"{row.ratio:.3g} {row.ratio_of}" if row.ratio is not None else ""
+        # a benchmark that could not run says why below the table, where a command stays whole
+        note = f"\n[dim]{escape(row.note)}[/]" if row.note and row.median is not None else ""
         table.add_row(
-            row.group,
-            row.name,
+            f"{escape(row.name)}{note}",
             amount(row.median, row.unit),
             amount(row.iqr, row.unit),
             str(row.repeats),
-            ratio,
-            row.note,
+            escape(ratio),
         )
-    console.print(table)
+    return table
+
+
+def _bench_notes(rows) -> list[str]:
+    """Why each benchmark that could not run did not (e.g. how to install PyTorch)."""
+    return [f"{row.name}: {row.note}" for row in rows if row.median is None and row.note]
 
 
 if __name__ == "__main__":  # python -m bnlab.cli, as the tests run it

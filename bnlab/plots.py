@@ -81,8 +81,16 @@ def plot_experiment(
     results = load_experiment(path)
     figures = build_figures(results)
     out_dir = Path(out_dir) if out_dir is not None else results.path / "figures"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [_save(figure, out_dir / f"{stem}.{fmt}", fmt) for stem, figure in figures for fmt in formats]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(f"{out_dir}: is a file, not a folder; move it away, or draw the figures with --out FOLDER")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [_save(figure, out_dir / f"{stem}.{fmt}", fmt) for stem, figure in figures for fmt in formats]
+    except OSError as err:  # a read-only results folder, a file where the folder should be, a full disk
+        raise ResultsError(
+            f"{out_dir}: cannot write the figures there ({err.strerror}); make {out_dir} writable for you, "
+            f"or draw them elsewhere with --out FOLDER"
+        ) from None
 
 
 def build_figures(results: ExperimentResults) -> list[tuple[str, Figure]]:

@@ -1,0 +1,160 @@
+"""What a new user hit (issue 17), each through the CLI as they ran it: --version, the bench's
+install hint, plot on a folder it cannot write, results --json, claims --list and single claims,
+--set record=null on every shipped config, an 80-column terminal, the report's claim ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bnlab import __version__
+from bnlab import bench as bench_module
+from bnlab.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def shared_data(monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+
+
+def bnlab(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def assert_one_error(result, code: int, *phrases: str) -> None:
+    """Exit `code`, one `error:` line naming `phrases` on stderr, no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.stderr.count("error:") == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in flat(result.stderr), (phrase, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory) -> Path:
+    """configs/smoke.yaml trained once (4 runs, about a second) into a results root."""
+    out = tmp_path_factory.mktemp("smoke") / "results"
+    os.environ.setdefault("BNLAB_DATA_DIR", str(SHARED_DATA))
+    result = bnlab("run", SMOKE, "--workers", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def smoke_copy(smoke_results, tmp_path) -> Path:
+    """A private copy of the smoke results root, to change at will."""
+    return Path(shutil.copytree(smoke_results, tmp_path / "results"))
+
+
+# --- bnlab --version ---------------------------------------------------------------------------
+
+
+def test_version():
+    result = bnlab("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"bnlab {__version__}"
+
+
+# --- bench: the install hint is text, not markup -----------------------------------------------
+
+
+def test_bench_without_torch_prints_the_install_command_whole(monkeypatch):
+    # a real conv section (its quick size) on a machine without PyTorch
+    real_conv = bench_module.bench_conv
+    monkeypatch.setattr(bench_module, "_torch_conv_step", lambda batch: None)
+    monkeypatch.setattr(bench_module, "bench_conv", lambda quick=False: real_conv(quick=True))
+    monkeypatch.setenv("COLUMNS", "80")
+    result = bnlab("bench", "--section", "conv")
+    assert result.exit_code == 0, result.output
+    command = "pip install 'bnlab[bench]' --extra-index-url https://download.pytorch.org/whl/cpu"
+    assert command in result.stdout  # on one line, the [bench] extra included
+    assert "bnlab ConvNet (numpy)" in result.stdout and "PyTorch (same net)" in result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines() if "│" in line)
+
+
+# --- plot on a folder it cannot write ----------------------------------------------------------
+
+
+def test_plot_into_a_read_only_folder_is_one_error(smoke_copy, monkeypatch):
+    experiment = smoke_copy / "smoke"
+    experiment.chmod(0o555)
+    try:
+        if os.access(experiment, os.W_OK):  # root ignores permission bits: the OS refuses as it would
+
+            def refuse(*args, dir=None, **kwargs):
+                raise PermissionError(13, "Permission denied", str(dir))
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+            (experiment / "figures").mkdir()
+        for target in (experiment, smoke_copy):  # one experiment, and a results root
+            result = bnlab("plot", target)
+            assert_one_error(result, 1, f"{experiment / 'figures'}: cannot write the figures there", "--out")
+            assert "Permission denied" in result.stderr
+    finally:
+        experiment.chmod(0o755)
+
+
+def test_plot_where_a_file_holds_the_figures_name(smoke_copy):
+    (smoke_copy / "smoke" / "figures").write_text("")
+    assert_one_error(bnlab("plot", smoke_copy / "smoke"), 1, "figures: is a file, not a folder", "--out")
+    # --out elsewhere works
+    result = bnlab("plot", smoke_copy / "smoke", "--out", smoke_copy / "elsewhere")
+    assert result.exit_code == 0, result.output
+    assert (smoke_copy / "elsewhere" / "history.png").is_file()
+
+
+# --- results --json ----------------------------------------------------------------------------
+
+
+def test_results_json_writes_numbers_as_numbers(smoke_results):
+    result = bnlab("results", smoke_results / "smoke", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["run_id"] for r in rows] == [
+        f"normalization={n}__seed={s}" for n in ("none", "batchnorm") for s in (0, 1)
+    ]
+    with open(smoke_results / "smoke" / "runs.csv") as f:
+        lines = f.read().splitlines()
+    for row, line in zip(rows, lines[1:], strict=True):
+        cells = line.split(",")
+        assert row["seed"] == int(cells[3]) and isinstance(row["seed"], int)
+        for i, metric in enumerate(("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")):
+            assert isinstance(row[metric], float) and row[metric] == float(cells[4 + i])
+        assert row["status"] == "done" and row["model.normalization"] in ("none", "batchnorm")
+
+
+def test_results_json_of_a_root_does_not_escape_slashes(smoke_results):
+    result = bnlab("results", smoke_results, "--json")
+    assert result.exit_code == 0, result.output
+    assert "\\/" not in result.stdout
+    [row] = json.loads(result.stdout)
+    assert row["path"] == str(smoke_results / "smoke")
+    assert row["runs"] == 4 and row["done"] == 4 and isinstance(row["best_val_acc"], float)
+
+
+def test_results_json_empty_and_unfinished_cells_are_null(smoke_copy):
+    runs = smoke_copy / "smoke" / "runs.csv"
+    lines = runs.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[1], cells[4:] = "pending", [""] * 4  # an interrupted run: no metrics yet
+    runs.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    row = json.loads(bnlab("results", smoke_copy / "smoke", "--json").stdout)[0]
+    assert row["status"] == "pending"
+    assert row["best_val_acc"] is None and row["wall_s"] is None
+    root = json.loads(bnlab("results", smoke_copy, "--json").stdout)[0]
+    assert root["pending"] == 1 and root["done"] == 3
