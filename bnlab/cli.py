@@ -451,6 +451,10 @@ def claims(
         list[str] | None, typer.Argument(help="Claim ids (default: every claim).", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims' results as JSON.")] = False,
+    list_only: Annotated[
+        bool,
+        typer.Option("--list", help="List the claims (id, statement, results so far) without training anything."),
+    ] = False,
     workers: Annotated[
         int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
     ] = None,
@@ -460,14 +464,17 @@ def claims(
 ) -> None:
     """Test the reference notes' claims over paired seeds, each with a verdict.
 
-    Runs each claim's experiment (resumably: finished runs are reused), then compares its two
-    groups seed by seed.
+    Runs each claim's experiment (resumably: finished runs are reused; for named claims only the
+    runs they compare), then compares its two groups seed by seed. --list shows the claims and
+    what has results, in seconds.
 
     Prints one table (claim, source, verdict, mean difference a - b with its 95% t interval, seeds)
     and writes OUT/claims/claims.json and a figure per claim in OUT/claims/figures/. A claim file
     whose experiment this bnlab cannot run is reported and skipped (exit 1); the others still run.
 
     Examples:
+
+      bnlab claims --list
 
       bnlab claims --workers 2
 
@@ -487,8 +494,17 @@ def claims(
 
             raise SpecError(
                 f"no claim {unknown[0]!r}{_did_you_mean(unknown[0], known)} in {claims_dir}; "
-                f"`bnlab claims` lists them all"
+                f"`bnlab claims --list` lists them all"
             )
+        if list_only:
+            from bnlab.lab.claims import list_claims
+
+            listed = [c for c in list_claims(groups, out) if not ids or c["id"] in ids]
+            if as_json:
+                print(json.dumps(listed, indent=2))
+            else:
+                console.print(_claims_list_table(listed, out))
+            return
         chosen = set(ids) if ids else set(known)
         asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
         skipped = [g for g in asked if g.problem]
@@ -550,6 +566,27 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
+
+
+def _claims_list_table(listed: list[dict], out: Path):
+    """`bnlab claims --list`: id, statement (wraps), the verdict in claims.json, and how many of the
+    runs the claim compares are finished; readable in 80 columns."""
+    from rich.table import Table
+
+    colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    table = Table(title=f"claims ({len(listed)}); results under {out / 'claims'}")
+    table.add_column("claim", no_wrap=True)
+    table.add_column("statement", overflow="fold", ratio=1)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("runs done", justify="right", no_wrap=True)
+    for c in listed:
+        if c["problem"]:
+            verdict, runs = "[yellow]cannot run[/]", "—"  # `bnlab claims` says why
+        else:
+            verdict = f"[{colors.get(c['verdict'], 'default')}]{c['verdict']}[/]" if c["verdict"] else "—"
+            runs = f"{c['runs_finished']}/{c['runs_needed']}"
+        table.add_row(c["id"], escape(c["statement"]), verdict, runs)
+    return table
 
 
 def _claims_table(entries: list[dict], where: Path):

@@ -158,3 +158,70 @@ def test_results_json_empty_and_unfinished_cells_are_null(smoke_copy):
     assert row["best_val_acc"] is None and row["wall_s"] is None
     root = json.loads(bnlab("results", smoke_copy, "--json").stdout)[0]
     assert root["pending"] == 1 and root["done"] == 3
+
+
+# --- claims: --list, a misspelt id, one claim trains only its runs -----------------------------
+
+TINY_CLAIMS = """\
+name: tiny
+data: {num_train: 100, num_val: 50, num_test: 50}
+model: {hidden_dims: [10], weight_scale: 2.0e-2}
+solver: {batch_size: 50, num_epochs: 1}
+seeds: 5
+sweep:
+  model.normalization: [null, batchnorm, layernorm]
+claims:
+  - id: bn-vs-none
+    statement: Batch norm trains better than nothing.
+    source: a test
+    metric: best_train_acc
+    key: model.normalization
+    a: batchnorm
+    b: null
+    direction: greater
+  - id: ln-vs-none
+    statement: Layer norm trains better than nothing.
+    source: a test
+    metric: best_train_acc
+    key: model.normalization
+    a: layernorm
+    b: null
+    direction: greater
+"""
+
+
+def test_claims_list_then_one_claim_trains_only_its_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "tiny.yaml").write_text(TINY_CLAIMS)
+    where = ("--dir", tmp_path / "claims", "--out", tmp_path / "out")
+
+    listed = bnlab("claims", "--list", *where)
+    assert listed.exit_code == 0, listed.output
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+    text = flat(listed.stdout)
+    assert "bn-vs-none │ Batch norm trains better than nothing. │ — │ 0/10" in text
+    assert "ln-vs-none │ Layer norm trains better than nothing. │ — │ 0/10" in text
+
+    result = bnlab("claims", "bn-vs-none", "--workers", 1, *where)
+    assert result.exit_code == 0, result.output
+    experiment = tmp_path / "out" / "claims" / "tiny"
+    trained = sorted(p.name for p in experiment.iterdir() if (p / "meta.json").is_file())
+    assert trained == sorted(f"normalization={n}__seed={s}" for n in ("none", "batchnorm") for s in range(5))
+    statuses = [line.split(",")[1] for line in (experiment / "runs.csv").read_text().splitlines()[1:]]
+    assert statuses.count("pending") == 5  # layer norm's runs: no claim asked for them
+    [entry] = json.loads((tmp_path / "out" / "claims" / "claims.json").read_text())
+    assert entry["id"] == "bn-vs-none" and entry["n"] == 5
+
+    listed = bnlab("claims", "--list", "--json", *where)
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["bn-vs-none"]["verdict"] == entry["verdict"]
+    assert (rows["bn-vs-none"]["runs_finished"], rows["bn-vs-none"]["runs_needed"]) == (10, 10)
+    assert rows["ln-vs-none"]["verdict"] is None
+    assert (rows["ln-vs-none"]["runs_finished"], rows["ln-vs-none"]["runs_needed"]) == (5, 10)  # the shared baseline
+
+
+def test_a_misspelt_claim_suggests_the_list(tmp_path):
+    result = bnlab("claims", "bn-smal-batch", "--dir", ROOT / "configs" / "claims", "--out", tmp_path)
+    assert_one_error(result, 2, "no claim 'bn-smal-batch' (did you mean 'bn-small-batch'?)", "`bnlab claims --list`")
+    assert list(tmp_path.iterdir()) == []

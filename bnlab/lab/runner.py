@@ -61,8 +61,10 @@ def run_experiment(
     on_start: Callable[[int, int], None] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
     progress: Callable[[dict], None] | None = None,
+    only: set[str] | None = None,
 ) -> SweepReport:
-    """Train every run of `experiment` that is not already finished under out_root/<name>.
+    """Train every run of `experiment` that is not already finished under out_root/<name>; with
+    `only`, just those of the run ids in it (the others stay as they are: kept, or pending).
 
     on_start(total, to_train) is called once the plan is known, on_outcome after each run is on
     disk, progress with the per-epoch events of runs under way. Ctrl-C (KeyboardInterrupt)
@@ -81,7 +83,11 @@ def run_experiment(
     try:
         _remove_leftovers(path)
         rows = _plan(experiment, path, force)
-        todo = [run for run in experiment.runs if rows[run.run_id]["status"] == "pending"]
+        todo = [
+            run
+            for run in experiment.runs
+            if rows[run.run_id]["status"] == "pending" and (only is None or run.run_id in only)
+        ]
         report = SweepReport(path, len(experiment.runs), kept=[r for r in rows if rows[r]["status"] != "pending"])
         atomic.write_text(path / "spec.yaml", yaml.safe_dump(experiment.resolved(), sort_keys=False))
         _write_runs_csv(path, experiment, rows)
@@ -216,9 +222,7 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
             ["epoch", "train_acc", "val_acc", "learning_rate"],
             [
                 list(row)
-                for row in zip(
-                    outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True
-                )
+                for row in zip(outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True)
             ],
         )
     )
