@@ -83,6 +83,14 @@ def _load_experiments(specs: list[Path], overrides: list[str] | None):
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise _usage_error(f"two specs name the experiment {duplicate!r}; their results would share a folder")
+    for e in experiments:
+        if e.skipped_plots:
+            errors.print(
+                f"note: {e.name} records nothing (record: null), so its {', '.join(e.skipped_plots)} "
+                f"figure(s) will not be drawn: they show recorded statistics",
+                highlight=False,
+                soft_wrap=True,
+            )
     return experiments
 
 

@@ -225,3 +225,58 @@ def test_a_misspelt_claim_suggests_the_list(tmp_path):
     result = bnlab("claims", "bn-smal-batch", "--dir", ROOT / "configs" / "claims", "--out", tmp_path)
     assert_one_error(result, 2, "no claim 'bn-smal-batch' (did you mean 'bn-small-batch'?)", "`bnlab claims --list`")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- recording off for every shipped config; plots as --set ------------------------------------
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+RECORDED_FIGURES = ("activations", "ics", "landscape")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_record_null_works_for_every_shipped_config(config):
+    import yaml
+
+    declared = [p["kind"] for p in yaml.safe_load(config.read_text()).get("plots") or []]
+    skipped = [kind for kind in declared if kind in RECORDED_FIGURES]
+    result = bnlab("plan", config, "--set", "record=null")
+    assert result.exit_code == 0, result.output
+    if skipped:
+        assert f"its {', '.join(skipped)} figure(s) will not be drawn" in flat(result.stderr)
+    else:
+        assert result.stderr == ""
+
+
+TINY = ("--set", "seeds=[0]", "--set", "solver.num_epochs=1", "--set", "data.num_train=120")
+
+
+def test_a_recording_config_trains_and_draws_without_recording(tmp_path):
+    config = ROOT / "configs" / "bn_paper_fig1.yaml"
+    result = bnlab("run", config, "--set", "record=null", *TINY, "--workers", 1, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "activations figure(s) will not be drawn" in flat(result.stderr)
+    experiment = tmp_path / "bn_paper_fig1"
+    assert not list(experiment.glob("*/probes.csv"))  # nothing recorded
+    drawn = bnlab("plot", experiment)
+    assert drawn.exit_code == 0, drawn.output
+    assert sorted(p.name for p in (experiment / "figures").iterdir()) == ["history.png"]
+
+
+def test_plots_can_be_set(tmp_path):
+    plots = "plots=[{kind: history, title: Set from the command line}]"
+    result = bnlab("run", SMOKE, "--set", plots, "--workers", 1, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    spec = yaml.safe_load((tmp_path / "smoke" / "spec.yaml").read_text())
+    assert spec["plots"] == [{"kind": "history", "x": None, "title": "Set from the command line", "layers": None}]
+    bad = bnlab("plan", SMOKE, "--set", "plots=[{kind: sweep, x: model.weight_scale}]")
+    assert_one_error(bad, 2, "--set plots=[{kind: sweep, x: model.weight_scale}]: plots[0]: a sweep figure needs x")
+
+
+def test_a_changed_set_on_existing_results_suggests_a_name_or_out(smoke_copy):
+    result = bnlab("run", SMOKE, "--set", "solver.num_epochs=1", "--out", smoke_copy)
+    assert_one_error(result, 1, "made with a different config", "--set name=smoke-2", "--out")
+    renamed = bnlab("run", SMOKE, "--set", "solver.num_epochs=1", "--set", "name=smoke-2", "--out", smoke_copy)
+    assert renamed.exit_code == 0, renamed.output
+    assert (smoke_copy / "smoke-2" / "runs.csv").is_file() and (smoke_copy / "smoke" / "runs.csv").is_file()

@@ -141,7 +141,8 @@ def _plan(experiment: Experiment, path: Path, force: bool) -> dict[str, dict]:
         if on_disk != _plain(run.config):
             raise ResultsError(
                 f"{run_dir}: this run was made with a different config ({_first_difference(on_disk, run.config)}); "
-                f"rerun with --force to redo it, or write to another --out folder"
+                f"to keep both, name the new experiment (--set name={experiment.name}-2) or write it to another "
+                f"--out folder; --force redoes the run here"
             )
         if meta.get("status") in FINISHED:
             rows[run.run_id] = _row(run, meta["status"], meta.get("metrics", {}))
