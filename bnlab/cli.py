@@ -107,14 +107,17 @@ def _check_out(out: Path) -> None:
 def _plan_table(experiment):
     from rich.table import Table
 
+    from bnlab.lab.spec import format_value
+
+    # run ids fold onto more lines rather than being cut (an 80-column terminal); values are shown
+    # as in the run ids (6 significant digits), headers as in the summary table (the last key part)
     table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.source})")
-    table.add_column("run_id", style="cyan")
+    table.add_column("run_id", style="cyan", overflow="fold", ratio=1)
     for key in experiment.swept_keys:
-        table.add_column(key)
-    table.add_column("seed", justify="right")
+        table.add_column(key.rsplit(".", 1)[-1], overflow="fold")
+    table.add_column("seed", justify="right", no_wrap=True)
     for run in experiment.runs:
-        values = ["none" if run.swept[k] is None else str(run.swept[k]) for k in experiment.swept_keys]
-        table.add_row(run.run_id, *values, str(run.seed))
+        table.add_row(run.run_id, *[format_value(run.swept[k]) for k in experiment.swept_keys], str(run.seed))
     return table
 
 
@@ -237,20 +240,28 @@ def _download(data_dir: Path | None) -> Path:
         )
 
 
+def _progress_columns(note: bool = True) -> list:
+    """Progress columns that stay readable in 80 columns: the description (a run id) folds onto
+    more lines, the bar is short, counts, notes and times never break."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    columns = [
+        TextColumn("{task.description}", table_column=Column(overflow="fold", ratio=1)),
+        BarColumn(bar_width=20, table_column=Column(no_wrap=True)),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+    ]
+    if note:
+        columns.append(TextColumn("{task.fields[note]}", table_column=Column(no_wrap=True)))
+    return [*columns, TimeElapsedColumn(table_column=Column(no_wrap=True))]
+
+
 def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     from bnlab.lab.runner import finished_on_disk, run_experiment
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = Progress(*_progress_columns(), console=console, transient=False)
     overall = progress.add_task(f"[bold]{experiment.name}", total=len(experiment.runs), note="")
     active: dict[str, int] = {}
 
@@ -313,11 +324,20 @@ def _summary_table(path: Path):
 
     header, rows = group_summary(path)
     table = Table(title=f"{path}  (mean ± std over seeds)")
+    # in a narrow terminal values fold and a mean and its std take two lines: nothing is cut to "…"
     for i, name in enumerate(header):
-        table.add_column(name, justify="right" if i >= len(header) - 4 else "left")
+        table.add_column(name, justify="right" if i >= len(header) - 4 else "left", overflow="fold", min_width=5)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*[_swept_text(cell) for cell in row[: len(header) - 4]], *row[len(header) - 4 :])
     return table
+
+
+def _swept_text(cell: str) -> str:
+    """A swept value of runs.csv as run ids show it (0.0001623776739188721 -> 0.000162378)."""
+    try:
+        return f"{float(cell):.6g}" if not cell.lstrip("+-").isdigit() else cell
+    except ValueError:
+        return cell
 
 
 @app.command()
@@ -545,18 +565,11 @@ def claims(
 
 def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> list[dict]:
     """run_claims with one progress bar over every run to train; Ctrl-C says how to resume."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     from bnlab.lab.claims import run_claims
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        transient=True,
-    )
+    progress = Progress(*_progress_columns(note=False), console=errors, transient=True)
     task = progress.add_task("claims", total=0)
 
     def on_experiment(experiment, total: int, to_train: int) -> None:

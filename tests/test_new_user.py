@@ -280,3 +280,76 @@ def test_a_changed_set_on_existing_results_suggests_a_name_or_out(smoke_copy):
     renamed = bnlab("run", SMOKE, "--set", "solver.num_epochs=1", "--set", "name=smoke-2", "--out", smoke_copy)
     assert renamed.exit_code == 0, renamed.output
     assert (smoke_copy / "smoke-2" / "runs.csv").is_file() and (smoke_copy / "smoke" / "runs.csv").is_file()
+
+
+# --- an 80-column terminal -----------------------------------------------------------------------
+
+
+def cells(output: str, column: int) -> list[str]:
+    """The text of one column of a rich table, a line per table line (folded values span lines)."""
+    return [line.split("│")[column + 1].strip() for line in output.splitlines() if line.startswith("│")]
+
+
+def test_plan_in_80_columns_shows_whole_run_ids(monkeypatch):
+    from bnlab.lab.spec import load_experiment
+
+    monkeypatch.setenv("COLUMNS", "80")
+    config = ROOT / "configs" / "weight_scale.yaml"
+    result = bnlab("plan", config)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    run_ids = [run.run_id for run in load_experiment(config).runs]
+    assert "".join(cells(result.stdout, 0)) == "".join(run_ids)  # folded, every character there
+    assert "0.000162378" in cells(result.stdout, 2)  # as in the run id, not 0.0001623776739188721
+
+
+WIDE = """\
+name: wide
+data: {num_train: 100, num_val: 50, num_test: 50}
+model: {hidden_dims: [10], weight_scale: 2.0e-2}
+solver: {batch_size: 50, num_epochs: 1}
+seeds: 2
+sweep:
+  model.normalization: [null, batchnorm]
+  model.weight_scale: [1.0e-4, 0.0001623776739188721]
+  solver.optim_config.learning_rate: [1.0e-3]
+"""
+
+
+def test_summary_in_80_columns_cuts_no_cell(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    spec = tmp_path / "wide.yaml"
+    spec.write_text(WIDE)
+    result = bnlab("run", spec, "--workers", 1, "--out", tmp_path / "results")
+    assert result.exit_code == 0, result.output
+    shown = bnlab("results", tmp_path / "results" / "wide")
+    assert "…" not in shown.stdout and max(map(len, shown.stdout.splitlines())) <= 80
+    rows = json.loads(bnlab("results", tmp_path / "results" / "wide", "--json").stdout)
+    table = [" ".join(cells(shown.stdout, i)) for i in range(7)]
+    for metric, column in (("best_val_acc", 4), ("best_train_acc", 5), ("final_train_loss", 6)):
+        for group in range(4):  # each group's mean, from runs.csv, appears in its column
+            values = [r[metric] for r in rows[2 * group : 2 * group + 2]]
+            assert f"{sum(values) / 2:.3f} ±" in table[column]
+    assert "".join(cells(shown.stdout, 1)).count("0.000162378") == 2
+
+
+def test_progress_in_80_columns_folds_the_run_id_and_keeps_the_time():
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from bnlab.cli import _progress_columns
+
+    console = Console(width=80, file=StringIO())
+    progress = Progress(*_progress_columns(), console=console)
+    run_id = "normalization=batchnorm__weight_scale=0.000162378__seed=2"
+    progress.update(progress.add_task("[bold]weight_scale", total=120, note="2 worker(s)"), completed=30)
+    progress.update(progress.add_task(f"  {run_id}", total=10, note="val acc 0.123"), completed=3)
+    console.print(progress.make_tasks_table(progress.tasks))
+    lines = console.file.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in console.file.getvalue()
+    assert "30/120 2 worker(s)" in lines[0] and lines[0].rstrip().endswith("0:00:00")
+    assert "3/10" in lines[1] and "val acc 0.123" in lines[1] and lines[1].rstrip().endswith("0:00:00")
+    width = lines[1].index("━")  # the description column, folded under itself
+    assert "".join(line[:width].strip() for line in lines[1:]) == run_id

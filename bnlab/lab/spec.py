@@ -657,15 +657,16 @@ def _check_plots(
 def make_run_id(swept: dict[str, Any], seed: int) -> str:
     """A readable id from the swept values and the seed, stable across reruns and spec edits:
     'normalization=batchnorm__weight_scale=0.0001__seed=0'."""
-    parts = [f"{key.rsplit('.', 1)[-1]}={_format(value)}" for key, value in swept.items()]
+    parts = [f"{key.rsplit('.', 1)[-1]}={format_value(value)}" for key, value in swept.items()]
     return "__".join([*parts, f"seed={seed}"])
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A swept value as run ids show it: None as 'none', floats to 6 significant digits."""
     if value is None:
         return "none"
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list):
-        return "-".join(_format(v) for v in value)
+        return "-".join(format_value(v) for v in value)
     return re.sub(r"[^A-Za-z0-9.+-]", "-", str(value))
