@@ -353,3 +353,29 @@ def test_progress_in_80_columns_folds_the_run_id_and_keeps_the_time():
     assert "3/10" in lines[1] and "val acc 0.123" in lines[1] and lines[1].rstrip().endswith("0:00:00")
     width = lines[1].index("━")  # the description column, folded under itself
     assert "".join(line[:width].strip() for line in lines[1:]) == run_id
+
+
+# --- the report: the claims' ids, one wording for "no normalization" ----------------------------
+
+
+def test_report_names_claims_by_their_cli_id_and_says_none_as_the_tables_do(smoke_copy, tmp_path):
+    import re
+
+    (smoke_copy / "claims").mkdir()
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "tiny.yaml").write_text(TINY_CLAIMS)
+    ran = bnlab("claims", "bn-vs-none", "--workers", 1, "--dir", tmp_path / "claims", "--out", smoke_copy)
+    assert ran.exit_code == 0, ran.output
+    assert bnlab("plot", smoke_copy / "smoke").exit_code == 0
+    result = bnlab("report", smoke_copy)
+    assert result.exit_code == 0, result.output
+    html = (smoke_copy / "report.html").read_text()
+
+    claims = html[html.index('<section id="claims">') : html.index("</section>")]
+    assert re.search(r"<tr><td><code>bn-vs-none</code><br>", claims)  # the id `bnlab claims` takes
+    assert "<figcaption><code>bn-vs-none</code>:" in claims
+
+    smoke = html[html.index('<section id="smoke"') :]
+    assert "<td>none</td>" in smoke  # the summary table's cell ...
+    assert re.search(r'alt="[^"]*Lines: none[;,.]', smoke)  # ... and the figure's legend say the same
+    assert "no normalization" not in html
