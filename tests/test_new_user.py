@@ -379,3 +379,13 @@ def test_report_names_claims_by_their_cli_id_and_says_none_as_the_tables_do(smok
     assert "<td>none</td>" in smoke  # the summary table's cell ...
     assert re.search(r'alt="[^"]*Lines: none[;,.]', smoke)  # ... and the figure's legend say the same
     assert "no normalization" not in html
+
+
+def test_the_readme_quotes_the_changed_set_error_as_the_cli_prints_it(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    quoted = next(line for line in readme.splitlines() if "this run was made with a different config" in line)
+    monkeypatch.chdir(tmp_path)
+    assert bnlab("run", SMOKE, "--workers", 1).exit_code == 0
+    result = bnlab("run", SMOKE, "--set", "solver.num_epochs=3", "--workers", 1)
+    assert result.exit_code == 1
+    assert flat(result.stderr) == quoted
