@@ -446,8 +446,8 @@ def results(
         from rich.table import Table
 
         view = Table(title=f"experiments in {path}")
-        for column in table.columns:
-            view.add_column(str(column))
+        for column in table.columns:  # paths and long names fold in a narrow terminal, nothing is cut
+            view.add_column(str(column).replace("_", " "), overflow="fold", min_width=5)
         for record in table.itertuples(index=False):
             view.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")

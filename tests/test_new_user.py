@@ -331,6 +331,9 @@ def test_summary_in_80_columns_cuts_no_cell(tmp_path, monkeypatch):
             values = [r[metric] for r in rows[2 * group : 2 * group + 2]]
             assert f"{sum(values) / 2:.3f} ±" in table[column]
     assert "".join(cells(shown.stdout, 1)).count("0.000162378") == 2
+    root = bnlab("results", tmp_path / "results")  # the list of experiments: the path folds, whole
+    assert "…" not in root.stdout and max(map(len, root.stdout.splitlines())) <= 80
+    assert "".join(cells(root.stdout, 7)) == str(tmp_path / "results" / "wide")
 
 
 def test_progress_in_80_columns_folds_the_run_id_and_keeps_the_time():
