@@ -550,7 +550,8 @@ def claims(
         data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
         executor = make_executor(workers, data_root)
         # every group, so that claims.json keeps the other files' claims in their order
-        entries = _run_claims(groups, out, executor, chosen, workers)
+        # named claims train only the runs they compare; without names, every run of their files
+        entries = _run_claims(groups, out, executor, set(ids) if ids else None, workers)
         from bnlab.lab.claims import claims_dir as results_dir
         from bnlab.plots import plot_claims
 
@@ -563,7 +564,7 @@ def claims(
         raise typer.Exit(1)
 
 
-def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> list[dict]:
+def _run_claims(groups, out: Path, executor, chosen: set[str] | None, workers: int) -> list[dict]:
     """run_claims with one progress bar over every run to train; Ctrl-C says how to resume."""
     from rich.progress import Progress
 
