@@ -11,24 +11,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, SMOKE, bnlab
 
 from bnlab import __version__
 from bnlab import bench as bench_module
-from bnlab.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
-
-
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-
-
-def bnlab(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
 
 def flat(text: str) -> str:
@@ -48,9 +36,12 @@ def assert_one_error(result, code: int, *phrases: str) -> None:
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory) -> Path:
     """configs/smoke.yaml trained once (4 runs, about a second) into a results root."""
+    if not HAS_SHARED_DATA:  # made before the function-scoped shared_data fixture could skip
+        pytest.skip(NO_SHARED_DATA)
     out = tmp_path_factory.mktemp("smoke") / "results"
-    os.environ.setdefault("BNLAB_DATA_DIR", str(SHARED_DATA))
-    result = bnlab("run", SMOKE, "--workers", 1, "--out", out)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+        result = bnlab("run", SMOKE, "--workers", 1, "--out", out)
     assert result.exit_code == 0, result.output
     return out
 
