@@ -32,6 +32,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 import bnlab
+from bnlab import numerics
 from bnlab.errors import ResultsError
 from bnlab.lab import atomic
 from bnlab.lab.executors import Executor
@@ -235,6 +236,8 @@ def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> N
         "peak_rss_mb": outcome.peak_rss_mb,
         "error": outcome.error,
         **provenance,
+        # the trainer's numerics; a run that failed before training has the coordinator's
+        "numerics": outcome.numerics or numerics.provenance(),
     }
     # meta.json last: its presence marks the run finished, even for tools that ignore the rename
     (staging / "meta.json").write_text(json.dumps(_json_safe(meta), indent=2) + "\n")
