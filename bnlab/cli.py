@@ -385,6 +385,7 @@ def results(
                     print(json.dumps(list(csv.DictReader(f)), indent=2))
             else:
                 console.print(_summary_table(path))
+                _warn_provenance(path)
             return
         from bnlab.results import list_experiments
 
@@ -402,6 +403,17 @@ def results(
         for record in table.itertuples(index=False):
             view.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
+        for folder in table["path"]:
+            _warn_provenance(Path(folder))
+
+
+def _warn_provenance(path: Path) -> None:
+    """One line when an experiment's runs were made with different code, numerics or machines."""
+    from bnlab.results import provenance_note
+
+    note = provenance_note(path)
+    if note:
+        errors.print(f"[yellow]{escape(str(path))}: runs differ in provenance:[/] {escape(note)}", soft_wrap=True)
 
 
 @app.command()

@@ -173,3 +173,20 @@ def describe_differences(differing: dict[str, dict[str, int]]) -> str:
         f"{label}: " + ", ".join(f"{value} ({n} run{'s' if n != 1 else ''})" for value, n in counts.items())
         for label, counts in differing.items()
     )
+
+
+def numerics_summary(metas: list[dict]) -> str:
+    """'portable: openblas 0.3.31 Haswell kernels, AMD EPYC' for the runs' meta.json contents, one
+    entry per distinct setting; 'unrecorded' for runs made before bnlab recorded it."""
+    seen = []
+    for meta in metas:
+        record = meta.get("numerics")
+        if not isinstance(record, dict):
+            text = "unrecorded"
+        else:
+            blas = record.get("blas") or {}
+            mode = "portable" if record.get("portable") else f"not portable ({record.get('mode')})"
+            text = f"{mode}: {blas.get('name')} {blas.get('version')} {blas.get('kernel')} kernels, {record.get('cpu')}"
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen) or "unknown"

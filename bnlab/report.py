@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
 from bnlab.lab.atomic import write_text
+from bnlab.numerics import describe_differences, numerics_summary, provenance_differences
 from bnlab.plots import build_figures
 from bnlab.results import ExperimentResults, experiment_folders, group_summary, load_experiment
 
@@ -223,7 +224,12 @@ def _provenance(results: ExperimentResults) -> str:
     }
     if memory:
         rows["peak memory"] = f"{max(memory):.0f} MB (largest run)"
+    rows["numerics"] = numerics_summary(metas)
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows.items())
+    differing = provenance_differences(metas)
+    if differing:
+        text = f"the runs differ in provenance: {describe_differences(differing)}"
+        items += f'<dt>differs</dt><dd class="flag">{escape(text)}</dd>'
     return f'<h3>Provenance</h3><dl class="provenance">{items}</dl>'
 
 

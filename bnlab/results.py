@@ -13,6 +13,7 @@ Every inconsistency is reported as a ResultsError naming the file and how to fix
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,3 +299,19 @@ def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("run_id", *TEXT_COLUMNS) else "float64") for c in order})
     return pd.concat([t[order] for t in tables], ignore_index=True)
+
+
+def provenance_note(path: str | Path) -> str | None:
+    """None when every finished run of the experiment at `path` has the same provenance (bnlab,
+    commit, numpy, BLAS and its kernel, portability, CPU), else what differs, with run counts."""
+    from bnlab.numerics import describe_differences, provenance_differences
+
+    metas = []
+    for meta_file in sorted(Path(path).glob("*/meta.json")):
+        try:
+            metas.append(json.loads(meta_file.read_text()))
+        except (OSError, ValueError):
+            continue
+    differing = provenance_differences(metas)
+    return describe_differences(differing) if differing else None
+
