@@ -693,7 +693,7 @@ def bench(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."
+            "--section", "-s", help="sweep, step, batchnorm, conv, startup, record or blas; repeatable (default: all)."
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -703,8 +703,8 @@ def bench(
     """Time bnlab: medians of repeated runs, with their spread.
 
     Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
-    kernels, the convolutional net (beside PyTorch when installed), start-up, and the overhead
-    of recording.
+    kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
+    of recording, and the price of portable numerics (blas: portable against native kernels).
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
