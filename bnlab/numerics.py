@@ -33,7 +33,8 @@ PORTABLE_KERNEL = "Haswell"
 PORTABLE_KERNELS = ("Haswell", "Zen")
 MODES = ("portable", "native")
 
-_pin: dict = {"mode": "portable", "pinned": False, "why_not": None}
+# platform: portable numerics cannot exist on this machine (recorded, not warned about at every run)
+_pin: dict = {"mode": "portable", "pinned": False, "why_not": None, "platform": False}
 
 
 def pin() -> None:
@@ -52,10 +53,10 @@ def pin() -> None:
         _pin["why_not"] = "numpy was imported before bnlab, so its BLAS had already chosen its kernels"
         return
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        _pin["why_not"] = f"OpenBLAS has no Haswell kernels on {platform.machine()}"
+        _pin.update(why_not=f"OpenBLAS has no Haswell kernels on {platform.machine()}", platform=True)
         return
     if not _has_avx2():
-        _pin["why_not"] = "this CPU lacks AVX2, which the Haswell kernels need"
+        _pin.update(why_not="this CPU lacks AVX2, which the Haswell kernels need", platform=True)
         return
     os.environ["OPENBLAS_CORETYPE"] = PORTABLE_KERNEL
     _pin["pinned"] = True
@@ -91,7 +92,8 @@ def provenance() -> dict:
     """What this process's numbers depend on, for a run's meta.json: numpy, its BLAS (name, version,
     the kernel in use), numpy's SIMD targets in use, the CPU, and whether numerics are portable.
 
-    Warns once (UserWarning) when portable numerics were asked for and are not in effect.
+    Warns once (UserWarning) when portable numerics were asked for and are not in effect although
+    this machine could have them (numpy imported first, another BLAS).
     """
     import numpy as np
     from threadpoolctl import threadpool_info
@@ -111,6 +113,7 @@ def provenance() -> dict:
     if _pin["mode"] == "portable" and not portable:
         why = _pin["why_not"] or f"the BLAS in use is {blas.get('internal_api') or 'unknown'}, kernel {kernel}"
         record["why_not_portable"] = why
+    if _pin["mode"] == "portable" and not portable and not _pin["platform"]:
         warnings.warn(
             f"bnlab: numerics are not portable ({why}); results may differ in the last bits from "
             f"another machine's. Import bnlab before numpy, or set OPENBLAS_CORETYPE={PORTABLE_KERNEL}.",
