@@ -79,8 +79,12 @@ def reproduce(
     with tempfile.TemporaryDirectory(prefix="bnlab-reproduce-") as scratch:
         for outcome in executor.execute(chosen):
             run = next(r for r in chosen if r.run_id == outcome.run_id)
-            _write_run(Path(scratch), run, outcome, versions)
-            comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
+            if outcome.status == "failed":
+                reason = (outcome.error or "unknown error").strip().splitlines()[-1]
+                comparison = Comparison(run.run_id, f"the rerun failed: {reason}", {})
+            else:
+                _write_run(Path(scratch), run, outcome, versions)
+                comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
             comparisons.append(comparison)
             if on_compared:
                 on_compared(comparison)
