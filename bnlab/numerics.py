@@ -113,18 +113,22 @@ def provenance() -> dict:
     if _pin["mode"] == "portable" and not portable:
         why = _pin["why_not"] or f"the BLAS in use is {blas.get('internal_api') or 'unknown'}, kernel {kernel}"
         record["why_not_portable"] = why
-    if _pin["mode"] == "portable" and not portable and not _pin["platform"]:
-        warnings.warn(
-            f"bnlab: numerics are not portable ({why}); results may differ in the last bits from "
-            f"another machine's. Import bnlab before numpy, or set OPENBLAS_CORETYPE={PORTABLE_KERNEL}.",
-            stacklevel=2,
-        )
+        if not _pin["platform"]:
+            _warn_not_portable(why)
     if _pin.get("bad_value") is not None:
         warnings.warn(
             f"bnlab: BNLAB_BLAS={_pin['bad_value']!r} is neither 'portable' nor 'native'; using portable",
             stacklevel=2,
         )
     return record
+
+
+def _warn_not_portable(why: str) -> None:
+    warnings.warn(
+        f"bnlab: numerics are not portable ({why}); results may differ in the last bits from "
+        f"another machine's. Import bnlab before numpy, or set OPENBLAS_CORETYPE={PORTABLE_KERNEL}.",
+        stacklevel=3,
+    )
 
 
 def _numpy_simd() -> list[str]:
