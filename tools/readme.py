@@ -28,6 +28,11 @@ from bnlab.results import group_summary  # noqa: E402
 README = ROOT / "README.md"
 RESULTS = ROOT / "results"
 FIGURES = ROOT / "docs" / "figures"
+# README figures whose experiment is not their name's prefix
+NAMED_FIGURES = {
+    "batch_size_batchnorm.png": "batch_size/figures/batch_size_batchnorm.png",
+    "batch_size_layernorm.png": "layernorm_batch_size/figures/batch_size_layernorm.png",
+}
 BLOCK = re.compile(r"(<!-- bnlab:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bnlab:(?P=name) -->)", re.DOTALL)
 
 
@@ -103,6 +108,11 @@ def _value(value) -> str:
     return "none" if value is None else str(value)
 
 
+def _only(paths) -> list[Path]:
+    found = list(paths)
+    return found if len(found) == 1 else []
+
+
 def copy_figures(results: Path, figures: Path) -> list[str]:
     """Copy each figure the README shows from its experiment's figures/ folder; returns the ones
     with no source."""
@@ -110,11 +120,14 @@ def copy_figures(results: Path, figures: Path) -> list[str]:
     for target in sorted(figures.glob("*.png")) + sorted(figures.glob("claims/*.png")):
         if target.parent.name == "claims":
             sources = [results / "claims" / "figures" / target.name]
-        else:
+        elif target.name in NAMED_FIGURES:
+            sources = [results / NAMED_FIGURES[target.name]]
+        else:  # EXPERIMENT_KIND.png from EXPERIMENT/figures/KIND.png, or its only KIND_*.png (sweep_model_...)
             parts = target.stem.split("_")
-            sources = [
-                results / "_".join(parts[:i]) / "figures" / f"{'_'.join(parts[i:])}.png" for i in range(1, len(parts))
-            ]
+            sources = []
+            for i in range(1, len(parts)):
+                folder, kind = results / "_".join(parts[:i]) / "figures", "_".join(parts[i:])
+                sources += [folder / f"{kind}.png", *_only(folder.glob(f"{kind}_*.png"))]
         source = next((s for s in sources if s.is_file()), None)
         if source is None:
             missing.append(f"{target.parent.name}/{target.name}")
