@@ -1,7 +1,7 @@
 """Rerun finished runs of an experiment elsewhere and compare their files byte for byte.
 
 Each run is retrained from the config.yaml in its folder (seed included) into a temporary folder,
-written by the runner's own writer, and its history.csv, epochs.csv and probes.csv compared with the
+written by the results format's own writer, and its history.csv, epochs.csv and probes.csv compared with the
 originals. The results folder is only read.
 """
 
@@ -19,8 +19,10 @@ import yaml
 
 from bnlab import numerics
 from bnlab.errors import ResultsError
+from bnlab.lab import results
 from bnlab.lab.executors import Executor
-from bnlab.lab.runner import FINISHED, _provenance, _write_run
+from bnlab.lab.results import FINISHED
+from bnlab.lab.runner import _provenance, _record
 from bnlab.lab.spec import Run
 
 COMPARED = ("history.csv", "epochs.csv", "probes.csv")
@@ -83,7 +85,7 @@ def reproduce(
                 reason = (outcome.error or "unknown error").strip().splitlines()[-1]
                 comparison = Comparison(run.run_id, f"the rerun failed: {reason}", {})
             else:
-                _write_run(Path(scratch), run, outcome, versions)
+                results.write_run(Path(scratch), run, _record(run, outcome, versions))
                 comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
             comparisons.append(comparison)
             if on_compared:
