@@ -378,6 +378,7 @@ def results(
                 print(json.dumps(rows, indent=2))
             else:
                 console.print(_summary_table(path))
+                _warn_provenance(path)
             return
         from bnlab.lab.results import list_experiments
 
@@ -398,6 +399,84 @@ def results(
         for record in table.itertuples(index=False):
             view.add_row(*[format_number(v) if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
+        for folder in table["path"]:
+            _warn_provenance(Path(folder))
+
+
+def _warn_provenance(path: Path) -> None:
+    """One line when an experiment's runs were made with different code, numerics or machines."""
+    from bnlab.lab.results import provenance_note
+
+    note = provenance_note(path)
+    if note:
+        errors.print(f"[yellow]{escape(str(path))}: runs differ in provenance:[/] {escape(note)}", soft_wrap=True)
+
+
+@app.command()
+def reproduce(
+    path: Annotated[Path, typer.Argument(help="One experiment's results folder, e.g. results/deep_bn.")],
+    runs: Annotated[
+        int | None, typer.Option("--runs", "-k", min=1, help="Rerun a fixed sample of K runs (default: all).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Rerun finished runs in a temporary folder and compare their files byte for byte.
+
+    history.csv, epochs.csv and probes.csv of each rerun must equal the originals; the table says
+    where each first differs, and what differs in provenance (BLAS kernel, versions, CPU). Exit 0
+    only when every run is identical. PATH is only read.
+
+    Examples: bnlab reproduce results/deep_bn    bnlab reproduce results/weight_scale --runs 5
+    """
+    with _reported():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.table import Table
+
+        from bnlab.errors import DataError
+        from bnlab.lab import data as datasets
+        from bnlab.lab.executors import default_workers, make_executor
+        from bnlab.lab.reproduce import finished_runs, provenance_summary, sample
+        from bnlab.lab.reproduce import reproduce as rerun
+
+        total = len(sample(finished_runs(path), runs))
+        batches = datasets.locate_cifar10(data_dir)
+        if batches is None:
+            raise DataError(datasets.describe_cifar10(data_dir)["problem"])
+        executor = make_executor(min(workers or default_workers(), total), batches)
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(f"rerunning {path}", total=total)
+            try:
+                comparisons = rerun(path, executor, runs, on_compared=lambda _: bar.advance(task))
+            finally:
+                executor.close()
+    table = Table(title=f"{path}: {total} run(s) rerun, files compared byte for byte")
+    table.add_column("run")
+    table.add_column("result")
+    for comparison in comparisons:
+        table.add_row(
+            comparison.run_id,
+            "[green]identical[/]" if comparison.identical else f"[red]differs:[/] {escape(comparison.difference)}",
+        )
+    console.print(table)
+    differing = [c for c in comparisons if not c.identical]
+    console.print(f"{total - len(differing)} identical, {len(differing)} different", highlight=False)
+    if differing:
+        lines = provenance_summary(comparisons)
+        errors.print(
+            "provenance differs: " + "; ".join(lines)
+            if lines
+            else "provenance is the same: the code or its inputs changed, not the machine",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 def _json_cell(value):
@@ -662,7 +741,7 @@ def bench(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."
+            "--section", "-s", help="sweep, step, batchnorm, conv, startup, record or blas; repeatable (default: all)."
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -672,8 +751,8 @@ def bench(
     """Time bnlab: medians of repeated runs, with their spread.
 
     Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
-    kernels, the convolutional net (beside PyTorch when installed), start-up, and the overhead
-    of recording.
+    kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
+    of recording, and the price of portable numerics (blas: portable against native kernels).
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """

@@ -33,6 +33,7 @@ from bnlab.lab.results import (
     read_claims,
     read_meta,
 )
+from bnlab.numerics import describe_differences, numerics_summary, provenance_differences
 from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
@@ -220,7 +221,12 @@ def _provenance(results: ExperimentResults) -> str:
     }
     if memory:
         rows["peak memory"] = f"{max(memory):.0f} MB (largest run)"
+    rows["numerics"] = numerics_summary(metas)
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows.items())
+    differing = provenance_differences(metas)
+    if differing:
+        text = f"the runs differ in provenance: {describe_differences(differing)}"
+        items += f'<dt>differs</dt><dd class="flag">{escape(text)}</dd>'
     return f'<h3>Provenance</h3><dl class="provenance">{items}</dl>'
 
 

@@ -532,3 +532,14 @@ def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("run_id", *TEXT_COLUMNS) else "float64") for c in order})
     return pd.concat([t[order] for t in tables], ignore_index=True)
+
+
+def provenance_note(path: str | Path) -> str | None:
+    """None when every finished run of the experiment at `path` has the same provenance (bnlab,
+    commit, numpy, BLAS and its kernel, portability, CPU), else what differs, with run counts."""
+    from bnlab.numerics import describe_differences, provenance_differences
+
+    metas = [read_meta(meta_file.parent) for meta_file in sorted(Path(path).glob("*/meta.json"))]
+    differing = provenance_differences([m for m in metas if m])
+    return describe_differences(differing) if differing else None
+

@@ -19,6 +19,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import bnlab
+from bnlab import numerics
 from bnlab.errors import ResultsError
 from bnlab.lab import results
 from bnlab.lab.executors import Executor
@@ -122,6 +123,8 @@ def _record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecor
             "peak_rss_mb": outcome.peak_rss_mb,
             "error": outcome.error,
             **provenance,
+            # the trainer's numerics; a run that failed before training has the coordinator's
+            "numerics": outcome.numerics or numerics.provenance(),
         },
     )
 
