@@ -173,10 +173,10 @@ def run(
                 _run_one(experiment, out, lab, force)
 
 
-def _download(data_dir: Path | None) -> Path:
+def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab.lab import data
+    from bnlab.lab import datasets
 
     with Progress(
         "[progress.description]{task.description}",
@@ -185,10 +185,11 @@ def _download(data_dir: Path | None) -> Path:
         TransferSpeedColumn(),
         console=errors,
     ) as bar:
-        task = bar.add_task("downloading CIFAR-10", total=None)
-        return data.ensure_cifar10(
+        task = bar.add_task(f"downloading {name}", total=None)
+        return datasets.ensure(
+            name,
             data_dir,
-            download=True,
+            allow_download=True,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
 

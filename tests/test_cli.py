@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from conftest import ROOT, SHARED_DATA, SMOKE, bnlab, read_csv
 from filelock import FileLock
 
 from bnlab.cli import app
+from bnlab.lab import data
 
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 
@@ -288,9 +287,9 @@ def no_network(monkeypatch):
 
     def offline(url, *args, **kwargs):
         attempts.append(url)
-        raise urllib.error.URLError("no network in tests")
+        raise ConnectionError("no network in tests")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data, "_fetch", offline)
     return attempts
 
 

@@ -147,6 +147,7 @@ def scale_output(function, index, factor):
 
 
 CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
+LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
         # The net's layers 2..L take dW from affine_backward.
         (
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
-            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS],
+            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS],
         ),
         # Spatial batch norm, noisy batch norm and the net use the closed form.
         (
@@ -180,6 +181,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
                 "convnet batchnorm reg=0 gamma/beta",
                 "convnet batchnorm reg=3.14 gamma/beta",
+                "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
             ],
         ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's
@@ -192,6 +194,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
             [
                 "sigmoid dx",
                 *nets(activation="sigmoid"),
+                *LENETS,
                 "batchrenorm (r, d clipped) dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
                 *(f"{net}gamma/beta" for net in nets(norm="batchrenorm")),

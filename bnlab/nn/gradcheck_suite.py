@@ -4,7 +4,8 @@ Every backward pass in bnlab.nn is compared with centred differences of its forw
 fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
-without L2 regularization. Everything runs in float64 on fixed seeds of private RandomStates, so
+without L2 regularization, and a small d2l-style LeNet's (average pooling, valid convolutions).
+Everything runs in float64 on fixed seeds of private RandomStates, so
 the table is the same on every run and numpy's global RNG is left untouched.
 """
 
@@ -84,6 +85,8 @@ def run_gradchecks() -> list[GradCheck]:
     for normalization in (None, *SPATIAL_NORMALIZATIONS):
         for reg in REGS:
             checks += _convnet_checks(normalization, reg)
+    for normalization in (None, "batchnorm"):
+        checks += _lenet_checks(normalization)
     return checks
 
 
@@ -358,6 +361,22 @@ def _conv_checks() -> list[GradCheck]:
             args = (x, pool_param)
             checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
 
+    for ph, pw, stride, shape in POOL_CASES:
+        rng = np.random.RandomState(SEED)
+        x = rng.randn(*shape)
+        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+        label = f"avg_pool {ph}x{pw} s={stride} x{shape}"
+        out, cache = conv.avg_pool_forward_fast(x, pool_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.avg_pool_forward_naive(x, pool_param)
+        error = max(rel_error(naive_out, out), rel_error(conv.avg_pool_backward_naive(dout, naive_cache),
+                                                         conv.avg_pool_backward_fast(dout, cache)))  # fmt: skip
+        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
+        for kind in ("naive", "fast"):
+            forward, backward = getattr(conv, f"avg_pool_forward_{kind}"), getattr(conv, f"avg_pool_backward_{kind}")
+            args = (x, pool_param)
+            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
+
     for name, norm in SPATIAL_NORMALIZATIONS.items():
         rng = np.random.RandomState(SEED)
         x, gamma, beta = _normalized_input(rng, (3, 4, 3, 2)), rng.randn(4), rng.randn(4)
@@ -432,6 +451,30 @@ def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
         rng=rng,
     )
     label = f"convnet {normalization or 'no norm'} reg={reg:g}"
+    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+
+
+def _lenet_checks(normalization: str | None) -> list[GradCheck]:
+    """A small LeNet (d2l's: valid convolutions, average pooling, sigmoid, a hidden affine layer;
+    10x10 -> 8x8 -> 4x4 -> 2x2 -> 1x1), its gradients against numerical ones. The sigmoid passes
+    gradient everywhere, so batch norm in the hidden layer is checked too."""
+    rng = np.random.RandomState(SEED)
+    X, y = rng.randn(6, 2, 10, 10), rng.randint(5, size=6)
+    model = ConvNet(
+        [3, 4],
+        kernel_size=3,
+        padding="valid",
+        pool="avg",
+        input_dim=(2, 10, 10),
+        num_classes=5,
+        hidden_dims=[6],
+        normalization=normalization,
+        activation="sigmoid",
+        weight_scale="xavier",
+        dtype=np.float64,
+        rng=rng,
+    )
+    label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
     return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
 
 
