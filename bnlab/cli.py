@@ -68,8 +68,10 @@ def _error(message: str) -> None:
 def _reported():
     """Turn a BnlabError into one red line on stderr and its exit code: no traceback for a person."""
     from bnlab.errors import BnlabError
+    from bnlab.numerics import check_setting
 
     try:
+        check_setting()  # a bad BNLAB_BLAS is a usage error, before any work
         yield
     except BnlabError as exc:
         _error(str(exc))

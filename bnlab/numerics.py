@@ -62,6 +62,17 @@ def pin() -> None:
     _pin["pinned"] = True
 
 
+def check_setting() -> None:
+    """SpecError when BNLAB_BLAS holds neither 'portable' nor 'native' (the CLI's commands call it)."""
+    if _pin.get("bad_value") is not None:
+        from bnlab.errors import SpecError
+
+        raise SpecError(
+            f"BNLAB_BLAS={_pin['bad_value']!r}: choose portable (the default: the same numbers on every "
+            f"x86-64 machine) or native (this machine's own BLAS kernels), or unset it"
+        )
+
+
 def _has_avx2() -> bool:
     """False only when /proc/cpuinfo says so (Linux); elsewhere an x86-64 CPU is assumed to have it
     (every one made since 2015 does)."""

@@ -131,3 +131,12 @@ def test_provenance_differences_name_each_field_that_varies_with_its_counts():
     assert differing["portable"] == {"True": 2, "False": 1, "unrecorded": 1}
     text = numerics.describe_differences({"kernel": {"Haswell": 2, "SkylakeX": 1}})
     assert text == "kernel: Haswell (2 runs), SkylakeX (1 run)"
+
+
+def test_a_bad_bnlab_blas_is_one_clear_usage_error(tmp_path):
+    env = {**os.environ, "BNLAB_BLAS": "fast", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bnlab.cli", "results", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "BNLAB_BLAS='fast': choose portable" in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
