@@ -66,9 +66,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bnlab.errors import SpecError
+from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.executors import Executor
-from bnlab.lab.results import ExperimentResults, claims_dir, write_claims
+from bnlab.lab.results import ExperimentResults, claims_dir, finished_on_disk, read_claims, write_claims
 from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
@@ -363,6 +363,11 @@ def _same(x: Any, y: Any) -> bool:
     if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
         return math.isclose(x, y, rel_tol=1e-9)
     return x == y
+
+
+def needed_runs(claim: ClaimSpec, experiment: Experiment) -> set[str]:
+    """The run ids this claim compares: its `a` and `b` runs of every seed."""
+    return set(_select(claim, experiment, claim.a).values()) | set(_select(claim, experiment, claim.b).values())
 
 
 def _select(claim: ClaimSpec, experiment: Experiment, value: Any, where: dict | None = None) -> dict[int, str]:
@@ -700,3 +705,35 @@ def _read(file: Path) -> list[dict]:
         return [e for e in entries if isinstance(e, dict) and "id" in e]
     except (ValueError, TypeError):
         return []  # unreadable: rebuilt from what is evaluated now
+
+
+def list_claims(groups: list[ClaimGroup], out_root: str | Path) -> list[dict]:
+    """What `bnlab claims --list` shows, without training: per claim its id, statement, source,
+    file, experiment, `problem` (why its file cannot run, or None), `verdict` (from claims.json,
+    or None), and `runs_finished` of the `runs_needed` its comparison uses."""
+    try:
+        verdicts = {e["id"]: e.get("verdict") for e in read_claims(claims_dir(out_root))}
+    except ResultsError:
+        verdicts = {}  # none yet, or unreadable: `bnlab claims` writes it
+    rows = []
+    for group in groups:
+        experiment = group.experiment if not group.problem else None
+        finished = set()
+        if experiment:
+            finished = set(finished_on_disk(experiment.runs, claims_dir(out_root) / experiment.name))
+        for claim in group.claims:
+            needed = needed_runs(claim, experiment) if experiment else set()
+            rows.append(
+                {
+                    "id": claim.id,
+                    "statement": claim.statement,
+                    "source": claim.source,
+                    "file": group.source,
+                    "experiment": experiment.name if experiment else None,
+                    "problem": group.problem,
+                    "verdict": verdicts.get(claim.id),
+                    "runs_needed": len(needed),
+                    "runs_finished": len(needed & finished),
+                }
+            )
+    return rows

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bnlab import numerics
 from bnlab.errors import BnlabError
 from bnlab.lab import datasets
 from bnlab.lab.choices import ExecutorKind
@@ -46,7 +47,8 @@ class Executor(Protocol):
 
 
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
-    """Load the run's data (once per process) and train it on one BLAS thread."""
+    """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
+    this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
     d = config["data"]
     data = datasets.load_dataset(
         d.get("dataset", "cifar10"),
@@ -59,7 +61,9 @@ def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progr
     )
     keep_large_arrays_on_heap()
     with threadpool_limits(limits=1), flush_subnormals():
-        return train_run(run_id, config, data, progress)
+        outcome = train_run(run_id, config, data, progress)
+    outcome.numerics = numerics.provenance()
+    return outcome
 
 
 class SerialExecutor:

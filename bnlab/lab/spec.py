@@ -12,7 +12,8 @@ the data loader, FullyConnectedNet or ConvNet (model.architecture: fc | conv) an
       model.normalization: [null, batchnorm]
 
 An optional `record:` section (statistics, every, landscape_steps) makes every run record what
-bnlab.nn.probes measures inside the net; `--set record=null` turns it off.
+bnlab.nn.probes measures inside the net; `record: null` or `--set record=null` turns it off, and
+the figures that draw recorded statistics are then skipped (Experiment.skipped_plots names them).
 
 A sweep mapping is a Cartesian product of its keys; `zip: {key: [...], key: [...]}` inside it
 makes keys vary together; a list of mappings is the union of their runs; `{logspace: [a, b, n]}`
@@ -247,6 +248,7 @@ class Experiment:
     source: str  # where the spec came from, for messages
     swept_keys: list[str]
     runs: list[Run]
+    skipped_plots: tuple[str, ...] = ()  # declared figures dropped because nothing is recorded
 
     @property
     def name(self) -> str:
@@ -374,7 +376,10 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     swept_keys, points = expand_sweep(spec.sweep, source, text)
     if len(points) * len(seeds) > MAX_RUNS:
         raise SpecError(f"{source}: {len(points)} sweep points x {len(seeds)} seeds is more than {MAX_RUNS} runs")
-    _check_plots(spec, swept_keys, source, text)
+    # `record: null` (or --set record=null) turns recording off on purpose; no record key at all with
+    # figures of recorded statistics is more likely a forgotten section, and stays an error
+    record_off = "record" in raw and raw["record"] is None
+    skipped_plots = _check_plots(spec, swept_keys, source, text, overridden.get("plots"), record_off)
 
     base = {name: getattr(spec, name).model_dump(mode="json") for name in SECTIONS}
     if spec.record is not None:  # only then: configs of runs without recording stay as they were
@@ -421,7 +426,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 )
             seen[identity] = run_id
             runs.append(Run(run_id, seed, swept, {**config, "seed": seed}))
-    return Experiment(spec, source, swept_keys, runs)
+    return Experiment(spec, source, swept_keys, runs, skipped_plots)
 
 
 CONV_DEFAULTS = {"padding": "same", "pool": "max"}
@@ -561,7 +566,7 @@ def apply_override(raw: dict, item: str) -> str:
     key, _, text = item.partition("=")
     key = key.strip()
     value = parse_yaml(text, where) if text.strip() else None
-    if key in ("name", "description", "seeds", "record"):
+    if key in ("name", "description", "seeds", "record", "plots"):
         raw[key] = value
         return key
     if not key.startswith("record."):  # record.* is validated with the record section
@@ -663,9 +668,22 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
     )
 
 
-def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
+def _check_plots(
+    spec: ExperimentSpec,
+    swept_keys: list[str],
+    source: str,
+    text: str,
+    override: str | None = None,
+    record_off: bool = False,
+) -> tuple[str, ...]:
+    """Checks the declared figures (`override`: the --set plots=... that gave them). With recording
+    turned off (`record_off`: record: null, or --set record=null) the figures of recorded
+    statistics are dropped from spec.plots, not refused: returns their kinds."""
+    skipped = tuple(p.kind for p in spec.plots or [] if record_off and FIGURE_KINDS[p.kind].statistics)
     for i, plot in enumerate(spec.plots or []):
-        where = f"{source}{yaml_position(text, ('plots', i))}"
+        if plot.kind in skipped:
+            continue
+        where = f"--set {override}" if override else f"{source}{yaml_position(text, ('plots', i))}"
         kind = FIGURE_KINDS[plot.kind]
         if kind.takes_x and plot.x not in swept_keys:
             raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs x set to a swept key: {swept_keys}")
@@ -680,6 +698,9 @@ def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text:
         if plot.layers is not None and not kind.takes_layers:
             takers = " and ".join(k for k, other in FIGURE_KINDS.items() if other.takes_layers)
             raise SpecError(f"{where}: plots[{i}]: layers is for {takers} figures only; remove it")
+    if skipped:  # the figures left, or None (figures chosen from the sweep) if none is left
+        spec.plots = [p for p in spec.plots if p.kind not in skipped] or None
+    return skipped
 
 
 # --- run ids ---------------------------------------------------------------------------------

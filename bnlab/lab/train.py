@@ -39,6 +39,7 @@ class RunOutcome:
     peak_rss_mb: float | None = None  # of the process that trained it, at the end of the run
     error: str | None = None
     probes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (iteration, layer, statistic, value)
+    numerics: dict | None = None  # bnlab.numerics.provenance() of the process that trained it
 
     @property
     def best_val_acc(self) -> float:
