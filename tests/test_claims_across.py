@@ -309,3 +309,22 @@ def test_the_table_says_what_power_would_need_for_an_inconclusive_cell():
     assert _power_note({"verdict_adjusted": "inconclusive", "seeds_for_power": 34}) == "80% power: ~34 seeds"
     assert _power_note({"verdict_adjusted": "supported", "seeds_for_power": None}) == ""
     assert _power_note({"verdict_adjusted": "inconclusive", "seeds_for_power": None}) == ""  # no effect seen
+
+
+def test_the_readme_table_leads_with_the_adjusted_verdict(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tool", ROOT / "tools" / "readme.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    one = {**_cell({}, 0.3, 0.2, "inconclusive"), "seeds_for_power": 34}
+    many = [_cell({"data.dataset": d}, 0.3, 0.2, v) for d, v in (("cifar10", "supported"), ("mnist", "contradicted"))]
+    base = {"statement": "s", "source": "x", "metric": "best_val_acc", "a": "batchnorm", "b": None, "where": {},
+            "mean_diff": 0.1, "ci_low": 0.0, "ci_high": 0.2, "n": 5, "verdict": "supported"}  # fmt: skip
+    claims = [{**base, "id": "one", "cells": [one]}, {**base, "id": "many", "cells": many, "scope": scope(many)}]
+    write(tmp_path / "claims", "claims.json", json.dumps(claims))
+    rows = tool.claims_block(tmp_path).splitlines()
+    assert rows[0].startswith("| claim | statement | verdict after Holm (3 cells) | where it holds |")
+    assert "| *inconclusive* | 80% power would need ~34 seeds |" in rows[2] and rows[2].endswith("| supported |")
+    assert "(docs/figures/claims/many-cells.png)" in rows[3] and "| *somewhere* | supported in 1 of 2 cells" in rows[3]
+    assert rows[-1] == "Counts after the adjustment: 1 inconclusive, 1 somewhere."

@@ -81,27 +81,41 @@ def cnn_norm_block(results: Path) -> str | None:
 
 
 def claims_block(results: Path) -> str | None:
-    """The claims' verdict table as the README shows it, with the counts of each verdict."""
+    """The claims' table as the README shows it: led by the verdict after Holm's adjustment (for a
+    claim with cells, where it holds), then the unadjusted one, with the counts of each."""
     file = results / "claims" / "claims.json"
     if not file.is_file():
         return None
     claims = json.loads(file.read_text())
-    lines = ["| claim | statement | source | verdict | a − b [95% CI] | n |", "|---|---|---|---|---|---|"]
+    cells = sum(len(c.get("cells") or []) for c in claims)
+    lines = [
+        f"| claim | statement | verdict after Holm ({cells} cells) | where it holds | a − b [95% CI] | n "
+        "| unadjusted |",
+        "|---|---|---|---|---|---|---|",
+    ]
     counts: dict[str, int] = {}
     for c in claims:
-        verdict = c["verdict"]
-        counts[verdict] = counts.get(verdict, 0) + 1
-        shown = {"contradicted": "**contradicted**", "inconclusive": "*inconclusive*"}.get(verdict, verdict)
+        own = c.get("cells") or []
+        if len(own) == 1:
+            adjusted, scope = own[0]["verdict_adjusted"], ""
+            if adjusted == "inconclusive" and own[0].get("seeds_for_power"):
+                scope = f"80% power would need ~{own[0]['seeds_for_power']} seeds"
+        else:
+            adjusted, scope = c["scope"]["holds"], c["scope"]["text"]
+        counts[adjusted] = counts.get(adjusted, 0) + 1
+        shown = {"contradicted": "**contradicted**", "nowhere": "**nowhere**"}.get(adjusted, adjusted)
+        shown = {"inconclusive": "*inconclusive*", "somewhere": "*somewhere*"}.get(adjusted, shown)
         where = ", ".join(f"{k.rsplit('.', 1)[-1]} {_value(v)}" for k, v in (c.get("where") or {}).items())
         compared = f"{c['metric']}: {_value(c['a'])} − {_value(c['b'])}" + (f" ({where})" if where else "")
         effect = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+        figure = f"{c['id']}-cells" if len(own) > 1 else c["id"]
         lines.append(
-            f"| [`{c['id']}`](docs/figures/claims/{c['id']}.png) | {c['statement']} <br><sub>{compared}</sub> "
-            f"| {c['source']} | {shown} | {effect} | {c['n']} |"
+            f"| [`{c['id']}`](docs/figures/claims/{figure}.png) | {c['statement']} <br><sub>{compared}</sub> "
+            f"| {shown} | {scope} | {effect} | {c['n']} | {c['verdict']} |"
         )
-    order = ("supported", "contradicted", "inconclusive")
+    order = ("supported", "contradicted", "inconclusive", "everywhere", "somewhere", "nowhere")
     total = ", ".join(f"{counts[v]} {v}" for v in order if v in counts)
-    return "\n".join(lines) + f"\n\nCounts: {total}.\n"
+    return "\n".join(lines) + f"\n\nCounts after the adjustment: {total}.\n"
 
 
 def _value(value) -> str:
