@@ -4,7 +4,8 @@ Every backward pass in bnlab.nn is compared with centred differences of its forw
 fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
-without L2 regularization. Everything runs in float64 on fixed seeds of private RandomStates, so
+without L2 regularization; the residual nets' (bnlab.nn.residual) for each form, normalization and
+SkipInit, with their pooling and projection layers. Everything runs in float64 on fixed seeds of private RandomStates, so
 the table is the same on every run and numpy's global RNG is left untouched.
 """
 
@@ -24,6 +25,17 @@ from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
+from bnlab.nn.residual import (
+    RESIDUAL_FORMS,
+    ResidualConvNet,
+    ResidualMLP,
+    avg_pool2x2_backward,
+    avg_pool2x2_forward,
+    global_avg_pool_backward,
+    global_avg_pool_forward,
+    projection_backward,
+    projection_forward,
+)
 
 SEED = 231
 REGS = (0.0, 3.14)
@@ -80,6 +92,16 @@ def run_gradchecks() -> list[GradCheck]:
     for normalization in (None, *SPATIAL_NORMALIZATIONS):
         for reg in REGS:
             checks += _convnet_checks(normalization, reg)
+    checks += _residual_layer_checks()
+    for residual in RESIDUAL_FORMS:
+        for normalization in (None, *RESIDUAL_FC_NORMS):
+            for skipinit in (False, True):
+                checks += _residual_checks("mlp", residual, normalization, skipinit, 0.0)
+        for reg_normalization in (None, "batchnorm"):  # the L2 term, shared by both residual nets
+            checks += _residual_checks("mlp", residual, reg_normalization, False, REGS[1])
+        for normalization in (None, *SPATIAL_NORMALIZATIONS):
+            for skipinit in (False, True):
+                checks += _residual_checks("conv", residual, normalization, skipinit, 0.0)
     return checks
 
 
@@ -432,12 +454,19 @@ def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
 
 
 def _model_checks(
-    label: str, model, X: np.ndarray, y: np.ndarray, cancelled: bool, initial_bn_params: list | None = None
+    label: str,
+    model,
+    X: np.ndarray,
+    y: np.ndarray,
+    cancelled: bool,
+    initial_bn_params: list | None = None,
+    zero: Sequence[str] = (),
 ) -> list[GradCheck]:
     """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
     gammas and betas) with the worst parameter named, and where batch (re)norm follows the affine
-    layer (`cancelled`) a row showing that the biases it cancels get zero gradient. With
-    initial_bn_params, every evaluation starts from those normalization states."""
+    layer (`cancelled`) a row showing that the biases it cancels, and the parameters named in
+    `zero`, get zero gradient. With initial_bn_params, every evaluation starts from those
+    normalization states."""
 
     def loss() -> float:
         if initial_bn_params is not None:
@@ -449,8 +478,8 @@ def _model_checks(
     vanishing = 0.0
     for name in sorted(grads):
         numerical = eval_numerical_gradient(lambda _: loss(), model.params[name])
-        kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
-        if cancelled and kind == "b" and name != f"b{model.num_layers}":
+        kind = {"W": "W", "P": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta/alpha")
+        if (cancelled and kind == "b" and name != f"b{model.num_layers}") or name in zero:
             # np.max, unlike max, keeps a nan
             vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
             continue
@@ -464,3 +493,66 @@ def _model_checks(
         norm = model.normalization
         checks.append(GradCheck(f"{label} b before {norm}: max |grad| (should be 0)", vanishing, VANISHING))
     return checks
+
+
+# --- residual nets ---------------------------------------------------------------------------
+
+# The fully connected residual net's normalizations in the table (batch renorm and noisy batch norm
+# need the fixed states _net_checks gives them; their layers are checked there).
+RESIDUAL_FC_NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm")
+RESIDUAL_ALPHA = 0.5  # SkipInit's alpha moved off 0, where every branch gradient is trivially 0
+
+
+def _residual_layer_checks() -> list[GradCheck]:
+    rng = np.random.RandomState(SEED)
+    x = rng.randn(2, 3, 4, 6)
+    checks = _backward_vs_numerical(
+        "avg_pool 2x2", avg_pool2x2_forward, avg_pool2x2_backward, (x,), ("dx",), rng.randn(2, 3, 2, 3), LINEAR
+    )
+    checks += _backward_vs_numerical(
+        "global_avg_pool", global_avg_pool_forward, global_avg_pool_backward, (x,), ("dx",), rng.randn(2, 3), LINEAR
+    )
+    for label, x, p, out_shape in (
+        ("projection fc", rng.randn(4, 5), rng.randn(5, 3), (4, 3)),
+        ("projection 1x1 conv", rng.randn(2, 3, 4, 5), rng.randn(6, 3, 1, 1), (2, 6, 4, 5)),
+    ):
+        checks += _backward_vs_numerical(
+            label, projection_forward, projection_backward, (x, p), ("dx", "dp"), rng.randn(*out_shape), LINEAR
+        )
+    return checks
+
+
+def _residual_checks(
+    kind: str, residual: str, normalization: str | None, skipinit: bool, reg: float
+) -> list[GradCheck]:
+    """A residual net's gradients against numerical ones. The MLP has three blocks, the conv net two
+    (8x8 -> 4x4 -> 2x2, so that every group of group norm pools 8 values), and in both the second
+    block changes the width, so its shortcut is a projection. tanh rather than ReLU: a unit that
+    a ReLU keeps on for one sample only has a gradient of ~1e-7, where rounding alone is a relative
+    error of 1e-4; the activations' own backward passes are checked above. Batch norm cancels every
+    hidden bias (in `pre` every consumer of the stream is a batch norm, so a shift of the stream,
+    the stem's beta included, is cancelled too)."""
+    rng = np.random.RandomState(SEED)
+    options = dict(
+        residual=residual,
+        skipinit=skipinit,
+        normalization=normalization,
+        num_groups=2,
+        activation="tanh",
+        reg=reg,
+        dtype=np.float64,
+        rng=rng,
+    )
+    if kind == "mlp":
+        X, y = rng.randn(8, 5), rng.randint(3, size=8)
+        model = ResidualMLP([6, 8, 8], input_dim=5, num_classes=3, weight_scale=NET_SCALE, **options)
+    else:
+        X, y = rng.randn(4, 3, 8, 8), rng.randint(3, size=4)
+        model = ResidualConvNet([4, 8], input_dim=(3, 8, 8), num_classes=3, **options)
+    for name in model.params:
+        if name.startswith("alpha"):
+            model.params[name][...] = RESIDUAL_ALPHA
+    cancelled = normalization == "batchnorm"
+    zero = ("beta1",) if cancelled and residual == "pre" else ()
+    label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''}"
+    return _model_checks(label, model, X, y, cancelled, zero=zero)
