@@ -102,6 +102,9 @@ class ModelSpec(_Section):
     architecture: Literal["fc", "conv"] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
     kernel_size: PositiveInt = 3
+    # residual nets (bnlab.nn.residual): each entry of hidden_dims (fc) or channels (conv) is a block
+    residual: Literal["pre", "post"] | None = None
+    skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
@@ -126,6 +129,15 @@ class ModelSpec(_Section):
                 )
             if self.norm_position != "before":
                 raise ValueError("norm_position: conv nets normalize before the activation only; leave it at before")
+        if self.skipinit and self.residual is None:
+            raise ValueError("skipinit scales residual branches: set residual: pre or post, or remove skipinit")
+        if self.residual is not None:
+            if self.architecture == "conv" and self.hidden_dims:
+                raise ValueError("hidden_dims: a residual conv net has no fully connected hidden layers; remove it")
+            if self.dropout_keep_ratio != 1:
+                raise ValueError("dropout_keep_ratio: residual nets have no dropout; leave it at 1")
+            if self.norm_position != "before":
+                raise ValueError("norm_position: residual sets where a residual net normalizes; leave it at before")
         widths = [*(self.channels or []), *(self.hidden_dims or [])]
         if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
             kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
@@ -178,7 +190,7 @@ class RecordSpec(_Section):
 
 
 class PlotSpec(_Section):
-    kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape"]
+    kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape", "depth"]
     x: str | None = None
     title: str | None = None
     layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
@@ -208,6 +220,7 @@ RECORDED_BY_PLOT = {
     "activations": ("p15", "p50", "p85"),
     "ics": ("ics_l2", "ics_cos"),
     "landscape": ("loss_range", "grad_change", "beta_smoothness"),
+    "depth": ("grad_norm", "out_std"),
 }
 
 
@@ -373,6 +386,8 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
             config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
+        if config["model"]["residual"] is None:  # likewise for plain nets
+            config["model"] = {k: v for k, v in config["model"].items() if k not in ("residual", "skipinit")}
         swept = {key: _get(config, key) for key in swept_keys}
         for seed in seeds:
             run_id = make_run_id(swept, seed)

@@ -18,6 +18,7 @@ import numpy as np
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.probes import Recorder
+from bnlab.nn.residual import ResidualConvNet, ResidualMLP
 from bnlab.nn.solver import Solver
 
 NOISE_STREAM = 0x6E6F6973  # 'nois': a seed word that sets the noise generators apart from the run's own
@@ -124,7 +125,19 @@ def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.Ra
     cfg = dict(model_cfg)
     architecture = cfg.pop("architecture", "fc")
     channels, kernel_size = cfg.pop("channels", None), cfg.pop("kernel_size", 3)
+    residual, skipinit = cfg.pop("residual", None), cfg.pop("skipinit", False)
     cfg["dtype"] = np.dtype(cfg["dtype"]).type
+    if residual is not None:
+        # the spec holds dropout and the norm position at their defaults for residual nets
+        for unused in ("dropout_keep_ratio", "norm_position"):
+            cfg.pop(unused)
+        if architecture == "conv":
+            for fc_only in ("hidden_dims", "renorm_rmax", "renorm_dmax", "renorm_warmup"):
+                cfg.pop(fc_only, None)
+            return ResidualConvNet(
+                channels, kernel_size, tuple(input_shape), 10, residual, skipinit, rng=rng, **cfg
+            )
+        return ResidualMLP(cfg.pop("hidden_dims"), int(np.prod(input_shape)), 10, residual, skipinit, rng=rng, **cfg)
     if architecture == "conv":
         # The spec holds these at their defaults for conv nets: no dropout, the norm before the
         # activation, no batch renorm.

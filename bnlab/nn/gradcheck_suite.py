@@ -5,8 +5,8 @@ fast convolution and pooling also with the naive loops, over strides, paddings, 
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
 without L2 regularization; the residual nets' (bnlab.nn.residual) for each form, normalization and
-SkipInit, with their pooling and projection layers. Everything runs in float64 on fixed seeds of private RandomStates, so
-the table is the same on every run and numpy's global RNG is left untouched.
+SkipInit, with their pooling and projection layers. Everything runs in float64 on fixed seeds of
+private RandomStates, so the table is the same on every run and numpy's global RNG is left untouched.
 """
 
 from __future__ import annotations

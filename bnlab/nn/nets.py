@@ -124,6 +124,7 @@ class FullyConnectedNet:
         # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
         # layer's number (1-based): how recording looks inside the net without a second pass.
         self.activation_inputs: dict[int, np.ndarray] | None = None
+        self.layer_outputs: dict[int, np.ndarray] | None = None  # likewise each hidden layer's output
         forward, backward = ACTIVATIONS[activation]
         if activation == "leaky_relu":
             forward = partial(forward, negative_slope=negative_slope)
@@ -283,6 +284,7 @@ class ConvNet:
         self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
         self.activation_inputs: dict[int, np.ndarray] | None = None  # as FullyConnectedNet's
+        self.layer_outputs: dict[int, np.ndarray] | None = None  # as FullyConnectedNet's
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, num_classes) for X (N, C, H, W) when y is None (test mode); otherwise
@@ -368,6 +370,8 @@ def _scores_or_loss(net, h: np.ndarray, y: np.ndarray | None, layer_forward, lay
     for i in range(1, net.num_layers):
         h, cache = layer_forward(h, i)
         caches.append(cache)
+        if net.layer_outputs is not None:
+            net.layer_outputs[i] = h
     last = net.num_layers
     scores, last_cache = layers.affine_forward(h, net.params[f"W{last}"], net.params[f"b{last}"])
     if y is None:
