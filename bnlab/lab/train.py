@@ -134,9 +134,7 @@ def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.Ra
         if architecture == "conv":
             for fc_only in ("hidden_dims", "renorm_rmax", "renorm_dmax", "renorm_warmup"):
                 cfg.pop(fc_only, None)
-            return ResidualConvNet(
-                channels, kernel_size, tuple(input_shape), 10, residual, skipinit, rng=rng, **cfg
-            )
+            return ResidualConvNet(channels, kernel_size, tuple(input_shape), 10, residual, skipinit, rng=rng, **cfg)
         return ResidualMLP(cfg.pop("hidden_dims"), int(np.prod(input_shape)), 10, residual, skipinit, rng=rng, **cfg)
     if architecture == "conv":
         # The spec holds these at their defaults for conv nets: no dropout, the norm before the
