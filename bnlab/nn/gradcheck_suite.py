@@ -26,7 +26,6 @@ from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
 from bnlab.nn.residual import (
-    RESIDUAL_FORMS,
     ResidualConvNet,
     ResidualMLP,
     avg_pool2x2_backward,
@@ -93,15 +92,8 @@ def run_gradchecks() -> list[GradCheck]:
         for reg in REGS:
             checks += _convnet_checks(normalization, reg)
     checks += _residual_layer_checks()
-    for residual in RESIDUAL_FORMS:
-        for normalization in (None, *RESIDUAL_FC_NORMS):
-            for skipinit in (False, True):
-                checks += _residual_checks("mlp", residual, normalization, skipinit, 0.0)
-        for reg_normalization in (None, "batchnorm"):  # the L2 term, shared by both residual nets
-            checks += _residual_checks("mlp", residual, reg_normalization, False, REGS[1])
-        for normalization in (None, *SPATIAL_NORMALIZATIONS):
-            for skipinit in (False, True):
-                checks += _residual_checks("conv", residual, normalization, skipinit, 0.0)
+    for kind, residual, normalization, skipinit, reg in RESIDUAL_NETS:
+        checks += _residual_checks(kind, residual, normalization, skipinit, reg)
     return checks
 
 
@@ -478,7 +470,7 @@ def _model_checks(
     vanishing = 0.0
     for name in sorted(grads):
         numerical = eval_numerical_gradient(lambda _: loss(), model.params[name])
-        kind = {"W": "W", "P": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta/alpha")
+        kind = {"W": "W", "P": "W", "b": "b", "alpha": "alpha"}.get(name.rstrip("0123456789"), "gamma/beta")
         if (cancelled and kind == "b" and name != f"b{model.num_layers}") or name in zero:
             # np.max, unlike max, keeps a nan
             vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
@@ -497,9 +489,19 @@ def _model_checks(
 
 # --- residual nets ---------------------------------------------------------------------------
 
-# The fully connected residual net's normalizations in the table (batch renorm and noisy batch norm
-# need the fixed states _net_checks gives them; their layers are checked there).
-RESIDUAL_FC_NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm")
+# (kind, residual, normalization, skipinit, reg) of the residual nets checked: every form of both
+# nets without normalization, with SkipInit and with batch norm; the MLP with every normalization
+# whose layer has no extra state (batch renorm and noisy batch norm are checked in the plain net)
+# and once with L2 (the same code for both nets); the conv net with spatial layer norm, the group
+# norm code with one group (group norm over 2 channels of 1x1 maps would see 2 values).
+RESIDUAL_NETS = [
+    *(("mlp", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+      ((None, False), (None, True), ("batchnorm", False), ("layernorm", False), ("rmsnorm", False))),
+    ("mlp", "pre", "batchnorm", True, 0.0),
+    ("mlp", "pre", "batchnorm", False, REGS[1]),
+    *(("conv", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+      ((None, False), (None, True), ("batchnorm", False), ("layernorm", False))),
+]  # fmt: skip
 RESIDUAL_ALPHA = 0.5  # SkipInit's alpha moved off 0, where every branch gradient is trivially 0
 
 
@@ -526,8 +528,8 @@ def _residual_checks(
     kind: str, residual: str, normalization: str | None, skipinit: bool, reg: float
 ) -> list[GradCheck]:
     """A residual net's gradients against numerical ones. The MLP has three blocks, the conv net two
-    (8x8 -> 4x4 -> 2x2, so that every group of group norm pools 8 values), and in both the second
-    block changes the width, so its shortcut is a projection. tanh rather than ReLU: a unit that
+    (4x4 -> 2x2 -> 1x1), and in both the second block changes the width, so its shortcut is a
+    projection. tanh rather than ReLU: a unit that
     a ReLU keeps on for one sample only has a gradient of ~1e-7, where rounding alone is a relative
     error of 1e-4; the activations' own backward passes are checked above. Batch norm cancels every
     hidden bias (in `pre` every consumer of the stream is a batch norm, so a shift of the stream,
@@ -537,22 +539,21 @@ def _residual_checks(
         residual=residual,
         skipinit=skipinit,
         normalization=normalization,
-        num_groups=2,
         activation="tanh",
         reg=reg,
         dtype=np.float64,
         rng=rng,
     )
     if kind == "mlp":
-        X, y = rng.randn(8, 5), rng.randint(3, size=8)
-        model = ResidualMLP([6, 8, 8], input_dim=5, num_classes=3, weight_scale=NET_SCALE, **options)
+        X, y = rng.randn(8, 3), rng.randint(3, size=8)
+        model = ResidualMLP([4, 6, 6], input_dim=3, num_classes=3, weight_scale=NET_SCALE, **options)
     else:
-        X, y = rng.randn(4, 3, 8, 8), rng.randint(3, size=4)
-        model = ResidualConvNet([4, 8], input_dim=(3, 8, 8), num_classes=3, **options)
+        X, y = rng.randn(4, 2, 4, 4), rng.randint(3, size=4)
+        model = ResidualConvNet([2, 4], input_dim=(2, 4, 4), num_classes=3, **options)
     for name in model.params:
         if name.startswith("alpha"):
             model.params[name][...] = RESIDUAL_ALPHA
     cancelled = normalization == "batchnorm"
     zero = ("beta1",) if cancelled and residual == "pre" else ()
-    label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''}"
+    label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''} reg={reg:g}"
     return _model_checks(label, model, X, y, cancelled, zero=zero)
