@@ -17,7 +17,7 @@ an experiment spec itself (every section of configs/*.yaml) plus a `claims:` lis
         direction: greater             # the claimed sign of a - b: greater (> 0) or less (< 0)
 
 Every claim compares two runs per seed, `key = a` against `key = b` with every other swept key
-fixed by `where`; the same seed gives both the same initial weights and minibatches. The per-seed
+fixed by `where` (except keys zipped with `key`, which its value fixes); the same seed gives both the same initial weights and minibatches. The per-seed
 differences a - b give a mean, a 95% t interval (n - 1 degrees of freedom) and a two-sided
 p-value; the verdict is `supported` when the whole interval lies on the claimed side of 0,
 `contradicted` when it lies on the other side, `inconclusive` when it touches or contains 0.
