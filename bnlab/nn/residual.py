@@ -43,7 +43,7 @@ import numpy as np
 from bnlab.nn import conv, layers
 from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import WeightScale, init_std
+from bnlab.nn.nets import Architecture, WeightScale, init_std
 from bnlab.nn.norms import NORMALIZATIONS, Normalization
 
 RESIDUAL_FORMS = ("pre", "post")
@@ -328,7 +328,7 @@ class ResidualMLP(_ResidualNet):
 
     Args:
         hidden_dims: the stream's width in each block (a change of width gets a projection).
-        input_dim, num_classes: input features and classes.
+        input_dim, num_classes: input features (or the shape of one sample) and classes.
         residual: 'pre' or 'post'.
         skipinit: a learnable scalar alpha on each block's branch, initialized to 0.
         normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS.
@@ -340,7 +340,7 @@ class ResidualMLP(_ResidualNet):
     def __init__(
         self,
         hidden_dims: Sequence[int],
-        input_dim: int = 3 * 32 * 32,
+        input_dim: int | tuple[int, ...] = 3 * 32 * 32,
         num_classes: int = 10,
         residual: str = "pre",
         skipinit: bool = False,
@@ -364,7 +364,7 @@ class ResidualMLP(_ResidualNet):
         if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
             raise ValueError(f"num_groups={num_groups} must divide every width {list(hidden_dims)}")
         self.widths = list(hidden_dims)
-        self.input_width, self.num_classes = input_dim, num_classes
+        self.input_width, self.num_classes = int(np.prod(input_dim)), num_classes
         if rng is None and seed is not None:
             rng = np.random.RandomState(seed)
         self._setup(residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups)
@@ -490,3 +490,26 @@ class ResidualConvNet(_ResidualNet):
 
     def _head_backward(self, dout: Array, cache) -> Array:
         return global_avg_pool_backward(dout, cache)
+
+
+# --- the residual architectures a spec can name (model.residual: pre | post) ------------------
+
+_NOT_IN_RESIDUAL_NETS = {
+    "dropout_keep_ratio": "residual nets have no dropout; leave it at 1",
+    "norm_position": "residual sets where a residual net normalizes; leave it at before",
+    **{noise: "residual nets have no noisy batch norm" for noise in ("noise_mean", "noise_scale", "noise_growth")},
+}
+RESIDUAL_ARCHITECTURES: dict[str, Architecture] = {
+    "fc": Architecture(
+        ResidualMLP,
+        (None, "batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"),
+        ("hidden_dims", ": the stream's width in each block, e.g. [128, 128]"),
+        lacks=_NOT_IN_RESIDUAL_NETS,
+    ),
+    "conv": Architecture(
+        ResidualConvNet,
+        (None, *SPATIAL_NORMALIZATIONS),
+        ("channels", " (the stream's channels in each block)"),
+        lacks={**_NOT_IN_RESIDUAL_NETS, "hidden_dims": "a residual conv net has no fully connected hidden layers"},
+    ),
+}
