@@ -290,7 +290,7 @@ def test_residual_keys_are_swept_and_stay_out_of_plain_runs():
         [("FullyConnectedNet", None, None), ("ResidualMLP", "pre", False), ("ResidualMLP", "pre", True),
          ("ResidualMLP", "post", False), ("ResidualMLP", "post", True)], key=str)  # fmt: skip
     conv = experiment_from_text(BASE, "res.yaml", ["model.architecture=conv", "model.channels=[4, 8]",
-                                                   "model.hidden_dims=[]", "model.residual=post"])  # fmt: skip
+                                                   "model.hidden_dims=null", "model.residual=post"])  # fmt: skip
     model = build_model(conv.runs[0].config["model"], (3, 32, 32), np.random.RandomState(0))
     assert isinstance(model, ResidualConvNet) and model.residual == "post" and "P4" in model.params
 
