@@ -269,6 +269,8 @@ solver: {batch_size: 10, num_epochs: 1}
     ("{hidden_dims: [8], residual: post, norm_position: after}", "norm_position"),
     ("{architecture: conv, channels: [4], hidden_dims: [8], residual: pre}", "no fully connected hidden layers"),
     ("{hidden_dims: [8], residual: middle}", "model.residual"),
+    ("{hidden_dims: [8], residual: pre, normalization: noisy_batchnorm}", "not available in residual nets"),
+    ("{architecture: conv, channels: [4], residual: pre, normalization: rmsnorm}", "residual conv nets take"),
 ])  # fmt: skip
 def test_bad_residual_specs_name_the_key(model, message):
     with pytest.raises(SpecError, match=message):

@@ -129,6 +129,11 @@ class ModelSpec(_Section):
             raise ValueError(
                 f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
             )
+        if self.normalization not in arch.normalizations and self.residual is not None:
+            raise ValueError(
+                f"normalization {self.normalization!r} is not available in residual nets; residual "
+                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
+            )
         if self.normalization not in arch.normalizations:
             others = [a for a, other in ARCHITECTURES.items() if self.normalization in other.normalizations]
             raise ValueError(
