@@ -187,6 +187,18 @@ def _prepare_data(data_dir: Path | None, experiments) -> Path:
                     f"{info['num_train']} training and {info['num_test']} test images; "
                     f"lower them (e.g. --set data.num_train={max(info['num_train'] - d.num_val, 1)})"
                 )
+    # Prepared here, once, so that every worker maps the same copy instead of making its own.
+    splits = {
+        (rd["num_train"], rd["num_val"], rd["num_test"], run.config["model"]["dtype"])
+        for experiment in experiments
+        for run in experiment.runs
+        for rd in [run.config["data"]]
+    }
+    with errors.status("preparing the data…"):
+        for num_train, num_val, num_test, dtype in sorted(splits):
+            notice = data.prepare_cifar10(batches, num_train, num_val, num_test, dtype).notice
+            if notice:
+                errors.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
     return batches
 
 

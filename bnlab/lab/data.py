@@ -10,6 +10,7 @@ BNLAB_DATA_DIR, the user cache dir. The folder given may contain `cifar-10-batch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import os
@@ -27,6 +28,7 @@ import numpy as np
 import platformdirs
 
 from bnlab.errors import DataError
+from bnlab.lab import prepared
 
 DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 DEFAULT_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -39,8 +41,9 @@ CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[int, int | None], None]  # (bytes_done, total_bytes or None when unknown)
 
-# (resolved batches dir, num_train, num_val, num_test, dtype) -> the read-only arrays of one load.
-_LOADED: dict[tuple, dict[str, np.ndarray]] = {}
+# Bump when the preprocessing's arithmetic changes: copies prepared by older code are then made anew.
+PREPROCESS_VERSION = 1
+PREPROCESS_ROWS = 1000  # images preprocessed at a time: their float64 copy is 24 MB, whatever the data set
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,15 +329,14 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, size)
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """`array`, marked read-only so that runs sharing it cannot change it."""
-    array.flags.writeable = False
-    return array
-
-
-def _preprocess(rows: np.ndarray, mean_image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, mean_image subtracted in float64, read-only."""
-    return _read_only((rows.astype(np.float64) - mean_image).reshape(-1, 3, 32, 32).astype(dtype))
+def _preprocess(rows: np.ndarray, mean_image: np.ndarray, dtype: np.dtype) -> prepared.Streamed:
+    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, mean_image subtracted in float64, computed
+    PREPROCESS_ROWS images at a time (the same arithmetic per element as on the whole)."""
+    chunks = (
+        (rows[i : i + PREPROCESS_ROWS].astype(np.float64) - mean_image).reshape(-1, 3, 32, 32).astype(dtype)
+        for i in range(0, len(rows), PREPROCESS_ROWS)
+    )
+    return prepared.Streamed((len(rows), 3, 32, 32), dtype, chunks)
 
 
 def load_cifar10(
@@ -350,9 +352,23 @@ def load_cifar10(
     X_val its last num_val, and the mean image (float64) is taken over the pool without the
     validation images; X_test is the first num_test images of test_batch. Returns X_train
     (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
-    y_train, y_val, y_test int64 labels; the arrays are read-only and shared by every call in
-    this process with the same arguments.
+    y_train, y_val, y_test int64 labels. The arrays are read-only maps of the prepared copy in the
+    cache (see prepare_cifar10), which the first call prepares: every process maps the same pages.
     """
+    return prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, verify=False).arrays
+
+
+def prepare_cifar10(
+    data_dir: str | Path | None = None,
+    num_train: int = 49000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    verify: bool = True,
+) -> prepared.Prepared:
+    """The splits of load_cifar10, prepared in the cache (bnlab.lab.prepared) unless they are
+    already: keyed by the batch files' contents, the splits, dtype and PREPROCESS_VERSION. With
+    verify, the prepared files' checksums are checked too (what a sweep's parent does once)."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating type, got {dtype}")
@@ -363,15 +379,22 @@ def load_cifar10(
     batches = locate_cifar10(data_dir)
     if batches is None:
         raise DataError(_not_found_message(data_dir))
-    key = (str(batches.resolve()), num_train, num_val, num_test, dtype.str)
-    if key not in _LOADED:
-        _LOADED[key] = _load(batches, num_train, num_val, num_test, dtype)
-    return dict(_LOADED[key])  # a new dict: callers may rebind keys without touching the memo
-
-
-def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype) -> dict:
-    """The uncached work of load_cifar10 on the batches folder `batches`."""
     train_files, test_file = _batch_files(batches)
+    options = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "dtype": dtype.str,
+        "preprocess": PREPROCESS_VERSION,
+    }
+    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype)
+    return prepared.prepare("cifar10", [*train_files, test_file], options, build, verify=verify)
+
+
+def _build(
+    batches: Path, train_files: list[Path], test_file: Path, num_train: int, num_val: int, num_test: int, dtype
+) -> dict:
+    """The arrays of prepare_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
     if num_train + num_val > pool.size:
         raise DataError(
@@ -385,11 +408,11 @@ def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.
     mean_image = (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)) / (pool.size - num_val)
     return {
         "X_train": _preprocess(pool.train_x, mean_image, dtype),
-        "y_train": _read_only(pool.train_y),
+        "y_train": pool.train_y,
         "X_val": _preprocess(pool.val_x, mean_image, dtype),
-        "y_val": _read_only(pool.val_y),
+        "y_val": pool.val_y,
         "X_test": _preprocess(test_x[:num_test], mean_image, dtype),
-        "y_test": _read_only(test_y[:num_test].copy()),
+        "y_test": test_y[:num_test],
     }
 
 
