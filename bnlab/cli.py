@@ -592,18 +592,29 @@ def gradcheck(
 def data(
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download CIFAR-10 if it is not there.")] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Delete the prepared (preprocessed) copies in the cache; they are remade.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show where bnlab looks for CIFAR-10 and what it found; download it with --download.
+    """Show where bnlab looks for CIFAR-10, what it found and what it has prepared; download it
+    with --download, delete the prepared copies with --clear.
 
     Example: bnlab data --download
     """
+    from bnlab.lab import prepared
+
+    if clear:
+        folders, freed = prepared.clear_prepared()
+        console.print(f"deleted {folders} prepared data set(s), {freed:,} bytes, from {prepared.prepared_root()}")
+        return
     with _reported():
         from bnlab.lab import data as datasets
 
         if download and datasets.locate_cifar10(data_dir) is None:
             _download(data_dir)
         info = datasets.describe_cifar10(data_dir)
+    info["prepared"] = {"root": str(prepared.prepared_root()), "sets": prepared.list_prepared()}
     if as_json:
         print(json.dumps(info, indent=2))
     elif info["problem"]:
@@ -620,8 +631,35 @@ def data(
             table.add_row(batch["file"], f"{batch['images']:,}", f"{batch['bytes']:,}")
         console.print(table)
         console.print(f"{info['num_train']:,} training images (train and validation splits), {info['num_test']:,} test")
+    if not as_json:
+        _print_prepared(info["prepared"])
     if info["problem"]:
         raise typer.Exit(1)
+
+
+def _print_prepared(found: dict) -> None:
+    """The prepared data sets of `bnlab data`: one row each, and where they are."""
+    import numpy as np
+    from rich.table import Table
+
+    if not found["sets"]:
+        console.print(f"nothing prepared in {found['root']}", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"prepared in {found['root']} (bnlab data --clear deletes them)")
+    for column in ("data set", "train", "val", "test", "dtype", "bytes", "folder"):
+        table.add_column(column, justify="right" if column in ("train", "val", "test", "bytes") else "left")
+    for entry in found["sets"]:
+        rows = [entry["arrays"].get(name, ("?",))[0] for name in ("X_train", "X_val", "X_test")]
+        dtype = str(np.dtype(entry["options"]["dtype"])) if "dtype" in entry["options"] else "?"
+        name = entry["dataset"] or "(damaged: remade when used)"
+        table.add_row(
+            name,
+            *[f"{n:,}" if isinstance(n, int) else n for n in rows],
+            dtype,
+            f"{entry['bytes']:,}",
+            Path(entry["path"]).name,
+        )
+    console.print(table)
 
 
 @app.command()

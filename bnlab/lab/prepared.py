@@ -60,11 +60,12 @@ Build = Callable[[], Mapping[str, "np.ndarray | Streamed"]]
 
 @dataclass(frozen=True)
 class Prepared:
-    """A prepared data set: its folder, its arrays (read-only memory maps), and a notice for the
-    user when it had to be rebuilt (None otherwise)."""
+    """A prepared data set: its folder, its arrays (read-only memory maps), whether this call built
+    it, and a notice for the user when it had to be rebuilt (None otherwise)."""
 
     path: Path
     arrays: dict[str, np.ndarray]
+    built: bool = False
     notice: str | None = None
 
 
@@ -154,7 +155,7 @@ def prepare(
             ) from error
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return Prepared(folder, _open(folder), notice)
+    return Prepared(folder, _open(folder), built=True, notice=notice)
 
 
 def _describe_sources(sources: Sequence[Path]) -> list[dict]:
