@@ -646,8 +646,9 @@ def _print_prepared(found: dict) -> None:
         console.print(f"nothing prepared in {found['root']}", highlight=False, soft_wrap=True)
         return
     table = Table(title=f"prepared in {found['root']} (bnlab data --clear deletes them)")
-    for column in ("data set", "train", "val", "test", "dtype", "bytes", "folder"):
-        table.add_column(column, justify="right" if column in ("train", "val", "test", "bytes") else "left")
+    for column in ("data set", "train", "val", "test", "dtype", "bytes"):
+        table.add_column(column, justify="left" if column in ("data set", "dtype") else "right")
+    table.add_column("folder", overflow="fold")  # whole, on two lines if need be: it is to be found
     for entry in found["sets"]:
         rows = [entry["arrays"].get(name, ("?",))[0] for name in ("X_train", "X_val", "X_test")]
         dtype = str(np.dtype(entry["options"]["dtype"])) if "dtype" in entry["options"] else "?"

@@ -99,7 +99,7 @@ def key_of(dataset: str, sources: Sequence[Path], options: Mapping) -> str:
         "sources": [[Path(p).name, file_sha256(Path(p))] for p in sources],
         "options": dict(options),
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _MAPPED: dict[Path, dict[str, np.ndarray]] = {}  # folder -> its arrays, mapped once per process
