@@ -668,7 +668,9 @@ def bench(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="sweep, step, batchnorm, conv, startup or record; repeatable (default: all)."
+            "--section",
+            "-s",
+            help="sweep, step, batchnorm, conv, startup, record or memory; repeatable (default: all).",
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -678,8 +680,8 @@ def bench(
     """Time bnlab: medians of repeated runs, with their spread.
 
     Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
-    kernels, the convolutional net (beside PyTorch when installed), start-up, and the overhead
-    of recording.
+    kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
+    of recording, and the peak memory of a sweep on full-size data with 1, 2 and 4 workers.
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
@@ -705,6 +707,8 @@ def bench(
             return "—"
         if unit == "s":
             return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+        if unit == "MB" and value >= 1000:
+            return f"{value:,.0f} MB"  # not 1.05e+03
         return f"{value:.3g} {unit}"
 
     table = Table(title="bnlab bench (medians; spread = interquartile range)")

@@ -39,6 +39,7 @@ from filelock import FileLock
 
 from bnlab.errors import DataError
 from bnlab.lab import atomic
+from bnlab.lab.tuning import release_free_memory
 
 ENV_VAR = "BNLAB_PREPARED_DIR"
 MANIFEST = "manifest.json"
@@ -155,6 +156,7 @@ def prepare(
             ) from error
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            release_free_memory()  # what building took (the raw pool, a batch file) is not kept
     return Prepared(folder, _open(folder), built=True, notice=notice)
 
 
