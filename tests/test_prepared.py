@@ -4,6 +4,7 @@ damaged copies detected and rebuilt."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -77,8 +78,8 @@ def in_memory(batches: Path, num_train: int, num_val: int, num_test: int, dtype)
 
 
 def folders(root: Path) -> list[Path]:
-    """Every folder in root, hidden ones (staging, trash) included."""
-    return sorted(p for p in root.iterdir() if p.is_dir())
+    """Every folder in root, hidden ones (staging, trash) included, but the remembered source hashes."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != prepared.SOURCES)
 
 
 def assert_same_bytes(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
@@ -139,6 +140,16 @@ def test_a_changed_source_file_is_prepared_anew(root, synthetic):
     assert second.built and second.path != first.path
     assert_same_bytes(second.arrays, in_memory(synthetic, *SPLITS.values(), np.float32))
     assert first.arrays["X_train"].tobytes() != second.arrays["X_train"].tobytes()
+
+
+def test_source_hashes_are_remembered_by_file_identity(root, synthetic):
+    data.prepare_cifar10(synthetic, **SPLITS)
+    remembered = sorted(p.read_text() for p in (root / prepared.SOURCES).iterdir())
+    assert remembered == sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in synthetic.iterdir())
+    # A remembered hash that is not one (a damaged cache) is not believed.
+    for memo in (root / prepared.SOURCES).iterdir():
+        memo.write_text("garbage")
+    assert not data.prepare_cifar10(synthetic, **SPLITS).built
 
 
 @pytest.mark.parametrize(

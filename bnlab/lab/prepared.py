@@ -11,6 +11,7 @@ operating system keeps one copy in memory, shared by all of them.
                                folder is complete; it holds every array's shape, dtype, byte size
                                and CRC-32, to detect a truncated or damaged file
     <root>/<dataset>-<key>.lock
+    <root>/.sources/           the source files' SHA-256, remembered by file identity
 
 The key is a hash of the data set's name, its sources' contents (SHA-256), and the options that
 change the preprocessed bytes (splits, dtype, the preprocessing's version): a changed source file
@@ -43,6 +44,7 @@ from bnlab.lab.tuning import release_free_memory
 
 ENV_VAR = "BNLAB_PREPARED_DIR"
 MANIFEST = "manifest.json"
+SOURCES = ".sources"  # the sources' remembered hashes
 READ_BYTES = 1 << 22  # hashing reads files in pieces of 4 MiB
 
 
@@ -77,27 +79,36 @@ def prepared_root() -> Path:
     return Path(platformdirs.user_cache_dir("bnlab")) / "prepared"
 
 
-_SOURCE_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256: each file hashed once per process
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of the file's content (memoized per process while its size and mtime are unchanged)."""
+def file_sha256(path: Path, root: Path) -> str:
+    """SHA-256 of the file's content. Remembered in root/.sources/ under the file's identity (path,
+    size, inode, modification and change times, in ns; any write changes them), as git's index
+    does, so a process finds its data without reading every source byte again."""
     stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if memo not in _SOURCE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(READ_BYTES):
-                digest.update(block)
-        _SOURCE_HASHES[memo] = digest.hexdigest()
-    return _SOURCE_HASHES[memo]
+    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_ino}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+    memo = root / SOURCES / hashlib.sha256(identity.encode()).hexdigest()
+    try:
+        remembered = memo.read_text()
+        if len(remembered) == 64:
+            return remembered
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(READ_BYTES):
+            digest.update(block)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(memo, digest.hexdigest())
+    except OSError:
+        pass  # only a cache: the file is hashed again next time
+    return digest.hexdigest()
 
 
-def key_of(dataset: str, sources: Sequence[Path], options: Mapping) -> str:
+def key_of(dataset: str, sources: Sequence[Path], options: Mapping, root: Path) -> str:
     """The hash naming a prepared data set: dataset name, sources' names and contents, options."""
     described = {
         "dataset": dataset,
-        "sources": [[Path(p).name, file_sha256(Path(p))] for p in sources],
+        "sources": [[Path(p).name, file_sha256(Path(p), root)] for p in sources],
         "options": dict(options),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
@@ -123,7 +134,7 @@ def prepare(
     be JSON-serializable.
     """
     root = prepared_root() if root is None else Path(root)
-    folder = root / f"{dataset}-{key_of(dataset, sources, options)}"
+    folder = root / f"{dataset}-{key_of(dataset, sources, options, root)}"
     if not verify and folder in _MAPPED:
         return Prepared(folder, dict(_MAPPED[folder]))
     problem = _problem(folder, verify)
@@ -146,7 +157,7 @@ def prepare(
             _discard(folder)
         staging = atomic.staging_dir(root, f".{folder.name}.")
         try:
-            manifest = {"dataset": dataset, "options": dict(options), "sources": _describe_sources(sources)}
+            manifest = {"dataset": dataset, "options": dict(options), "sources": _describe_sources(sources, root)}
             manifest["arrays"] = {name: _write_npy(staging / f"{name}.npy", a) for name, a in build().items()}
             atomic.write_text(staging / MANIFEST, json.dumps(manifest, indent=1))
             os.rename(staging, folder)
@@ -160,9 +171,9 @@ def prepare(
     return Prepared(folder, _open(folder), built=True, notice=notice)
 
 
-def _describe_sources(sources: Sequence[Path]) -> list[dict]:
+def _describe_sources(sources: Sequence[Path], root: Path) -> list[dict]:
     return [
-        {"file": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": file_sha256(Path(p))}
+        {"file": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": file_sha256(Path(p), root)}
         for p in sources
     ]
 
@@ -285,6 +296,9 @@ def clear_prepared(root: Path | None = None) -> tuple[int, int]:
     for entry in sorted(root.glob("*")) if root.is_dir() else []:
         if not entry.is_dir():
             continue  # lock files stay: deleting one another process holds would break its lock
+        if entry.name == SOURCES:
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
         # A staging folder ".<name>.<random>" belongs to <name>: taking <name>'s lock waits for a
         # process preparing it, and what is left after that was left by a killed process.
         name = entry.name[1:].split(".")[0] if entry.name.startswith(".") else entry.name
