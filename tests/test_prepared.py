@@ -241,6 +241,17 @@ def test_a_damaged_prepared_file_is_rebuilt_with_a_notice(root, synthetic, monke
     assert data.prepare_cifar10(synthetic, **SPLITS).notice is None
 
 
+def test_what_a_killed_preparation_left_is_removed(root, synthetic):
+    name = data.prepare_cifar10(synthetic, **SPLITS).path.name
+    for folder in folders(root):
+        prepared._discard(folder)
+    leftover = root / f".{name}.k1ll3d"  # a staging folder of a process killed while writing
+    leftover.mkdir()
+    (leftover / "X_train.npy").write_bytes(b"half")
+    assert data.prepare_cifar10(synthetic, **SPLITS).built
+    assert [folder.name for folder in folders(root)] == [name]
+
+
 def test_without_verify_a_flipped_byte_goes_unchecked_but_verify_catches_it(root, synthetic, monkeypatch):
     # Workers skip the checksum (the parent verified just before): only sizes, shapes and dtypes.
     data.prepare_cifar10(synthetic, **SPLITS)

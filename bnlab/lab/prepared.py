@@ -155,6 +155,8 @@ def prepare(
         if folder.exists():
             notice = f"the prepared {dataset} data in {folder} was {problem}: rebuilt it"
             _discard(folder)
+        for leftover in root.glob(f".{folder.name}.*"):  # of a process killed while preparing it
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = atomic.staging_dir(root, f".{folder.name}.")
         try:
             manifest = {"dataset": dataset, "options": dict(options), "sources": _describe_sources(sources, root)}
