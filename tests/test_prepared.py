@@ -104,6 +104,16 @@ def test_prepared_arrays_equal_preprocessing_in_memory(root, dtype, monkeypatch)
     assert len(list(root.glob("cifar10-*/X_train.npy"))) == 1
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux's /proc/self/maps lists mapped files")
+def test_the_arrays_are_maps_of_the_prepared_files_not_copies(root):
+    loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10)
+    folder = data.prepare_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10).path
+    mapped = Path("/proc/self/maps").read_text()
+    for name in ("X_train", "X_val", "X_test"):
+        assert str(folder / f"{name}.npy") in mapped
+        assert not loaded[name].flags.owndata  # a view of the map, no memory of its own
+
+
 def test_a_run_trains_the_same_on_prepared_and_in_memory_data(root):
     config = {
         "seed": 3,
