@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from bnlab.lab.choices import ExecutorKind
 
 app = typer.Typer(
     help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
@@ -38,6 +39,12 @@ DataDirOpt = Annotated[
 ]
 
 
+def _error(message: str) -> None:
+    """The one way a problem is shown: a red `error:` line on stderr."""
+    # escaped: messages quote the user's text, and "[start, stop, count]" is not rich markup
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def _reported():
     """Turn a BnlabError into one red line on stderr and its exit code: no traceback for a person."""
@@ -46,35 +53,13 @@ def _reported():
     try:
         yield
     except BnlabError as exc:
-        # escaped: messages quote the user's text, and "[start, stop, count]" is not rich markup
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(exc.exit_code) from None
 
 
 def _usage_error(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _error(message)
     return typer.Exit(2)
-
-
-def _load_experiments(specs: list[Path], overrides: list[str] | None):
-    from bnlab.lab.spec import load_experiment
-
-    experiments = [load_experiment(spec, overrides or []) for spec in specs]
-    names = [e.name for e in experiments]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate:
-        raise _usage_error(f"two specs name the experiment {duplicate!r}; their results would share a folder")
-    return experiments
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise _usage_error(f"--out {out}: is a file, not a folder; name a folder for the results")
-    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        raise _usage_error(f"--out {out}: {existing} is a file, so no folder can be made inside it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise _usage_error(f"--out {out}: {existing} is not writable; choose a folder you can write to")
 
 
 def _plan_table(experiment):
@@ -98,7 +83,9 @@ def plan(specs: SpecsArg, set_: SetOpt = None) -> None:
     Example: bnlab plan configs/weight_scale.yaml --set seeds=[0]
     """
     with _reported():
-        for experiment in _load_experiments(specs, set_):
+        from bnlab.lab.session import load_experiments
+
+        for experiment in load_experiments(specs, set_):
             console.print(_plan_table(experiment))
 
 
@@ -117,8 +104,8 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
     executor: Annotated[
-        str, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
-    ] = "local",
+        ExecutorKind, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
+    ] = ExecutorKind.local,
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
     ] = None,
@@ -135,71 +122,27 @@ def run(
 
       bnlab run configs/weight_scale.yaml --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    if executor not in ("local", "dask"):
-        raise _usage_error(f"--executor {executor}: choose local or dask")
-    if executor == "dask" and not scheduler:
+    if executor is ExecutorKind.dask and not scheduler:
         raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
     with _reported():
-        experiments = _load_experiments(specs, set_)
+        from bnlab.lab.session import check_out, load_experiments, open_session
+
+        experiments = load_experiments(specs, set_)
         if dry_run:
             for experiment in experiments:
                 console.print(_plan_table(experiment))
             return
-        _check_out(out)
-        from bnlab.lab.executors import default_workers, make_executor
-
-        workers = workers or default_workers()
-        data_root = _prepare_data(data_dir, experiments)
-        # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
-        runner = make_executor(workers, data_root if executor == "local" else data_dir, executor, scheduler)
-        try:
+        check_out(out)
+        with open_session(
+            experiments, data_dir, workers, executor, scheduler, download=_download, on_notice=_note
+        ) as lab:
             for experiment in experiments:
-                where = f"{workers} worker(s)" if executor == "local" else f"dask {scheduler}"
-                _run_one(experiment, out, runner, force, where)
-        finally:
-            if hasattr(runner, "close"):
-                runner.close()
+                _run_one(experiment, out, lab, force)
 
 
-def _prepare_data(data_dir: Path | None, experiments) -> Path:
-    """Find (or download) the data and check every spec's splits fit, before anything is written."""
-    from bnlab.errors import DataError, SpecError
-    from bnlab.lab import data
-
-    batches = data.locate_cifar10(data_dir)
-    if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR)):
-        # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
-        # (a typo, an unmounted share), not a place to download 163 MB into: only the cache is filled.
-        raise DataError(data.describe_cifar10(data_dir)["problem"])
-    if batches is None:
-        batches = _download(data_dir)
-    info = data.describe_cifar10(data_dir)
-    if info["problem"]:
-        raise DataError(info["problem"])
-    for experiment in experiments:
-        d = experiment.spec.data
-        for run in experiment.runs:
-            rd = run.config["data"]
-            if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
-                raise SpecError(
-                    f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
-                    f"training images and num_test {rd['num_test']}, but {batches} holds "
-                    f"{info['num_train']} training and {info['num_test']} test images; "
-                    f"lower them (e.g. --set data.num_train={max(info['num_train'] - d.num_val, 1)})"
-                )
-    # Prepared here, once, so that every worker maps the same copy instead of making its own.
-    splits = {
-        (rd["num_train"], rd["num_val"], rd["num_test"], run.config["model"]["dtype"])
-        for experiment in experiments
-        for run in experiment.runs
-        for rd in [run.config["data"]]
-    }
-    with errors.status("preparing the data…"):
-        for num_train, num_val, num_test, dtype in sorted(splits):
-            notice = data.prepare_cifar10(batches, num_train, num_val, num_test, dtype).notice
-            if notice:
-                errors.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
-    return batches
+def _note(message: str) -> None:
+    """A line for the user that is not an error (e.g. damaged prepared data was rebuilt)."""
+    errors.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _download(data_dir: Path | None) -> Path:
@@ -222,10 +165,11 @@ def _download(data_dir: Path | None) -> Path:
         )
 
 
-def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
+def _run_one(experiment, out: Path, lab, force: bool) -> None:
+    """lab.run with a progress bar per run under way and one for the sweep; Ctrl-C says how to resume."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bnlab.lab.runner import finished_on_disk, run_experiment
+    from bnlab.lab.results import finished_on_disk
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -248,7 +192,7 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
                 soft_wrap=True,
             )
             return
-        progress.update(overall, completed=total - to_train, note=where)
+        progress.update(overall, completed=total - to_train, note=lab.where)
         progress.start()
 
     def on_progress(event: dict) -> None:
@@ -269,11 +213,11 @@ def _run_one(experiment, out: Path, executor, force: bool, where: str) -> None:
             )
 
     try:
-        report = run_experiment(experiment, out, executor, force, on_start, on_outcome, on_progress)
+        report = lab.run(experiment, out, force, on_start=on_start, on_outcome=on_outcome, progress=on_progress)
     except KeyboardInterrupt:
         progress.stop()
         # counted on disk: the progress bar advances only after a run is saved
-        done = len(finished_on_disk(experiment, out / experiment.name))
+        done = len(finished_on_disk(experiment.runs, out / experiment.name))
         again = "the same command without --force" if force else "the same command"
         errors.print(
             f"[yellow]interrupted:[/] {done} of {len(experiment.runs)} runs of {experiment.name} are finished "
@@ -294,7 +238,7 @@ def _summary_table(path: Path):
     """Mean ± std over seeds of every run group, from runs.csv."""
     from rich.table import Table
 
-    from bnlab.results import group_summary
+    from bnlab.lab.results import group_summary
 
     header, rows = group_summary(path)
     table = Table(title=f"{path}  (mean ± std over seeds)")
@@ -329,8 +273,8 @@ def plot(
         raise _usage_error(f"--format {bad[0]}: choose png, svg or pdf")
     with _reported():
         from bnlab.errors import BnlabError
+        from bnlab.lab.results import experiment_folders
         from bnlab.plots import plot_experiment
-        from bnlab.results import experiment_folders
 
         folders = experiment_folders(results_dir)
         if folders == [results_dir]:  # one experiment: a line per file written, an error stops it
@@ -343,7 +287,7 @@ def plot(
                 paths = plot_experiment(folder, formats=tuple(format), out_dir=out / folder.name if out else None)
             except BnlabError as exc:  # this experiment only: the others are still drawn
                 failed += 1
-                errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                _error(str(exc))
                 continue
             names = ", ".join(p.name for p in paths)
             console.print(f"{folder.name}: wrote {names} in {paths[0].parent}", highlight=False, soft_wrap=True)
@@ -371,7 +315,7 @@ def report(
 
         file, problems = write_report(path)
     for problem in problems:  # the page shows them too, in their place
-        errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        _error(problem)
     console.print(f"wrote {file}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
@@ -391,14 +335,13 @@ def results(
 
         if (path / "runs.csv").exists():
             if as_json:
-                import csv
+                from bnlab.lab.results import runs_as_written
 
-                with open(path / "runs.csv", newline="") as f:
-                    print(json.dumps(list(csv.DictReader(f)), indent=2))
+                print(json.dumps(runs_as_written(path), indent=2))
             else:
                 console.print(_summary_table(path))
             return
-        from bnlab.results import list_experiments
+        from bnlab.lab.results import list_experiments
 
         if not path.is_dir():
             raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
@@ -408,11 +351,13 @@ def results(
             return
         from rich.table import Table
 
+        from bnlab.lab.formatting import format_number
+
         view = Table(title=f"experiments in {path}")
         for column in table.columns:
             view.add_column(str(column))
         for record in table.itertuples(index=False):
-            view.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in record])
+            view.add_row(*[format_number(v) if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
 
 
@@ -454,10 +399,10 @@ def claims(
         known = [c.id for g in groups for c in g.claims]
         unknown = [i for i in ids or [] if i not in known]
         if unknown:
-            from bnlab.lab.spec import _did_you_mean
+            from bnlab.lab.spec import did_you_mean
 
             raise SpecError(
-                f"no claim {unknown[0]!r}{_did_you_mean(unknown[0], known)} in {claims_dir}; "
+                f"no claim {unknown[0]!r}{did_you_mean(unknown[0], known)} in {claims_dir}; "
                 f"`bnlab claims` lists them all"
             )
         chosen = set(ids) if ids else set(known)
@@ -469,16 +414,14 @@ def claims(
                 highlight=False,
                 soft_wrap=True,
             )
-        runnable = [g for g in asked if not g.problem]
-        _check_out(out)
-        from bnlab.lab.executors import default_workers, make_executor
+        runnable = [g.experiment for g in asked if not g.problem]
+        from bnlab.lab.session import check_out, open_session
 
-        workers = workers or default_workers()
-        data_root = _prepare_data(data_dir, [g.experiment for g in runnable]) if runnable else None
-        executor = make_executor(workers, data_root)
-        # every group, so that claims.json keeps the other files' claims in their order
-        entries = _run_claims(groups, out, executor, chosen, workers)
-        from bnlab.lab.claims import claims_dir as results_dir
+        check_out(out)
+        with open_session(runnable, data_dir, workers, download=_download, on_notice=_note) as lab:
+            # every group, so that claims.json keeps the other files' claims in their order
+            entries = _run_claims(groups, out, lab, chosen)
+        from bnlab.lab.results import claims_dir as results_dir
         from bnlab.plots import plot_claims
 
         plot_claims(results_dir(out), [e["id"] for e in entries])
@@ -490,11 +433,9 @@ def claims(
         raise typer.Exit(1)
 
 
-def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> list[dict]:
-    """run_claims with one progress bar over every run to train; Ctrl-C says how to resume."""
+def _run_claims(groups, out: Path, lab, chosen: set[str]) -> list[dict]:
+    """lab.claims with one progress bar over every run to train; Ctrl-C says how to resume."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bnlab.lab.claims import run_claims
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -508,12 +449,14 @@ def _run_claims(groups, out: Path, executor, chosen: set[str], workers: int) -> 
 
     def on_experiment(experiment, total: int, to_train: int) -> None:
         progress.update(
-            task, description=f"claims: {experiment.name} ({workers} worker(s))", completed=0, total=to_train
+            task, description=f"claims: {experiment.name} ({lab.where})", completed=0, total=to_train
         )
 
     try:
         with progress:
-            return run_claims(groups, out, executor, chosen, on_experiment, lambda _: progress.advance(task))
+            return lab.claims(
+                groups, out, chosen, on_experiment=on_experiment, on_outcome=lambda _: progress.advance(task)
+            )
     except KeyboardInterrupt:
         errors.print(
             f"[yellow]interrupted:[/] the finished runs are saved in {out / 'claims'}; "
@@ -618,7 +561,7 @@ def data(
     if as_json:
         print(json.dumps(info, indent=2))
     elif info["problem"]:
-        errors.print(f"[bold red]error:[/] {escape(info['problem'])}", highlight=False, soft_wrap=True)
+        _error(info["problem"])
     else:
         from rich.table import Table
 

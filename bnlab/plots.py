@@ -51,19 +51,15 @@ from matplotlib.ticker import MaxNLocator
 
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.atomic import atomic_file
-from bnlab.results import ExperimentResults, load_experiment
+from bnlab.lab.figure_kinds import BATCH, FIGURE_KINDS
+from bnlab.lab.formatting import format_value
+from bnlab.lab.results import ExperimentResults, load_experiment, read_claims
 
 FORMATS = ("png", "svg", "pdf")
-PLOT_KINDS = ("history", "sweep", "batch_size", "activations", "ics", "landscape")
+PLOT_KINDS = tuple(FIGURE_KINDS)
 PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.lab.spec resolves them (x, layers: null where unused)
-# what the figures of recorded statistics draw (bnlab.nn.probes names them)
-PROBED = {
-    "activations": ("p15", "p50", "p85"),
-    "ics": ("ics_l2", "ics_cos"),
-    "landscape": ("loss_range", "grad_change", "beta_smoothness"),
-}
 MAX_DEFAULT_LAYERS = 3  # without `layers`, probe figures show the first, a middle and the last layer
-NORM, BATCH = "model.normalization", "solver.batch_size"
+NORM = "model.normalization"
 AXIS_NAMES = {"model.weight_scale": "Weight initialization scale"}
 MAX_RAW_GROUPS = 2  # the raw loss is drawn behind the moving average only for this few groups
 MAX_DETAILED_GROUPS = 10  # beyond this many lines, std bands and markers only make a blur
@@ -87,30 +83,26 @@ def plot_experiment(
 
 def build_figures(results: ExperimentResults) -> list[tuple[str, Figure]]:
     """(file name without extension, Figure) for every figure of the plan, in its order."""
+    return [(stem, figure) for stem, figure, _ in drawn_figures(results)]
+
+
+def drawn_figures(results: ExperimentResults) -> list[tuple[str, Figure, dict]]:
+    """(file name without extension, Figure, its plan entry) for every figure of the plan, in its order."""
     if not results.runs["status"].isin(["done", "diverged"]).any():
         raise ResultsError(
             f"{results.path / 'runs.csv'}: no finished runs to plot yet; run `bnlab run SPEC` (it resumes)."
         )
-    figures: list[tuple[str, Figure]] = []
-    for plot in figure_plan(results):
-        title = plot.get("title")
-        if plot["kind"] == "history":
-            figures.append(("history", history_figure(results, title)))
-        elif plot["kind"] == "sweep":
-            figures.append((f"sweep_{plot['x'].replace('.', '_')}", sweep_figure(results, plot["x"], title)))
-        elif plot["kind"] == "batch_size":
-            figures += [(f"batch_size_{norm}", fig) for norm, fig in batch_size_figures(results, title).items()]
-        elif plot["kind"] == "activations":
-            figures.append(("activations", activations_figure(results, plot.get("layers"), title)))
-        elif plot["kind"] == "ics":
-            figures.append(("ics", ics_figure(results, plot.get("layers"), title)))
-        else:
-            figures.append(("landscape", landscape_figure(results, title)))
+    figures = [(stem, fig, plot) for plot in figure_plan(results) for stem, fig in DRAW[plot["kind"]](results, plot)]
     named, seen = [], {}
-    for stem, fig in figures:  # two declared plots of one kind would share a file name: number repeats
+    for stem, fig, plot in figures:  # two declared plots of one kind would share a file name: number repeats
         seen[stem] = seen.get(stem, 0) + 1
-        named.append((stem if seen[stem] == 1 else f"{stem}_{seen[stem]}", fig))
+        named.append((stem if seen[stem] == 1 else f"{stem}_{seen[stem]}", fig, plot))
     return named
+
+
+def caption(plot: dict) -> str:
+    """What a figure of this plan entry shows (FIGURE_KINDS' caption, its x axis named)."""
+    return FIGURE_KINDS[plot["kind"]].caption.format(x=axis_name(plot["x"]).lower() if plot.get("x") else "")
 
 
 def figure_plan(results: ExperimentResults) -> list[dict]:
@@ -123,7 +115,8 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
         if BATCH in results.swept_keys:
             plan.append({"kind": "batch_size"})
         recorded = set(results.probes["statistic"])
-        plan += [{"kind": kind} for kind, needed in PROBED.items() if recorded.issuperset(needed)]
+        probed = [k for k, kind in FIGURE_KINDS.items() if kind.statistics and recorded >= set(kind.statistics)]
+        plan += [{"kind": k} for k in probed]
         return plan
     spec_file = results.path / "spec.yaml"
     if not isinstance(declared, list):
@@ -139,12 +132,13 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
             raise ResultsError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(PLOT_KEYS)}).")
         if plot.get("title") is not None and not isinstance(plot["title"], str):
             raise ResultsError(f"{where}: title must be text.")
-        if plot["kind"] == "sweep" and not (plot.get("x") in results.swept_keys and _numeric(results, plot["x"])):
+        kind = FIGURE_KINDS[plot["kind"]]
+        if kind.takes_x and not (plot.get("x") in results.swept_keys and _numeric(results, plot["x"])):
             numeric = ", ".join(k for k in results.swept_keys if _numeric(results, k)) or "none is swept"
             raise ResultsError(f"{where}: x is {plot.get('x')!r}; expected a swept numeric key ({numeric}).")
-        if plot["kind"] == "batch_size" and BATCH not in results.swept_keys:
-            raise ResultsError(f"{where}: a batch_size plot needs {BATCH} in the sweep.")
-        missing = [s for s in PROBED.get(plot["kind"], ()) if s not in set(results.probes["statistic"])]
+        if kind.swept and kind.swept not in results.swept_keys:
+            raise ResultsError(f"{where}: a {plot['kind']} plot needs {kind.swept} in the sweep.")
+        missing = [s for s in kind.statistics if s not in set(results.probes["statistic"])]
         if missing:
             raise ResultsError(
                 f"{where}: the {plot['kind']} figure needs {', '.join(missing)} in the runs' probes.csv; "
@@ -152,7 +146,7 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
             )
         layers = plot.get("layers")
         if layers is not None and not (
-            plot["kind"] in ("activations", "ics")
+            kind.takes_layers
             and isinstance(layers, list)
             and layers
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in layers)
@@ -230,8 +224,8 @@ def sweep_figure(results: ExperimentResults, x: str, title: str | None = None) -
         _mark_diverged(ax, diverged)
     if _log_spaced(runs[x].to_numpy(dtype=float)):
         axes[-1].set_xscale("log")
-    axes[-1].set_xlabel(_axis_name(x))
-    _finish(fig, results, title or f"{results.name}: effect of {_axis_name(x).lower()}", axes[0], groups)
+    axes[-1].set_xlabel(axis_name(x))
+    _finish(fig, results, title or f"{results.name}: effect of {axis_name(x).lower()}", axes[0], groups)
     return fig
 
 
@@ -266,7 +260,7 @@ def activations_figure(results: ExperimentResults, layers: list[int] | None = No
     """The BN paper's Figure 1(b, c): the 15th, 50th and 85th percentiles of a hidden layer's
     nonlinearity inputs over training, a panel per run group (columns) and chosen layer (rows);
     with several seeds each percentile is the mean over them."""
-    probes = _probe_table(results, PROBED["activations"])
+    probes = _probe_table(results, FIGURE_KINDS["activations"].statistics)
     layers = layers or _spread(sorted(probes.loc[probes["layer"] > 0, "layer"].unique()))
     groups = _groups(results, _finished(results), results.swept_keys)
     fig = Figure(figsize=(3.6 * len(groups) + 1, 2.6 * len(layers) + 1.2), layout="constrained")
@@ -276,7 +270,7 @@ def activations_figure(results: ExperimentResults, layers: list[int] | None = No
     for row, layer in enumerate(layers):
         for col, group in enumerate(groups):
             ax = axes[row, col]
-            curves = {q: _probe_mean(probes, group, layer, q)["mean"] for q in PROBED["activations"]}
+            curves = {q: _probe_mean(probes, group, layer, q)["mean"] for q in FIGURE_KINDS["activations"].statistics}
             x = curves["p50"].index.to_numpy(dtype=float)
             ax.fill_between(x, curves["p15"], curves["p85"], color=group.color, alpha=0.25, linewidth=0)
             marker = "o" if len(x) == 1 else ""  # a run that diverged at once has one point to show
@@ -301,7 +295,7 @@ def ics_figure(results: ExperimentResults, layers: list[int] | None = None, titl
     """Santurkar et al.'s internal covariate shift over training: the l2 distance (top) and the
     cosine (bottom) between a layer's gradient before and after the layers below it are updated;
     a column per chosen layer, a line per run group (mean +- std over seeds)."""
-    probes = _probe_table(results, PROBED["ics"])
+    probes = _probe_table(results, FIGURE_KINDS["ics"].statistics)
     layers = layers or _spread(sorted(probes.loc[probes["statistic"] == "ics_l2", "layer"].unique()))
     groups = _groups(results, _finished(results), results.swept_keys)
     fig = Figure(figsize=(4.2 * len(layers) + 1, 7.5), layout="constrained")
@@ -324,7 +318,7 @@ def landscape_figure(results: ExperimentResults, title: str | None = None) -> Fi
     """Santurkar et al.'s Figure 4 measures along the gradient over training: the range of the loss,
     the largest change of the gradient (predictiveness) and the effective beta-smoothness; a line
     per run group (mean +- std over seeds), log axes where the values span two decades or more."""
-    probes = _probe_table(results, PROBED["landscape"])
+    probes = _probe_table(results, FIGURE_KINDS["landscape"].statistics)
     groups = _groups(results, _finished(results), results.swept_keys)
     fig = Figure(figsize=(8.5, 10), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
@@ -472,7 +466,7 @@ def _norm_label(name: str) -> str:
     return "no normalization" if name == "none" else name
 
 
-def _axis_name(key: str) -> str:
+def axis_name(key: str) -> str:
     return AXIS_NAMES.get(key, key.rsplit(".", 1)[-1].replace("_", " ").capitalize())
 
 
@@ -666,6 +660,29 @@ def _save(fig: Figure, file: Path, fmt: str) -> Path:
     return file
 
 
+# --- the draw function of each figure kind (bnlab.lab.figure_kinds.FIGURE_KINDS) -------------------
+
+def _stem(kind: str, **fill: str) -> str:
+    return FIGURE_KINDS[kind].stem.format(**fill)
+
+
+DRAW = {  # kind -> draw(results, plot entry) -> [(file stem, Figure)]
+    "history": lambda results, plot: [(_stem("history"), history_figure(results, plot.get("title")))],
+    "sweep": lambda results, plot: [
+        (_stem("sweep", x=plot["x"].replace(".", "_")), sweep_figure(results, plot["x"], plot.get("title")))
+    ],
+    "batch_size": lambda results, plot: [
+        (_stem("batch_size", normalization=norm), fig)
+        for norm, fig in batch_size_figures(results, plot.get("title")).items()
+    ],
+    "activations": lambda results, plot: [
+        (_stem("activations"), activations_figure(results, plot.get("layers"), plot.get("title")))
+    ],
+    "ics": lambda results, plot: [(_stem("ics"), ics_figure(results, plot.get("layers"), plot.get("title")))],
+    "landscape": lambda results, plot: [(_stem("landscape"), landscape_figure(results, plot.get("title")))],
+}
+
+
 # --- claims (bnlab claims) ----------------------------------------------------------------------
 
 VERDICT_COLORS = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
@@ -674,12 +691,7 @@ VERDICT_COLORS = {"supported": "tab:green", "contradicted": "tab:red", "inconclu
 def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> list[Path]:
     """Draws claims_root/figures/<id>.png for every entry of claims_root/claims.json (or those in
     ids), as `bnlab claims` wrote it; returns the written paths."""
-    import json
-
-    file = Path(claims_root) / "claims.json"
-    if not file.is_file():
-        raise ResultsError(f"{file}: missing; run `bnlab claims` first.")
-    entries = [e for e in json.loads(file.read_text()) if ids is None or e["id"] in ids]
+    entries = [e for e in read_claims(claims_root) if ids is None or e["id"] in ids]
     out_dir = Path(claims_root) / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     return [_save(claim_figure(entry), out_dir / f"{entry['id']}.png", "png") for entry in entries]
@@ -691,7 +703,7 @@ def claim_figure(entry: dict) -> Figure:
     fig = Figure(figsize=(9, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
     key = entry["key"].rsplit(".", 1)[-1]
-    labels = [f"{key} = {_claim_value(entry['a'])}", f"{key} = {_claim_value(entry['b'])}"]
+    labels = [f"{key} = {format_value(entry['a'])}", f"{key} = {format_value(entry['b'])}"]
     color = VERDICT_COLORS[entry["verdict"]]
     for pair in entry["pairs"]:
         left.plot([0, 1], [pair["a"], pair["b"]], "-o", color="tab:blue", alpha=0.6)
@@ -718,7 +730,7 @@ def claim_figure(entry: dict) -> Figure:
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     claimed = ">" if entry["direction"] == "greater" else "<"
     _label(right, f"claimed: a - b {claimed} 0", None, f"difference in {entry['metric']}")
-    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_claim_value(v)}" for k, v in entry["where"].items())
+    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in entry["where"].items())
     fig.suptitle(
         f"{entry['id']}: {entry['verdict']} (n = {entry['n']}, p = {entry['p_value']:.2g})"
         f"{'  [' + where + ']' if where else ''}\n{entry['statement']}",
@@ -726,11 +738,3 @@ def claim_figure(entry: dict) -> Figure:
         color=color if entry["verdict"] != "inconclusive" else "black",
     )
     return fig
-
-
-def _claim_value(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, list):
-        return "-".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)

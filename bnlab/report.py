@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime
 import io
-import json
 import math
 from html import escape
 from pathlib import Path
@@ -23,22 +22,21 @@ from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
 from bnlab.lab.atomic import write_text
-from bnlab.plots import build_figures
-from bnlab.results import ExperimentResults, experiment_folders, group_summary, load_experiment
+from bnlab.lab.formatting import format_number, format_value
+from bnlab.lab.results import (
+    CLAIMS_FILE,
+    ExperimentResults,
+    claims_dir,
+    experiment_folders,
+    group_summary,
+    load_experiment,
+    read_claims,
+    read_meta,
+)
+from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # the widest figure (11 in) is then 1100 px: sharp on a laptop, scaled down on a phone
-
-# What each figure kind shows, by file-name prefix (plots.build_figures names them); the figure's
-# own title and notes (seeds, diverged runs) complete the caption.
-CAPTIONS = {
-    "history": "Training loss per iteration (moving average over one epoch, top) and training and "
-    "validation accuracy per epoch (bottom), a line per run group.",
-    "sweep": "Best validation accuracy, best training accuracy and final training loss (mean of the "
-    "last 100 iterations) against {x}, a line per group of the other swept values.",
-    "batch_size": "Training and validation accuracy per epoch for each batch size; runs without "
-    "normalization are drawn dashed as the reference.",
-}
 
 STYLE = """
 :root { --fg: #1d2330; --muted: #5b6472; --line: #d8dce3; --bg-soft: #f4f6f9; }
@@ -158,7 +156,7 @@ def _flags(results: ExperimentResults) -> str:
             where = f" at iteration {int(losses['iteration'].iloc[-1])}" if len(losses) else ""
             note = f"the loss became nan or inf{where}; its curves stop there"
         elif status == "failed":
-            error = _meta(results.path / run_id).get("error") or ""
+            error = read_meta(results.path / run_id).get("error") or ""
             note = f"{error.strip().splitlines()[-1]} (not drawn)" if error.strip() else "no error recorded (not drawn)"
         else:
             note = "not run yet (not drawn)"
@@ -170,23 +168,22 @@ def _flags(results: ExperimentResults) -> str:
 
 def _figures(results: ExperimentResults, problems: list[str]) -> str:
     try:
-        figures = build_figures(results)
+        figures = drawn_figures(results)
     except ResultsError as err:  # nothing finished yet (the flags say why), or a bad plots entry: a problem
         if results.runs["status"].isin(["done", "diverged"]).any():
             problems.append(str(err))
         return f'<h3>Figures</h3><p class="flag">No figures: {escape(str(err))}</p>'
     parts = ["<h3>Figures</h3>"]
-    for stem, fig in figures:
+    for stem, fig, plot in figures:
         title, _, notes = fig.get_suptitle().partition("\n")
-        kind = next((k for k in CAPTIONS if stem == k or stem.startswith(k + "_")), None)
-        what = CAPTIONS[kind].format(x=fig.axes[-1].get_xlabel().lower()) if kind else ""
+        what = caption(plot)
         notes = f"Shown: {notes.strip('()')}." if notes else ""
-        caption = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
+        text = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
         parts.append(
             f'<figure id="{_anchor(results.path.name + "-" + stem)}">'
             f'<img src="{_png(fig)}" alt="{escape(_alt_text(fig, title), quote=True)}" '
             f'width="{round(fig.get_figwidth() * FIGURE_DPI)}" height="{round(fig.get_figheight() * FIGURE_DPI)}">'
-            f"<figcaption>{caption}</figcaption></figure>"
+            f"<figcaption>{text}</figcaption></figure>"
         )
     return "\n".join(parts)
 
@@ -205,7 +202,7 @@ def _alt_text(fig: Figure, title: str) -> str:
 
 def _provenance(results: ExperimentResults) -> str:
     """Commit, versions, dates and wall time, from the runs' meta.json and runs.csv."""
-    metas = [_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
+    metas = [read_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
     commits = sorted({m["git_commit"] for m in metas if m.get("git_commit")})
     versions = sorted(
         {", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas if isinstance(m.get("versions"), dict)}
@@ -236,30 +233,18 @@ def _utc(stamp: object) -> str | None:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _meta(run_dir: Path) -> dict:
-    """A run's meta.json, or {} when it is missing or unreadable (provenance then says unknown)."""
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 # --- claims ----------------------------------------------------------------------------------------
 
 
 def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> str:
     """The verdict table of root/claims/claims.json (only the claims on `experiment` if given),
     then each claim's figure; "" when there is no claims file."""
-    file = root / "claims" / "claims.json"
-    if not file.is_file():
+    if not (claims_dir(root) / CLAIMS_FILE).is_file():
         return ""
     try:
-        claims = json.loads(file.read_text())
-        if not isinstance(claims, list) or not all(isinstance(c, dict) and "id" in c for c in claims):
-            raise ValueError("expected a list of claims, each with an id")
-    except ValueError as err:
-        problem = f"{file}: not readable claims ({err}); rerun the claims lab to rewrite it."
+        claims = read_claims(claims_dir(root))
+    except ResultsError as err:
+        problem = str(err)
         problems.append(problem)
         return f'<section id="claims"><h2>Claims</h2><p class="flag error">{escape(problem)}</p></section>'
     if experiment is not None:
@@ -269,7 +254,7 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
     rows, figures = [], []
     for claim in claims:
         anchor = _anchor(f"claim-{claim['id']}")
-        figure = root / "claims" / "figures" / f"{claim['id']}.png"
+        figure = claims_dir(root) / "figures" / f"{claim['id']}.png"
         statement = escape(str(claim.get("statement", claim["id"])))
         if figure.is_file():
             statement = f'<a href="#{anchor}">{statement}</a>'
@@ -302,12 +287,8 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
 
 
 def _comparison(claim: dict) -> str:
-    where = ", ".join(f"{k} = {v}" for k, v in (claim.get("where") or {}).items())
-
-    def value(v: object) -> str:  # null is written "none", as in runs.csv
-        return "none" if v is None else str(v)
-
-    a, b = value(claim.get("a")), value(claim.get("b"))
+    where = ", ".join(f"{k} = {format_value(v)}" for k, v in (claim.get("where") or {}).items())
+    a, b = format_value(claim.get("a")), format_value(claim.get("b"))
     text = f"{claim.get('metric', '?')}: {claim.get('key', '?')} = {a} (a) vs {b} (b)"
     return text + (f" ({where})" if where else "") + f", expected {claim.get('direction', '?')}"
 
@@ -315,7 +296,7 @@ def _comparison(claim: dict) -> str:
 def _effect(claim: dict) -> str:
     def number(key: str) -> str:
         value = claim.get(key)
-        return f"{value:+.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+        return format_number(value, sign=True) if isinstance(value, (int, float)) and math.isfinite(value) else "?"
 
     return f"{number('mean_diff')} [{number('ci_low')}, {number('ci_high')}]"
 

@@ -1,14 +1,51 @@
-"""Make `import bnlab` work when pytest runs from a checkout without the package installed."""
+"""What the test modules share: where things are, the data fixture, the in-process `bnlab` and a
+CSV reader. Test modules import the helpers (`from conftest import bnlab, read_csv`); pytest puts
+this folder on sys.path. Also makes `import bnlab` work from a checkout without the package
+installed."""
 
+from __future__ import annotations
+
+import csv
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SMOKE = ROOT / "configs" / "smoke.yaml"
+# this project's machines keep the data beside the checkout (see the README's Data section)
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+HAS_SHARED_DATA = (SHARED_DATA / "cifar-10-batches-py").is_dir()
+NO_SHARED_DATA = f"needs CIFAR-10 in {SHARED_DATA}/cifar-10-batches-py (this project's machines have it there)"
+needs_shared_data = pytest.mark.skipif(not HAS_SHARED_DATA, reason=NO_SHARED_DATA)
+
+
+@pytest.fixture
+def shared_data(monkeypatch) -> Path:
+    """BNLAB_DATA_DIR set to the shared CIFAR-10 folder; the test skips, saying why, when it is absent."""
+    if not HAS_SHARED_DATA:
+        pytest.skip(NO_SHARED_DATA)
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    return SHARED_DATA
+
+
+def bnlab(*args):
+    """`bnlab ARGS` in this process (typer's CliRunner): exit_code, stdout, stderr, exception."""
+    from typer.testing import CliRunner
+
+    from bnlab.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV file's rows as dicts of text, keyed by the header."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(autouse=True, scope="session")

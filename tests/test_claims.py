@@ -3,21 +3,17 @@ files and their messages, metrics, the JSON contract, resuming, and `bnlab claim
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import ROOT, SHARED_DATA, bnlab, read_csv
 
-from bnlab.cli import app
 from bnlab.errors import SpecError
 from bnlab.lab.claims import load_claim_file, load_claims, metric_values, paired_t, verdict
 from bnlab.results import load_experiment
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 FIELDS = [
     "id", "statement", "source", "experiment", "metric", "key", "a", "b", "where", "direction",
     "pairs", "mean_diff", "ci_low", "ci_high", "p_value", "verdict", "n",
@@ -52,24 +48,13 @@ claims:
 """
 
 
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
 
 def write(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return folder / name
-
-
-def bnlab(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # --- statistics ----------------------------------------------------------------------------------

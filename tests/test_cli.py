@@ -4,9 +4,9 @@ process where signals, exit codes and leftover processes are the point."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,14 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SHARED_DATA, SMOKE, bnlab, read_csv
 from filelock import FileLock
-from typer.testing import CliRunner
 
 from bnlab.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 
 # smoke with 8 runs of ~0.2 s each: long enough to interrupt in the middle, short enough for a test
@@ -36,23 +33,11 @@ LONGER = [
 LONGER_RUNS = 8
 
 
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-
-
-def bnlab(*args):
-    """`bnlab ARGS` in this process."""
-    return CliRunner().invoke(app, [str(a) for a in args])
+pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
 
 def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def flat(text: str) -> str:
@@ -78,7 +63,11 @@ COMMANDS = [c.name or c.callback.__name__.replace("_", "-") for c in app.registe
 
 
 def test_the_commands_the_readme_names_exist():
-    assert {"run", "plan", "plot", "results", "gradcheck", "data"} <= set(COMMANDS)
+    readme = (ROOT / "README.md").read_text()
+    # in code spans (`bnlab run configs/...`) and console lines ($ bnlab plot results/)
+    named = {*re.findall(r"`bnlab ([a-z][a-z-]*)", readme), *re.findall(r"^\$ bnlab ([a-z][a-z-]*)", readme, re.M)}
+    assert {"run", "plan", "plot", "results", "gradcheck", "data"} <= named  # the README still names them
+    assert named <= set(COMMANDS), named - set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

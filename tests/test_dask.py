@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA as DATA
+from conftest import SMOKE as SMOKE_FILE
+from conftest import needs_shared_data
 
 from bnlab.errors import BnlabError
 from bnlab.lab.executors import DaskExecutor, SerialExecutor
@@ -19,8 +22,7 @@ from bnlab.lab.spec import experiment_from_text
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the dev install")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-SMOKE = (Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml").read_text()
+SMOKE = SMOKE_FILE.read_text()
 
 # Runs of about three seconds each, so that a worker can be killed while it trains one.
 SLOW = """\
@@ -57,6 +59,7 @@ def csv_files(folder: Path) -> dict[str, str]:
     }
 
 
+@needs_shared_data
 def test_dask_results_equal_the_local_executor(cluster, tmp_path):
     experiment = experiment_from_text(SMOKE, "smoke.yaml")
     local = run_experiment(experiment, tmp_path / "local", SerialExecutor(str(DATA)))
@@ -71,6 +74,7 @@ def test_dask_results_equal_the_local_executor(cluster, tmp_path):
     assert drop_wall == [line.rsplit(",", 1)[0] for line in (remote.path / "runs.csv").read_text().splitlines()]
 
 
+@needs_shared_data
 def test_epoch_progress_arrives_from_the_cluster_before_each_outcome(cluster):
     experiment = experiment_from_text(SMOKE, "smoke.yaml")
     seen: list[tuple] = []
@@ -87,6 +91,7 @@ def test_epoch_progress_arrives_from_the_cluster_before_each_outcome(cluster):
         assert mine == [0, 1, 2, "outcome"]
 
 
+@needs_shared_data
 def test_a_worker_killed_mid_run_is_reported_and_the_sweep_resumes(cluster, tmp_path):
     experiment = experiment_from_text(SLOW, "slow.yaml")
     executor = DaskExecutor(cluster.scheduler_address, str(DATA))

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 
 from bnlab.errors import DataError
 from bnlab.lab import data
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED = SHARED_DATA
 SHARED_BATCHES = SHARED / "cifar-10-batches-py"
 
 # Tiny training batches of different sizes; "10" sorts before "2" as text, not as a number.
@@ -104,6 +105,7 @@ def closed_port_url() -> str:
 # --- the shared copy of the real data ----------------------------------------------------------
 
 
+@needs_shared_data
 def test_shared_splits_match_an_independent_decode():
     loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
     pool_x, pool_y = raw_pool(SHARED_BATCHES, [f"data_batch_{i}" for i in range(1, 6)])
@@ -125,6 +127,7 @@ def test_shared_splits_match_an_independent_decode():
     np.testing.assert_array_equal(loaded["y_test"], test_y[:1000])
 
 
+@needs_shared_data
 def test_shared_one_pixel_by_hand():
     loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000, dtype=np.float64)
     pool_x, _ = raw_pool(SHARED_BATCHES, [f"data_batch_{i}" for i in range(1, 6)])
@@ -134,6 +137,7 @@ def test_shared_one_pixel_by_hand():
     assert loaded["X_train"][3, 2, 5, 17] == pytest.approx(column[3] - column.mean(), abs=1e-12)
 
 
+@needs_shared_data
 def test_shared_arrays_are_read_only_and_memoized():
     first = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
     again = data.load_cifar10(SHARED_BATCHES, num_train=1000, num_val=1000, num_test=1000)
@@ -143,6 +147,7 @@ def test_shared_arrays_are_read_only_and_memoized():
             array[0] = 0
 
 
+@needs_shared_data
 @pytest.mark.parametrize(
     ("sizes", "available"),
     [((4500, 1000, 10), "5000"), ((100, 100, 1001), "1000"), ((0, 10, 10), "num_train")],
@@ -153,6 +158,7 @@ def test_shared_impossible_sizes(sizes, available):
         data.load_cifar10(SHARED, num_train=num_train, num_val=num_val, num_test=num_test)
 
 
+@needs_shared_data
 def test_describe_shared():
     report = data.describe_cifar10(SHARED)
     assert report["found"] == str(SHARED_BATCHES)

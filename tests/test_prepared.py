@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bnlab
 
 from bnlab.lab import data, prepared
 from bnlab.lab.train import train_run
@@ -294,13 +295,6 @@ def test_list_and_clear(root, synthetic):
 
 
 def test_run_prepares_once_and_says_when_it_rebuilt(root, tmp_path):
-    from typer.testing import CliRunner
-
-    from bnlab.cli import app
-
-    def bnlab(*args):
-        return CliRunner().invoke(app, [str(a) for a in args])
-
     smoke = ROOT / "configs" / "smoke.yaml"
     common = ["--data-dir", SHARED, "--workers", 1, "--set", "solver.num_epochs=1", "--out"]
     first = bnlab("run", smoke, *common, tmp_path / "a")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from bnlab.nn.probes import STATISTICS, Recorder, activation_statistics, saturat
 from bnlab.nn.solver import Solver
 from bnlab.results import load_experiment
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 LR = 0.05
 N, D, H, C = 8, 6, [5, 4], 3
 
@@ -237,8 +235,7 @@ record: {every: 3}
 """
 
 
-def test_a_run_writes_a_tidy_table_and_the_same_history(tmp_path, monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+def test_a_run_writes_a_tidy_table_and_the_same_history(tmp_path, shared_data):
     on = experiment_from_text(SPEC, "probes.yaml")
     off = experiment_from_text(SPEC, "probes.yaml", ["record=null"])
     assert "record" not in off.runs[0].config and on.runs[0].config["record"]["every"] == 3

@@ -12,34 +12,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SMOKE, read_csv
 from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
 import bnlab
 from bnlab.errors import ResultsError
-from bnlab.lab import runner
+from bnlab.lab import results
 from bnlab.lab.data import load_cifar10
 from bnlab.lab.executors import make_executor
-from bnlab.lab.runner import finished_on_disk, run_experiment
+from bnlab.lab.results import finished_on_disk
+from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import experiment_from_text, load_experiment
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 RUN_FILES = ("config.yaml", "history.csv", "epochs.csv", "meta.json")
 
 
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
 
 def run_files(exp_dir: Path) -> dict[str, bytes]:
@@ -301,7 +293,7 @@ def test_leftovers_of_a_killed_process_are_removed_and_unfinished_runs_redone(tm
 def test_ctrl_c_between_a_runs_folder_and_its_row_still_records_it(tmp_path, monkeypatch):
     experiment = smoke("seeds=[0]")
     calls = []
-    write_runs_csv = runner._write_runs_csv
+    write_runs_csv = results.write_runs_csv
 
     def interrupted_once(*args):
         calls.append(1)
@@ -309,14 +301,14 @@ def test_ctrl_c_between_a_runs_folder_and_its_row_still_records_it(tmp_path, mon
             raise KeyboardInterrupt
         write_runs_csv(*args)
 
-    monkeypatch.setattr(runner, "_write_runs_csv", interrupted_once)
+    monkeypatch.setattr(results, "write_runs_csv", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(experiment, tmp_path, serial())
     exp_dir = tmp_path / "smoke"
     rows = read_csv(exp_dir / "runs.csv")
     assert [r["status"] for r in rows] == ["done", "pending"]
     assert (exp_dir / rows[0]["run_id"] / "meta.json").exists() and not (exp_dir / rows[1]["run_id"]).exists()
-    assert list(finished_on_disk(experiment, exp_dir)) == [rows[0]["run_id"]]
+    assert list(finished_on_disk(experiment.runs, exp_dir)) == [rows[0]["run_id"]]
     assert float(rows[0]["best_val_acc"]) > 0
 
 

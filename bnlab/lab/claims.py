@@ -38,7 +38,6 @@ reused; the results are <out>/claims/claims.json. Nothing here prints.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -53,20 +52,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from bnlab.errors import SpecError
-from bnlab.lab import atomic
 from bnlab.lab.executors import Executor
+from bnlab.lab.results import ExperimentResults, claims_dir, write_claims
+from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
     Experiment,
-    _did_you_mean,
-    _Loader,
-    _position,
+    YamlLoader,
+    did_you_mean,
     experiment_from_text,
     load_experiment,
     parse_yaml,
+    read_text,
+    yaml_position,
 )
-from bnlab.results import ExperimentResults
-from bnlab.results import load_experiment as load_results
 
 MIN_SEEDS = 5
 CONFIDENCE = 0.95
@@ -156,10 +155,7 @@ def load_claims(folder: str | Path) -> list[ClaimGroup]:
 def load_claim_file(path: str | Path) -> ClaimGroup:
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read the claims file: {exc}") from None
+    text = read_text(path, "claims file")
     raw = parse_yaml(text, source)
     if not isinstance(raw, dict) or "claims" not in raw:
         raise SpecError(
@@ -171,10 +167,10 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
         # a misspelt key also makes the real one missing: name the misspelling
         err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
         loc = tuple(err["loc"])
-        where = f"{source}{_position(text, loc)}"
+        where = f"{source}{yaml_position(text, loc)}"
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
-            hint = _did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
+            hint = did_you_mean(str(loc[-1]), ClaimSpec.model_fields)
             valid = ", ".join(ClaimSpec.model_fields)
             raise SpecError(f"{where}: {key}: unknown key{hint}; valid keys: {valid}") from None
         if err["type"] == "missing":
@@ -191,7 +187,7 @@ def load_claim_file(path: str | Path) -> ClaimGroup:
     try:
         group.experiment = _experiment(path, text, raw, spec)
         for i, claim in enumerate(spec.claims):
-            _check_claim(claim, group.experiment, f"{source}{_position(text, ('claims', i))}")
+            _check_claim(claim, group.experiment, f"{source}{yaml_position(text, ('claims', i))}")
     except SpecError as exc:
         group.problem = str(exc)
     return group
@@ -215,7 +211,7 @@ def _experiment(path: Path, text: str, raw: dict, spec: ClaimsFileSpec) -> Exper
 
 def _top_level_span(text: str, key: str) -> tuple[int, int] | None:
     """The lines [start, stop) of a top-level key and its value in a block-style YAML mapping."""
-    node = yaml.compose(text, Loader=_Loader)
+    node = yaml.compose(text, Loader=YamlLoader)
     for k, v in node.value:
         if k.value == key:
             stop = v.end_mark.line + (1 if v.end_mark.column > 0 else 0)
@@ -380,10 +376,6 @@ def evaluate(claim: ClaimSpec, experiment: Experiment, results: ExperimentResult
 # --- running ---------------------------------------------------------------------------------
 
 
-def claims_dir(out_root: str | Path) -> Path:
-    return Path(out_root) / "claims"
-
-
 def run_claims(
     groups: list[ClaimGroup],
     out_root: str | Path,
@@ -409,24 +401,5 @@ def run_claims(
         run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
         results = load_results(root / experiment.name)
         entries += [evaluate(claim, experiment, results) for claim in chosen]
-    write_claims_json(root / "claims.json", entries, [c.id for g in groups for c in g.claims])
+    write_claims(root, entries, [c.id for g in groups for c in g.claims])
     return entries
-
-
-def write_claims_json(file: Path, entries: list[dict], order: list[str]) -> None:
-    """Merge `entries` into the file by id (the latest evaluation wins), keep the claims that
-    still exist, in the order of the claim files; written atomically."""
-    merged: dict[str, dict] = {}
-    if file.exists():
-        try:
-            merged = {e["id"]: e for e in json.loads(file.read_text())}
-        except (ValueError, TypeError, KeyError):
-            merged = {}  # unreadable: rebuilt from what was evaluated now
-    merged.update({e["id"]: e for e in entries})
-    ordered = [merged[i] for i in order if i in merged]
-    atomic.write_text(file, json.dumps(ordered, indent=2) + "\n")
-
-
-def read_claims_json(out_root: str | Path) -> list[dict]:
-    file = claims_dir(out_root) / "claims.json"
-    return json.loads(file.read_text()) if file.exists() else []

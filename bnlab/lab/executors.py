@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
+from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.train import RunOutcome, train_run
 from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
 
@@ -40,6 +41,9 @@ class Executor(Protocol):
     events of the runs under way (in the calling process)."""
 
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]: ...
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection); it runs nothing afterwards."""
 
 
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
@@ -66,6 +70,9 @@ class SerialExecutor:
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
         for run in runs:
             yield execute_run(run.run_id, run.config, self.data_dir, progress)
+
+    def close(self) -> None:
+        pass  # nothing held between sweeps
 
 
 # --- a pool of local worker processes -------------------------------------------------------
@@ -132,6 +139,9 @@ class ProcessExecutor:
                     process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
             progress_queue.close()
+
+    def close(self) -> None:
+        pass  # each execute() starts and stops its own pool
 
 
 def _outcome(future, run: Run) -> RunOutcome:
@@ -229,11 +239,14 @@ def _execute_on_dask(run_id: str, config: dict, data_dir: str | None, queue_name
 
 
 def make_executor(
-    workers: int, data_dir: str | Path | None = None, executor: str = "local", scheduler: str | None = None
+    workers: int,
+    data_dir: str | Path | None = None,
+    executor: ExecutorKind | str = ExecutorKind.local,
+    scheduler: str | None = None,
 ) -> Executor:
     """'local': one worker runs in this process, more use a process pool; 'dask': a Dask cluster."""
     data_dir = str(data_dir) if data_dir is not None else None
-    if executor == "dask":
+    if ExecutorKind(executor) is ExecutorKind.dask:
         return DaskExecutor(scheduler, data_dir)
     return SerialExecutor(data_dir) if workers == 1 else ProcessExecutor(workers, data_dir)
 

@@ -1,26 +1,14 @@
 """Run an experiment's sweep and keep its results on disk, resumably.
 
-    results/<experiment>/
-        spec.yaml       the resolved spec
-        runs.csv        one row per run: run_id, status, swept values, seed, metrics, wall_s
-        <run_id>/       config.yaml, history.csv, epochs.csv, meta.json, and probes.csv when
-                        the spec records (iteration, layer, statistic, value; see bnlab.nn.probes)
-
-Every file is written to a temporary name and renamed into place, and a run's folder is filled
-under a temporary name and renamed as a whole, so a run is on disk complete or not at all. A
-rerun keeps the finished runs whose config is unchanged and redoes the rest. A lock on the folder
-stops a second `bnlab run` from writing into it; the operating system drops the lock with the
-process, however it ends.
+The folder's format (spec.yaml, runs.csv, one folder per run) is bnlab.lab.results'. A rerun keeps
+the finished runs whose config is unchanged and redoes the rest. A lock on the folder stops a
+second `bnlab run` from writing into it; the operating system drops the lock with the process,
+however it ends.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import platform
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,19 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from filelock import FileLock, Timeout
 
 import bnlab
 from bnlab.errors import ResultsError
-from bnlab.lab import atomic
+from bnlab.lab import results
 from bnlab.lab.executors import Executor
 from bnlab.lab.spec import Experiment, Run
 from bnlab.lab.train import RunOutcome
-
-FINISHED = ("done", "diverged")
-METRICS = ("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")
-PROBE_COLUMNS = ("iteration", "layer", "statistic", "value")
 
 
 @dataclass
@@ -79,12 +62,12 @@ def run_experiment(
             f"or give this one another --out folder"
         ) from None
     try:
-        _remove_leftovers(path)
-        rows = _plan(experiment, path, force)
+        results.remove_leftovers(path)
+        rows = results.plan_rows(experiment.runs, path, force)
         todo = [run for run in experiment.runs if rows[run.run_id]["status"] == "pending"]
         report = SweepReport(path, len(experiment.runs), kept=[r for r in rows if rows[r]["status"] != "pending"])
-        atomic.write_text(path / "spec.yaml", yaml.safe_dump(experiment.resolved(), sort_keys=False))
-        _write_runs_csv(path, experiment, rows)
+        results.write_spec(path, experiment.resolved())
+        results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
         if on_start:
             on_start(len(experiment.runs), len(todo))
         provenance = _provenance()
@@ -92,89 +75,21 @@ def run_experiment(
         try:
             for outcome in executor.execute(todo, progress):
                 run = by_id[outcome.run_id]
-                _write_run(path, run, outcome, provenance)
-                rows[run.run_id] = _row(run, outcome.status, _metrics(outcome))
-                _write_runs_csv(path, experiment, rows)
+                results.write_run(path, run, _record(run, outcome, provenance))
+                rows[run.run_id] = results.runs_row(run, outcome.status, _metrics(outcome))
+                results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
                 report.outcomes.append(outcome)
                 if on_outcome:
                     on_outcome(outcome)
         except KeyboardInterrupt:
             # A Ctrl-C between a run's folder and its runs.csv row would leave the row pending:
             # the folders are the truth.
-            _write_runs_csv(path, experiment, {**rows, **finished_on_disk(experiment, path)})
+            finished = results.finished_on_disk(experiment.runs, path)
+            results.write_runs_csv(path, experiment.swept_keys, experiment.runs, {**rows, **finished})
             raise
         return report
     finally:
         lock.release()
-
-
-def _remove_leftovers(path: Path) -> None:
-    """Staging folders and temporary files of a process that was killed (we hold the lock)."""
-    for entry in path.glob(".*"):
-        if entry.name == ".lock":
-            continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def _plan(experiment: Experiment, path: Path, force: bool) -> dict[str, dict]:
-    """runs.csv rows: finished runs on disk with the same config are kept, the rest pending."""
-    rows = {}
-    for run in experiment.runs:
-        rows[run.run_id] = _row(run, "pending", {})
-        run_dir = path / run.run_id
-        if force or not (run_dir / "meta.json").exists():
-            continue
-        try:
-            meta = json.loads((run_dir / "meta.json").read_text())
-            on_disk = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue  # unreadable: redo it
-        if on_disk != _plain(run.config):
-            raise ResultsError(
-                f"{run_dir}: this run was made with a different config ({_first_difference(on_disk, run.config)}); "
-                f"rerun with --force to redo it, or write to another --out folder"
-            )
-        if meta.get("status") in FINISHED:
-            rows[run.run_id] = _row(run, meta["status"], meta.get("metrics", {}))
-    return rows
-
-
-def finished_on_disk(experiment: Experiment, path: str | Path) -> dict[str, dict]:
-    """runs.csv rows of the runs finished in the folder `path` with their current config: what a
-    rerun keeps."""
-    rows = {}
-    for run in experiment.runs:
-        run_dir = Path(path) / run.run_id
-        try:
-            meta = json.loads((run_dir / "meta.json").read_text())
-            on_disk = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        if meta.get("status") in FINISHED and on_disk == _plain(run.config):
-            rows[run.run_id] = _row(run, meta["status"], meta.get("metrics", {}))
-    return rows
-
-
-def _first_difference(old, new, prefix: str = "") -> str:
-    new = _plain(new)
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {old!r} on disk, {new!r} now"
-
-
-def _row(run: Run, status: str, metrics: dict) -> dict:
-    return {
-        "run_id": run.run_id,
-        "status": status,
-        **{key: _cell(value) for key, value in run.swept.items()},
-        "seed": run.seed,
-        **{name: "" if metrics.get(name) is None else metrics[name] for name in METRICS},
-    }
 
 
 def _metrics(outcome: RunOutcome) -> dict:
@@ -186,86 +101,23 @@ def _metrics(outcome: RunOutcome) -> dict:
     }
 
 
-def _cell(value) -> str:
-    """A swept value as written in runs.csv: None as 'none', lists as YAML flow."""
-    if value is None:
-        return "none"
-    if isinstance(value, list):
-        return yaml.safe_dump(value, default_flow_style=True).strip()
-    return str(value)
-
-
-def _write_runs_csv(path: Path, experiment: Experiment, rows: dict[str, dict]) -> None:
-    columns = ["run_id", "status", *experiment.swept_keys, "seed", *METRICS]
-    atomic.write_text(path / "runs.csv", _csv(columns, [[rows[r.run_id][c] for c in columns] for r in experiment.runs]))
-
-
-def _write_run(path: Path, run: Run, outcome: RunOutcome, provenance: dict) -> None:
-    """Fill a temporary folder, then rename it to the run's id: complete or absent."""
-    staging = atomic.staging_dir(path, prefix=f".{run.run_id}.")
-    ipe = outcome.iterations_per_epoch
-    (staging / "config.yaml").write_text(yaml.safe_dump(_plain(run.config), sort_keys=False))
-    (staging / "history.csv").write_text(
-        _csv(
-            ["iteration", "epoch", "loss"],
-            [[i + 1, i // ipe + 1, loss] for i, loss in enumerate(outcome.losses)],
-        )
+def _record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecord:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None
+    return results.RunRecord(
+        status=outcome.status,
+        metrics=_metrics(outcome),
+        losses=outcome.losses,
+        iterations_per_epoch=outcome.iterations_per_epoch,
+        epochs=list(zip(outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True)),
+        probes=outcome.probes if run.config.get("record") else None,
+        meta={
+            "started": started,
+            "wall_s": round(outcome.wall_s, 3),
+            "peak_rss_mb": outcome.peak_rss_mb,
+            "error": outcome.error,
+            **provenance,
+        },
     )
-    (staging / "epochs.csv").write_text(
-        _csv(
-            ["epoch", "train_acc", "val_acc", "learning_rate"],
-            [
-                list(row)
-                for row in zip(
-                    outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True
-                )
-            ],
-        )
-    )
-    if run.config.get("record"):
-        (staging / "probes.csv").write_text(_csv(list(PROBE_COLUMNS), [list(row) for row in outcome.probes]))
-    meta = {
-        "run_id": run.run_id,
-        "status": outcome.status,
-        "seed": run.seed,
-        "swept": run.swept,
-        "metrics": _metrics(outcome),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None,
-        "wall_s": round(outcome.wall_s, 3),
-        "peak_rss_mb": outcome.peak_rss_mb,
-        "error": outcome.error,
-        **provenance,
-    }
-    # meta.json last: its presence marks the run finished, even for tools that ignore the rename
-    (staging / "meta.json").write_text(json.dumps(_json_safe(meta), indent=2) + "\n")
-    target = path / run.run_id
-    if target.exists():
-        shutil.rmtree(target)
-    os.rename(staging, target)
-
-
-def _csv(columns: list[str], rows: list[list]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _plain(config: dict) -> dict:
-    """The config as YAML gives it back (tuples as lists, and so on), for comparison with disk."""
-    return yaml.safe_load(yaml.safe_dump(config))
-
-
-def _json_safe(value):
-    """nan and inf are not JSON: write them as null."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _provenance() -> dict:

@@ -35,7 +35,11 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
-from bnlab.nn.norms import NOISE_DEFAULTS
+from bnlab.lab.figure_kinds import FIGURE_KINDS
+from bnlab.lab.formatting import format_value
+from bnlab.nn.layers import ACTIVATIONS
+from bnlab.nn.nets import ARCHITECTURES
+from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
 
@@ -72,18 +76,14 @@ def _weight_scale(value: Any) -> Any:
     )
 
 
-CONV_NORMALIZATIONS = (None, "batchnorm", "layernorm", "groupnorm")  # the spatial ones of nn.conv
-
-
 class ModelSpec(_Section):
     # hidden_dims: the fully connected hidden widths; required for fc (at least one), optional for
     # conv, where [] or null means the conv blocks feed the output layer directly.
     hidden_dims: list[PositiveInt] | None = None
-    normalization: (
-        Literal["batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm"] | None
-    ) = None
+    # the allowed names are the keys of the nn tables; which architecture takes which: ARCHITECTURES
+    normalization: Literal[tuple(NORMALIZATIONS)] | None = None
     num_groups: PositiveInt = 5
-    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu"
+    activation: Literal[tuple(ACTIVATIONS)] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     norm_position: Literal["before", "after"] = "before"
     # batch renorm's clipping, ramped from batch norm (rmax 1, dmax 0) over renorm_warmup iterations
@@ -99,33 +99,37 @@ class ModelSpec(_Section):
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     dtype: Literal["float32", "float64"] = "float32"
-    architecture: Literal["fc", "conv"] = "fc"
+    architecture: Literal[tuple(ARCHITECTURES)] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
     kernel_size: PositiveInt = 3
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
-        if self.architecture == "fc":
-            if not self.hidden_dims:
-                raise ValueError(
-                    "hidden_dims is required for architecture fc: at least one width, e.g. [100, 100]"
-                )
-            if self.channels is not None:
-                raise ValueError("channels is only for architecture conv; remove it or set architecture: conv")
-        else:
-            if self.channels is None:
-                raise ValueError("channels is required for architecture conv (the filters of each conv block)")
-            if self.kernel_size % 2 == 0:
-                raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
-            if self.dropout_keep_ratio != 1:
-                raise ValueError("dropout_keep_ratio: the conv net has no dropout; leave it at 1")
-            if self.normalization not in CONV_NORMALIZATIONS:
-                raise ValueError(
-                    f"normalization {self.normalization!r} is for architecture fc only; "
-                    f"conv nets take {', '.join(map(str, CONV_NORMALIZATIONS))}"
-                )
-            if self.norm_position != "before":
-                raise ValueError("norm_position: conv nets normalize before the activation only; leave it at before")
+        """The rules of bnlab.nn.nets.ARCHITECTURES: the widths option is required, the options of
+        other nets stay at their defaults, the normalization is one its layers have."""
+        arch = ARCHITECTURES[self.architecture]
+        widths, what = arch.widths
+        if not getattr(self, widths):
+            raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
+        for name, spec_field in type(self).model_fields.items():
+            if name in arch.options or name == "architecture":
+                continue
+            if getattr(self, name) == spec_field.get_default(call_default_factory=True):
+                continue
+            if name in arch.lacks:
+                raise ValueError(f"{name}: {arch.lacks[name]}")
+            others = [a for a, other in ARCHITECTURES.items() if name in other.options]
+            raise ValueError(
+                f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
+            )
+        if self.normalization not in arch.normalizations:
+            others = [a for a, other in ARCHITECTURES.items() if self.normalization in other.normalizations]
+            raise ValueError(
+                f"normalization {self.normalization!r} is for architecture {' or '.join(others)} only; "
+                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
+            )
+        if self.architecture == "conv" and self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
         widths = [*(self.channels or []), *(self.hidden_dims or [])]
         if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
             kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
@@ -149,7 +153,7 @@ class SolverSpec(_Section):
             if key not in allowed:
                 raise ValueError(
                     f"optim_config has no {key!r} for update_rule {self.update_rule!r}"
-                    f"{_did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
+                    f"{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
                 )
             if key in ("learning_rate", "epsilon") and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
@@ -178,7 +182,7 @@ class RecordSpec(_Section):
 
 
 class PlotSpec(_Section):
-    kind: Literal["history", "sweep", "batch_size", "activations", "ics", "landscape"]
+    kind: Literal[tuple(FIGURE_KINDS)]
     x: str | None = None
     title: str | None = None
     layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
@@ -203,12 +207,6 @@ class ExperimentSpec(_Section):
 
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "solver": SolverSpec}
-# the statistics each figure of the recorded statistics draws
-RECORDED_BY_PLOT = {
-    "activations": ("p15", "p50", "p85"),
-    "ics": ("ics_l2", "ics_cos"),
-    "landscape": ("loss_range", "grad_change", "beta_smoothness"),
-}
 
 
 # --- a run -----------------------------------------------------------------------------------
@@ -246,11 +244,11 @@ class Experiment:
 # --- YAML with YAML 1.2 floats and positions -------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads 1e-3 as a float (YAML 1.2), not as the string '1e-3' (YAML 1.1)."""
 
 
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -269,19 +267,19 @@ class _Yaml11Boolean(yaml.MarkedYAMLError):
     would silently become False."""
 
 
-def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
+def _construct_bool(loader: YamlLoader, node: yaml.ScalarNode) -> bool:
     if node.value.lower() in ("true", "false"):
         return loader.construct_yaml_bool(node)
     raise _Yaml11Boolean(problem=node.value, problem_mark=node.start_mark)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+YamlLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 
 
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except _Yaml11Boolean as exc:
         mark = exc.problem_mark
         raise SpecError(
@@ -295,10 +293,10 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
 
 
-def _position(text: str, path: tuple) -> str:
+def yaml_position(text: str, path: tuple) -> str:
     """':line:col' of the node at a key path in the YAML text, or '' if it cannot be found."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=YamlLoader)
     except yaml.YAMLError:
         return ""
     best = node
@@ -328,11 +326,15 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise SpecError(f"{source}: no such spec file; check the path (specs live in configs/)")
     if path.is_dir():
         raise SpecError(f"{source}: is a directory, not a spec file; name a .yaml file inside it")
+    return experiment_from_text(read_text(path, "spec file"), source, overrides)
+
+
+def read_text(path: Path, what: str) -> str:
+    """A spec or claims file's text (UTF-8); SpecError naming `what` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{source}: cannot read the spec file: {exc}") from None
-    return experiment_from_text(text, source, overrides)
+        raise SpecError(f"{path}: cannot read the {what}: {exc}") from None
 
 
 def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
@@ -349,7 +351,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     spec = _validate(ExperimentSpec, raw, source, text, overridden)
     seeds = spec.seed_list()
     if len(set(seeds)) != len(seeds):
-        raise SpecError(f"{source}{_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
+        raise SpecError(f"{source}{yaml_position(text, ('seeds',))}: seeds: {seeds} lists a seed twice")
     swept_keys, points = expand_sweep(spec.sweep, source, text)
     if len(points) * len(seeds) > MAX_RUNS:
         raise SpecError(f"{source}: {len(points)} sweep points x {len(seeds)} seeds is more than {MAX_RUNS} runs")
@@ -368,7 +370,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             except ValidationError as exc:
                 values = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise SpecError(
-                    f"{source}{_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
+                    f"{source}{yaml_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
@@ -387,7 +389,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                         f"by it; drop the --set or edit the sweep in {source}"
                     )
                 raise SpecError(
-                    f"{source}{_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
+                    f"{source}{yaml_position(text, ('sweep',))}: sweep: the run {run_id} appears twice after "
                     f"expansion; remove the repeated values (or sweep entries that overlap)"
                 )
             seen[identity] = run_id
@@ -404,7 +406,7 @@ def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overrid
             path = key.split(".")
             if path[: len(loc)] == loc[: len(path)]:  # the error is in the value set, or in a section holding it
                 raise SpecError(f"--set {item}: {_first_error(exc)}") from None
-        raise SpecError(f"{source}{_position(text, tuple(loc))}: {_first_error(exc)}") from None
+        raise SpecError(f"{source}{yaml_position(text, tuple(loc))}: {_first_error(exc)}") from None
 
 
 def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
@@ -415,7 +417,7 @@ def _first_error(exc: ValidationError, prefix: tuple = ()) -> str:
     if err["type"] == "extra_forbidden":
         parent = _schema_at(loc[:-1])
         fields = list(parent.model_fields) if parent else []
-        hint = _did_you_mean(str(loc[-1]), fields)
+        hint = did_you_mean(str(loc[-1]), fields)
         return f"{key}: unknown key{hint}; valid keys here: {', '.join(fields)}"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
@@ -459,7 +461,7 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -477,7 +479,7 @@ def field_paths() -> list[str]:
 def _check_key(key: Any, source: str, where: str) -> str:
     if not isinstance(key, str) or key not in field_paths():
         raise SpecError(
-            f"{source}{where}: {key!r} names no field{_did_you_mean(str(key), field_paths())}; "
+            f"{source}{where}: {key!r} names no field{did_you_mean(str(key), field_paths())}; "
             f"keys look like model.weight_scale or solver.optim_config.learning_rate"
         )
     return key
@@ -546,12 +548,12 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
         return [], [{}]
     blocks = sweep if isinstance(sweep, list) else [sweep]
     if not blocks:
-        raise SpecError(f"{source}{_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
+        raise SpecError(f"{source}{yaml_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
     keys: list[str] = []
     points: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = ("sweep", i) if isinstance(sweep, list) else ("sweep",)
-        where = f"{source}{_position(text, at)}"
+        where = f"{source}{yaml_position(text, at)}"
         if not isinstance(block, dict) or not block:
             raise SpecError(f"{where}: sweep entries must be non-empty mappings of keys to value lists")
         axes: list[list[dict[str, Any]]] = []
@@ -559,8 +561,8 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
             if key == "zip":
                 axes.append(_zip_axis(values, source, text, (*at, "zip")))
                 continue
-            _check_key(key, source, _position(text, (*at, key)))
-            axes.append([{key: v} for v in _values(values, f"{source}{_position(text, (*at, key))}", key)])
+            _check_key(key, source, yaml_position(text, (*at, key)))
+            axes.append([{key: v} for v in _values(values, f"{source}{yaml_position(text, (*at, key))}", key)])
         if len(points) + math.prod(len(axis) for axis in axes) > MAX_RUNS:
             raise SpecError(f"{where}: the sweep expands to more than {MAX_RUNS} runs; sweep fewer values")
         for combo in itertools.product(*axes):
@@ -571,13 +573,13 @@ def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[di
 
 
 def _zip_axis(block: Any, source: str, text: str, at: tuple) -> list[dict[str, Any]]:
-    where = f"{source}{_position(text, at)}"
+    where = f"{source}{yaml_position(text, at)}"
     if not isinstance(block, dict) or len(block) < 2:
         raise SpecError(f"{where}: zip needs a mapping of at least two keys to value lists of equal length")
     columns = {}
     for key, values in block.items():
-        _check_key(key, source, _position(text, (*at, key)))
-        columns[key] = _values(values, f"{source}{_position(text, (*at, key))}", key)
+        _check_key(key, source, yaml_position(text, (*at, key)))
+        columns[key] = _values(values, f"{source}{yaml_position(text, (*at, key))}", key)
     lengths = {key: len(v) for key, v in columns.items()}
     if len(set(lengths.values())) != 1:
         raise SpecError(f"{where}: zipped lists must have equal lengths, got {lengths}")
@@ -616,20 +618,21 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
 
 def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
     for i, plot in enumerate(spec.plots or []):
-        where = f"{source}{_position(text, ('plots', i))}"
-        if plot.kind == "sweep" and plot.x not in swept_keys:
-            raise SpecError(f"{where}: plots[{i}]: a sweep figure needs x set to a swept key: {swept_keys}")
-        if plot.kind == "batch_size" and "solver.batch_size" not in swept_keys:
-            raise SpecError(f"{where}: plots[{i}]: a batch_size figure needs solver.batch_size in the sweep")
-        needed = RECORDED_BY_PLOT.get(plot.kind, ())
-        missing = [s for s in needed if spec.record is None or s not in spec.record.statistics]
+        where = f"{source}{yaml_position(text, ('plots', i))}"
+        kind = FIGURE_KINDS[plot.kind]
+        if kind.takes_x and plot.x not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs x set to a swept key: {swept_keys}")
+        if kind.swept and kind.swept not in swept_keys:
+            raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs {kind.swept} in the sweep")
+        missing = [s for s in kind.statistics if spec.record is None or s not in spec.record.statistics]
         if missing:
             raise SpecError(
                 f"{where}: plots[{i}]: the {plot.kind} figure needs {', '.join(missing)} recorded; "
                 f"add them to record.statistics (or a record: section)"
             )
-        if plot.layers is not None and plot.kind not in ("activations", "ics"):
-            raise SpecError(f"{where}: plots[{i}]: layers is for activations and ics figures only; remove it")
+        if plot.layers is not None and not kind.takes_layers:
+            takers = " and ".join(k for k, other in FIGURE_KINDS.items() if other.takes_layers)
+            raise SpecError(f"{where}: plots[{i}]: layers is for {takers} figures only; remove it")
 
 
 # --- run ids ---------------------------------------------------------------------------------
@@ -643,10 +646,5 @@ def make_run_id(swept: dict[str, Any], seed: int) -> str:
 
 
 def _format(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        return "-".join(_format(v) for v in value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", str(value))
+    """A swept value in a run id: as format_value writes it, with only file-name-safe characters."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", format_value(value))

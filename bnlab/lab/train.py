@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.nn.nets import ConvNet, FullyConnectedNet
-from bnlab.nn.norms import NOISE_DEFAULTS
+from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.solver import Solver
-
-NOISE_STREAM = 0x6E6F6973  # 'nois': a seed word that sets the noise generators apart from the run's own
 
 
 @dataclass
@@ -72,16 +69,11 @@ def train_run(
     started = time.time()
     clock = time.perf_counter()
     model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
-    noise = {key: model_cfg.pop(key, default) for key, default in NOISE_DEFAULTS.items()}
     recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
-        model = build_model(model_cfg, data["X_train"].shape[1:], rng)
-        if model_cfg.get("normalization") == "noisy_batchnorm":
-            # Each layer's noise comes from a generator of its own, seeded from the run's seed: the
-            # weights and minibatches are drawn exactly as for plain batch norm.
-            for layer, bn_param in enumerate(model.bn_params, start=1):
-                bn_param.update(noise, noise_rng=np.random.RandomState([config["seed"], NOISE_STREAM, layer]))
+        # noisy batch norm's layers draw their noise from generators seeded with the run's seed
+        model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng)
         solver = Solver(
             model,
             data,
@@ -119,20 +111,10 @@ def train_run(
 
 
 def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState):
-    """The net a run's model section describes (architecture fc or conv), for inputs of one
+    """The net a run's model section describes (bnlab.nn.nets.ARCHITECTURES), for inputs of one
     sample's shape, e.g. (3, 32, 32), its weights drawn from rng."""
-    cfg = dict(model_cfg)
-    architecture = cfg.pop("architecture", "fc")
-    channels, kernel_size = cfg.pop("channels", None), cfg.pop("kernel_size", 3)
-    cfg["dtype"] = np.dtype(cfg["dtype"]).type
-    if architecture == "conv":
-        # The spec holds these at their defaults for conv nets: no dropout, the norm before the
-        # activation, no batch renorm.
-        for fc_only in ("dropout_keep_ratio", "norm_position", "renorm_rmax", "renorm_dmax", "renorm_warmup"):
-            cfg.pop(fc_only, None)
-        cfg["hidden_dims"] = cfg.get("hidden_dims") or []
-        return ConvNet(channels, kernel_size=kernel_size, input_dim=tuple(input_shape), num_classes=10, rng=rng, **cfg)
-    return FullyConnectedNet(input_dim=int(np.prod(input_shape)), num_classes=10, rng=rng, **cfg)
+    architecture = ARCHITECTURES[model_cfg.get("architecture", "fc")]
+    return architecture.build({**model_cfg, "dtype": np.dtype(model_cfg["dtype"]).type}, input_shape, rng)
 
 
 def _peak_rss_mb() -> float | None:

@@ -20,35 +20,29 @@ def eval_numerical_gradient(
     x is perturbed in place and restored, so f may read x through a closure (a model's params).
     `verbose` is accepted so notebook calls port unchanged; bnlab never prints.
     """
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    while not it.finished:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        f_plus = f(x)
-        x[i] = old - h
-        f_minus = f(x)
-        x[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * h)
-        it.iternext()
-    return grad
+    return _central_differences(x, h, f, lambda plus, minus: plus - minus)
 
 
 def eval_numerical_gradient_array(
     f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, df: np.ndarray, h: float = 1e-5
 ) -> np.ndarray:
     """Gradient of sum(f(x) * df) at x for an array-valued f: the backward pass that df drives."""
+    return _central_differences(x, h, lambda x: f(x).copy(), lambda plus, minus: np.sum((plus - minus) * df))
+
+
+def _central_differences(x: np.ndarray, h: float, value: Callable, difference: Callable) -> np.ndarray:
+    """grad[i] = difference(value(x + h e_i), value(x - h e_i)) / 2h for every index i of x,
+    perturbing x in place and restoring it."""
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:
         i = it.multi_index
         old = x[i]
         x[i] = old + h
-        pos = f(x).copy()
+        plus = value(x)
         x[i] = old - h
-        neg = f(x).copy()
+        minus = value(x)
         x[i] = old
-        grad[i] = np.sum((pos - neg) * df) / (2 * h)
+        grad[i] = difference(plus, minus) / (2 * h)
         it.iternext()
     return grad

@@ -8,7 +8,9 @@ hidden layer, affine - softmax.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -16,9 +18,10 @@ import numpy as np
 from bnlab.nn import conv, layers
 from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.norms import NORMALIZATIONS
+from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
 
 WeightScale = float | str  # a standard deviation, or 'he' / 'xavier'
+NOISE_STREAM = 0x6E6F6973  # 'nois': a seed word that sets the noise generators apart from the net's own
 
 
 def init_std(weight_scale: WeightScale, fan_in: int, fan_out: int) -> float:
@@ -37,12 +40,62 @@ def init_std(weight_scale: WeightScale, fan_in: int, fan_out: int) -> float:
     return float(weight_scale)
 
 
-class FullyConnectedNet:
+class _Net:
+    """What both nets share: the random stream, the activation, the parameters and their dtype."""
+
+    def _setup(
+        self,
+        normalization: str | None,
+        num_groups: int,
+        activation: str,
+        negative_slope: float,
+        reg: float,
+        dtype: type,
+        seed: int | None,
+        rng: np.random.RandomState | None,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        self.normalization = normalization
+        self.num_groups = num_groups
+        self.activation_name = activation
+        self.negative_slope = negative_slope
+        forward, backward = ACTIVATIONS[activation]
+        if activation == "leaky_relu":
+            forward = partial(forward, negative_slope=negative_slope)
+        self.activation = (forward, backward)
+        self.reg = reg
+        self.dtype = dtype
+        if rng is None:
+            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
+        self.rng = rng
+        self.params: dict[str, np.ndarray] = {}
+        # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
+        # layer's number (1-based): how recording looks inside the net without a second pass.
+        self.activation_inputs: dict[int, np.ndarray] | None = None
+
+    def _add_weights(self, i: int, shape: tuple[int, ...], std: float, width: int) -> None:
+        """W_i of `shape` drawn from the net's stream with standard deviation std, b_i zeros (width,)."""
+        self.params[f"W{i}"] = std * self.rng.randn(*shape)
+        self.params[f"b{i}"] = np.zeros(width)
+
+    def _add_norm(self, i: int, width: int) -> None:
+        """gamma_i ones and beta_i zeros (width,): the normalization starts as the identity."""
+        self.params[f"gamma{i}"] = np.ones(width)
+        self.params[f"beta{i}"] = np.zeros(width)
+
+    def _cast_params(self) -> None:
+        for name, value in self.params.items():
+            self.params[name] = value.astype(self.dtype)
+
+
+class FullyConnectedNet(_Net):
     """The notebooks' FullyConnectedNet, float32 by default.
 
     Args:
         hidden_dims: the width of every hidden layer.
-        input_dim, num_classes: input features (3*32*32 for CIFAR-10) and classes.
+        input_dim, num_classes: input features (3*32*32 for CIFAR-10, or the shape (3, 32, 32) of a
+            sample) and classes.
         dropout_keep_ratio: probability of keeping a hidden unit; 1 disables dropout.
         normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS: 'batchnorm', 'layernorm',
             'groupnorm', 'rmsnorm', 'batchrenorm'.
@@ -53,6 +106,10 @@ class FullyConnectedNet:
         renorm_rmax, renorm_dmax, renorm_warmup: 'batchrenorm' clips r to [1/rmax, rmax] and d to
             [-dmax, dmax], both ramped linearly from batch norm's 1 and 0 over the first
             renorm_warmup training iterations (see bnlab.nn.norms.batchrenorm_forward).
+        noise_mean, noise_scale, noise_growth, noise_seed: 'noisy_batchnorm' only (see
+            bnlab.nn.norms.noisy_batchnorm_forward); each layer's noise comes from a generator of its
+            own seeded with (noise_seed, layer), so the weights and minibatches are drawn exactly as
+            for plain batch norm (without noise_seed, every layer's is RandomState(0)).
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
         weight_scale: standard deviation of the initial weights, or 'he' / 'xavier' (see init_std).
         dtype: np.float32 to train fast, np.float64 for gradient checks.
@@ -64,7 +121,7 @@ class FullyConnectedNet:
     def __init__(
         self,
         hidden_dims: Sequence[int],
-        input_dim: int = 3 * 32 * 32,
+        input_dim: int | tuple[int, ...] = 3 * 32 * 32,
         num_classes: int = 10,
         dropout_keep_ratio: float = 1.0,
         normalization: str | None = None,
@@ -75,6 +132,10 @@ class FullyConnectedNet:
         renorm_rmax: float = 3.0,
         renorm_dmax: float = 5.0,
         renorm_warmup: int = 100,
+        noise_mean: float = NOISE_DEFAULTS["noise_mean"],
+        noise_scale: float = NOISE_DEFAULTS["noise_scale"],
+        noise_growth: float = NOISE_DEFAULTS["noise_growth"],
+        noise_seed: int | None = None,
         reg: float = 0.0,
         weight_scale: WeightScale = 1e-2,
         dtype: type = np.float32,
@@ -85,49 +146,32 @@ class FullyConnectedNet:
             raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
         if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
             raise ValueError(f"num_groups={num_groups} must divide every hidden width {list(hidden_dims)}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
-        self.normalization = normalization
-        self.activation_name = activation
-        self.negative_slope = negative_slope
+        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
         self.norm_position = norm_position
-        self.num_groups = num_groups
         self.use_dropout = dropout_keep_ratio != 1
-        self.reg = reg
         self.num_layers = 1 + len(hidden_dims)
-        self.dtype = dtype
-        if rng is None:
-            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
-        self.rng = rng
 
-        self.params: dict[str, np.ndarray] = {}
-        dims = [input_dim, *hidden_dims, num_classes]
-        for i in range(self.num_layers):
-            std = init_std(weight_scale, dims[i], dims[i + 1])
-            self.params[f"W{i + 1}"] = std * rng.randn(dims[i], dims[i + 1])
-            self.params[f"b{i + 1}"] = np.zeros(dims[i + 1])
-            if normalization is not None and i < self.num_layers - 1:
-                self.params[f"gamma{i + 1}"] = np.ones(dims[i + 1])
-                self.params[f"beta{i + 1}"] = np.zeros(dims[i + 1])
-        for name, value in self.params.items():
-            self.params[name] = value.astype(dtype)
+        dims = [int(np.prod(input_dim)), *hidden_dims, num_classes]
+        for i in range(1, self.num_layers + 1):
+            self._add_weights(i, (dims[i - 1], dims[i]), init_std(weight_scale, dims[i - 1], dims[i]), dims[i])
+            if normalization is not None and i < self.num_layers:
+                self._add_norm(i, dims[i])
+        self._cast_params()
 
-        self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": rng}
+        self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": self.rng}
         # One dict per normalization layer (the notebooks' name): mode, running statistics, groups.
         bn_param: dict = {"mode": "train", "num_groups": num_groups}
         if normalization == "batchrenorm":
             bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
+        if normalization == "noisy_batchnorm":
+            bn_param.update(noise_mean=noise_mean, noise_scale=noise_scale, noise_growth=noise_growth)
         self.bn_params = [dict(bn_param) for _ in range(self.num_layers - 1)]
+        if normalization == "noisy_batchnorm" and noise_seed is not None:
+            for layer, param in enumerate(self.bn_params, start=1):
+                param["noise_rng"] = np.random.RandomState([noise_seed, NOISE_STREAM, layer])
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
-        # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
-        # layer's number (1-based): how recording looks inside the net without a second pass.
-        self.activation_inputs: dict[int, np.ndarray] | None = None
-        forward, backward = ACTIVATIONS[activation]
-        if activation == "leaky_relu":
-            forward = partial(forward, negative_slope=negative_slope)
-        self.activation = (forward, backward)
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
@@ -186,7 +230,7 @@ class FullyConnectedNet:
 NON_DECREASING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})
 
 
-class ConvNet:
+class ConvNet(_Net):
     """A convolutional net with a normalization switch, float32 by default:
 
         {conv KxK (stride 1, padding that keeps the size) - [norm] - activation - max pool 2x2} per
@@ -198,7 +242,8 @@ class ConvNet:
         kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
         input_dim: (C, H, W) of the images.
         num_classes: classes of the output layer.
-        hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty).
+        hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty
+            or None).
         normalization: None, 'batchnorm' (spatial batch norm in the conv blocks), 'groupnorm'
             (spatial group norm with num_groups groups) or 'layernorm' (over (C, H, W) in the conv
             blocks); the fully connected layers use the same name from norms.NORMALIZATIONS.
@@ -217,7 +262,7 @@ class ConvNet:
         kernel_size: int = 3,
         input_dim: tuple[int, int, int] = (3, 32, 32),
         num_classes: int = 10,
-        hidden_dims: Sequence[int] = (),
+        hidden_dims: Sequence[int] | None = (),
         normalization: str | None = None,
         num_groups: int = 4,
         activation: str = "relu",
@@ -232,8 +277,7 @@ class ConvNet:
             raise ValueError(
                 f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
             )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        hidden_dims = list(hidden_dims or [])
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
         if normalization == "groupnorm" and any(k % num_groups for k in [*channels, *hidden_dims]):
@@ -241,48 +285,28 @@ class ConvNet:
         c, h, w = input_dim
         if min(h, w) < 2 ** len(channels):
             raise ValueError(f"{len(channels)} 2x2 poolings need images of at least {2 ** len(channels)} pixels a side")
-        self.normalization = normalization
-        self.num_groups = num_groups
-        self.activation_name = activation
-        self.negative_slope = negative_slope
-        forward, backward = ACTIVATIONS[activation]
-        if activation == "leaky_relu":
-            forward = partial(forward, negative_slope=negative_slope)
-        self.activation = (forward, backward)
+        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
         self.pool_first = activation in NON_DECREASING
-        self.reg = reg
-        self.dtype = dtype
         self.num_conv = len(channels)
         self.num_layers = len(channels) + len(hidden_dims) + 1
         self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
         self.pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
-        if rng is None:
-            rng = np.random.RandomState(seed) if seed is not None else np.random.mtrand._rand
-        self.rng = rng
-
-        self.params: dict[str, np.ndarray] = {}
         k2 = kernel_size * kernel_size
         for i, f in enumerate(channels, start=1):
-            std = init_std(weight_scale, c * k2, f * k2)
-            self.params[f"W{i}"] = std * rng.randn(f, c, kernel_size, kernel_size)
-            self.params[f"b{i}"] = np.zeros(f)
+            self._add_weights(i, (f, c, kernel_size, kernel_size), init_std(weight_scale, c * k2, f * k2), f)
             c, h, w = f, h // 2, w // 2
         dims = [c * h * w, *hidden_dims, num_classes]
         for j in range(len(dims) - 1):
-            i = self.num_conv + j + 1
-            self.params[f"W{i}"] = init_std(weight_scale, dims[j], dims[j + 1]) * rng.randn(dims[j], dims[j + 1])
-            self.params[f"b{i}"] = np.zeros(dims[j + 1])
+            std = init_std(weight_scale, dims[j], dims[j + 1])
+            self._add_weights(self.num_conv + j + 1, (dims[j], dims[j + 1]), std, dims[j + 1])
         if normalization is not None:
             for i, width in enumerate([*channels, *hidden_dims], start=1):
-                self.params[f"gamma{i}"] = np.ones(width)
-                self.params[f"beta{i}"] = np.zeros(width)
-        for name, value in self.params.items():
-            self.params[name] = value.astype(dtype)
+                self._add_norm(i, width)
+        self._cast_params()
 
         self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
         self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
-        self.activation_inputs: dict[int, np.ndarray] | None = None  # as FullyConnectedNet's
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, num_classes) for X (N, C, H, W) when y is None (test mode); otherwise
@@ -384,3 +408,45 @@ def _scores_or_loss(net, h: np.ndarray, y: np.ndarray | None, layer_forward, lay
         loss += 0.5 * net.reg * float(np.sum(w * w))
         grads[f"W{i}"] += net.reg * w
     return loss, grads
+
+
+# --- the architectures a spec can name --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One net a spec can name: its class, the normalizations its layers take, the option that
+    lists its layer widths (required) and what it holds, and why it lacks an option the other nets
+    have (options it lacks must stay at their defaults)."""
+
+    net: type
+    normalizations: tuple[str | None, ...]
+    widths: tuple[str, str]
+    lacks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The model options its constructor takes (not the ones the lab supplies: data shape, rng)."""
+        return frozenset(inspect.signature(self.net).parameters) - {"input_dim", "num_classes", "seed", "rng"}
+
+    def build(self, options: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
+        """The net for inputs of one sample's shape, e.g. (3, 32, 32), from `options` (the ones
+        it does not take are left out), its weights drawn from rng."""
+        taken = {k: v for k, v in options.items() if k in self.options}
+        return self.net(input_dim=tuple(input_shape), num_classes=num_classes, rng=rng, **taken)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "fc": Architecture(
+        FullyConnectedNet, (None, *NORMALIZATIONS), ("hidden_dims", ": at least one width, e.g. [100, 100]")
+    ),
+    "conv": Architecture(
+        ConvNet,
+        (None, *SPATIAL_NORMALIZATIONS),
+        ("channels", " (the filters of each conv block)"),
+        lacks={
+            "dropout_keep_ratio": "the conv net has no dropout; leave it at 1",
+            "norm_position": "conv nets normalize before the activation only; leave it at before",
+        },
+    ),
+}

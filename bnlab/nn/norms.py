@@ -186,18 +186,7 @@ def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
         dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)), means per sample.
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
-    x_hat, gamma, inv_std = cache
-    d = dout.shape[1]
-    dbeta = dout.sum(axis=0)
-    dgamma = np.einsum("nd,nd->d", dout, x_hat)
-    dx_hat = dout * gamma
-    mean_dx_hat = dx_hat.mean(axis=1, keepdims=True)
-    mean_dx_hat_x_hat = (np.einsum("nd,nd->n", dx_hat, x_hat) / d)[:, None]
-    dx = dx_hat
-    dx -= mean_dx_hat
-    dx -= x_hat * mean_dx_hat_x_hat
-    dx *= inv_std
-    return dx, dgamma, dbeta
+    return _per_sample_backward(dout, cache, centered=True)
 
 
 # --- RMS normalization -----------------------------------------------------------------------
@@ -225,13 +214,21 @@ def rmsnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
         dx = inv_rms * (dx_hat - x_hat * mean(dx_hat * x_hat)), the mean per sample.
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
-    x_hat, gamma, inv_rms = cache
+    return _per_sample_backward(dout, cache, centered=False)
+
+
+def _per_sample_backward(dout: Array, cache: Cache, centered: bool) -> tuple[Array, Array, Array]:
+    """Layer norm's backward (centered) or RMS norm's (not), from the cache (x_hat, gamma, inv_std)."""
+    x_hat, gamma, inv_std = cache
     d = dout.shape[1]
     dbeta = dout.sum(axis=0)
     dgamma = np.einsum("nd,nd->d", dout, x_hat)
-    dx_hat = dout * gamma
-    dx = dx_hat - x_hat * (np.einsum("nd,nd->n", dx_hat, x_hat) / d)[:, None]
-    dx *= inv_rms
+    dx = dout * gamma  # dx_hat, turned into dx in place
+    mean_dx_hat_x_hat = (np.einsum("nd,nd->n", dx, x_hat) / d)[:, None]
+    if centered:
+        dx -= dx.mean(axis=1, keepdims=True)
+    dx -= x_hat * mean_dx_hat_x_hat
+    dx *= inv_std
     return dx, dgamma, dbeta
 
 
@@ -362,9 +359,9 @@ class Normalization:
 
 NORMALIZATIONS: dict[str, Normalization] = {
     "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
-    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
     "layernorm": Normalization(layernorm_forward, layernorm_backward),
     "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
     "rmsnorm": Normalization(rmsnorm_forward, rmsnorm_backward),
     "batchrenorm": Normalization(batchrenorm_forward, batchrenorm_backward),
+    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
 }

@@ -1,0 +1,53 @@
+"""The figure kinds a spec's `plots` can name, one row each: what a kind needs of the results,
+its file name and what it shows.
+
+The spec checks a plan against this table before any run, bnlab.plots checks it again against
+the results folder and draws each kind with its function in plots.DRAW, and the report captions
+each figure from it. A new kind is a row here and a draw function there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BATCH = "solver.batch_size"
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """stem: the file name without extension ({x}: the swept key, dots as _; {normalization}: one
+    figure per normalization). caption: what it shows ({x}: the x axis' name), completed in the
+    report by the figure's own title and notes. statistics: the recorded statistics (probes.csv)
+    it draws. swept: a key that must be swept. takes_x: it needs `x`, a swept numeric key.
+    takes_layers: it accepts `layers`."""
+
+    stem: str
+    caption: str = ""
+    statistics: tuple[str, ...] = ()
+    swept: str | None = None
+    takes_x: bool = False
+    takes_layers: bool = False
+
+
+FIGURE_KINDS: dict[str, FigureKind] = {
+    "history": FigureKind(
+        "history",
+        "Training loss per iteration (moving average over one epoch, top) and training and "
+        "validation accuracy per epoch (bottom), a line per run group.",
+    ),
+    "sweep": FigureKind(
+        "sweep_{x}",
+        "Best validation accuracy, best training accuracy and final training loss (mean of the "
+        "last 100 iterations) against {x}, a line per group of the other swept values.",
+        takes_x=True,
+    ),
+    "batch_size": FigureKind(
+        "batch_size_{normalization}",
+        "Training and validation accuracy per epoch for each batch size; runs without "
+        "normalization are drawn dashed as the reference.",
+        swept=BATCH,
+    ),
+    "activations": FigureKind("activations", statistics=("p15", "p50", "p85"), takes_layers=True),
+    "ics": FigureKind("ics", statistics=("ics_l2", "ics_cos"), takes_layers=True),
+    "landscape": FigureKind("landscape", statistics=("loss_range", "grad_change", "beta_smoothness")),
+}

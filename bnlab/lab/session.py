@@ -1,0 +1,133 @@
+"""A lab session: the one sequence every command that trains follows.
+
+    specs -> experiments (load_experiments) -> the results root checked (check_out)
+          -> the data found, fetched if allowed, and every split checked (prepare_data)
+          -> an executor (open_session) -> sweeps (Session.run) or claims (Session.claims)
+
+`bnlab run` and `bnlab claims` are this sequence with their own progress display; nothing here
+prints. Every problem is a BnlabError naming what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bnlab.errors import DataError, SpecError
+from bnlab.lab import data
+from bnlab.lab.choices import ExecutorKind
+from bnlab.lab.executors import Executor, default_workers, make_executor
+from bnlab.lab.runner import SweepReport, run_experiment
+from bnlab.lab.spec import Experiment, load_experiment
+
+
+def load_experiments(specs: list[Path], overrides: list[str] | None = None) -> list[Experiment]:
+    """The experiments of the spec files, with the --set overrides; two with one name would share a folder."""
+    experiments = [load_experiment(spec, overrides or []) for spec in specs]
+    names = [e.name for e in experiments]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise SpecError(f"two specs name the experiment {duplicate!r}; their results would share a folder")
+    return experiments
+
+
+def check_out(out: Path) -> None:
+    """The results root is a folder that exists or can be made, and can be written."""
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: is a file, not a folder; name a folder for the results")
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise SpecError(f"--out {out}: {existing} is a file, so no folder can be made inside it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"--out {out}: {existing} is not writable; choose a folder you can write to")
+
+
+def prepare_data(
+    data_dir: Path | None,
+    experiments: list[Experiment],
+    download: Callable[[Path | None], Path] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Path:
+    """Find the data (download it with `download` into the cache when it is nowhere and no folder
+    was named), check every run's splits fit it, before anything is written, and prepare each
+    split the runs use (bnlab.lab.prepared) once, here, so that every worker maps the same copy
+    instead of making its own; on_notice(message) hears when a damaged copy was rebuilt."""
+    batches = data.locate_cifar10(data_dir)
+    if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
+        # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
+        # (a typo, an unmounted share), not a place to download 163 MB into: only the cache is filled.
+        raise DataError(data.describe_cifar10(data_dir)["problem"])
+    if batches is None:
+        batches = download(data_dir)
+    info = data.describe_cifar10(data_dir)
+    if info["problem"]:
+        raise DataError(info["problem"])
+    for experiment in experiments:
+        for run in experiment.runs:
+            rd = run.config["data"]
+            if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
+                raise SpecError(
+                    f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
+                    f"training images and num_test {rd['num_test']}, but {batches} holds "
+                    f"{info['num_train']} training and {info['num_test']} test images; lower them "
+                    f"(e.g. --set data.num_train={max(info['num_train'] - experiment.spec.data.num_val, 1)})"
+                )
+    splits = {
+        (rd["num_train"], rd["num_val"], rd["num_test"], run.config["model"]["dtype"])
+        for experiment in experiments
+        for run in experiment.runs
+        for rd in [run.config["data"]]
+    }
+    for num_train, num_val, num_test, dtype in sorted(splits):
+        notice = data.prepare_cifar10(batches, num_train, num_val, num_test, dtype).notice
+        if notice and on_notice is not None:
+            on_notice(notice)
+    return batches
+
+
+@dataclass
+class Session:
+    """An executor ready for sweeps; `where` says where runs execute ("2 worker(s)", "dask tcp://...")."""
+
+    executor: Executor
+    workers: int
+    where: str
+
+    def run(self, experiment: Experiment, out: Path, force: bool = False, **callbacks) -> SweepReport:
+        """Train the runs of `experiment` not finished under out/<name> (bnlab.lab.runner.run_experiment;
+        callbacks: on_start, on_outcome, progress)."""
+        return run_experiment(experiment, out, self.executor, force, **callbacks)
+
+    def claims(self, groups: list, out: Path, ids: set[str] | None = None, **callbacks) -> list[dict]:
+        """Run and evaluate the claims (bnlab.lab.claims.run_claims; callbacks: on_experiment,
+        on_outcome, progress)."""
+        from bnlab.lab.claims import run_claims  # here: scipy loads only for claims
+
+        return run_claims(groups, out, self.executor, ids, **callbacks)
+
+
+@contextlib.contextmanager
+def open_session(
+    experiments: list[Experiment],
+    data_dir: Path | None = None,
+    workers: int | None = None,
+    executor: ExecutorKind = ExecutorKind.local,
+    scheduler: str | None = None,
+    download: Callable[[Path | None], Path] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Iterator[Session]:
+    """A Session for `experiments` (their data prepared first, when there are any; on_notice as
+    for prepare_data); the executor is closed when the block ends, however it ends."""
+    executor = ExecutorKind(executor)  # dask needs the scheduler's address
+    workers = workers or default_workers()
+    data_root = prepare_data(data_dir, experiments, download, on_notice) if experiments else None
+    # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
+    runner = make_executor(workers, data_root if executor is ExecutorKind.local else data_dir, executor, scheduler)
+    where = f"{workers} worker(s)" if executor is ExecutorKind.local else f"dask {scheduler}"
+    try:
+        yield Session(runner, workers, where)
+    finally:
+        runner.close()
