@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
 export BNLAB_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install test lint run gradcheck bench experiments claims clean
+.PHONY: install test test-kernels reference-hashes readme lint run gradcheck bench experiments claims clean
 
 install: $(STAMP)
 
@@ -27,6 +27,33 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The numerics-sensitive tests and `bnlab gradcheck` under each OpenBLAS kernel set, portable
+# numerics off (BNLAB_BLAS=native): they must pass whatever kernels a machine picks.
+KERNELS := Haswell SkylakeX Sandybridge Prescott
+NUMERIC_TESTS := tests/test_layers.py tests/test_conv.py tests/test_nets.py tests/test_solver.py \
+	tests/test_optim.py tests/test_gradcheck_suite.py tests/test_notebook_cells.py tests/test_probes.py \
+	tests/test_noisy_batchnorm.py
+test-kernels: $(STAMP)
+	@for kernel in $(KERNELS); do \
+		echo "== BNLAB_BLAS=native OPENBLAS_CORETYPE=$$kernel"; \
+		BNLAB_BLAS=native OPENBLAS_CORETYPE=$$kernel $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERIC_TESTS) \
+			|| exit 1; \
+		table=$$(BNLAB_BLAS=native OPENBLAS_CORETYPE=$$kernel $(BIN)/bnlab gradcheck) \
+			|| { echo "$$table" | grep FAIL; exit 1; }; \
+		echo "$$table" | tail -1; \
+	done
+
+# Regenerate tests/smoke_history.sha256 ON PURPOSE (numerics, data or configs/smoke.yaml changed);
+# never to make test_numerics pass.
+reference-hashes: $(STAMP)
+	$(BIN)/python tests/reference_hashes.py
+
+# Rebuild the README's generated blocks (<!-- bnlab:NAME --> ... <!-- /bnlab:NAME -->) and its
+# figures from results/ (run `make experiments` first).
+readme: $(STAMP)
+	$(BIN)/bnlab plot results/
+	$(BIN)/python tools/readme.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check bnlab tests
 
@@ -38,7 +65,7 @@ run: $(STAMP)
 experiments: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml configs/weight_scale.yaml configs/batch_size.yaml \
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml configs/cnn_norm.yaml \
-		configs/santurkar.yaml configs/bn_paper_fig1.yaml
+		configs/santurkar.yaml configs/bn_paper_fig1.yaml configs/bn_paper_mnist.yaml configs/lenet_bn.yaml
 	$(BIN)/bnlab plot results/
 	$(BIN)/bnlab report results/
 

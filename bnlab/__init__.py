@@ -7,6 +7,11 @@ starts without numpy.
 
 __version__ = "0.1.0"
 
+# Before anything imports numpy: OpenBLAS reads its kernel choice once, when it loads (bnlab.numerics).
+from bnlab import numerics as _numerics  # noqa: E402
+
+_numerics.pin()
+
 _EXPORTS = {"FullyConnectedNet": "bnlab.nn.nets", "ConvNet": "bnlab.nn.nets", "Solver": "bnlab.nn.solver"}
 
 

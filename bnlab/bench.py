@@ -33,7 +33,7 @@ from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
-SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record", "memory")
+SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record", "blas", "memory")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
 
@@ -86,6 +86,7 @@ def run_benchmarks(
         "conv": lambda: bench_conv(quick),
         "startup": lambda: bench_startup(2 if quick else 10),
         "record": lambda: bench_record(quick, repeats),
+        "blas": lambda: bench_blas(Path(spec) if spec is not None else DEFAULT_SPEC, repeats, quick, data_dir),
         "memory": lambda: _bench_memory(quick, data_dir),
     }
     rows: list[BenchRow] = []
@@ -157,10 +158,12 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
-def _timed_subprocess(command: list[str]) -> float:
+def _timed_subprocess(command: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time of `command`, process start-up included; BnlabError if it fails."""
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
+    done = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or _subprocess_env()
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
@@ -457,3 +460,74 @@ def bench_record(quick: bool = False, repeats: int = 3, every: int = DEFAULT_EVE
         _row("record", f"training, every statistic every {every} iterations", seconds["on"], note=note),
         _row("record", "overhead of recording", ratios, unit="x", note="median of paired ratios on / off"),
     ]
+
+
+# --- 7. the price of portable numerics -------------------------------------------------------------
+
+BLAS_MODES = ("portable", "native")
+
+
+def _blas_env(mode: str) -> dict[str, str]:
+    """A child environment with portable numerics (the default) or the machine's own kernels:
+    OPENBLAS_CORETYPE removed, so native really is the machine's choice."""
+    env = _subprocess_env()
+    env.pop("OPENBLAS_CORETYPE", None)
+    env["BNLAB_BLAS"] = mode
+    return env
+
+
+def conv_rate(steps: int = 8, warmup: int = 3, batch: int = CONV_BATCH) -> dict:
+    """Training images per second of the conv bench's net (one thread), and the BLAS kernel in use:
+    what `bench_blas` measures in a fresh process per numerics mode."""
+    from bnlab.numerics import provenance
+
+    solver = _conv_solver(batch)
+    with _single_core():
+        for _ in range(warmup):
+            solver._step()
+        rate = batch / _seconds_per_call(solver._step, steps)
+    return {"rate": rate, "kernel": provenance()["blas"]["kernel"]}
+
+
+def bench_blas(spec: Path, repeats: int = 3, quick: bool = False, data_dir: str | Path | None = None) -> list[BenchRow]:
+    """Portable numerics (Haswell kernels) against the machine's own, in fresh processes, interleaved
+    (portable, native, portable, ...) so both share the machine's drifts: the weight-scale sweep
+    (`bnlab run SPEC --set seeds=[0]`, one worker) and the conv bench's training step (quick: a
+    tiny batch). The price is the median of the paired ratios portable / native time."""
+    conv_code = f"import json, bnlab.bench as b; print(json.dumps(b.conv_rate({'1, 1, 8' if quick else ''})))"
+    batches = datasets.locate_cifar10(data_dir)
+    seconds: dict[str, list[float]] = {m: [] for m in BLAS_MODES}
+    rates: dict[str, list[float]] = {m: [] for m in BLAS_MODES}
+    kernels: dict[str, str] = {}
+    for _ in range(repeats):
+        for mode in BLAS_MODES:
+            if batches is not None and spec.is_file():
+                with tempfile.TemporaryDirectory(prefix="bnlab-bench-") as out:
+                    command = [
+                        sys.executable, "-m", "bnlab.cli", "run", str(spec), "--set", "seeds=[0]",
+                        "--out", out, "--workers", "1", "--data-dir", str(batches),
+                    ]  # fmt: skip
+                    seconds[mode].append(_timed_subprocess(command, _blas_env(mode)))
+            done = subprocess.run(
+                [sys.executable, "-c", conv_code], capture_output=True, text=True, env=_blas_env(mode)
+            )
+            if done.returncode != 0:
+                raise BnlabError(f"the conv bench failed under BNLAB_BLAS={mode}: {done.stderr.strip()[-500:]}")
+            result = json.loads(done.stdout)
+            rates[mode].append(result["rate"])
+            kernels[mode] = result["kernel"]
+    label = {m: f"{m} ({kernels.get(m)} kernels)" for m in BLAS_MODES}
+    rows = []
+    if seconds["portable"]:
+        note = f"{spec.name} --set seeds=[0], 1 worker, new process"
+        rows += [_row("blas", f"sweep, {label[m]}", seconds[m], note=note) for m in BLAS_MODES]
+        ratios = [p / n for p, n in zip(seconds["portable"], seconds["native"], strict=True)]
+        rows.append(_row("blas", "sweep: portable / native time", ratios, unit="x", note="median of paired ratios"))
+    else:
+        rows.append(BenchRow("blas", "sweep", None, None, 0, note=f"no CIFAR-10 or no spec {spec}"))
+    rows += [
+        _row("blas", f"conv step, {label[m]}", rates[m], unit="img/s", note="batch 64, 1 thread") for m in BLAS_MODES
+    ]
+    ratios = [n / p for p, n in zip(rates["portable"], rates["native"], strict=True)]
+    rows.append(_row("blas", "conv: portable / native time", ratios, unit="x", note="median of paired ratios"))
+    return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,24 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bnlab import __version__
+
+        console.print(f"bnlab {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print bnlab's version and exit.")
+    ] = False,
+) -> None:
+    pass  # the options above are handled by their callbacks; the commands do the work
+
 
 SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAML).", show_default=False)]
 SetOpt = Annotated[
@@ -49,8 +68,10 @@ def _error(message: str) -> None:
 def _reported():
     """Turn a BnlabError into one red line on stderr and its exit code: no traceback for a person."""
     from bnlab.errors import BnlabError
+    from bnlab.numerics import check_setting
 
     try:
+        check_setting()  # a bad BNLAB_BLAS is a usage error, before any work
         yield
     except BnlabError as exc:
         _error(str(exc))
@@ -65,15 +86,31 @@ def _usage_error(message: str) -> typer.Exit:
 def _plan_table(experiment):
     from rich.table import Table
 
+    from bnlab.lab.formatting import format_value
+
+    # run ids fold onto more lines rather than being cut (an 80-column terminal); values are shown
+    # as in the run ids (6 significant digits), headers as in the summary table (the last key part)
     table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.source})")
-    table.add_column("run_id", style="cyan")
+    table.add_column("run_id", style="cyan", overflow="fold", ratio=1)
     for key in experiment.swept_keys:
-        table.add_column(key)
-    table.add_column("seed", justify="right")
+        table.add_column(key.rsplit(".", 1)[-1], overflow="fold")
+    table.add_column("seed", justify="right", no_wrap=True)
     for run in experiment.runs:
-        values = ["none" if run.swept[k] is None else str(run.swept[k]) for k in experiment.swept_keys]
-        table.add_row(run.run_id, *values, str(run.seed))
+        table.add_row(run.run_id, *[format_value(run.swept[k]) for k in experiment.swept_keys], str(run.seed))
     return table
+
+
+def _noted(experiments: list) -> list:
+    """The experiments, after a note for each whose figures of recorded statistics are skipped."""
+    for e in experiments:
+        if e.skipped_plots:
+            errors.print(
+                f"note: {e.name} records nothing (record: null), so its {', '.join(e.skipped_plots)} "
+                f"figure(s) will not be drawn: they show recorded statistics",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return experiments
 
 
 @app.command()
@@ -85,7 +122,7 @@ def plan(specs: SpecsArg, set_: SetOpt = None) -> None:
     with _reported():
         from bnlab.lab.session import load_experiments
 
-        for experiment in load_experiments(specs, set_):
+        for experiment in _noted(load_experiments(specs, set_)):
             console.print(_plan_table(experiment))
 
 
@@ -127,7 +164,7 @@ def run(
     with _reported():
         from bnlab.lab.session import check_out, load_experiments, open_session
 
-        experiments = load_experiments(specs, set_)
+        experiments = _noted(load_experiments(specs, set_))
         if dry_run:
             for experiment in experiments:
                 console.print(_plan_table(experiment))
@@ -145,10 +182,10 @@ def _note(message: str) -> None:
     errors.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _download(data_dir: Path | None) -> Path:
+def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab.lab import data
+    from bnlab.lab import datasets
 
     with Progress(
         "[progress.description]{task.description}",
@@ -157,29 +194,38 @@ def _download(data_dir: Path | None) -> Path:
         TransferSpeedColumn(),
         console=errors,
     ) as bar:
-        task = bar.add_task("downloading CIFAR-10", total=None)
-        return data.ensure_cifar10(
+        task = bar.add_task(f"downloading {name}", total=None)
+        return datasets.ensure(
+            name,
             data_dir,
-            download=True,
+            allow_download=True,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
 
 
+def _progress_columns(note: bool = True) -> list:
+    """Progress columns that stay readable in 80 columns: the description (a run id) folds onto
+    more lines, the bar is short, counts, notes and times never break."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    columns = [
+        TextColumn("{task.description}", table_column=Column(overflow="fold", ratio=1)),
+        BarColumn(bar_width=20, table_column=Column(no_wrap=True)),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+    ]
+    if note:
+        columns.append(TextColumn("{task.fields[note]}", table_column=Column(no_wrap=True)))
+    return [*columns, TimeElapsedColumn(table_column=Column(no_wrap=True))]
+
+
 def _run_one(experiment, out: Path, lab, force: bool) -> None:
     """lab.run with a progress bar per run under way and one for the sweep; Ctrl-C says how to resume."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     from bnlab.lab.results import finished_on_disk
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = Progress(*_progress_columns(), console=console, transient=False)
     overall = progress.add_task(f"[bold]{experiment.name}", total=len(experiment.runs), note="")
     active: dict[str, int] = {}
 
@@ -242,8 +288,9 @@ def _summary_table(path: Path):
 
     header, rows = group_summary(path)
     table = Table(title=f"{path}  (mean ± std over seeds)")
+    # in a narrow terminal values fold and a mean and its std take two lines: nothing is cut to "…"
     for i, name in enumerate(header):
-        table.add_column(name, justify="right" if i >= len(header) - 4 else "left")
+        table.add_column(name, justify="right" if i >= len(header) - 4 else "left", overflow="fold", min_width=5)
     for row in rows:
         table.add_row(*row)
     return table
@@ -337,28 +384,129 @@ def results(
             if as_json:
                 from bnlab.lab.results import runs_as_written
 
-                print(json.dumps(runs_as_written(path), indent=2))
+                rows = [{k: _json_cell(v) for k, v in row.items()} for row in runs_as_written(path)]
+                print(json.dumps(rows, indent=2))
             else:
                 console.print(_summary_table(path))
+                _warn_provenance(path)
             return
         from bnlab.lab.results import list_experiments
 
         if not path.is_dir():
             raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
         table = list_experiments(path)
-        if as_json:
-            print(table.to_json(orient="records", indent=2))
+        if as_json:  # json, not pandas' to_json, which writes "results\\/deep_bn"
+            rows = [{k: _json_cell(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+            print(json.dumps(rows, indent=2))
             return
         from rich.table import Table
 
         from bnlab.lab.formatting import format_number
 
         view = Table(title=f"experiments in {path}")
-        for column in table.columns:
-            view.add_column(str(column))
+        for column in table.columns:  # paths and long names fold in a narrow terminal, nothing is cut
+            view.add_column(str(column).replace("_", " "), overflow="fold", min_width=5)
         for record in table.itertuples(index=False):
             view.add_row(*[format_number(v) if isinstance(v, float) else str(v) for v in record])
         console.print(view if len(table) else f"no experiments in {path} yet: run `bnlab run SPEC`")
+        for folder in table["path"]:
+            _warn_provenance(Path(folder))
+
+
+def _warn_provenance(path: Path) -> None:
+    """One line when an experiment's runs were made with different code, numerics or machines."""
+    from bnlab.lab.results import provenance_note
+
+    note = provenance_note(path)
+    if note:
+        errors.print(f"[yellow]{escape(str(path))}: runs differ in provenance:[/] {escape(note)}", soft_wrap=True)
+
+
+@app.command()
+def reproduce(
+    path: Annotated[Path, typer.Argument(help="One experiment's results folder, e.g. results/deep_bn.")],
+    runs: Annotated[
+        int | None, typer.Option("--runs", "-k", min=1, help="Rerun a fixed sample of K runs (default: all).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores)."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Rerun finished runs in a temporary folder and compare their files byte for byte.
+
+    history.csv, epochs.csv and probes.csv of each rerun must equal the originals; the table says
+    where each first differs, and what differs in provenance (BLAS kernel, versions, CPU). Exit 0
+    only when every run is identical. PATH is only read.
+
+    Examples: bnlab reproduce results/deep_bn    bnlab reproduce results/weight_scale --runs 5
+    """
+    with _reported():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.table import Table
+
+        from bnlab.errors import DataError
+        from bnlab.lab import data as datasets
+        from bnlab.lab.executors import default_workers, make_executor
+        from bnlab.lab.reproduce import finished_runs, provenance_summary, sample
+        from bnlab.lab.reproduce import reproduce as rerun
+
+        total = len(sample(finished_runs(path), runs))
+        batches = datasets.locate_cifar10(data_dir)
+        if batches is None:
+            raise DataError(datasets.describe_cifar10(data_dir)["problem"])
+        executor = make_executor(min(workers or default_workers(), total), batches)
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(f"rerunning {path}", total=total)
+            try:
+                comparisons = rerun(path, executor, runs, on_compared=lambda _: bar.advance(task))
+            finally:
+                executor.close()
+    table = Table(title=f"{path}: {total} run(s) rerun, files compared byte for byte")
+    table.add_column("run")
+    table.add_column("result")
+    for comparison in comparisons:
+        table.add_row(
+            comparison.run_id,
+            "[green]identical[/]" if comparison.identical else f"[red]differs:[/] {escape(comparison.difference)}",
+        )
+    console.print(table)
+    differing = [c for c in comparisons if not c.identical]
+    console.print(f"{total - len(differing)} identical, {len(differing)} different", highlight=False)
+    if differing:
+        lines = provenance_summary(comparisons)
+        errors.print(
+            "provenance differs: " + "; ".join(lines)
+            if lines
+            else "provenance is the same: the code or its inputs changed, not the machine",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def _json_cell(value):
+    """A runs.csv cell (text) or table value for JSON: numbers as numbers, a swept list as a list,
+    an empty cell (no metric yet) and NaN or infinity (no JSON number) as null, other text as text."""
+    if not isinstance(value, str):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if value == "":
+        return None
+    if value.startswith("["):  # a swept list, written in YAML flow style: [100, 100]
+        from bnlab.lab.spec import parse_yaml
+
+        return parse_yaml(value, "runs.csv")
+    try:
+        number = float(value)
+    except ValueError:
+        return value  # run ids, statuses, "none", "batchnorm"
+    if not math.isfinite(number):
+        return None
+    return int(value) if value.strip().lstrip("+-").isdigit() else number
 
 
 @app.command()
@@ -367,6 +515,10 @@ def claims(
         list[str] | None, typer.Argument(help="Claim ids (default: every claim).", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims' results as JSON.")] = False,
+    list_only: Annotated[
+        bool,
+        typer.Option("--list", help="List the claims (id, statement, results so far) without training anything."),
+    ] = False,
     workers: Annotated[
         int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
     ] = None,
@@ -376,14 +528,17 @@ def claims(
 ) -> None:
     """Test the reference notes' claims over paired seeds, each with a verdict.
 
-    Runs each claim's experiment (resumably: finished runs are reused), then compares its two
-    groups seed by seed.
+    Runs each claim's experiment (resumably: finished runs are reused; for named claims only the
+    runs they compare), then compares its two groups seed by seed. --list shows the claims and
+    what has results, in seconds.
 
     Prints one table (claim, source, verdict, mean difference a - b with its 95% t interval, seeds)
     and writes OUT/claims/claims.json and a figure per claim in OUT/claims/figures/. A claim file
     whose experiment this bnlab cannot run is reported and skipped (exit 1); the others still run.
 
     Examples:
+
+      bnlab claims --list
 
       bnlab claims --workers 2
 
@@ -403,8 +558,17 @@ def claims(
 
             raise SpecError(
                 f"no claim {unknown[0]!r}{did_you_mean(unknown[0], known)} in {claims_dir}; "
-                f"`bnlab claims` lists them all"
+                f"`bnlab claims --list` lists them all"
             )
+        if list_only:
+            from bnlab.lab.claims import list_claims
+
+            listed = [c for c in list_claims(groups, out) if not ids or c["id"] in ids]
+            if as_json:
+                print(json.dumps(listed, indent=2))
+            else:
+                console.print(_claims_list_table(listed, out))
+            return
         chosen = set(ids) if ids else set(known)
         asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
         skipped = [g for g in asked if g.problem]
@@ -420,7 +584,8 @@ def claims(
         check_out(out)
         with open_session(runnable, data_dir, workers, download=_download, on_notice=_note) as lab:
             # every group, so that claims.json keeps the other files' claims in their order
-            entries = _run_claims(groups, out, lab, chosen)
+            # named claims train only the runs they compare; without names, every run of their files
+            entries = _run_claims(groups, out, lab, set(ids) if ids else None)
         from bnlab.lab.results import claims_dir as results_dir
         from bnlab.plots import plot_claims
 
@@ -433,18 +598,11 @@ def claims(
         raise typer.Exit(1)
 
 
-def _run_claims(groups, out: Path, lab, chosen: set[str]) -> list[dict]:
+def _run_claims(groups, out: Path, lab, chosen: set[str] | None) -> list[dict]:
     """lab.claims with one progress bar over every run to train; Ctrl-C says how to resume."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        transient=True,
-    )
+    progress = Progress(*_progress_columns(note=False), console=errors, transient=True)
     task = progress.add_task("claims", total=0)
 
     def on_experiment(experiment, total: int, to_train: int) -> None:
@@ -464,6 +622,27 @@ def _run_claims(groups, out: Path, lab, chosen: set[str]) -> list[dict]:
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
+
+
+def _claims_list_table(listed: list[dict], out: Path):
+    """`bnlab claims --list`: id, statement (wraps), the verdict in claims.json, and how many of the
+    runs the claim compares are finished; readable in 80 columns."""
+    from rich.table import Table
+
+    colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    table = Table(title=f"claims ({len(listed)}); results under {out / 'claims'}")
+    table.add_column("claim", no_wrap=True)
+    table.add_column("statement", overflow="fold", ratio=1)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("runs done", justify="right", no_wrap=True)
+    for c in listed:
+        if c["problem"]:
+            verdict, runs = "[yellow]cannot run[/]", "—"  # `bnlab claims` says why
+        else:
+            verdict = f"[{colors.get(c['verdict'], 'default')}]{c['verdict']}[/]" if c["verdict"] else "—"
+            runs = f"{c['runs_finished']}/{c['runs_needed']}"
+        table.add_row(c["id"], escape(c["statement"]), verdict, runs)
+    return table
 
 
 def _claims_table(entries: list[dict], where: Path):
@@ -613,7 +792,7 @@ def bench(
         typer.Option(
             "--section",
             "-s",
-            help="sweep, step, batchnorm, conv, startup, record or memory; repeatable (default: all).",
+            help="sweep, step, batchnorm, conv, startup, record, blas or memory; repeatable (default: all).",
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -624,7 +803,8 @@ def bench(
 
     Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
     kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
-    of recording, and the peak memory of a sweep on full-size data with 1, 2 and 4 workers.
+    of recording, the price of portable numerics (blas: portable against native kernels), and
+    the peak memory of a sweep on full-size data with 1, 2 and 4 workers (memory).
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
@@ -643,6 +823,14 @@ def bench(
     if as_json:
         print(rows_to_json(rows))
         return
+    console.print(_bench_table(rows))
+    for note in _bench_notes(rows):
+        console.print(escape(note), highlight=False, soft_wrap=True)
+
+
+def _bench_table(rows):
+    """The benchmarks' table, readable in 80 columns: a header row per group, each benchmark's
+    note under its name (both wrap, numbers never break). Text is escaped: it is not rich markup."""
     from rich.table import Table
 
     def amount(value: float | None, unit: str) -> str:
@@ -655,20 +843,31 @@ def bench(
         return f"{value:.3g} {unit}"
 
     table = Table(title="bnlab bench (medians; spread = interquartile range)")
-    for column in ("group", "benchmark", "median", "spread", "n", "ratio", "note"):
-        table.add_column(column, justify="right" if column in ("median", "spread", "n") else "left")
+    table.add_column("benchmark", overflow="fold", min_width=20)
+    for column in ("median", "spread", "n"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ratio", no_wrap=True)
+    group = None
     for row in rows:
+        if row.group != group:
+            group = row.group
+            table.add_row(f"[bold]{escape(group)}[/]")
         ratio = f"{row.ratio:.3g} {row.ratio_of}" if row.ratio is not None else ""
+        # a benchmark that could not run says why below the table, where a command stays whole
+        note = f"\n[dim]{escape(row.note)}[/]" if row.note and row.median is not None else ""
         table.add_row(
-            row.group,
-            row.name,
+            f"{escape(row.name)}{note}",
             amount(row.median, row.unit),
             amount(row.iqr, row.unit),
             str(row.repeats),
-            ratio,
-            row.note,
+            escape(ratio),
         )
-    console.print(table)
+    return table
+
+
+def _bench_notes(rows) -> list[str]:
+    """Why each benchmark that could not run did not (e.g. how to install PyTorch)."""
+    return [f"{row.name}: {row.note}" for row in rows if row.median is None and row.note]
 
 
 if __name__ == "__main__":  # python -m bnlab.cli, as the tests run it

@@ -77,8 +77,16 @@ def plot_experiment(
     results = load_experiment(path)
     figures = build_figures(results)
     out_dir = Path(out_dir) if out_dir is not None else results.path / "figures"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [_save(figure, out_dir / f"{stem}.{fmt}", fmt) for stem, figure in figures for fmt in formats]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(f"{out_dir}: is a file, not a folder; move it away, or draw the figures with --out FOLDER")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [_save(figure, out_dir / f"{stem}.{fmt}", fmt) for stem, figure in figures for fmt in formats]
+    except OSError as err:  # a read-only results folder, a file where the folder should be, a full disk
+        raise ResultsError(
+            f"{out_dir}: cannot write the figures there ({err.strerror}); make {out_dir} writable for you, "
+            f"or draw them elsewhere with --out FOLDER"
+        ) from None
 
 
 def build_figures(results: ExperimentResults) -> list[tuple[str, Figure]]:
@@ -244,15 +252,16 @@ def _batch_size_figure(results: ExperimentResults, runs: pd.DataFrame, norm: str
     fig = Figure(figsize=(9, 8.5), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
     groups = _groups(results, runs, results.swept_keys)
+    what = "normalization none" if norm == "none" else norm  # "batch size and none" would not read
     for ax, column, name in zip(axes, ("train_acc", "val_acc"), ("Training", "Validation"), strict=True):
         diverged = []
         for group in groups:
             diverged += _draw_group(ax, group, lambda r, c=column: _epoch_series(results, r, c), group.label)
-        _label(ax, f"{name} accuracy ({_norm_label(norm)})", None, "Accuracy")
+        _label(ax, f"{name} accuracy ({what})", None, "Accuracy")
         _mark_diverged(ax, diverged)
     axes[-1].set_xlabel("Epoch")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    _finish(fig, results, title or f"{results.name}: batch size and {_norm_label(norm)}", axes[0], groups)
+    _finish(fig, results, title or f"{results.name}: batch size and {what}", axes[0], groups)
     return fig
 
 
@@ -435,13 +444,14 @@ def _groups(results: ExperimentResults, runs: pd.DataFrame, keys: list[str]) -> 
 
 
 def _group_label(results: ExperimentResults, values: dict) -> str:
-    """E.g. 'batchnorm, batch size 10' or 'no normalization, weight scale 0.001'."""
+    """E.g. 'batchnorm, batch size 10' or 'none, weight scale 0.001' (the normalization as the
+    tables and run ids write it: 'none', not 'no normalization')."""
     parts = []
     for key, value in values.items():
         if value is None:
             continue  # this key was not swept for these runs (a union of sweeps)
         if key == NORM:
-            parts.append(_norm_label(value))
+            parts.append(str(value))
         elif _is_number(value):  # 3 significant digits for real numbers: 0.000316, not 0.000316228
             text = f"{value:.3g}" if isinstance(value, (float, np.floating)) else str(value)
             parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {text}")
@@ -454,16 +464,12 @@ def _fixed_label(results: ExperimentResults) -> str:
     """Label of the one group of an experiment without other swept keys: its normalization."""
     model = results.spec.get("model")
     if isinstance(model, dict) and "normalization" in model:
-        return _norm_label(_norm_name(model["normalization"]))
+        return _norm_name(model["normalization"])
     return results.name
 
 
 def _norm_name(value) -> str:
     return "none" if value is None else str(value)
-
-
-def _norm_label(name: str) -> str:
-    return "no normalization" if name == "none" else name
 
 
 def axis_name(key: str) -> str:

@@ -33,6 +33,7 @@ from bnlab.lab.results import (
     read_claims,
     read_meta,
 )
+from bnlab.numerics import describe_differences, numerics_summary, provenance_differences
 from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
@@ -220,7 +221,12 @@ def _provenance(results: ExperimentResults) -> str:
     }
     if memory:
         rows["peak memory"] = f"{max(memory):.0f} MB (largest run)"
+    rows["numerics"] = numerics_summary(metas)
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows.items())
+    differing = provenance_differences(metas)
+    if differing:
+        text = f"the runs differ in provenance: {describe_differences(differing)}"
+        items += f'<dt>differs</dt><dd class="flag">{escape(text)}</dd>'
     return f'<h3>Provenance</h3><dl class="provenance">{items}</dl>'
 
 
@@ -261,13 +267,16 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
             alt = f"Claim figure: {claim.get('statement', claim['id'])}"
             figures.append(
                 f'<figure id="{anchor}"><img src="{_data_uri(figure.read_bytes())}" alt="{escape(alt, quote=True)}">'
-                f"<figcaption><b>{escape(str(claim.get('statement', claim['id'])))}</b> "
+                f"<figcaption><code>{escape(str(claim['id']))}</code>: "
+                f"<b>{escape(str(claim.get('statement', claim['id'])))}</b> "
                 f"({escape(str(claim.get('source', '')))}): {escape(_comparison(claim))}; verdict "
                 f"{escape(str(claim.get('verdict', '?')))}.</figcaption></figure>"
             )
         verdict = str(claim.get("verdict", "?"))
         rows.append(
-            f"<tr><td>{statement}<br><small>{escape(_comparison(claim))}</small></td>"
+            # the id first: what `bnlab claims ID` and claims.json call the claim
+            f"<tr><td><code>{escape(str(claim['id']))}</code><br>{statement}"
+            f"<br><small>{escape(_comparison(claim))}</small></td>"
             f'<td class="verdict {escape(verdict, quote=True)}">{escape(verdict)}</td>'
             f'<td class="num">{escape(_effect(claim))}</td><td class="num">{escape(str(claim.get("n", "")))}</td>'
             f"<td>{escape(str(claim.get('source', '')))}</td></tr>"
@@ -277,7 +286,7 @@ def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> 
     return (
         '<section id="claims"><h2>Claims</h2><p class="note">Each claim compares two settings a and b of one '
         "experiment over paired seeds (from claims/claims.json); the effect is the mean over the n seeds of "
-        "the metric's difference a − b.</p>"
+        "the metric's difference a − b; <code>bnlab claims ID</code> reruns one.</p>"
         f'<div class="scroll"><table class="claims"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         + ("<h3>Figures</h3>" if figures else "")

@@ -4,6 +4,7 @@ asserted, only what the rows must say whatever the machine."""
 import json
 import math
 import pickle
+import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -140,3 +141,21 @@ def test_conv_rows_with_and_without_torch(monkeypatch):
     torch_row = next(row for row in rows if row.name == "PyTorch (same net)")
     assert torch_row.median is None and "pip install 'bnlab[bench]'" in torch_row.note
     assert not any(row.name == "bnlab / PyTorch" for row in rows)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="OpenBLAS coretypes are x86-64")
+def test_blas_rows_pair_portable_and_native_processes(tmp_path):
+    batches = write_tiny_cifar(tmp_path / "data")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    rows = run_benchmarks({"blas"}, repeats=2, quick=True, spec=spec, data_dir=batches)
+    assert {row.group for row in rows} == {"blas"}
+    for row in rows:
+        assert_measured(row)
+        assert row.repeats == 2
+    names = [row.name for row in rows]
+    assert names[0] == "sweep, portable (Haswell kernels)" and names[1].startswith("sweep, native (")
+    sweep_price = rows[2]
+    assert sweep_price.name == "sweep: portable / native time" and sweep_price.unit == "x"
+    assert names[3] == "conv step, portable (Haswell kernels)" and rows[3].unit == "img/s"
+    assert rows[5].name == "conv: portable / native time" and rows[5].unit == "x"

@@ -3,6 +3,7 @@ executor, a worker killed mid-run reported and resumed, and a clear message with
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -72,6 +73,14 @@ def test_dask_results_equal_the_local_executor(cluster, tmp_path):
     assert csv_files(remote.path) == csv_files(local.path)
     drop_wall = [line.rsplit(",", 1)[0] for line in (local.path / "runs.csv").read_text().splitlines()]
     assert drop_wall == [line.rsplit(",", 1)[0] for line in (remote.path / "runs.csv").read_text().splitlines()]
+
+    # each run records the numerics of the process that trained it: the cluster's workers inherit
+    # the OPENBLAS_CORETYPE bnlab set in this process, so they compute with the same kernels
+    def numerics(folder: Path) -> list[dict]:
+        return [json.loads(p.read_text())["numerics"] for p in sorted(folder.glob("*/meta.json"))]
+
+    assert len(numerics(remote.path)) == 4
+    assert {r["blas"]["kernel"] for r in numerics(remote.path)} == {r["blas"]["kernel"] for r in numerics(local.path)}
 
 
 @needs_shared_data

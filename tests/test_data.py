@@ -1,4 +1,5 @@
-"""CIFAR-10 locating, downloading (from local archives only) and loading."""
+"""CIFAR-10 locating, downloading (from local archives only: file:// URLs are served by a stand-in for
+pooch's HTTP downloader that reports progress through the same progress-bar protocol) and loading."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import pickle
 import socket
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,28 @@ def file_member(name: str, payload: bytes) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     return info, payload
+
+
+@pytest.fixture(autouse=True)
+def file_urls(monkeypatch: pytest.MonkeyPatch):
+    """file:// URLs are copied in chunks, driving data._ProgressBar as pooch.HTTPDownloader does
+    (total, chunk updates that may overshoot, reset, the total); other URLs go to pooch."""
+    fetch = data._fetch
+
+    def local_or_pooch(url: str, path: Path, timeout: float, progress) -> None:
+        if not url.startswith("file://"):
+            return fetch(url, path, timeout, progress)
+        payload = Path(urllib.request.url2pathname(url.removeprefix("file://"))).read_bytes()
+        bar = data._ProgressBar(progress)
+        bar.total = len(payload)
+        for start in range(0, len(payload), 1024):
+            path.write_bytes(payload[: start + 1024])
+            bar.update(1024)
+        bar.reset()
+        bar.update(len(payload))
+        bar.close()
+
+    monkeypatch.setattr(data, "_fetch", local_or_pooch)
 
 
 @pytest.fixture
@@ -363,3 +387,26 @@ def test_batches_pickled_with_any_protocol_load(tmp_path, protocol):
     mean = pool[:6].mean(axis=0)  # the pool minus its last 2 images, the validation split
     np.testing.assert_allclose(loaded["X_train"].reshape(2, -1), pool[:2] - mean)
     np.testing.assert_allclose(loaded["X_val"].reshape(2, -1), pool[6:] - mean)
+
+
+def test_download_over_http_through_pooch(tmp_path, archive, no_env):
+    """The real downloader (pooch over HTTP) against a server on this machine: progress reaches the
+    archive's size, never decreasing, and the batches load."""
+    import functools
+    import http.server
+    import threading
+
+    url, md5, size = archive
+    served = Path(urllib.request.url2pathname(url.removeprefix("file://")))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served.parent))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        calls = []
+        http_url = f"http://127.0.0.1:{server.server_address[1]}/{served.name}"
+        try:
+            batches = data.download_cifar10(tmp_path / "data", http_url, md5, progress=lambda *a: calls.append(a))
+        finally:
+            server.shutdown()
+    assert calls[-1] == (size, size) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert data.load_cifar10(batches.parent, num_train=9, num_val=8, num_test=4)["X_train"].shape == (9, 3, 32, 32)

@@ -37,7 +37,7 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 330 <= len(names) <= 450
+    assert 330 <= len(names) <= 650
     for layer in (
         "affine dx",
         "affine dw",
@@ -147,6 +147,7 @@ def scale_output(function, index, factor):
 
 
 CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
+LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
         # The net's layers 2..L take dW from affine_backward.
         (
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
-            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS],
+            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS],
         ),
         # Spatial batch norm, noisy batch norm and the net use the closed form.
         (
@@ -180,6 +181,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
                 "convnet batchnorm reg=0 gamma/beta",
                 "convnet batchnorm reg=3.14 gamma/beta",
+                "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
             ],
         ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's
@@ -192,6 +194,7 @@ CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm
             [
                 "sigmoid dx",
                 *nets(activation="sigmoid"),
+                *LENETS,
                 "batchrenorm (r, d clipped) dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
                 *(f"{net}gamma/beta" for net in nets(norm="batchrenorm")),
@@ -208,3 +211,49 @@ def test_a_broken_backward_fails_exactly_its_checks(monkeypatch, breakages, fail
         assert any(f.startswith(prefix) for f in failed), prefix
     for f in failed:
         assert any(f.startswith(prefix) for prefix in failing), f
+
+
+def test_a_bias_group_norm_cancels_is_checked_as_zero_not_by_relative_error(checks):
+    """The suite's ConvNet has one channel per group in block 1 (2 channels, 2 groups), so group norm
+    subtracts b1 right back out: the loss does not depend on it, both gradients are rounding noise
+    (~1e-11 and ~1e-17), and their relative error would be decided by rounding (issue 17)."""
+    by_name = {c.name: c for c in checks}
+    row = by_name["convnet groupnorm reg=0 b1 zero by structure: max |grad| (should be 0)"]
+    assert row.passed and row.threshold == 1e-9
+    assert "convnet groupnorm reg=0 b (worst: b1)" not in by_name
+    assert any(name.startswith("convnet groupnorm reg=0 b (worst: b") for name in by_name)  # b2, b3 still compared
+
+
+def test_ignored_entries_are_those_the_function_does_not_depend_on():
+    from bnlab.nn.gradcheck_suite import _ignored_entries
+
+    x = np.array([0.3, -2.0, 5.0, 1.0])
+    # depends on x[0] and x[2]; on x[1] only through a shift a mean subtraction removes, on x[3] not at all
+    centred = lambda: float(np.sum((x[:2] - x[:2].mean()) ** 2) + np.sin(x[0]) + x[2] ** 2)  # noqa: E731
+    np.testing.assert_array_equal(_ignored_entries(centred, x), [False, False, False, True])
+    np.testing.assert_array_equal(x, [0.3, -2.0, 5.0, 1.0])  # restored
+
+    shift = np.array([0.7, -0.2, 1.1])
+    cancelled = lambda: float(np.sum(np.tanh((shift - shift.mean()) * 3)))  # noqa: E731
+    shift_all = _ignored_entries(cancelled, shift)
+    assert not shift_all.any()  # moving one entry is not a common shift: every entry matters
+
+
+def test_a_backward_that_gives_a_cancelled_bias_a_gradient_fails(monkeypatch):
+    """A wrong nonzero gradient where the loss ignores the parameter fails the zero-by-structure row."""
+    from bnlab.nn import nets as nn_nets
+    from bnlab.nn.gradcheck_suite import _convnet_checks
+
+    original = nn_nets.ConvNet.loss
+
+    def loss(self, X, y=None):
+        out = original(self, X, y)
+        if y is None:
+            return out
+        value, grads = out
+        grads["b1"] = grads["b1"] + 1e-6
+        return value, grads
+
+    monkeypatch.setattr(nn_nets.ConvNet, "loss", loss)
+    rows = {c.name: c for c in _convnet_checks("groupnorm", 0.0)}
+    assert not rows["convnet groupnorm reg=0 b1 zero by structure: max |grad| (should be 0)"].passed

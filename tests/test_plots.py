@@ -138,7 +138,7 @@ def test_sweep_figure_content(weight_scale_folder):
     runs = res.runs.set_index("run_id").assign(best=best)
     val_ax = fig.axes[0]
     none_line, bn_line = _labelled(val_ax)
-    assert (none_line.get_label(), bn_line.get_label()) == ("no normalization", "batchnorm")
+    assert (none_line.get_label(), bn_line.get_label()) == ("none", "batchnorm")
     np.testing.assert_allclose(none_line.get_xdata(), [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     done = runs[runs["status"] == "done"]
     for line, norm in ((none_line, "none"), (bn_line, "batchnorm")):
@@ -184,7 +184,7 @@ def test_a_group_whose_runs_all_diverged_is_still_drawn_labelled_and_marked(tmp_
     )
     fig = history_figure(res)
     loss_ax, train_ax, _ = fig.axes
-    assert [line.get_label() for line in _labelled(train_ax)] == ["no normalization", "batchnorm"]
+    assert [line.get_label() for line in _labelled(train_ax)] == ["none", "batchnorm"]
     (marker,) = _diverged_markers(loss_ax)
     assert marker.get_xdata()[0] == 12 and "1 diverged run" in fig.get_suptitle()
     # Its loss exploded before the nan: the marker sits on the top row, the y-range fits the rest.
@@ -218,7 +218,7 @@ def test_batch_size_union_figures(batch_size_folder, tmp_path):
     assert val_ax.get_xlabel() == "Epoch" and train_ax.get_ylabel() == "Accuracy"
     labels = [line.get_label() for line in _labelled(train_ax)]
     assert labels == [
-        "no normalization, batch size 5",
+        "none, batch size 5",
         "batchnorm, batch size 5",
         "batchnorm, batch size 10",
         "batchnorm, batch size 50",
@@ -242,7 +242,7 @@ def test_one_batch_size_figure_per_normalization_with_the_baseline_in_each(tmp_p
     assert list(figures) == ["batchnorm", "layernorm"]
     for norm, fig in figures.items():
         labels = [line.get_label() for line in _labelled(fig.axes[0])]
-        assert labels == ["no normalization, batch size 5", f"{norm}, batch size 5", f"{norm}, batch size 10"]
+        assert labels == ["none, batch size 5", f"{norm}, batch size 5", f"{norm}, batch size 10"]
         assert fig.axes[0].get_title() == f"Training accuracy ({norm})"
 
 
@@ -255,7 +255,7 @@ def test_linear_axis_and_both_kinds_for_a_wide_batch_size_sweep(tmp_path):
     assert plan == [{"kind": "history"}, {"kind": "sweep", "x": "solver.batch_size"}, {"kind": "batch_size"}]
     fig = sweep_figure(res, "solver.batch_size")
     assert fig.axes[-1].get_xscale() == "linear" and fig.axes[-1].get_xlabel() == "Batch size"
-    assert [line.get_label() for line in _labelled(fig.axes[0])] == ["no normalization"]
+    assert [line.get_label() for line in _labelled(fig.axes[0])] == ["none"]
     assert list(batch_size_figures(res)) == ["none"]  # the experiment's one normalization
 
 
@@ -391,7 +391,7 @@ def test_activations_figure_draws_percentile_bands_per_group_and_layer(probes_fo
     fig = activations_figure(load_experiment(probes_folder), layers=[1, 3])
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == [
-        "no normalization, layer 1", "batchnorm, layer 1", "no normalization, layer 3", "batchnorm, layer 3"
+        "none, layer 1", "batchnorm, layer 1", "none, layer 3", "batchnorm, layer 3"
     ]  # fmt: skip
     p15, p50, p85 = (line.get_ydata() for line in axes[2].get_lines())  # none, layer 3
     for q, line in (("p15", p15), ("p50", p50), ("p85", p85)):
@@ -406,7 +406,7 @@ def test_ics_and_landscape_figures_draw_the_mean_over_seeds(probes_folder):
     fig = ics_figure(results)
     assert len(fig.axes) == 2 * 3  # l2 and cosine for layers 2, 3, 4
     assert [ax.get_title() for ax in fig.axes[:3]] == ["Layer 2", "Layer 3", "Layer 4"]
-    assert [line.get_label() for line in _labelled(fig.axes[0])] == ["no normalization", "batchnorm"]
+    assert [line.get_label() for line in _labelled(fig.axes[0])] == ["none", "batchnorm"]
     fig = landscape_figure(results)
     assert len(fig.axes) == 3
     bn_line = fig.axes[2].get_lines()[1]  # none, then batchnorm

@@ -137,7 +137,7 @@ def test_a_root_report_has_every_experiment_with_its_tables_figures_and_flags(ro
         assert base64.b64decode(img["src"].split(",", 1)[1]).startswith(PNG_SIGNATURE)
         assert img["alt"].startswith("Line charts: ") and "Training accuracy" in img["alt"]
         assert int(img["width"]) > 0 and int(img["height"]) > 0
-    assert "Lines: no normalization, weight scale 0.001" in figures[0]["alt"]
+    assert "Lines: none, weight scale 0.001" in figures[0]["alt"]
     captions = page.texts("figcaption")
     assert len(page.all("figure")) == 2 and any("Training loss per iteration" in c for c in captions)
 

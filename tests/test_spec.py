@@ -280,6 +280,8 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "cnn_norm": (8, 3, ["model.normalization", "solver.batch_size"]),
     "santurkar": (3, 3, ["model.normalization"]),
     "bn_paper_fig1": (2, 3, ["model.normalization"]),
+    "bn_paper_mnist": (2, 3, ["model.normalization"]),
+    "lenet_bn": (2, 3, ["model.normalization"]),
 }
 def test_every_config_is_listed_here():
     assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
@@ -684,7 +686,11 @@ BAD_SPECS = [
     ("unknown-update-rule", _replace("update_rule: adam", "update_rule: adamw"),
      [":6:3: solver.update_rule:", "'sgd_momentum'", "'adamw'"]),
     ("unknown-dtype", _replace("weight_scale: 1.0e-2", "dtype: float16"), ["model.dtype:", "'float32'"]),
-    ("unknown-dataset", BASE + "data: {dataset: mnist}\n", ["data.dataset:", "'cifar10'"]),
+    (
+        "unknown-dataset",
+        BASE + "data: {dataset: mnsit}\n",
+        ["data.dataset:", "did you mean 'mnist'", "cifar10, mnist, fashion_mnist"],
+    ),
     ("keep-ratio-zero", _replace("weight_scale: 1.0e-2", "dropout_keep_ratio: 0"),
      ["model.dropout_keep_ratio:", "greater than 0"]),
     ("keep-ratio-above-one", _replace("weight_scale: 1.0e-2", "dropout_keep_ratio: 1.5"),

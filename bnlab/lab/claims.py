@@ -51,9 +51,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
-from bnlab.errors import SpecError
+from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.executors import Executor
-from bnlab.lab.results import ExperimentResults, claims_dir, write_claims
+from bnlab.lab.results import ExperimentResults, claims_dir, finished_on_disk, read_claims, write_claims
 from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
@@ -261,6 +261,11 @@ def _same(x: Any, y: Any) -> bool:
     return x == y
 
 
+def needed_runs(claim: ClaimSpec, experiment: Experiment) -> set[str]:
+    """The run ids this claim compares: its `a` and `b` runs of every seed."""
+    return set(_select(claim, experiment, claim.a).values()) | set(_select(claim, experiment, claim.b).values())
+
+
 def _select(claim: ClaimSpec, experiment: Experiment, value: Any) -> dict[int, str]:
     """seed -> run_id of the runs with key = value and the `where` conditions."""
     conditions = {**claim.where, claim.key: value}
@@ -385,10 +390,10 @@ def run_claims(
     on_outcome: Callable | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Run the experiment of every runnable group holding a selected claim (all when ids is None),
-    evaluate the selected claims and merge them into <out>/claims/claims.json. Returns the entries
-    of the claims evaluated now, in file order. on_experiment(experiment, total, to_train) is
-    called once each experiment's plan is known."""
+    """Run the experiment of every runnable group holding a selected claim (all when ids is None;
+    with ids, only the runs the selected claims compare), evaluate the selected claims and merge
+    them into <out>/claims/claims.json. Returns the entries of the claims evaluated now, in file
+    order. on_experiment(experiment, total, to_train) is called once each experiment's plan is known."""
     root = claims_dir(out_root)
     root.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -398,8 +403,41 @@ def run_claims(
             continue
         experiment = group.experiment
         start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
-        run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
+        only = None if ids is None else set().union(*(needed_runs(c, experiment) for c in chosen))
+        run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress, only=only)
         results = load_results(root / experiment.name)
         entries += [evaluate(claim, experiment, results) for claim in chosen]
     write_claims(root, entries, [c.id for g in groups for c in g.claims])
     return entries
+
+
+def list_claims(groups: list[ClaimGroup], out_root: str | Path) -> list[dict]:
+    """What `bnlab claims --list` shows, without training: per claim its id, statement, source,
+    file, experiment, `problem` (why its file cannot run, or None), `verdict` (from claims.json,
+    or None), and `runs_finished` of the `runs_needed` its comparison uses."""
+    try:
+        verdicts = {e["id"]: e.get("verdict") for e in read_claims(claims_dir(out_root))}
+    except ResultsError:
+        verdicts = {}  # none yet, or unreadable: `bnlab claims` writes it
+    rows = []
+    for group in groups:
+        experiment = group.experiment if not group.problem else None
+        finished = set()
+        if experiment:
+            finished = set(finished_on_disk(experiment.runs, claims_dir(out_root) / experiment.name))
+        for claim in group.claims:
+            needed = needed_runs(claim, experiment) if experiment else set()
+            rows.append(
+                {
+                    "id": claim.id,
+                    "statement": claim.statement,
+                    "source": claim.source,
+                    "file": group.source,
+                    "experiment": experiment.name if experiment else None,
+                    "problem": group.problem,
+                    "verdict": verdicts.get(claim.id),
+                    "runs_needed": len(needed),
+                    "runs_finished": len(needed & finished),
+                }
+            )
+    return rows

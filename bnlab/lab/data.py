@@ -11,18 +11,15 @@ BNLAB_DATA_DIR, the user cache dir. The folder given may contain `cifar-10-batch
 from __future__ import annotations
 
 import functools
-import hashlib
-import http.client
 import os
 import pickle
 import re
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import platformdirs
@@ -37,13 +34,12 @@ ENV_VAR = "BNLAB_DATA_DIR"
 BATCHES_DIR = "cifar-10-batches-py"
 IMAGE_SIZE = 3 * 32 * 32  # a row of 'data': 1024 red, 1024 green, 1024 blue, each 32x32 row-major
 NUM_CLASSES = 10
-CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[int, int | None], None]  # (bytes_done, total_bytes or None when unknown)
 
-# Bump when the preprocessing's arithmetic changes: copies prepared by older code are then made anew.
+# Bump when a preprocessing's arithmetic changes: copies prepared by older code are then made anew.
 PREPROCESS_VERSION = 1
-PREPROCESS_ROWS = 1000  # images preprocessed at a time: their float64 copy is 24 MB, whatever the data set
+PREPROCESS_ROWS = 1000  # images preprocessed at a time: their float64 copy is 24 MB for CIFAR-10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,22 +100,36 @@ def _not_found_message(data_dir: str | Path | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, out: BinaryIO, timeout: float, progress: Progress | None) -> str:
-    """Stream `url` into the open binary file `out`; returns the md5 hex digest of what was written."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        if progress is not None:
-            progress(done, total)
-        while chunk := response.read(CHUNK_BYTES):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-    return digest.hexdigest()
+class _ProgressBar:
+    """progress(bytes_done, total or None) behind the interface pooch's downloaders expect of a
+    progress bar (a total attribute, update(n), reset(), close()); bytes_done never decreases."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.total, self.done = progress, None, 0
+
+    def update(self, n: int) -> None:
+        self.done = min(self.done + n, self.total) if self.total else self.done + n
+        if self.progress is not None:
+            self.progress(self.done, self.total or None)
+
+    def reset(self) -> None:  # pooch resets, then reports the total once the download is complete
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def _fetch(url: str, path: Path, timeout: float, progress: Progress | None) -> None:
+    """Stream `url` into the file `path` with pooch's HTTP(S) downloader, reporting progress."""
+    import pooch  # here, not at the top: workers never download, and pooch imports requests
+
+    pooch.HTTPDownloader(progressbar=_ProgressBar(progress), timeout=timeout)(url, str(path), None)
+
+
+def _md5(path: Path) -> str:
+    import pooch
+
+    return pooch.file_hash(str(path), alg="md5")
 
 
 def _check_member(member: tarfile.TarInfo, archive: str) -> None:
@@ -172,11 +182,12 @@ def download_cifar10(
     archive = Path(name)
     staging = None
     try:
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as out:
-                got = _fetch(url, out, timeout, progress)
-        except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
+            _fetch(url, archive, timeout, progress)
+        except OSError as error:  # requests' errors (no network, HTTP errors, timeouts) are OSErrors
             raise DataError(f"cannot download {url}: {error}") from error
+        got = _md5(archive)
         if got != md5.lower():
             raise DataError(
                 f"the file downloaded from {url} has md5 {got}, expected {md5}: it is corrupt or "
@@ -217,6 +228,54 @@ def ensure_cifar10(
         return download_cifar10(dest, url=url, md5=md5, progress=progress)
     except DataError as error:
         raise DataError(f"{error}\n\n{_not_found_message(data_dir)}") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing: uint8 images and the statistics of the training pool in, float64 images out
+# ---------------------------------------------------------------------------------------------
+
+
+class PoolStats(NamedTuple):
+    """Sums over the images the statistics come from: the training pool without the validation
+    images (the notebooks' mean image), so nothing of the validation or test images leaks in."""
+
+    count: int  # images summed
+    total: np.ndarray  # float64 (C, H, W): the sum of the images
+    total_sq: np.ndarray  # float64 (C, H, W): the sum of their squares
+
+
+Preprocess = Callable[[np.ndarray, PoolStats], np.ndarray]
+
+
+def mean_image(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """x - the mean image (pixel by pixel): the CS231n notebooks' preprocessing, unscaled."""
+    return x.astype(np.float64) - stats.total / stats.count
+
+
+def scale(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """x / 255: pixels in [0, 1], as the BN paper's MNIST; no statistics."""
+    return x.astype(np.float64) / 255.0
+
+
+def standardize(x: np.ndarray, stats: PoolStats) -> np.ndarray:
+    """(x - mean_c) / std_c per channel c, over every pixel of the pool's images (torchvision's
+    Normalize with the training set's channel statistics)."""
+    positions = stats.count * stats.total[0].size
+    mean = stats.total.sum(axis=(1, 2)) / positions
+    std = np.sqrt(np.maximum(stats.total_sq.sum(axis=(1, 2)) / positions - mean**2, 0.0))
+    std[std == 0] = 1.0  # a constant channel is only centred
+    return (x.astype(np.float64) - mean[:, None, None]) / std[:, None, None]
+
+
+# name -> function, the values of a spec's data.preprocess
+PREPROCESS: dict[str, Preprocess] = {"mean_image": mean_image, "scale": scale, "standardize": standardize}
+
+
+def preprocess_function(name: str) -> Preprocess:
+    """PREPROCESS[name], or a DataError naming the choices."""
+    if name not in PREPROCESS:
+        raise DataError(f"unknown preprocess {name!r}: choose one of {', '.join(PREPROCESS)}")
+    return PREPROCESS[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +362,7 @@ class _Pool(NamedTuple):
     val_x: np.ndarray  # uint8 (num_val, 3072): the last images of the pool
     val_y: np.ndarray  # int64 (num_val,)
     total: np.ndarray  # float64 (3072,): the sum of every pool image
+    total_sq: np.ndarray  # float64 (3072,): the sum of their squares (exact: integers below 2**53)
     size: int  # the number of images in the pool
 
 
@@ -315,10 +375,12 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     tail_x = np.empty((0, IMAGE_SIZE), np.uint8)
     tail_y = np.empty(0, np.int64)
     total = np.zeros(IMAGE_SIZE, np.float64)
+    total_sq = np.zeros(IMAGE_SIZE, np.float64)
     size = 0
     for path in files:
         data, labels = _read_batch(path)
         total += data.sum(axis=0, dtype=np.float64)
+        total_sq += _sum_of_squares(data)
         size += len(data)
         if kept < num_train:
             head_x.append(data[: num_train - kept].copy())  # a copy, so the batch itself can be freed
@@ -326,17 +388,32 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
             kept += len(head_x[-1])
         tail_x = np.concatenate([tail_x, data])[-num_val:]
         tail_y = np.concatenate([tail_y, labels])[-num_val:]
-    return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, size)
+    return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, total_sq, size)
 
 
-def _preprocess(rows: np.ndarray, mean_image: np.ndarray, dtype: np.dtype) -> prepared.Streamed:
-    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, mean_image subtracted in float64, computed
-    PREPROCESS_ROWS images at a time (the same arithmetic per element as on the whole)."""
+def _sum_of_squares(rows: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The float64 sum over rows of rows**2, a few rows at a time: memory stays that of the uint8 rows."""
+    total = np.zeros(rows.shape[1:], np.float64)
+    for start in range(0, len(rows), chunk):
+        total += np.square(rows[start : start + chunk], dtype=np.float64).sum(axis=0)
+    return total
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """`array`, marked read-only so that runs sharing it cannot change it."""
+    array.flags.writeable = False
+    return array
+
+
+def preprocess_chunks(images: np.ndarray, preprocess: Preprocess, stats: PoolStats, dtype) -> prepared.Streamed:
+    """uint8 images (n, C, H, W) -> (n, C, H, W) of `dtype`, preprocessed in float64
+    PREPROCESS_ROWS images at a time: the same arithmetic per element as on the whole, without a
+    float64 copy of the whole."""
     chunks = (
-        (rows[i : i + PREPROCESS_ROWS].astype(np.float64) - mean_image).reshape(-1, 3, 32, 32).astype(dtype)
-        for i in range(0, len(rows), PREPROCESS_ROWS)
+        preprocess(images[i : i + PREPROCESS_ROWS], stats).astype(dtype)
+        for i in range(0, len(images), PREPROCESS_ROWS)
     )
-    return prepared.Streamed((len(rows), 3, 32, 32), dtype, chunks)
+    return prepared.Streamed(images.shape, np.dtype(dtype), chunks)
 
 
 def load_cifar10(
@@ -345,6 +422,7 @@ def load_cifar10(
     num_val: int = 1000,
     num_test: int = 1000,
     dtype=np.float32,
+    preprocess: str = "mean_image",
 ) -> dict[str, np.ndarray]:
     """CIFAR-10 split and preprocessed as the notebooks' get_CIFAR10_data; never downloads.
 
@@ -352,10 +430,12 @@ def load_cifar10(
     X_val its last num_val, and the mean image (float64) is taken over the pool without the
     validation images; X_test is the first num_test images of test_batch. Returns X_train
     (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
-    y_train, y_val, y_test int64 labels. The arrays are read-only maps of the prepared copy in the
-    cache (see prepare_cifar10), which the first call prepares: every process maps the same pages.
+    y_train, y_val, y_test int64 labels. `preprocess` names another option of PREPROCESS (its
+    statistics are taken over the same images as the mean image). The arrays are read-only maps
+    of the prepared copy in the cache (see prepare_cifar10), which the first call prepares: every
+    process maps the same pages.
     """
-    return prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, verify=False).arrays
+    return prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
 
 
 def prepare_cifar10(
@@ -364,11 +444,13 @@ def prepare_cifar10(
     num_val: int = 1000,
     num_test: int = 1000,
     dtype=np.float32,
+    preprocess: str = "mean_image",
     verify: bool = True,
 ) -> prepared.Prepared:
     """The splits of load_cifar10, prepared in the cache (bnlab.lab.prepared) unless they are
-    already: keyed by the batch files' contents, the splits, dtype and PREPROCESS_VERSION. With
-    verify, the prepared files' checksums are checked too (what a sweep's parent does once)."""
+    already: keyed by the batch files' contents, the splits, dtype, preprocess and
+    PREPROCESS_VERSION. With verify, the prepared files' checksums are checked too (what a sweep's
+    parent does once)."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating type, got {dtype}")
@@ -379,20 +461,29 @@ def prepare_cifar10(
     batches = locate_cifar10(data_dir)
     if batches is None:
         raise DataError(_not_found_message(data_dir))
+    step = preprocess_function(preprocess)
     train_files, test_file = _batch_files(batches)
     options = {
         "num_train": num_train,
         "num_val": num_val,
         "num_test": num_test,
         "dtype": dtype.str,
-        "preprocess": PREPROCESS_VERSION,
+        "preprocess": preprocess,
+        "version": PREPROCESS_VERSION,
     }
-    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype)
+    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
     return prepared.prepare("cifar10", [*train_files, test_file], options, build, verify=verify)
 
 
 def _build(
-    batches: Path, train_files: list[Path], test_file: Path, num_train: int, num_val: int, num_test: int, dtype
+    batches: Path,
+    train_files: list[Path],
+    test_file: Path,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    dtype: np.dtype,
+    step: Preprocess,
 ) -> dict:
     """The arrays of prepare_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
@@ -404,14 +495,18 @@ def _build(
     test_x, test_y = _read_batch(test_file)
     if num_test > len(test_x):
         raise DataError(f"num_test = {num_test} but {test_file} holds only {len(test_x)} images")
-    # Sums of integers are exact in float64, so this is exactly the mean over pool[:size - num_val].
-    mean_image = (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)) / (pool.size - num_val)
+    # Sums of integers are exact in float64, so these are exactly the sums over pool[:size - num_val].
+    stats = PoolStats(
+        pool.size - num_val,
+        (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)).reshape(3, 32, 32),
+        (pool.total_sq - _sum_of_squares(pool.val_x)).reshape(3, 32, 32),
+    )
     return {
-        "X_train": _preprocess(pool.train_x, mean_image, dtype),
+        "X_train": preprocess_chunks(pool.train_x.reshape(-1, 3, 32, 32), step, stats, dtype),
         "y_train": pool.train_y,
-        "X_val": _preprocess(pool.val_x, mean_image, dtype),
+        "X_val": preprocess_chunks(pool.val_x.reshape(-1, 3, 32, 32), step, stats, dtype),
         "y_val": pool.val_y,
-        "X_test": _preprocess(test_x[:num_test], mean_image, dtype),
+        "X_test": preprocess_chunks(test_x[:num_test].reshape(-1, 3, 32, 32), step, stats, dtype),
         "y_test": test_y[:num_test],
     }
 

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bnlab import numerics
 from bnlab.errors import BnlabError
-from bnlab.lab import data as datasets
+from bnlab.lab import datasets
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.train import RunOutcome, train_run
 from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
@@ -47,18 +48,23 @@ class Executor(Protocol):
 
 
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
-    """Load the run's data (once per process) and train it on one BLAS thread."""
+    """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
+    this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
     d = config["data"]
-    data = datasets.load_cifar10(
+    data = datasets.load_dataset(
+        d.get("dataset", "cifar10"),
         data_dir,
         num_train=d["num_train"],
         num_val=d["num_val"],
         num_test=d["num_test"],
         dtype=np.dtype(config["model"]["dtype"]).type,
+        preprocess=d.get("preprocess"),  # absent: the data set's default
     )
     keep_large_arrays_on_heap()
     with threadpool_limits(limits=1), flush_subnormals():
-        return train_run(run_id, config, data, progress)
+        outcome = train_run(run_id, config, data, progress)
+    outcome.numerics = numerics.provenance()
+    return outcome
 
 
 class SerialExecutor:

@@ -197,8 +197,8 @@ def plan_rows(runs: Iterable[Run], path: Path, force: bool) -> dict[str, dict]:
         if on_disk != plain(run.config):
             raise ResultsError(
                 f"{path / run.run_id}: this run was made with a different config "
-                f"({_first_difference(on_disk, run.config)}); "
-                f"rerun with --force to redo it, or write to another --out folder"
+                f"({_first_difference(on_disk, run.config)}); to keep both, name the new experiment "
+                f"(--set name={path.name}-2) or write it to another --out folder; --force redoes the run here"
             )
         if meta.get("status") in FINISHED:
             rows[run.run_id] = runs_row(run, meta["status"], meta.get("metrics", {}))
@@ -532,3 +532,14 @@ def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("run_id", *TEXT_COLUMNS) else "float64") for c in order})
     return pd.concat([t[order] for t in tables], ignore_index=True)
+
+
+def provenance_note(path: str | Path) -> str | None:
+    """None when every finished run of the experiment at `path` has the same provenance (bnlab,
+    commit, numpy, BLAS and its kernel, portability, CPU), else what differs, with run counts."""
+    from bnlab.numerics import describe_differences, provenance_differences
+
+    metas = [read_meta(meta_file.parent) for meta_file in sorted(Path(path).glob("*/meta.json"))]
+    differing = provenance_differences([m for m in metas if m])
+    return describe_differences(differing) if differing else None
+

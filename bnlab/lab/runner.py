@@ -19,6 +19,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import bnlab
+from bnlab import numerics
 from bnlab.errors import ResultsError
 from bnlab.lab import results
 from bnlab.lab.executors import Executor
@@ -44,8 +45,10 @@ def run_experiment(
     on_start: Callable[[int, int], None] | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
     progress: Callable[[dict], None] | None = None,
+    only: set[str] | None = None,
 ) -> SweepReport:
-    """Train every run of `experiment` that is not already finished under out_root/<name>.
+    """Train every run of `experiment` that is not already finished under out_root/<name>; with
+    `only`, just those of the run ids in it (the others stay as they are: kept, or pending).
 
     on_start(total, to_train) is called once the plan is known, on_outcome after each run is on
     disk, progress with the per-epoch events of runs under way. Ctrl-C (KeyboardInterrupt)
@@ -64,7 +67,11 @@ def run_experiment(
     try:
         results.remove_leftovers(path)
         rows = results.plan_rows(experiment.runs, path, force)
-        todo = [run for run in experiment.runs if rows[run.run_id]["status"] == "pending"]
+        todo = [
+            run
+            for run in experiment.runs
+            if rows[run.run_id]["status"] == "pending" and (only is None or run.run_id in only)
+        ]
         report = SweepReport(path, len(experiment.runs), kept=[r for r in rows if rows[r]["status"] != "pending"])
         results.write_spec(path, experiment.resolved())
         results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
@@ -116,6 +123,8 @@ def _record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecor
             "peak_rss_mb": outcome.peak_rss_mb,
             "error": outcome.error,
             **provenance,
+            # the trainer's numerics; a run that failed before training has the coordinator's
+            "numerics": outcome.numerics or numerics.provenance(),
         },
     )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bnlab.errors import DataError, SpecError
-from bnlab.lab import data
+from bnlab.lab import data, datasets
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
@@ -48,44 +48,46 @@ def check_out(out: Path) -> None:
 def prepare_data(
     data_dir: Path | None,
     experiments: list[Experiment],
-    download: Callable[[Path | None], Path] | None = None,
+    download: Callable[[Path | None, str], Path] | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Path:
-    """Find the data (download it with `download` into the cache when it is nowhere and no folder
-    was named), check every run's splits fit it, before anything is written, and prepare each
-    split the runs use (bnlab.lab.prepared) once, here, so that every worker maps the same copy
-    instead of making its own; on_notice(message) hears when a damaged copy was rebuilt."""
-    batches = data.locate_cifar10(data_dir)
-    if batches is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
-        # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
-        # (a typo, an unmounted share), not a place to download 163 MB into: only the cache is filled.
-        raise DataError(data.describe_cifar10(data_dir)["problem"])
-    if batches is None:
-        batches = download(data_dir)
-    info = data.describe_cifar10(data_dir)
-    if info["problem"]:
-        raise DataError(info["problem"])
+    """Find every data set the runs use (download(data_dir, name) fetches one into the cache when
+    it is nowhere and no folder was named), check every run's splits fit it, before anything is
+    written, and prepare each split the runs use (bnlab.lab.prepared) once, here, so that every
+    worker maps the same copy instead of making its own; on_notice(message) hears when a damaged
+    copy was rebuilt. Returns the data folder, absolute, for the workers."""
+    for name in sorted({run.config["data"].get("dataset", "cifar10") for e in experiments for run in e.runs}):
+        found = datasets.locate(name, data_dir)
+        if found is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
+            # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
+            # (a typo, an unmounted share), not a place to download into: only the cache is filled.
+            raise DataError(datasets.not_found_message(name, data_dir))
+        if found is None:
+            found = download(data_dir, name)
+        num_pool, num_test = datasets.counts(name, data_dir)  # every file read and checked
+        for experiment in experiments:
+            for run in experiment.runs:
+                rd = run.config["data"]
+                if rd.get("dataset", "cifar10") != name:
+                    continue
+                if rd["num_train"] + rd["num_val"] > num_pool or rd["num_test"] > num_test:
+                    raise SpecError(
+                        f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
+                        f"training images and num_test {rd['num_test']}, but {found} holds "
+                        f"{num_pool} training and {num_test} test images; lower them "
+                        f"(e.g. --set data.num_train={max(num_pool - rd['num_val'], 1)})"
+                    )
+    wanted = set()
     for experiment in experiments:
         for run in experiment.runs:
-            rd = run.config["data"]
-            if rd["num_train"] + rd["num_val"] > info["num_train"] or rd["num_test"] > info["num_test"]:
-                raise SpecError(
-                    f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
-                    f"training images and num_test {rd['num_test']}, but {batches} holds "
-                    f"{info['num_train']} training and {info['num_test']} test images; lower them "
-                    f"(e.g. --set data.num_train={max(info['num_train'] - experiment.spec.data.num_val, 1)})"
-                )
-    splits = {
-        (rd["num_train"], rd["num_val"], rd["num_test"], run.config["model"]["dtype"])
-        for experiment in experiments
-        for run in experiment.runs
-        for rd in [run.config["data"]]
-    }
-    for num_train, num_val, num_test, dtype in sorted(splits):
-        notice = data.prepare_cifar10(batches, num_train, num_val, num_test, dtype).notice
+            rd, dtype = run.config["data"], run.config["model"]["dtype"]
+            splits = (rd["num_train"], rd["num_val"], rd["num_test"])
+            wanted.add((rd.get("dataset", "cifar10"), *splits, dtype, rd.get("preprocess")))
+    for name, *options in sorted(wanted, key=str):
+        notice = datasets.prepare_dataset(name, data_dir, *options).notice
         if notice and on_notice is not None:
             on_notice(notice)
-    return batches
+    return data.find_data_dir(data_dir).resolve()
 
 
 @dataclass

@@ -12,7 +12,8 @@ the data loader, FullyConnectedNet or ConvNet (model.architecture: fc | conv) an
       model.normalization: [null, batchnorm]
 
 An optional `record:` section (statistics, every, landscape_steps) makes every run record what
-bnlab.nn.probes measures inside the net; `--set record=null` turns it off.
+bnlab.nn.probes measures inside the net; `record: null` or `--set record=null` turns it off, and
+the figures that draw recorded statistics are then skipped (Experiment.skipped_plots names them).
 
 A sweep mapping is a Cartesian product of its keys; `zip: {key: [...], key: [...]}` inside it
 makes keys vary together; a list of mappings is the union of their runs; `{logspace: [a, b, n]}`
@@ -35,10 +36,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import SpecError
+from bnlab.lab.data import PREPROCESS
+from bnlab.lab.datasets import DATASETS
 from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.formatting import format_value
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import ARCHITECTURES
+from bnlab.nn.nets import ARCHITECTURES, conv_sizes
 from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
@@ -57,8 +60,18 @@ MAX_CONV_BLOCKS = 5  # each block halves CIFAR-10's 32x32 images
 MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
 
 
+def _dataset(value: Any) -> Any:
+    """A name of the datasets registry, with a did-you-mean for a typo."""
+    if isinstance(value, str) and value in DATASETS:
+        return value
+    hint = did_you_mean(str(value), DATASETS)
+    raise ValueError(f"unknown dataset {value!r}{hint}; choose one of {', '.join(DATASETS)}")
+
+
 class DataSpec(_Section):
-    dataset: Literal["cifar10"] = "cifar10"
+    dataset: Annotated[str, BeforeValidator(_dataset)] = "cifar10"
+    # None: the data set's own default (mean_image for cifar10, scale for mnist and fashion_mnist)
+    preprocess: Literal[tuple(PREPROCESS)] | None = None
     num_train: PositiveInt = 1000
     num_val: PositiveInt = 1000
     num_test: Annotated[int, Field(ge=0)] = 1000
@@ -102,6 +115,8 @@ class ModelSpec(_Section):
     architecture: Literal[tuple(ARCHITECTURES)] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
     kernel_size: PositiveInt = 3
+    padding: Literal["same", "valid"] = "same"  # conv only: 'valid' pads nothing (LeNet)
+    pool: Literal["max", "avg"] = "max"  # conv only: 2x2 max or average pooling (LeNet's)
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
@@ -128,8 +143,10 @@ class ModelSpec(_Section):
                 f"normalization {self.normalization!r} is for architecture {' or '.join(others)} only; "
                 f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
             )
-        if self.architecture == "conv" and self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (padding (K-1)/2 keeps the size), got {self.kernel_size}")
+        if self.architecture == "conv" and self.padding == "same" and self.kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd with padding same ((K-1)/2 keeps the size), got {self.kernel_size}"
+            )
         widths = [*(self.channels or []), *(self.hidden_dims or [])]
         if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
             kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
@@ -231,6 +248,7 @@ class Experiment:
     source: str  # where the spec came from, for messages
     swept_keys: list[str]
     runs: list[Run]
+    skipped_plots: tuple[str, ...] = ()  # declared figures dropped because nothing is recorded
 
     @property
     def name(self) -> str:
@@ -238,7 +256,10 @@ class Experiment:
 
     def resolved(self) -> dict[str, Any]:
         """The spec with overrides applied and defaults filled in, as written to spec.yaml."""
-        return self.spec.model_dump(mode="json", exclude_none=False)
+        resolved = self.spec.model_dump(mode="json", exclude_none=False)
+        if resolved["data"]["preprocess"] is None:  # the data set's default: spec.yaml stays as before it existed
+            del resolved["data"]["preprocess"]
+        return resolved
 
 
 # --- YAML with YAML 1.2 floats and positions -------------------------------------------------
@@ -355,7 +376,10 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     swept_keys, points = expand_sweep(spec.sweep, source, text)
     if len(points) * len(seeds) > MAX_RUNS:
         raise SpecError(f"{source}: {len(points)} sweep points x {len(seeds)} seeds is more than {MAX_RUNS} runs")
-    _check_plots(spec, swept_keys, source, text)
+    # `record: null` (or --set record=null) turns recording off on purpose; no record key at all with
+    # figures of recorded statistics is more likely a forgotten section, and stays an error
+    record_off = "record" in raw and raw["record"] is None
+    skipped_plots = _check_plots(spec, swept_keys, source, text, overridden.get("plots"), record_off)
 
     base = {name: getattr(spec, name).model_dump(mode="json") for name in SECTIONS}
     if spec.record is not None:  # only then: configs of runs without recording stay as they were
@@ -372,6 +396,14 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 raise SpecError(
                     f"{source}{yaml_position(text, ('sweep',))}: sweep run ({values}): {_first_error(exc, (section,))}"
                 ) from None
+        if config["data"]["preprocess"] in (None, DATASETS[config["data"]["dataset"]].default_preprocess):
+            # the data set's default stays implicit, so configs (and results) made before the key match
+            del config["data"]["preprocess"]
+        _check_conv_fits(config, source, text, point)
+        # conv options added later stay out of the configs that keep their defaults (and so match earlier results)
+        for key, default in CONV_DEFAULTS.items():
+            if config["model"][key] == default:
+                del config["model"][key]
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
             config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
@@ -394,7 +426,27 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
                 )
             seen[identity] = run_id
             runs.append(Run(run_id, seed, swept, {**config, "seed": seed}))
-    return Experiment(spec, source, swept_keys, runs)
+    return Experiment(spec, source, swept_keys, runs, skipped_plots)
+
+
+CONV_DEFAULTS = {"padding": "same", "pool": "max"}
+
+
+def _check_conv_fits(config: dict, source: str, text: str, point: dict) -> None:
+    """A conv net's blocks must leave at least one pixel of the data set's images."""
+    model = config["model"]
+    if model["architecture"] != "conv":
+        return
+    _, h, w = DATASETS[config["data"]["dataset"]].image_shape
+    pad = (model["kernel_size"] - 1) // 2 if model["padding"] == "same" else 0
+    sizes = conv_sizes((h, w), len(model["channels"]), model["kernel_size"], pad)
+    if min(sizes[-1]) < 1:
+        values = "".join(f" ({k}={v!r})" for k, v in point.items())
+        raise SpecError(
+            f"{source}{yaml_position(text, ('model',))}: model{values}: {len(model['channels'])} conv blocks of kernel "
+            f"{model['kernel_size']}, padding {model['padding']} leave nothing of {config['data']['dataset']}'s "
+            f"{h}x{w} images (sizes {sizes}); use fewer channels entries, a smaller kernel_size or padding same"
+        )
 
 
 def _validate(model: type[BaseModel], raw: dict, source: str, text: str, overridden: dict[str, str]) -> Any:
@@ -514,7 +566,7 @@ def apply_override(raw: dict, item: str) -> str:
     key, _, text = item.partition("=")
     key = key.strip()
     value = parse_yaml(text, where) if text.strip() else None
-    if key in ("name", "description", "seeds", "record"):
+    if key in ("name", "description", "seeds", "record", "plots"):
         raw[key] = value
         return key
     if not key.startswith("record."):  # record.* is validated with the record section
@@ -616,9 +668,22 @@ def _values(spec: Any, where: str, key: str) -> list[Any]:
     )
 
 
-def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text: str) -> None:
+def _check_plots(
+    spec: ExperimentSpec,
+    swept_keys: list[str],
+    source: str,
+    text: str,
+    override: str | None = None,
+    record_off: bool = False,
+) -> tuple[str, ...]:
+    """Checks the declared figures (`override`: the --set plots=... that gave them). With recording
+    turned off (`record_off`: record: null, or --set record=null) the figures of recorded
+    statistics are dropped from spec.plots, not refused: returns their kinds."""
+    skipped = tuple(p.kind for p in spec.plots or [] if record_off and FIGURE_KINDS[p.kind].statistics)
     for i, plot in enumerate(spec.plots or []):
-        where = f"{source}{yaml_position(text, ('plots', i))}"
+        if plot.kind in skipped:
+            continue
+        where = f"--set {override}" if override else f"{source}{yaml_position(text, ('plots', i))}"
         kind = FIGURE_KINDS[plot.kind]
         if kind.takes_x and plot.x not in swept_keys:
             raise SpecError(f"{where}: plots[{i}]: a {plot.kind} figure needs x set to a swept key: {swept_keys}")
@@ -633,6 +698,9 @@ def _check_plots(spec: ExperimentSpec, swept_keys: list[str], source: str, text:
         if plot.layers is not None and not kind.takes_layers:
             takers = " and ".join(k for k, other in FIGURE_KINDS.items() if other.takes_layers)
             raise SpecError(f"{where}: plots[{i}]: layers is for {takers} figures only; remove it")
+    if skipped:  # the figures left, or None (figures chosen from the sweep) if none is left
+        spec.plots = [p for p in spec.plots if p.kind not in skipped] or None
+    return skipped
 
 
 # --- run ids ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bnlab.lab.datasets import DATASETS
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.solver import Solver
@@ -38,6 +39,7 @@ class RunOutcome:
     peak_rss_mb: float | None = None  # of the process that trained it, at the end of the run
     error: str | None = None
     probes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (iteration, layer, statistic, value)
+    numerics: dict | None = None  # bnlab.numerics.provenance() of the process that trained it
 
     @property
     def best_val_acc(self) -> float:
@@ -73,7 +75,8 @@ def train_run(
     try:
         rng = np.random.RandomState(config["seed"])
         # noisy batch norm's layers draw their noise from generators seeded with the run's seed
-        model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng)
+        classes = len(DATASETS[config.get("data", {}).get("dataset", "cifar10")].classes)
+        model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng, classes)
         solver = Solver(
             model,
             data,
@@ -110,11 +113,11 @@ def train_run(
     )
 
 
-def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState):
+def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
     """The net a run's model section describes (bnlab.nn.nets.ARCHITECTURES), for inputs of one
-    sample's shape, e.g. (3, 32, 32), its weights drawn from rng."""
+    sample's shape, e.g. (3, 32, 32), and num_classes outputs, its weights drawn from rng."""
     architecture = ARCHITECTURES[model_cfg.get("architecture", "fc")]
-    return architecture.build({**model_cfg, "dtype": np.dtype(model_cfg["dtype"]).type}, input_shape, rng)
+    return architecture.build({**model_cfg, "dtype": np.dtype(model_cfg["dtype"]).type}, input_shape, rng, num_classes)
 
 
 def _peak_rss_mb() -> float | None:

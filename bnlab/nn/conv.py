@@ -1,4 +1,4 @@
-"""Convolutional layers of x (N, C, H, W): convolution, max pooling, spatial normalizations.
+"""Convolutional layers of x (N, C, H, W): convolution, max and average pooling, spatial normalizations.
 
 CS231n's names and conventions: w (F, C, HH, WW), conv_param {'stride', 'pad'}, pool_param
 {'pool_height', 'pool_width', 'stride'}; forward returns (out, cache), backward takes (dout, cache).
@@ -236,6 +236,80 @@ def max_pool_backward_fast(dout: Array, cache: Cache) -> Array:
             np.multiply(dout_l, argmax == k, out=view)
         else:
             view += dout_l * (argmax == k)
+    return dx.transpose(0, 3, 1, 2)
+
+
+# --- average pooling -------------------------------------------------------------------------
+
+
+def avg_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
+    """Mean over each pool_height x pool_width window, windows `stride` apart, no padding (LeNet's
+    subsampling, PyTorch's AvgPool2d).
+
+    Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
+    """
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, _output_size(h, ph, stride), _output_size(w, pw, stride)), dtype=x.dtype)
+    for r in range(out.shape[2]):
+        for col in range(out.shape[3]):
+            window = x[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw]
+            out[:, :, r, col] = window.mean(axis=(2, 3))
+    return out, (x.shape, pool_param)
+
+
+def avg_pool_backward_naive(dout: Array, cache: Cache) -> Array:
+    """Each window's gradient is shared equally by its pool_height * pool_width inputs.
+
+    Shapes: dout (N, C, H', W') -> dx (N, C, H, W).
+    """
+    x_shape, pool_param = cache
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for r in range(dout.shape[2]):
+        for col in range(dout.shape[3]):
+            share = dout[:, :, r, col] / (ph * pw)
+            dx[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw] += share[:, :, None, None]
+    return dx
+
+
+def avg_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
+    """avg_pool_forward_naive vectorized over the window offsets: the sum of the pool_height *
+    pool_width strided channels-last views x[:, a::stride, b::stride, :], divided once.
+
+    Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory.
+    """
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    n, c, h, w = x.shape
+    h_out, w_out = _output_size(h, ph, stride), _output_size(w, pw, stride)
+    xl = x.transpose(0, 2, 3, 1)
+    out = np.zeros((n, h_out, w_out, c), dtype=x.dtype)
+    for k in range(ph * pw):
+        a, b = divmod(k, pw)
+        out += xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+    out /= ph * pw
+    return out.transpose(0, 3, 1, 2), (x.shape, pool_param)
+
+
+def avg_pool_backward_fast(dout: Array, cache: Cache) -> Array:
+    """Backward of avg_pool_forward_fast: dout / (pool_height * pool_width) added into each
+    offset's strided view (written once per input when the windows tile it).
+
+    Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory.
+    """
+    (n, c, h, w), pool_param = cache
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    h_out, w_out = dout.shape[2:]
+    share = dout.transpose(0, 2, 3, 1) / dout.dtype.type(ph * pw)
+    tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
+    dx = (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype)
+    for k in range(ph * pw):
+        a, b = divmod(k, pw)
+        view = dx[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+        if tiles:
+            view[...] = share
+        else:
+            view += share
     return dx.transpose(0, 3, 1, 2)
 
 

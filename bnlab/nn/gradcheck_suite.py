@@ -4,7 +4,8 @@ Every backward pass in bnlab.nn is compared with centred differences of its forw
 fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
-without L2 regularization. Everything runs in float64 on fixed seeds of private RandomStates, so
+without L2 regularization, and a small d2l-style LeNet's (average pooling, valid convolutions).
+Everything runs in float64 on fixed seeds of private RandomStates, so
 the table is the same on every run and numpy's global RNG is left untouched.
 """
 
@@ -49,6 +50,10 @@ NET_OTHER = 1e-5
 # Absolute: a bias right before batch norm is cancelled by the mean subtraction, so its gradient is
 # exactly zero and its numerical estimate is rounding noise, ~ulp(loss) / h ~ 2e-11.
 VANISHING = 1e-9
+# A loss that moves by less than this (relative) when a parameter entry moves by 1 either way does
+# not depend on that entry: a thousand float64 roundings of the loss. Even were the loss merely flat
+# over that whole interval, its true gradient there is 0, which is what such entries are checked for.
+IGNORED_CHANGE = 1e-12
 # Norms whose output ignores a per-feature shift of the input (noisy batch norm's noise is the same
 # for every sample), so the bias before them gets an exactly zero gradient.
 BIAS_CANCELLING = ("batchnorm", "batchrenorm", "noisy_batchnorm")
@@ -80,6 +85,8 @@ def run_gradchecks() -> list[GradCheck]:
     for normalization in (None, *SPATIAL_NORMALIZATIONS):
         for reg in REGS:
             checks += _convnet_checks(normalization, reg)
+    for normalization in (None, "batchnorm"):
+        checks += _lenet_checks(normalization)
     return checks
 
 
@@ -354,6 +361,22 @@ def _conv_checks() -> list[GradCheck]:
             args = (x, pool_param)
             checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
 
+    for ph, pw, stride, shape in POOL_CASES:
+        rng = np.random.RandomState(SEED)
+        x = rng.randn(*shape)
+        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+        label = f"avg_pool {ph}x{pw} s={stride} x{shape}"
+        out, cache = conv.avg_pool_forward_fast(x, pool_param)
+        dout = rng.randn(*out.shape)
+        naive_out, naive_cache = conv.avg_pool_forward_naive(x, pool_param)
+        error = max(rel_error(naive_out, out), rel_error(conv.avg_pool_backward_naive(dout, naive_cache),
+                                                         conv.avg_pool_backward_fast(dout, cache)))  # fmt: skip
+        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
+        for kind in ("naive", "fast"):
+            forward, backward = getattr(conv, f"avg_pool_forward_{kind}"), getattr(conv, f"avg_pool_backward_{kind}")
+            args = (x, pool_param)
+            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
+
     for name, norm in SPATIAL_NORMALIZATIONS.items():
         rng = np.random.RandomState(SEED)
         x, gamma, beta = _normalized_input(rng, (3, 4, 3, 2)), rng.randn(4), rng.randn(4)
@@ -431,12 +454,37 @@ def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
     return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
 
 
+def _lenet_checks(normalization: str | None) -> list[GradCheck]:
+    """A small LeNet (d2l's: valid convolutions, average pooling, sigmoid, a hidden affine layer;
+    10x10 -> 8x8 -> 4x4 -> 2x2 -> 1x1), its gradients against numerical ones. The sigmoid passes
+    gradient everywhere, so batch norm in the hidden layer is checked too."""
+    rng = np.random.RandomState(SEED)
+    X, y = rng.randn(6, 2, 10, 10), rng.randint(5, size=6)
+    model = ConvNet(
+        [3, 4],
+        kernel_size=3,
+        padding="valid",
+        pool="avg",
+        input_dim=(2, 10, 10),
+        num_classes=5,
+        hidden_dims=[6],
+        normalization=normalization,
+        activation="sigmoid",
+        weight_scale="xavier",
+        dtype=np.float64,
+        rng=rng,
+    )
+    label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
+    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+
+
 def _model_checks(
     label: str, model, X: np.ndarray, y: np.ndarray, cancelled: bool, initial_bn_params: list | None = None
 ) -> list[GradCheck]:
     """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
-    gammas and betas) with the worst parameter named, and where batch (re)norm follows the affine
-    layer (`cancelled`) a row showing that the biases it cancels get zero gradient. With
+    gammas and betas) with the worst parameter named, and a row for the entries whose gradient is
+    zero by structure, showing that both gradients vanish there (see _ignored_entries). `cancelled`
+    says batch (re)norm follows the hidden affine layers, whose biases it must cancel. With
     initial_bn_params, every evaluation starts from those normalization states."""
 
     def loss() -> float:
@@ -446,21 +494,51 @@ def _model_checks(
 
     _, grads = model.loss(X, y)
     errors: dict[str, dict[str, float]] = {}  # kind -> parameter name -> rel_error
-    vanishing = 0.0
+    vanishing, zero_by_structure = 0.0, []
     for name in sorted(grads):
-        numerical = eval_numerical_gradient(lambda _: loss(), model.params[name])
+        param = model.params[name]
+        numerical = eval_numerical_gradient(lambda _: loss(), param)
         kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
+        ignored = np.zeros(param.shape, dtype=bool) if kind == "W" else _ignored_entries(loss, param)
         if cancelled and kind == "b" and name != f"b{model.num_layers}":
+            ignored[...] = True  # expected: a forward pass that failed to cancel them fails the row below
+        if ignored.any():
+            zero_by_structure.append(name)
             # np.max, unlike max, keeps a nan
-            vanishing = float(np.max([vanishing, np.abs(numerical).max(), np.abs(grads[name]).max()]))
-            continue
-        errors.setdefault(kind, {})[name] = rel_error(numerical, grads[name])
+            vanishing = float(np.max([vanishing, np.abs(numerical[ignored]).max(), np.abs(grads[name][ignored]).max()]))
+        if not ignored.all():
+            errors.setdefault(kind, {})[name] = rel_error(numerical[~ignored], grads[name][~ignored])
 
     checks = []
     for kind, by_name in errors.items():
         name = max(by_name, key=lambda k: math.inf if math.isnan(by_name[k]) else by_name[k])
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
-    if cancelled:
-        norm = model.normalization
-        checks.append(GradCheck(f"{label} b before {norm}: max |grad| (should be 0)", vanishing, VANISHING))
+    if zero_by_structure:
+        names = ", ".join(zero_by_structure)
+        checks.append(
+            GradCheck(f"{label} {names} zero by structure: max |grad| (should be 0)", vanishing, VANISHING)
+        )
     return checks
+
+
+def _ignored_entries(loss: Callable[[], float], param: np.ndarray) -> np.ndarray:
+    """The entries of `param` the loss does not depend on at all: moving one by a whole unit (10^5
+    difference steps) either way changes the loss by no more than rounding (IGNORED_CHANGE).
+
+    Their gradient is zero by structure (a bias cancelled by batch norm's mean, or by group norm
+    with one channel per group; a gamma or beta whose unit a ReLU after it keeps off for every
+    sample at both shifts), so rel_error there compares two rounding noises (~1e-11 from
+    the centred difference, ~1e-17 from the backward pass) and rounding decides the verdict. They
+    are checked instead to be absolutely below VANISHING; every other entry keeps its threshold.
+    """
+    base = loss()
+    ignored = np.zeros(param.shape, dtype=bool)
+    for i in np.ndindex(param.shape):
+        old = param[i]
+        changes = []
+        for shift in (1.0, -1.0):
+            param[i] = old + shift
+            changes.append(abs(loss() - base))
+        param[i] = old
+        ignored[i] = max(changes) <= IGNORED_CHANGE * max(1.0, abs(base))
+    return ignored

@@ -230,16 +230,32 @@ class FullyConnectedNet(_Net):
 NON_DECREASING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})
 
 
+def conv_sizes(hw: tuple[int, int], blocks: int, kernel_size: int, pad: int) -> list[tuple[int, int]]:
+    """(H, W) of the input and after each conv block (a KxK stride-1 conv padded by `pad`, then a
+    2x2 pool of stride 2, which drops an odd last row or column)."""
+    sizes = [tuple(hw)]
+    for _ in range(blocks):
+        h, w = (s + 2 * pad - kernel_size + 1 for s in sizes[-1])
+        sizes.append((h // 2, w // 2) if min(h, w) >= 2 else (0, 0))
+    return sizes
+
+
 class ConvNet(_Net):
     """A convolutional net with a normalization switch, float32 by default:
 
-        {conv KxK (stride 1, padding that keeps the size) - [norm] - activation - max pool 2x2} per
-        entry of `channels`, then {affine - [norm] - activation} per entry of `hidden_dims`, then
-        affine - softmax.
+        {conv KxK (stride 1) - [norm] - activation - pool 2x2} per entry of `channels`, then
+        {affine - [norm] - activation} per entry of `hidden_dims`, then affine - softmax.
+
+    With pool='avg', padding='valid', activation='sigmoid', channels [6, 16], kernel_size 5 and
+    hidden_dims [120, 84] this is LeNet as the d2l book teaches it (and, with normalization
+    'batchnorm', its batch-norm LeNet: the norm after each conv and affine, before the sigmoid).
 
     Args:
         channels: the filters of each conv block.
-        kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
+        kernel_size: K; odd with padding 'same'.
+        padding: 'same' (zero padding (K - 1) / 2 keeps the size) or 'valid' (none: K - 1 fewer
+            rows and columns).
+        pool: 'max' or 'avg' (2x2, stride 2).
         input_dim: (C, H, W) of the images.
         num_classes: classes of the output layer.
         hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty
@@ -260,6 +276,8 @@ class ConvNet(_Net):
         self,
         channels: Sequence[int],
         kernel_size: int = 3,
+        padding: str = "same",
+        pool: str = "max",
         input_dim: tuple[int, int, int] = (3, 32, 32),
         num_classes: int = 10,
         hidden_dims: Sequence[int] | None = (),
@@ -278,23 +296,38 @@ class ConvNet(_Net):
                 f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
             )
         hidden_dims = list(hidden_dims or [])
-        if kernel_size < 1 or kernel_size % 2 == 0:
+        if padding not in ("same", "valid"):
+            raise ValueError(f"unknown padding {padding!r}: expected 'same' or 'valid'")
+        if pool not in ("max", "avg"):
+            raise ValueError(f"unknown pool {pool!r}: expected 'max' or 'avg'")
+        if kernel_size < 1 or (padding == "same" and kernel_size % 2 == 0):
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
         if normalization == "groupnorm" and any(k % num_groups for k in [*channels, *hidden_dims]):
             raise ValueError(f"num_groups={num_groups} must divide every width {[*channels, *hidden_dims]}")
         c, h, w = input_dim
-        if min(h, w) < 2 ** len(channels):
-            raise ValueError(f"{len(channels)} 2x2 poolings need images of at least {2 ** len(channels)} pixels a side")
+        pad = (kernel_size - 1) // 2 if padding == "same" else 0
+        sizes = conv_sizes((h, w), len(channels), kernel_size, pad)
+        if min(sizes[-1]) < 1:
+            raise ValueError(
+                f"{len(channels)} conv blocks (kernel {kernel_size}, padding {padding}, 2x2 pools) leave no pixels of "
+                f"{h}x{w} images: sizes {sizes}"
+            )
         self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
-        self.pool_first = activation in NON_DECREASING
+        # max pooling commutes with a non-decreasing activation; averaging does not
+        self.pool_first = pool == "max" and activation in NON_DECREASING
+        self.pool_forward, self.pool_backward = (
+            (conv.max_pool_forward_fast, conv.max_pool_backward_fast)
+            if pool == "max"
+            else (conv.avg_pool_forward_fast, conv.avg_pool_backward_fast)
+        )
         self.num_conv = len(channels)
         self.num_layers = len(channels) + len(hidden_dims) + 1
-        self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
+        self.conv_param = {"stride": 1, "pad": pad}
         self.pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
         k2 = kernel_size * kernel_size
         for i, f in enumerate(channels, start=1):
             self._add_weights(i, (f, c, kernel_size, kernel_size), init_std(weight_scale, c * k2, f * k2), f)
-            c, h, w = f, h // 2, w // 2
+            c, (h, w) = f, sizes[i]
         dims = [c * h * w, *hidden_dims, num_classes]
         for j in range(len(dims) - 1):
             std = init_std(weight_scale, dims[j], dims[j + 1])
@@ -325,7 +358,7 @@ class ConvNet(_Net):
         return backward(dout, cache, i, grads)
 
     def _conv_forward(self, x: np.ndarray, i: int):
-        """conv - [norm] - activation - max pool for conv block i (1-based).
+        """conv - [norm] - activation - pool for conv block i (1-based).
 
         A non-decreasing activation commutes with max pooling (max f(x) = f(max x), with the same
         gradients), so it is applied after the pool, to a quarter of the values."""
@@ -337,20 +370,20 @@ class ConvNet(_Net):
         if self.activation_inputs is not None:
             self.activation_inputs[i] = h
         if self.pool_first:
-            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+            h, pool_cache = self.pool_forward(h, self.pool_param)
             h, act_cache = self.activation[0](h)
         else:
             h, act_cache = self.activation[0](h)
-            h, pool_cache = conv.max_pool_forward_fast(h, self.pool_param)
+            h, pool_cache = self.pool_forward(h, self.pool_param)
         return h, (conv_cache, norm_cache, act_cache, pool_cache)
 
     def _conv_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
         """Backward of _conv_forward; None for the first block, whose input gradient nobody needs."""
         conv_cache, norm_cache, act_cache, pool_cache = cache
         if self.pool_first:
-            dout = conv.max_pool_backward_fast(self.activation[1](dout, act_cache), pool_cache)
+            dout = self.pool_backward(self.activation[1](dout, act_cache), pool_cache)
         else:
-            dout = self.activation[1](conv.max_pool_backward_fast(dout, pool_cache), act_cache)
+            dout = self.activation[1](self.pool_backward(dout, pool_cache), act_cache)
         if self.spatial_norm is not None:
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.spatial_norm.backward(dout, norm_cache)
         if i == 1:

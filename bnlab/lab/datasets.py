@@ -1,0 +1,391 @@
+"""The data sets a spec may name (data.dataset), where their files live, how to fetch and read them.
+
+Each entry of DATASETS says: the folder under the data directory, the files it holds, where to
+download them and their checksums, the image shape (C, H, W), the class names, the preprocessing a
+spec gets by default, and the reader. Reading and preprocessing are separate steps: a reader gives
+the raw uint8 images and int64 labels (read_raw), bnlab.lab.data.PREPROCESS turns uint8 into floats
+(load_dataset does both), so a cache of raw arrays can sit between them.
+
+    cifar10        cifar-10-batches-py/   the official "python version" (bnlab.lab.data)
+    mnist          mnist/                 the four gzip'd IDX files of the official distribution
+    fashion_mnist  fashion-mnist/         the same format and file names
+
+Splits follow the CIFAR-10 notebooks: the training file(s) are the pool; X_train is its first
+num_train images, X_val its last num_val; X_test the first num_test of the test file. The
+preprocessing statistics come from the pool without the validation images. Sizes are read from
+the files, never assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from bnlab.errors import DataError
+from bnlab.lab import data as cifar
+from bnlab.lab import prepared
+
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, columns)
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
+# role -> the official file name, the same for MNIST and Fashion-MNIST
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+class Raw(NamedTuple):
+    """A data set as its files hold it: uint8 images (n, C, H, W) and int64 labels (n,)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One entry of the registry (see the module docstring)."""
+
+    name: str
+    folder: str  # under the data directory
+    files: tuple[str, ...]  # what the folder must hold
+    base_url: str  # a file's address is base_url + its name
+    checksums: dict[str, str]  # file -> "md5:..." as the official distribution publishes them
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    classes: tuple[str, ...]
+    default_preprocess: str  # a key of bnlab.lab.data.PREPROCESS
+    read: Callable[[Path], Raw] | None  # folder -> raw arrays; None: read by bnlab.lab.data (CIFAR-10)
+
+    @property
+    def input_dim(self) -> int:
+        """The length of a flattened image: what a fully connected net takes."""
+        return int(np.prod(self.image_shape))
+
+
+# --- IDX files ---------------------------------------------------------------------------------
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array of a gzip'd IDX file, its shape read from the header.
+
+    The header is big-endian: a magic number (two zero bytes, the type 0x08 for unsigned bytes,
+    the number of dimensions), then each dimension as a 32-bit integer; the values follow, row-major.
+    """
+    fix = f"Delete it and put the official {path.name} there (or run `bnlab data` to see where bnlab looks)"
+    try:
+        with gzip.open(path, "rb") as f:
+            payload = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path.name} is missing from {path.parent}: {fix}") from None
+    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
+        raise DataError(f"{path} is truncated or not gzip'd ({type(error).__name__}: {error}). {fix}") from None
+    if len(payload) < 4:
+        raise DataError(f"{path} is truncated: {len(payload)} bytes, shorter than an IDX header. {fix}")
+    found = struct.unpack(">I", payload[:4])[0]
+    if found != magic:
+        kind = {IDX_IMAGES_MAGIC: "images", IDX_LABELS_MAGIC: "labels"}[magic]
+        raise DataError(
+            f"{path} has magic number {found}, expected {magic} (IDX {kind}): it is not an IDX {kind} file "
+            f"or is corrupt. {fix}"
+        )
+    ndim = payload[3]
+    header = 4 + 4 * ndim
+    if len(payload) < header:
+        raise DataError(f"{path} is truncated inside its header. {fix}")
+    shape = struct.unpack(f">{ndim}I", payload[4:header])
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(payload) != expected:
+        what = "truncated" if len(payload) < expected else "longer than its header says"
+        raise DataError(
+            f"{path} is {what}: its header announces shape {shape} ({expected:,} bytes) but it holds "
+            f"{len(payload):,} bytes. {fix}"
+        )
+    return np.frombuffer(payload, np.uint8, offset=header).reshape(shape)
+
+
+def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(
+            f"{images_path} has shape {images.shape} and {labels_path} {labels.shape}: expected "
+            "(count, rows, columns) images and (count,) labels"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path.name} holds {len(images):,} images but {labels_path.name} {len(labels):,} labels "
+            f"(in {images_path.parent}): the files come from different sets; put the four files of one set there"
+        )
+    if labels.size and labels.max() >= num_classes:
+        raise DataError(f"{labels_path} has label {labels.max()}, expected 0..{num_classes - 1}: it is corrupt")
+    return images[:, None, :, :], labels.astype(np.int64)
+
+
+def read_idx_folder(folder: Path, num_classes: int = 10) -> Raw:
+    """The four IDX files of an MNIST-format folder as raw arrays (images (n, 1, rows, columns))."""
+    train_x, train_y = _read_idx_pair(
+        folder / IDX_FILES["train_images"], folder / IDX_FILES["train_labels"], num_classes
+    )
+    test_x, test_y = _read_idx_pair(folder / IDX_FILES["test_images"], folder / IDX_FILES["test_labels"], num_classes)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{folder}: training images are {train_x.shape[2:]} but test images {test_x.shape[2:]}")
+    return Raw(train_x, train_y, test_x, test_y)
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+DIGITS = tuple(str(d) for d in range(10))
+DATASETS: dict[str, Dataset] = {
+    "cifar10": Dataset(
+        name="cifar10",
+        folder=cifar.BATCHES_DIR,
+        files=("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"),
+        base_url=cifar.DEFAULT_URL.rsplit("/", 1)[0] + "/",
+        checksums={cifar.DEFAULT_URL.rsplit("/", 1)[1]: f"md5:{cifar.DEFAULT_MD5}"},
+        image_shape=(3, 32, 32),
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        default_preprocess="mean_image",
+        read=None,
+    ),
+    "mnist": Dataset(
+        name="mnist",
+        folder="mnist",
+        files=tuple(IDX_FILES.values()),
+        # Yann LeCun's site no longer serves the files; this is the mirror TensorFlow's loader uses.
+        base_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+        checksums={
+            "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        image_shape=(1, 28, 28),
+        classes=DIGITS,
+        default_preprocess="scale",
+        read=read_idx_folder,
+    ),
+    "fashion_mnist": Dataset(
+        name="fashion_mnist",
+        folder="fashion-mnist",
+        files=tuple(IDX_FILES.values()),
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        checksums={
+            "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        image_shape=(1, 28, 28),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        default_preprocess="scale",
+        read=read_idx_folder,
+    ),
+}
+
+
+def get(name: str) -> Dataset:
+    """DATASETS[name], or a DataError with a did-you-mean."""
+    if name not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown dataset {name!r}{hint}: choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# --- where the files are -----------------------------------------------------------------------
+
+
+def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The data set's folder under (or at) the data directory, or None if it is not there."""
+    dataset = get(name)
+    if dataset.read is None:
+        return cifar.locate_cifar10(data_dir)
+    base = cifar.find_data_dir(data_dir)
+    for folder in (base / dataset.folder, base):
+        if all((folder / file).is_file() for file in dataset.files):
+            return folder
+    return None
+
+
+def not_found_message(name: str, data_dir: str | Path | None = None) -> str:
+    """Where bnlab looked for the data set, which files are missing, and how to provide them."""
+    dataset = get(name)
+    if dataset.read is None:
+        return cifar._not_found_message(data_dir)
+    base, source = cifar._data_dir_and_source(data_dir)
+    folder = base / dataset.folder
+    missing = [file for file in dataset.files if not (folder / file).is_file()]
+    return (
+        f"{name} not found: {folder} (from {source}) lacks {', '.join(missing)}.\n"
+        f"Put the four official files in {folder}/ (they are at {dataset.base_url}), or give another data "
+        f"folder with --data-dir DIR or {cifar.ENV_VAR}=DIR; without either, bnlab downloads them into "
+        f"its cache folder when a network exists"
+    )
+
+
+def download(name: str, data_dir: str | Path | None = None, progress: cifar.Progress | None = None) -> Path:
+    """Fetch the data set's missing files into find_data_dir(data_dir)/<folder>/ with pooch,
+    checking each against its published checksum; returns the folder. progress(bytes_done, total)
+    is called as each file's bytes arrive.
+    """
+    dataset = get(name)
+    if dataset.read is None:
+        return cifar.ensure_cifar10(data_dir, download=True, progress=progress)
+    import pooch
+
+    folder = cifar.find_data_dir(data_dir) / dataset.folder
+    for file in dataset.files:
+        if (folder / file).is_file():
+            continue
+        try:
+            pooch.retrieve(
+                dataset.base_url + file,
+                known_hash=dataset.checksums[file],
+                fname=file,
+                path=folder,
+                downloader=pooch.HTTPDownloader(progressbar=cifar._ProgressBar(progress), timeout=30),
+            )
+        except ValueError as error:  # pooch's checksum mismatch; the file is not kept
+            raise DataError(f"{dataset.base_url + file}: {error}\n\n{not_found_message(name, data_dir)}") from None
+        except Exception as error:  # noqa: BLE001 - requests' and the OS's errors alike mean "no file"
+            raise DataError(
+                f"cannot download {dataset.base_url + file}: {error}\n\n{not_found_message(name, data_dir)}"
+            ) from None
+    return folder
+
+
+def ensure(
+    name: str, data_dir: str | Path | None = None, allow_download: bool = False, progress: cifar.Progress | None = None
+) -> Path:
+    """The data set's folder, downloading it first if absent and allowed."""
+    found = locate(name, data_dir)
+    if found is not None:
+        return found
+    if not allow_download:
+        raise DataError(not_found_message(name, data_dir))
+    return download(name, data_dir, progress)
+
+
+def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
+    """(training pool size, test set size) as the files say, every file checked."""
+    dataset = get(name)
+    if dataset.read is None:
+        info = cifar.describe_cifar10(data_dir)
+        if info["problem"]:
+            raise DataError(info["problem"])
+        return info["num_train"], info["num_test"]
+    raw = read_raw(name, data_dir)  # every file read and checked: bad data fails here, not in a worker
+    return len(raw.train_x), len(raw.test_x)
+
+
+# --- reading and preprocessing -----------------------------------------------------------------
+
+def read_raw(name: str, data_dir: str | Path | None = None) -> Raw:
+    """The raw arrays of an MNIST-format data set (cifar10 is read by bnlab.lab.data)."""
+    dataset = get(name)
+    if dataset.read is None:
+        raise ValueError("cifar10's raw batches are read by bnlab.lab.data")
+    folder = locate(name, data_dir)
+    if folder is None:
+        raise DataError(not_found_message(name, data_dir))
+    return dataset.read(folder)
+
+
+def load_dataset(
+    name: str = "cifar10",
+    data_dir: str | Path | None = None,
+    num_train: int = 1000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    preprocess: str | None = None,
+) -> dict[str, np.ndarray]:
+    """X_train, y_train, X_val, y_val, X_test, y_test of a data set, split as the module docstring
+    says and preprocessed by `preprocess` (None: the data set's default); images (n, C, H, W) of
+    `dtype`, labels int64, every array a read-only map of the prepared copy in the cache
+    (prepare_dataset), shared by every process. Never downloads."""
+    return prepare_dataset(name, data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
+
+
+def prepare_dataset(
+    name: str = "cifar10",
+    data_dir: str | Path | None = None,
+    num_train: int = 1000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    preprocess: str | None = None,
+    verify: bool = True,
+) -> prepared.Prepared:
+    """The splits of load_dataset, prepared in the cache (bnlab.lab.prepared) unless they are
+    already, keyed by the files' contents and every option; verify: check the prepared files'
+    checksums too (what a sweep's parent does once)."""
+    dataset = get(name)
+    preprocess = preprocess or dataset.default_preprocess
+    step = cifar.preprocess_function(preprocess)
+    if dataset.read is None:
+        return cifar.prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify)
+    dtype = np.dtype(dtype)
+    if num_train < 1 or num_val < 1 or num_test < 0:
+        raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
+    folder = locate(name, data_dir)
+    if folder is None:
+        raise DataError(not_found_message(name, data_dir))
+    options = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "dtype": dtype.str,
+        "preprocess": preprocess,
+        "version": cifar.PREPROCESS_VERSION,
+    }
+    build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
+    return prepared.prepare(name, [folder / file for file in dataset.files], options, build, verify=verify)
+
+
+def _split(read: Callable[[Path], Raw], folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:
+    """The arrays of prepare_dataset, read from `folder` and preprocessed a chunk at a time."""
+    raw = read(folder)
+    pool = len(raw.train_x)
+    if num_train + num_val > pool:
+        raise DataError(
+            f"num_train + num_val = {num_train} + {num_val} = {num_train + num_val} but {folder} holds only "
+            f"{pool:,} training images: lower num_train or num_val"
+        )
+    if num_test > len(raw.test_x):
+        raise DataError(f"num_test = {num_test} but {folder} holds only {len(raw.test_x):,} test images")
+    fit = raw.train_x[: pool - num_val]
+    # Sums of integers are exact in float64: summed a few images at a time, they are the same numbers.
+    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar._sum_of_squares(fit))
+    return {
+        "X_train": cifar.preprocess_chunks(raw.train_x[:num_train], step, stats, dtype),
+        "y_train": raw.train_y[:num_train],
+        "X_val": cifar.preprocess_chunks(raw.train_x[pool - num_val :], step, stats, dtype),
+        "y_val": raw.train_y[pool - num_val :],
+        "X_test": cifar.preprocess_chunks(raw.test_x[:num_test], step, stats, dtype),
+        "y_test": raw.test_y[:num_test],
+    }

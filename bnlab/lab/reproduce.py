@@ -1,0 +1,172 @@
+"""Rerun finished runs of an experiment elsewhere and compare their files byte for byte.
+
+Each run is retrained from the config.yaml in its folder (seed included) into a temporary folder,
+written by the results format's own writer, and its history.csv, epochs.csv and probes.csv compared with the
+originals. The results folder is only read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bnlab import numerics
+from bnlab.errors import ResultsError
+from bnlab.lab import results
+from bnlab.lab.executors import Executor
+from bnlab.lab.results import FINISHED
+from bnlab.lab.runner import _provenance, _record
+from bnlab.lab.spec import Run
+
+COMPARED = ("history.csv", "epochs.csv", "probes.csv")
+
+
+@dataclass
+class Comparison:
+    """One rerun against its original. `difference` is None when every compared file is identical,
+    else where the first one differs ('history.csv iteration 37: loss 2.30112 vs 2.30113 (Δ 1e-05)').
+    `provenance` holds the provenance fields that differ: label -> (original's value, rerun's)."""
+
+    run_id: str
+    difference: str | None
+    provenance: dict[str, tuple[str, str]]
+
+    @property
+    def identical(self) -> bool:
+        return self.difference is None
+
+
+def finished_runs(path: Path) -> list[str]:
+    """The ids of the finished (done or diverged) runs in an experiment folder, sorted."""
+    if not (path / "runs.csv").is_file():
+        raise ResultsError(f"{path}: not an experiment's results folder (no runs.csv); name one, e.g. results/smoke")
+    ids = []
+    for meta_file in sorted(path.glob("*/meta.json")):
+        try:
+            status = json.loads(meta_file.read_text()).get("status")
+        except (OSError, ValueError):
+            continue
+        if status in FINISHED:
+            ids.append(meta_file.parent.name)
+    if not ids:
+        raise ResultsError(f"{path}: no finished runs to reproduce; run `bnlab run` first")
+    return ids
+
+
+def sample(run_ids: list[str], k: int | None) -> list[str]:
+    """k runs spread evenly over the sorted ids (the first included): the same runs every time."""
+    if k is None or k >= len(run_ids):
+        return list(run_ids)
+    return [run_ids[i * len(run_ids) // k] for i in range(k)]
+
+
+def reproduce(
+    path: str | Path,
+    executor: Executor,
+    runs: int | None = None,
+    on_compared: Callable[[Comparison], None] | None = None,
+) -> list[Comparison]:
+    """Retrain the finished runs of `path` (all, or a sample of `runs`) and compare them."""
+    path = Path(path)
+    chosen = [_load_run(path, run_id) for run_id in sample(finished_runs(path), runs)]
+    comparisons = []
+    versions = _provenance()  # the rerun's bnlab version and commit: this process's
+    with tempfile.TemporaryDirectory(prefix="bnlab-reproduce-") as scratch:
+        for outcome in executor.execute(chosen):
+            run = next(r for r in chosen if r.run_id == outcome.run_id)
+            if outcome.status == "failed":
+                reason = (outcome.error or "unknown error").strip().splitlines()[-1]
+                comparison = Comparison(run.run_id, f"the rerun failed: {reason}", {})
+            else:
+                results.write_run(Path(scratch), run, _record(run, outcome, versions))
+                comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
+            comparisons.append(comparison)
+            if on_compared:
+                on_compared(comparison)
+    return sorted(comparisons, key=lambda c: c.run_id)
+
+
+def _load_run(path: Path, run_id: str) -> Run:
+    try:
+        config = yaml.safe_load((path / run_id / "config.yaml").read_text())
+        meta = json.loads((path / run_id / "meta.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ResultsError(f"{path / run_id}: cannot read its config.yaml or meta.json ({exc})") from None
+    return Run(run_id, meta.get("seed", config.get("seed")), meta.get("swept", {}), config)
+
+
+def compare(original: Path, rerun: Path) -> Comparison:
+    """The first difference between two run folders' compared files, and their provenance's."""
+    difference = None
+    for name in COMPARED:
+        a, b = original / name, rerun / name
+        if not a.exists() and not b.exists():
+            continue
+        if not a.exists() or not b.exists():
+            difference = f"{name} {'missing from the original' if not a.exists() else 'not written by the rerun'}"
+            break
+        if a.read_bytes() != b.read_bytes():
+            difference = first_difference(name, a.read_text(), b.read_text())
+            break
+    differing = numerics.provenance_differences([_meta(original), _meta(rerun)])
+    # two runs: each differing field has two values, the original's first
+    return Comparison(original.name, difference, {label: tuple(counts) for label, counts in differing.items()})
+
+
+def _meta(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def first_difference(name: str, original: str, rerun: str) -> str:
+    """Where two CSV texts first differ: the row's first column (iteration or epoch), the column,
+    both values and their difference. Rows of one file missing from the other are said so."""
+    rows_a, rows_b = _rows(original), _rows(rerun)
+    header = rows_a[0] if rows_a else []
+    for row_a, row_b in zip(rows_a, rows_b, strict=False):  # a shorter file is reported below
+        if row_a == row_b:
+            continue
+        at = f"{header[0]} {row_a[0]}" if header and row_a else "header"
+        for column, x, y in zip(header or range(len(row_a)), row_a, row_b, strict=False):
+            if x != y:
+                return f"{name} {at}: {column} {x} vs {y}{_delta(x, y)}"
+        return f"{name} {at}: rows of different lengths"
+    shorter, longer = ("original", rows_b) if len(rows_a) < len(rows_b) else ("rerun", rows_a)
+    return f"{name}: the {shorter} ends after {min(len(rows_a), len(rows_b)) - 1} rows of {len(longer) - 1}"
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def _delta(x: str, y: str) -> str:
+    try:
+        diff = float(y) - float(x)
+    except ValueError:
+        return ""
+    scale = max(abs(float(x)), abs(float(y)))
+    relative = f", relative {abs(diff) / scale:.1e}" if scale else ""
+    return f" (Δ {diff:+.2e}{relative})"
+
+
+def provenance_summary(comparisons: list[Comparison]) -> list[str]:
+    """'kernel: SkylakeX then, Haswell now' for each provenance field that differs in a run that is
+    not identical: what may explain the differences."""
+    lines = []
+    for comparison in comparisons:
+        if comparison.identical:
+            continue
+        for label, (then, now) in comparison.provenance.items():
+            line = f"{label}: {then} then, {now} now"
+            if line not in lines:
+                lines.append(line)
+    return lines

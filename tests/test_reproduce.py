@@ -1,0 +1,104 @@
+"""`bnlab reproduce`: reruns of an intact results folder are identical (exit 0); a tampered one is
+caught at the right run and iteration, with what differs in provenance (exit 1); the folder is
+never changed; a sample of K runs is the same every time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bnlab.cli import app
+from bnlab.lab.executors import SerialExecutor
+from bnlab.lab.reproduce import first_difference, reproduce, sample
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def shared_data(monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+
+
+def bnlab(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+        result = bnlab("run", ROOT / "configs" / "smoke.yaml", "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    return out / "smoke"
+
+
+def test_an_intact_folder_reproduces_identically_and_is_left_alone(smoke):
+    before = snapshot(smoke)
+    result = bnlab("reproduce", smoke, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("identical") == 4 + 1  # four rows and the count line
+    assert "4 identical, 0 different" in result.output
+    assert snapshot(smoke) == before
+
+
+def test_a_tampered_history_is_named_with_its_first_differing_iteration(smoke, tmp_path):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(smoke, copy)
+    run = copy / "normalization=batchnorm__seed=1"
+    lines = (run / "history.csv").read_text().splitlines()
+    iteration, epoch, loss = lines[5].split(",")  # iteration 5
+    lines[5] = f"{iteration},{epoch},{float(loss) + 0.5!r}"
+    (run / "history.csv").write_text("\n".join(lines) + "\n")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["numerics"]["blas"]["kernel"] = "SkylakeX"  # as if made on another machine
+    (run / "meta.json").write_text(json.dumps(meta))
+    before = snapshot(copy)
+
+    result = bnlab("reproduce", copy, "--workers", 1)
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "3 identical, 1 different" in text and "normalization=batchnorm__seed=1" in text
+    assert "provenance differs: kernel: SkylakeX then, Haswell now" in text
+    assert snapshot(copy) == before
+
+    # the table's cell, whole (the terminal above wraps it)
+    comparisons = reproduce(copy, SerialExecutor(str(SHARED_DATA)))
+    differing = [c for c in comparisons if not c.identical]
+    assert [c.run_id for c in differing] == ["normalization=batchnorm__seed=1"]
+    assert differing[0].difference.startswith(
+        f"history.csv iteration 5: loss {float(loss) + 0.5!r} vs {loss} (Δ -5.00e-01"
+    )
+    assert differing[0].provenance == {"kernel": ("SkylakeX", "Haswell")}
+
+
+def test_a_sample_of_k_runs_is_fixed_and_spread(smoke):
+    ids = [f"r{i}" for i in range(10)]
+    assert sample(ids, 3) == ["r0", "r3", "r6"] == sample(ids, 3)
+    assert sample(ids, None) == ids and sample(ids, 20) == ids
+    result = bnlab("reproduce", smoke, "--runs", 2, "--workers", 1)
+    assert result.exit_code == 0 and "2 identical, 0 different" in result.output
+
+
+def test_first_difference_names_the_row_column_values_and_delta():
+    a = "iteration,epoch,loss\n1,1,2.5\n2,1,2.25\n"
+    assert first_difference("history.csv", a, a.replace("2.25", "2.5")) == (
+        "history.csv iteration 2: loss 2.25 vs 2.5 (Δ +2.50e-01, relative 1.0e-01)"
+    )
+    assert "ends after 1 rows of 2" in first_difference("history.csv", a, "iteration,epoch,loss\n1,1,2.5\n")
+
+
+def test_a_folder_without_runs_is_one_clear_error(tmp_path):
+    result = bnlab("reproduce", tmp_path)
+    assert result.exit_code == 1
+    assert "not an experiment's results folder" in result.output and "Traceback" not in result.output

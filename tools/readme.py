@@ -1,0 +1,164 @@
+"""Rebuild the README's generated parts from results/: `make readme` (after `make experiments`,
+and `make claims` for the claims table).
+
+Generated blocks sit between `<!-- bnlab:NAME -->` and `<!-- /bnlab:NAME -->`; everything outside
+them is prose and left alone (its numbers are updated by hand, citing the command beside them).
+Blocks: `provenance` (what made the numbers), `cnn_norm` (best validation accuracy per
+normalization and batch size), `claims` (the verdict table and its counts). Figures: every
+docs/figures/EXPERIMENT_KIND.png is copied from results/EXPERIMENT/figures/KIND.png, and
+docs/figures/claims/ID.png from results/claims/figures/ID.png (docs/figures/report.png is a
+browser screenshot, not regenerated). A block whose results are missing is left as it is, and said.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bnlab.numerics import numerics_summary  # noqa: E402
+from bnlab.results import group_summary  # noqa: E402
+
+README = ROOT / "README.md"
+RESULTS = ROOT / "results"
+FIGURES = ROOT / "docs" / "figures"
+# README figures whose experiment is not their name's prefix
+NAMED_FIGURES = {
+    "batch_size_batchnorm.png": "batch_size/figures/batch_size_batchnorm.png",
+    "batch_size_layernorm.png": "layernorm_batch_size/figures/batch_size_layernorm.png",
+}
+BLOCK = re.compile(r"(<!-- bnlab:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bnlab:(?P=name) -->)", re.DOTALL)
+
+
+def provenance_block(results: Path) -> str | None:
+    """One line: the numerics, versions and commit of every run under results/."""
+    metas = [json.loads(p.read_text()) for p in sorted(results.glob("*/*/meta.json"))]
+    metas += [json.loads(p.read_text()) for p in sorted(results.glob("claims/*/*/meta.json"))]
+    if not metas:
+        return None
+    numpy = sorted({m.get("versions", {}).get("numpy", "?") for m in metas})
+    commits = sorted({(m.get("git_commit") or "unknown")[:10] for m in metas})
+    return (
+        f"*These numbers: {len(metas)} runs, numerics {numerics_summary(metas)}; numpy {', '.join(numpy)}; "
+        f"bnlab commit {', '.join(commits)} (`make readme` regenerates the tables and figures from results/).*\n"
+    )
+
+
+def cnn_norm_block(results: Path) -> str | None:
+    """Best validation accuracy (mean ± std over seeds) per normalization (rows) and batch size
+    (columns), the best of each column in bold."""
+    folder = results / "cnn_norm"
+    if not (folder / "runs.csv").is_file():
+        return None
+    header, rows = group_summary(folder)
+    norm_col, batch_col, val_col = (
+        header.index("normalization"),
+        header.index("batch_size"),
+        header.index("best val acc"),
+    )
+    names = {
+        "none": "none",
+        "batchnorm": "spatial batch norm",
+        "groupnorm": "group norm (4 groups)",
+        "layernorm": "layer norm (over C, H, W)",
+    }
+    batches = list(dict.fromkeys(row[batch_col] for row in rows))
+    table: dict[str, dict[str, str]] = {}
+    for row in rows:
+        table.setdefault(row[norm_col], {})[row[batch_col]] = row[val_col]
+    best = {b: max(table, key=lambda n: float(table[n].get(b, "0").split(" ")[0])) for b in batches}
+    lines = ["| normalization | " + " | ".join(f"batch {b}" for b in batches) + " |", "|---" * (len(batches) + 1) + "|"]
+    for norm, cells in table.items():
+        shown = [f"**{cells[b]}**" if best[b] == norm else cells.get(b, "—") for b in batches]
+        lines.append(f"| {names.get(norm, norm)} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def claims_block(results: Path) -> str | None:
+    """The claims' verdict table as the README shows it, with the counts of each verdict."""
+    file = results / "claims" / "claims.json"
+    if not file.is_file():
+        return None
+    claims = json.loads(file.read_text())
+    lines = ["| claim | statement | source | verdict | a − b [95% CI] | n |", "|---|---|---|---|---|---|"]
+    counts: dict[str, int] = {}
+    for c in claims:
+        verdict = c["verdict"]
+        counts[verdict] = counts.get(verdict, 0) + 1
+        shown = {"contradicted": "**contradicted**", "inconclusive": "*inconclusive*"}.get(verdict, verdict)
+        where = ", ".join(f"{k.rsplit('.', 1)[-1]} {_value(v)}" for k, v in (c.get("where") or {}).items())
+        compared = f"{c['metric']}: {_value(c['a'])} − {_value(c['b'])}" + (f" ({where})" if where else "")
+        effect = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+        lines.append(
+            f"| [`{c['id']}`](docs/figures/claims/{c['id']}.png) | {c['statement']} <br><sub>{compared}</sub> "
+            f"| {c['source']} | {shown} | {effect} | {c['n']} |"
+        )
+    order = ("supported", "contradicted", "inconclusive")
+    total = ", ".join(f"{counts[v]} {v}" for v in order if v in counts)
+    return "\n".join(lines) + f"\n\nCounts: {total}.\n"
+
+
+def _value(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _only(paths) -> list[Path]:
+    found = list(paths)
+    return found if len(found) == 1 else []
+
+
+def copy_figures(results: Path, figures: Path) -> list[str]:
+    """Copy each figure the README shows from its experiment's figures/ folder; returns the ones
+    with no source."""
+    missing = []
+    for target in sorted(figures.glob("*.png")) + sorted(figures.glob("claims/*.png")):
+        if target.parent.name == "claims":
+            sources = [results / "claims" / "figures" / target.name]
+        elif target.name in NAMED_FIGURES:
+            sources = [results / NAMED_FIGURES[target.name]]
+        else:  # EXPERIMENT_KIND.png from EXPERIMENT/figures/KIND.png, or its only KIND_*.png (sweep_model_...)
+            parts = target.stem.split("_")
+            sources = []
+            for i in range(1, len(parts)):
+                folder, kind = results / "_".join(parts[:i]) / "figures", "_".join(parts[i:])
+                sources += [folder / f"{kind}.png", *_only(folder.glob(f"{kind}_*.png"))]
+        source = next((s for s in sources if s.is_file()), None)
+        if source is None:
+            missing.append(f"{target.parent.name}/{target.name}")
+        else:
+            shutil.copyfile(source, target)
+    return missing
+
+
+def main() -> int:
+    start = time.perf_counter()
+    text = README.read_text()
+    builders = {"provenance": provenance_block, "cnn_norm": cnn_norm_block, "claims": claims_block}
+
+    def rebuild(match: re.Match) -> str:
+        name = match["name"]
+        if name not in builders:
+            raise SystemExit(f"README.md: unknown generated block {name!r}; known: {', '.join(builders)}")
+        body = builders[name](RESULTS)
+        if body is None:
+            print(f"kept block {name}: its results are not in {RESULTS}", file=sys.stderr)
+            return match.group(0)
+        return f"{match.group(1)}{body}{match.group(4)}"
+
+    README.write_text(BLOCK.sub(rebuild, text))
+    missing = copy_figures(RESULTS, FIGURES)  # "folder/name.png"
+    for name in missing:
+        if name != "figures/report.png":
+            print(f"kept docs/figures/{name.removeprefix('figures/')}: no figure for it in {RESULTS}", file=sys.stderr)
+    print(f"README.md and docs/figures rebuilt from {RESULTS} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
