@@ -65,7 +65,8 @@ run: $(STAMP)
 experiments: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml configs/weight_scale.yaml configs/batch_size.yaml \
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml configs/cnn_norm.yaml \
-		configs/santurkar.yaml configs/bn_paper_fig1.yaml configs/bn_paper_mnist.yaml configs/lenet_bn.yaml
+		configs/santurkar.yaml configs/bn_paper_fig1.yaml configs/bn_paper_mnist.yaml configs/lenet_bn.yaml \
+		configs/init_depth.yaml configs/resnet_norm.yaml
 	$(BIN)/bnlab plot results/
 	$(BIN)/bnlab report results/
 

@@ -1,6 +1,6 @@
 """Benchmarks behind `bnlab bench`: the notebooks' weight-scale sweep end to end, one training
 step, the batch-norm kernels, the convolutional net against PyTorch, start-up time and peak
-memory, and the cost of recording.
+memory, the cost of recording, and the memory of a sweep on full-size data (bnlab.bench_memory).
 
 Every number is the median of repeated measurements, with the interquartile range (IQR) of those
 measurements as its spread. In-process code runs on one BLAS thread with subnormals flushed, as
@@ -33,7 +33,7 @@ from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
-SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record", "blas")
+SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record", "blas", "memory")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
 
@@ -87,6 +87,7 @@ def run_benchmarks(
         "startup": lambda: bench_startup(2 if quick else 10),
         "record": lambda: bench_record(quick, repeats),
         "blas": lambda: bench_blas(Path(spec) if spec is not None else DEFAULT_SPEC, repeats, quick, data_dir),
+        "memory": lambda: _bench_memory(quick, data_dir),
     }
     rows: list[BenchRow] = []
     for name in SECTIONS:
@@ -95,6 +96,12 @@ def run_benchmarks(
                 on_section(name)
             rows += benchmarks[name]()
     return rows
+
+
+def _bench_memory(quick: bool, data_dir: str | Path | None) -> list[BenchRow]:
+    from bnlab.bench_memory import bench_memory  # it builds on this module's helpers
+
+    return bench_memory(quick, data_dir)
 
 
 def rows_to_json(rows: Sequence[BenchRow]) -> str:

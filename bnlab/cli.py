@@ -170,9 +170,16 @@ def run(
                 console.print(_plan_table(experiment))
             return
         check_out(out)
-        with open_session(experiments, data_dir, workers, executor, scheduler, download=_download) as lab:
+        with open_session(
+            experiments, data_dir, workers, executor, scheduler, download=_download, on_notice=_note
+        ) as lab:
             for experiment in experiments:
                 _run_one(experiment, out, lab, force)
+
+
+def _note(message: str) -> None:
+    """A line for the user that is not an error (e.g. damaged prepared data was rebuilt)."""
+    errors.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _download(data_dir: Path | None, name: str = "cifar10") -> Path:
@@ -595,7 +602,7 @@ def claims(
 
         every = [e for g in asked if not g.problem for e in experiments(g, chosen)]  # the cells' data too
         check_out(out)
-        with open_session(every, data_dir, workers, executor, scheduler, download=_download) as lab:
+        with open_session(every, data_dir, workers, executor, scheduler, download=_download, on_notice=_note) as lab:
             # every group, so that claims.json keeps the other files' claims in their order
             # named claims train only the runs they compare; without names, every run of their files
             entries = _run_claims(groups, out, lab, set(ids) if ids else None, until_decided, max_seeds)
@@ -751,18 +758,29 @@ def gradcheck(
 def data(
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download CIFAR-10 if it is not there.")] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Delete the prepared (preprocessed) copies in the cache; they are remade.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show where bnlab looks for CIFAR-10 and what it found; download it with --download.
+    """Show where bnlab looks for CIFAR-10, what it found and what it has prepared; download it
+    with --download, delete the prepared copies with --clear.
 
     Example: bnlab data --download
     """
+    from bnlab.lab import prepared
+
+    if clear:
+        folders, freed = prepared.clear_prepared()
+        console.print(f"deleted {folders} prepared data set(s), {freed:,} bytes, from {prepared.prepared_root()}")
+        return
     with _reported():
         from bnlab.lab import data as datasets
 
         if download and datasets.locate_cifar10(data_dir) is None:
             _download(data_dir)
         info = datasets.describe_cifar10(data_dir)
+    info["prepared"] = {"root": str(prepared.prepared_root()), "sets": prepared.list_prepared()}
     if as_json:
         print(json.dumps(info, indent=2))
     elif info["problem"]:
@@ -779,8 +797,36 @@ def data(
             table.add_row(batch["file"], f"{batch['images']:,}", f"{batch['bytes']:,}")
         console.print(table)
         console.print(f"{info['num_train']:,} training images (train and validation splits), {info['num_test']:,} test")
+    if not as_json:
+        _print_prepared(info["prepared"])
     if info["problem"]:
         raise typer.Exit(1)
+
+
+def _print_prepared(found: dict) -> None:
+    """The prepared data sets of `bnlab data`: one row each, and where they are."""
+    import numpy as np
+    from rich.table import Table
+
+    if not found["sets"]:
+        console.print(f"nothing prepared in {found['root']}", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"prepared in {found['root']} (bnlab data --clear deletes them)")
+    for column in ("data set", "train", "val", "test", "dtype", "bytes"):
+        table.add_column(column, justify="left" if column in ("data set", "dtype") else "right")
+    table.add_column("folder", overflow="fold")  # whole, on two lines if need be: it is to be found
+    for entry in found["sets"]:
+        rows = [entry["arrays"].get(name, ("?",))[0] for name in ("X_train", "X_val", "X_test")]
+        dtype = str(np.dtype(entry["options"]["dtype"])) if "dtype" in entry["options"] else "?"
+        name = entry["dataset"] or "(damaged: remade when used)"
+        table.add_row(
+            name,
+            *[f"{n:,}" if isinstance(n, int) else n for n in rows],
+            dtype,
+            f"{entry['bytes']:,}",
+            Path(entry["path"]).name,
+        )
+    console.print(table)
 
 
 @app.command()
@@ -788,7 +834,9 @@ def bench(
     section: Annotated[
         list[str] | None,
         typer.Option(
-            "--section", "-s", help="sweep, step, batchnorm, conv, startup, record or blas; repeatable (default: all)."
+            "--section",
+            "-s",
+            help="sweep, step, batchnorm, conv, startup, record, blas or memory; repeatable (default: all).",
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -799,7 +847,8 @@ def bench(
 
     Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
     kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
-    of recording, and the price of portable numerics (blas: portable against native kernels).
+    of recording, the price of portable numerics (blas: portable against native kernels), and
+    the peak memory of a sweep on full-size data with 1, 2 and 4 workers (memory).
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
@@ -833,6 +882,8 @@ def _bench_table(rows):
             return "—"
         if unit == "s":
             return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+        if unit == "MB" and value >= 1000:
+            return f"{value:,.0f} MB"  # not 1.05e+03
         return f"{value:.3g} {unit}"
 
     table = Table(title="bnlab bench (medians; spread = interquartile range)")

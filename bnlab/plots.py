@@ -55,10 +55,12 @@ from bnlab.lab.atomic import atomic_file
 from bnlab.lab.figure_kinds import BATCH, FIGURE_KINDS
 from bnlab.lab.formatting import format_value
 from bnlab.lab.results import ExperimentResults, load_experiment, read_claims
+from bnlab.nn.probes import growth_factor
 
 FORMATS = ("png", "svg", "pdf")
 PLOT_KINDS = tuple(FIGURE_KINDS)
 PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.lab.spec resolves them (x, layers: null where unused)
+YANG_FACTOR = math.pi / (math.pi - 1)  # Yang et al. 2019: BN ReLU nets, squared gradient norm per layer
 MAX_DEFAULT_LAYERS = 3  # without `layers`, probe figures show the first, a middle and the last layer
 NORM = "model.normalization"
 AXIS_NAMES = {"model.weight_scale": "Weight initialization scale"}
@@ -124,7 +126,11 @@ def figure_plan(results: ExperimentResults) -> list[dict]:
         if BATCH in results.swept_keys:
             plan.append({"kind": "batch_size"})
         recorded = set(results.probes["statistic"])
-        probed = [k for k, kind in FIGURE_KINDS.items() if kind.statistics and recorded >= set(kind.statistics)]
+        probed = [
+            k
+            for k, kind in FIGURE_KINDS.items()
+            if kind.statistics and not kind.declared_only and recorded >= set(kind.statistics)
+        ]
         plan += [{"kind": k} for k in probed]
         return plan
     spec_file = results.path / "spec.yaml"
@@ -345,6 +351,89 @@ def landscape_figure(results: ExperimentResults, title: str | None = None) -> Fi
     axes[-1].set_xlabel("Iteration")
     _finish(fig, results, title or f"{results.name}: loss landscape along the gradient", axes[0], groups)
     return fig
+
+
+def depth_figure(results: ExperimentResults, title: str | None = None) -> Figure:
+    """At initialization (the first recorded iteration), against the layer: the squared norm of
+    each weight gradient (left) and the variance of each layer's output, for residual nets of the
+    stream after each block (right); a line per run group (mean over seeds), log scale. Beside them,
+    dotted, the predictions: for plain batch-norm nets Yang et al.'s growth by pi/(pi - 1) per layer
+    towards the input (anchored at the last hidden layer); for pre-activation residual streams
+    De & Smith's doubling per block without normalization (anchored at block 1) and 1 + l with
+    batch norm (the stem's batch norm gives the stream unit variance)."""
+    probes = _probe_table(results, FIGURE_KINDS["depth"].statistics)
+    first = probes[probes["iteration"] == probes["iteration"].min()]
+    groups = _groups(results, _finished(results), results.swept_keys)
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("grad_norm", "Weight gradients at initialization", "||dL/dW||^2", "Weight layer"),
+        ("out_std", "Layer outputs (residual: the stream) at initialization", "variance", "Layer (residual: block)"),
+    )
+    for group in groups:
+        group.banded = False  # means only: a band on a log scale of 10 decades says little
+    for ax, (statistic, panel_title, unit, xlabel) in zip(axes, panels, strict=True):
+        predictions = []
+        for group in groups:
+            mean = _layer_means(first, group, statistic) ** 2
+            mean = mean[mean > 0]  # SkipInit's branch gradients are exactly 0 at initialization
+            if mean.empty:
+                continue
+            label = group.label if statistic == "grad_norm" else None
+            style = {"color": group.color, "linestyle": group.linestyle, "marker": group.marker or None}
+            ax.plot(mean.index, mean.to_numpy(), markersize=4, label=label, **style)
+            prediction = _depth_prediction(results, group, statistic, mean)
+            if prediction is not None:
+                layers, values, text = prediction
+                predictions += ax.plot(layers, values, color=group.color, linestyle=":", linewidth=2.5, alpha=0.7)
+                predictions[-1].set_label(f"_{text}")  # in this panel's legend only (below)
+        _label(ax, panel_title, xlabel, unit)
+        ax.set_yscale("log")
+        if predictions:
+            ax.legend(predictions, [line.get_label()[1:] for line in predictions], fontsize=9, loc="upper left",
+                      title="predictions (dotted)", frameon=False)  # fmt: skip
+    _finish(fig, results, title or f"{results.name}: gradients and outputs against depth at initialization", axes[0],
+            groups)  # fmt: skip
+    return fig
+
+
+def _layer_means(probes: pd.DataFrame, group: _Group, statistic: str) -> pd.Series:
+    """The statistic per layer (index), mean over the group's runs."""
+    rows = probes[(probes["statistic"] == statistic) & probes["run_id"].isin(group.runs["run_id"])]
+    return rows.groupby("layer")["value"].mean().sort_index()
+
+
+def _model_value(results: ExperimentResults, group: _Group, key: str):
+    """A model option of the group: its swept value, else the spec's."""
+    column = f"model.{key}"
+    if column in group.runs.columns:
+        value = group.runs[column].iloc[0]
+        return None if _is_nan(value) or value == "none" else value
+    model = results.spec.get("model")
+    return model.get(key) if isinstance(model, dict) else None
+
+
+def _depth_prediction(results: ExperimentResults, group: _Group, statistic: str, mean: pd.Series):
+    """(layers, values, legend text) of the theory's line for this group and panel, or None."""
+    residual = _model_value(results, group, "residual")
+    normalization = _model_value(results, group, "normalization")
+    skipinit = str(_model_value(results, group, "skipinit")).lower() == "true"
+    activation = _model_value(results, group, "activation") or "relu"
+    layers = mean.index.to_numpy()
+    if activation != "relu" or len(layers) < 3:
+        return None
+    if statistic == "grad_norm" and residual is None and normalization == "batchnorm":
+        hidden = layers[:-1]  # the output layer's gradient does not pass a batch norm
+        anchor = hidden[-1]
+        measured = growth_factor(hidden[1:], mean.loc[hidden[1:]].to_numpy())
+        values = mean.loc[anchor] * YANG_FACTOR ** (anchor - hidden)
+        return hidden, values, f"Yang et al.: x{YANG_FACTOR:.3f}/layer (measured x{measured:.3f})"
+    if statistic == "out_std" and residual == "pre" and not skipinit:
+        if normalization is None:
+            return layers, mean.iloc[0] * 2.0 ** (layers - layers[0]), "De & Smith: doubling per block"
+        if normalization == "batchnorm":
+            return layers, 1.0 + layers, "De & Smith: 1 + l"
+    return None
 
 
 def _probe_table(results: ExperimentResults, statistics: tuple[str, ...]) -> pd.DataFrame:
@@ -688,6 +777,7 @@ DRAW = {  # kind -> draw(results, plot entry) -> [(file stem, Figure)]
     ],
     "ics": lambda results, plot: [(_stem("ics"), ics_figure(results, plot.get("layers"), plot.get("title")))],
     "landscape": lambda results, plot: [(_stem("landscape"), landscape_figure(results, plot.get("title")))],
+    "depth": lambda results, plot: [(_stem("depth"), depth_figure(results, plot.get("title")))],
 }
 
 

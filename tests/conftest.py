@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -50,3 +51,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as dicts of text, keyed by the header."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _prepared_data_in_a_temporary_folder(tmp_path_factory):
+    """Data the tests prepare (bnlab.lab.prepared), in this process and its subprocesses, goes to a
+    folder of this session, not into the user's cache."""
+    os.environ["BNLAB_PREPARED_DIR"] = str(tmp_path_factory.mktemp("prepared"))

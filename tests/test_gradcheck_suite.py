@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab import layers
-from bnlab.nn import conv, norms
+from bnlab.nn import conv, gradcheck_suite, norms
 from bnlab.nn import layers as nn_layers
 from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
@@ -37,7 +37,7 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 330 <= len(names) <= 650
+    assert 400 <= len(names) <= 720
     for layer in (
         "affine dx",
         "affine dw",
@@ -75,6 +75,13 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
     assert len(NETS) == 4 * (1 + 6 * 2) * 2
     for net in CONVNETS:
         assert any(name.startswith(f"{net}W (worst: W") for name in names), net
+    for layer in ("avg_pool 2x2 dx", "global_avg_pool dx", "projection fc dp", "projection 1x1 conv dp"):
+        assert layer in names, layer
+    for net in RESIDUAL_NETS:
+        assert any(name.startswith(f"{net}W (worst: ") for name in names), net
+    for kind in ("mlp", "conv"):
+        for form in ("pre", "post"):
+            assert any(name.startswith(f"residual {kind} {form} no norm skipinit reg=0 alpha ") for name in names)
 
 
 def test_conv_and_pool_cases_cover_the_issues_grid(checks):
@@ -148,6 +155,14 @@ def scale_output(function, index, factor):
 
 CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
 LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
+RESIDUAL_NETS = [
+    f"residual {kind} {form} {norm or 'no norm'}{' skipinit' if skip else ''} reg={reg:g} "
+    for kind, form, norm, skip, reg in gradcheck_suite.RESIDUAL_NETS
+]
+
+
+def residual_nets(norm: str) -> list[str]:
+    return [net for net in RESIDUAL_NETS if f" {norm} " in net]
 
 
 @pytest.mark.parametrize(
@@ -160,12 +175,13 @@ LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchno
                 ("layernorm_backward", scale_output(layers.layernorm_backward, 0, 1.01)),
                 ("dropout_backward", lambda d, c: d),
             ],
-            ["layernorm dx", *nets(norm="layernorm"), "dropout (p=0.7) dx"],
+            ["layernorm dx", *nets(norm="layernorm"), "dropout (p=0.7) dx", "residual mlp pre layernorm",
+             "residual mlp post layernorm"],  # fmt: skip
         ),
         # The net's layers 2..L take dW from affine_backward.
         (
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
-            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS],
+            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS + RESIDUAL_NETS],
         ),
         # Spatial batch norm, noisy batch norm and the net use the closed form.
         (
@@ -182,6 +198,7 @@ LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchno
                 "convnet batchnorm reg=0 gamma/beta",
                 "convnet batchnorm reg=3.14 gamma/beta",
                 "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
+                *(f"{net}gamma/beta" for net in residual_nets("batchnorm")),
             ],
         ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's

@@ -15,6 +15,7 @@ from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, SMOKE, 
 
 from bnlab import __version__
 from bnlab import bench as bench_module
+from bnlab.lab.figure_kinds import FIGURE_KINDS
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
@@ -221,7 +222,7 @@ def test_a_misspelt_claim_suggests_the_list(tmp_path):
 # --- recording off for every shipped config; plots as --set ------------------------------------
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-RECORDED_FIGURES = ("activations", "ics", "landscape")
+RECORDED_FIGURES = tuple(k for k, kind in FIGURE_KINDS.items() if kind.statistics)  # activations, ics, landscape, depth
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])

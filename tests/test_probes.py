@@ -250,10 +250,11 @@ def test_a_run_writes_a_tidy_table_and_the_same_history(tmp_path, shared_data):
     probes = load_experiment(tmp_path / "on/probes").probes
     assert list(probes.columns) == ["run_id", "iteration", "layer", "statistic", "value"]
     assert probes["iteration"].dtype == np.int64 and probes["layer"].dtype == np.int64
-    # 8 iterations recorded at 1, 4, 7; per run and iteration: 6 x 2 hidden-layer statistics,
-    # 3 x 3 weight statistics, 2 x 2 ICS (layers 2 and 3) and 3 landscape ones
+    # 8 iterations recorded at 1, 4, 7; per run and iteration: 7 x 2 hidden-layer statistics (6 of
+    # the nonlinearity inputs, out_std), 3 x 3 weight statistics, 2 x 2 ICS (layers 2 and 3) and 3
+    # landscape ones
     assert sorted(probes["iteration"].unique()) == [1, 4, 7]
-    assert len(probes) == 2 * 3 * (12 + 9 + 4 + 3)
+    assert len(probes) == 2 * 3 * (14 + 9 + 4 + 3)
     assert set(probes["statistic"]) == set(STATISTICS)
     assert set(probes.loc[probes["layer"] == 0, "statistic"]) == {"loss_range", "grad_change", "beta_smoothness"}
     assert not probes.duplicated(["run_id", "iteration", "layer", "statistic"]).any()

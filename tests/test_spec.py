@@ -282,6 +282,13 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "bn_paper_fig1": (2, 3, ["model.normalization"]),
     "bn_paper_mnist": (2, 3, ["model.normalization"]),
     "lenet_bn": (2, 3, ["model.normalization"]),
+    "init_depth": (6, 5, ["model.residual", "model.normalization", "model.skipinit"]),
+    "resnet_norm": (
+        8,
+        3,
+        ["model.normalization", "model.skipinit", "model.architecture", "model.channels", "model.hidden_dims",
+         "model.residual"],
+    ),  # fmt: skip
 }
 def test_every_config_is_listed_here():
     assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
@@ -296,7 +303,7 @@ def test_shipped_config_loads(name):
     assert experiment.swept_keys == swept_keys
     assert len(experiment.runs) == num_points * num_seeds
     assert len({run.run_id for run in experiment.runs}) == len(experiment.runs)
-    assert len({tuple(run.swept.values()) for run in experiment.runs}) == num_points
+    assert len({repr(tuple(run.swept.values())) for run in experiment.runs}) == num_points  # lists: repr
 
 
 def test_weight_scale_config_is_the_notebooks_grid():

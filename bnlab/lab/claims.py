@@ -22,10 +22,11 @@ an experiment spec itself (every section of configs/*.yaml) plus a `claims:` lis
             - {solver.update_rule: sgd_momentum, solver.optim_config: {learning_rate: 1.0e-2}}
 
 Every claim compares two runs per seed, `key = a` against `key = b` with every other swept key
-fixed by `where`; the same seed gives both the same initial weights and minibatches. The per-seed
-differences a - b give a mean, a 95% t interval (n - 1 degrees of freedom) and a two-sided
-p-value; the verdict is `supported` when the whole interval lies on the claimed side of 0,
-`contradicted` when it lies on the other side, `inconclusive` when it touches or contains 0.
+fixed by `where` (except keys zipped with `key`, which its value fixes); the same seed gives both
+the same initial weights and minibatches. The per-seed differences a - b give a mean, a 95% t
+interval (n - 1 degrees of freedom) and a two-sided p-value; the verdict is `supported` when the
+whole interval lies on the claimed side of 0, `contradicted` when it lies on the other side,
+`inconclusive` when it touches or contains 0.
 
 Metrics, per run:
     best_val_acc, best_train_acc, final_train_loss   the runs.csv columns
@@ -34,6 +35,8 @@ Metrics, per run:
     train_loss@K                                     the mean training loss over epoch K's iterations
     probe:STAT, probe:STAT@L                         the mean of a recorded statistic (probes.csv)
                                                      over its iterations, over every layer or layer L
+    probe:STAT@L/M                                   the ratio of the means at layers L and M (growth
+                                                     with depth, e.g. probe:grad_norm@2/16)
 A diverged run keeps what it recorded (its best accuracies so far); a pair whose metric is
 missing (e.g. an epoch a diverged run never reached) is left out, and `n` counts the pairs used.
 
@@ -101,11 +104,11 @@ METRIC_PATTERN = re.compile(
     r"|final_(?P<final>val|train)_acc"
     r"|(?P<acc>val|train)_acc@(?P<acc_epoch>\d+)"
     r"|train_loss@(?P<loss_epoch>\d+)"
-    r"|probe:(?P<stat>[a-z0-9_]+)(?:@(?P<layer>\d+))?)$"
+    r"|probe:(?P<stat>[a-z0-9_]+)(?:@(?P<layer>\d+)(?:/(?P<over>\d+))?)?)$"
 )
 METRIC_HELP = (
     "best_val_acc, best_train_acc, final_train_loss, final_val_acc, final_train_acc, val_acc@K, train_acc@K, "
-    "train_loss@K, probe:STAT or probe:STAT@LAYER"
+    "train_loss@K, probe:STAT, probe:STAT@LAYER or probe:STAT@LAYER/LAYER"
 )
 
 
@@ -331,7 +334,14 @@ def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str, condition
     for k in conditions:
         if k not in swept or k == claim.key:
             raise SpecError(f"{where}: claim {claim.id}: where.{k} must be another swept key of the experiment {swept}")
-    missing = [k for k in swept if k != claim.key and k not in conditions and len(_values(experiment, k)) > 1]
+    missing = [
+        k
+        for k in swept
+        if k != claim.key
+        and k not in conditions
+        and len(_values(experiment, k)) > 1
+        and not _follows(experiment, claim.key, k)
+    ]
     if missing:
         values = _values(experiment, missing[0])
         raise SpecError(f"{where}: claim {claim.id}: fix {missing[0]} in where (its values: {values})")
@@ -348,6 +358,17 @@ def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str, condition
     probe = METRIC_PATTERN.match(claim.metric)["stat"]
     if probe and not getattr(experiment.spec, "record", None):
         raise SpecError(f"{where}: claim {claim.id}: metric {claim.metric} needs a `record:` section in the experiment")
+
+
+def _follows(experiment: Experiment, key: str, other: str) -> bool:
+    """Whether `other` is a function of `key` over the runs (a zip: model.normalization null with
+    model.skipinit true against batchnorm with false), so fixing the key fixes it."""
+    seen: dict[str, str] = {}
+    for run in experiment.runs:
+        value, follower = repr(run.swept[key]), repr(run.swept[other])
+        if seen.setdefault(value, follower) != follower:
+            return False
+    return True
 
 
 def _values(experiment: Experiment, key: str) -> list:
@@ -401,6 +422,10 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
     if probes is None or probes.empty:
         raise SpecError(f"{results.path}: metric {metric} needs probes.csv; the experiment records no statistics")
     rows = probes[probes["statistic"] == m["stat"]]
+    if m["over"] is not None:
+        mean = rows.groupby(["run_id", "layer"])["value"].mean()
+        at = {layer: mean.xs(int(m[part]), level="layer") for part, layer in (("layer", "L"), ("over", "M"))}
+        return (at["L"] / at["M"]).reindex(runs.index)
     if m["layer"] is not None:
         rows = rows[rows["layer"] == int(m["layer"])]
     return rows.groupby("run_id")["value"].mean().reindex(runs.index)

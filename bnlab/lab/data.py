@@ -10,6 +10,7 @@ BNLAB_DATA_DIR, the user cache dir. The folder given may contain `cifar-10-batch
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
@@ -24,6 +25,7 @@ import numpy as np
 import platformdirs
 
 from bnlab.errors import DataError
+from bnlab.lab import prepared
 
 DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 DEFAULT_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -35,8 +37,9 @@ NUM_CLASSES = 10
 
 Progress = Callable[[int, int | None], None]  # (bytes_done, total_bytes or None when unknown)
 
-# (resolved batches dir, num_train, num_val, num_test, dtype) -> the read-only arrays of one load.
-_LOADED: dict[tuple, dict[str, np.ndarray]] = {}
+# Bump when a preprocessing's arithmetic changes: copies prepared by older code are then made anew.
+PREPROCESS_VERSION = 1
+PREPROCESS_ROWS = 1000  # images preprocessed at a time: their float64 copy is 24 MB for CIFAR-10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,9 +405,15 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _preprocess(rows: np.ndarray, preprocess: Preprocess, stats: PoolStats, dtype: np.dtype) -> np.ndarray:
-    """uint8 (n, 3072) -> (n, 3, 32, 32) of `dtype`, preprocessed in float64, read-only."""
-    return _read_only(preprocess(rows.reshape(-1, 3, 32, 32), stats).astype(dtype))
+def preprocess_chunks(images: np.ndarray, preprocess: Preprocess, stats: PoolStats, dtype) -> prepared.Streamed:
+    """uint8 images (n, C, H, W) -> (n, C, H, W) of `dtype`, preprocessed in float64
+    PREPROCESS_ROWS images at a time: the same arithmetic per element as on the whole, without a
+    float64 copy of the whole."""
+    chunks = (
+        preprocess(images[i : i + PREPROCESS_ROWS], stats).astype(dtype)
+        for i in range(0, len(images), PREPROCESS_ROWS)
+    )
+    return prepared.Streamed(images.shape, np.dtype(dtype), chunks)
 
 
 def load_cifar10(
@@ -421,10 +430,27 @@ def load_cifar10(
     X_val its last num_val, and the mean image (float64) is taken over the pool without the
     validation images; X_test is the first num_test images of test_batch. Returns X_train
     (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
-    y_train, y_val, y_test int64 labels; the arrays are read-only and shared by every call in
-    this process with the same arguments. `preprocess` names another option of PREPROCESS (its
-    statistics are taken over the same images as the mean image).
+    y_train, y_val, y_test int64 labels. `preprocess` names another option of PREPROCESS (its
+    statistics are taken over the same images as the mean image). The arrays are read-only maps
+    of the prepared copy in the cache (see prepare_cifar10), which the first call prepares: every
+    process maps the same pages.
     """
+    return prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
+
+
+def prepare_cifar10(
+    data_dir: str | Path | None = None,
+    num_train: int = 49000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    preprocess: str = "mean_image",
+    verify: bool = True,
+) -> prepared.Prepared:
+    """The splits of load_cifar10, prepared in the cache (bnlab.lab.prepared) unless they are
+    already: keyed by the batch files' contents, the splits, dtype, preprocess and
+    PREPROCESS_VERSION. With verify, the prepared files' checksums are checked too (what a sweep's
+    parent does once)."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating type, got {dtype}")
@@ -436,15 +462,30 @@ def load_cifar10(
     if batches is None:
         raise DataError(_not_found_message(data_dir))
     step = preprocess_function(preprocess)
-    key = (str(batches.resolve()), num_train, num_val, num_test, dtype.str, preprocess)
-    if key not in _LOADED:
-        _LOADED[key] = _load(batches, num_train, num_val, num_test, dtype, step)
-    return dict(_LOADED[key])  # a new dict: callers may rebind keys without touching the memo
-
-
-def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype, step: Preprocess) -> dict:
-    """The uncached work of load_cifar10 on the batches folder `batches`."""
     train_files, test_file = _batch_files(batches)
+    options = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "dtype": dtype.str,
+        "preprocess": preprocess,
+        "version": PREPROCESS_VERSION,
+    }
+    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
+    return prepared.prepare("cifar10", [*train_files, test_file], options, build, verify=verify)
+
+
+def _build(
+    batches: Path,
+    train_files: list[Path],
+    test_file: Path,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    dtype: np.dtype,
+    step: Preprocess,
+) -> dict:
+    """The arrays of prepare_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
     if num_train + num_val > pool.size:
         raise DataError(
@@ -461,12 +502,12 @@ def _load(batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.
         (pool.total_sq - _sum_of_squares(pool.val_x)).reshape(3, 32, 32),
     )
     return {
-        "X_train": _preprocess(pool.train_x, step, stats, dtype),
-        "y_train": _read_only(pool.train_y),
-        "X_val": _preprocess(pool.val_x, step, stats, dtype),
-        "y_val": _read_only(pool.val_y),
-        "X_test": _preprocess(test_x[:num_test], step, stats, dtype),
-        "y_test": _read_only(test_y[:num_test].copy()),
+        "X_train": preprocess_chunks(pool.train_x.reshape(-1, 3, 32, 32), step, stats, dtype),
+        "y_train": pool.train_y,
+        "X_val": preprocess_chunks(pool.val_x.reshape(-1, 3, 32, 32), step, stats, dtype),
+        "y_val": pool.val_y,
+        "X_test": preprocess_chunks(test_x[:num_test].reshape(-1, 3, 32, 32), step, stats, dtype),
+        "y_test": test_y[:num_test],
     }
 
 

@@ -18,6 +18,7 @@ the files, never assumed.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 import zlib
@@ -30,6 +31,7 @@ import numpy as np
 
 from bnlab.errors import DataError
 from bnlab.lab import data as cifar
+from bnlab.lab import prepared
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, columns)
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
@@ -302,10 +304,6 @@ def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
 
 # --- reading and preprocessing -----------------------------------------------------------------
 
-# (name, folder, num_train, num_val, num_test, dtype, preprocess) -> the read-only arrays of one load
-_LOADED: dict[tuple, dict[str, np.ndarray]] = {}
-
-
 def read_raw(name: str, data_dir: str | Path | None = None) -> Raw:
     """The raw arrays of an MNIST-format data set (cifar10 is read by bnlab.lab.data)."""
     dataset = get(name)
@@ -328,26 +326,50 @@ def load_dataset(
 ) -> dict[str, np.ndarray]:
     """X_train, y_train, X_val, y_val, X_test, y_test of a data set, split as the module docstring
     says and preprocessed by `preprocess` (None: the data set's default); images (n, C, H, W) of
-    `dtype`, labels int64, every array read-only and shared by the calls of this process with the
-    same arguments. Never downloads."""
+    `dtype`, labels int64, every array a read-only map of the prepared copy in the cache
+    (prepare_dataset), shared by every process. Never downloads."""
+    return prepare_dataset(name, data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
+
+
+def prepare_dataset(
+    name: str = "cifar10",
+    data_dir: str | Path | None = None,
+    num_train: int = 1000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    preprocess: str | None = None,
+    verify: bool = True,
+) -> prepared.Prepared:
+    """The splits of load_dataset, prepared in the cache (bnlab.lab.prepared) unless they are
+    already, keyed by the files' contents and every option; verify: check the prepared files'
+    checksums too (what a sweep's parent does once)."""
     dataset = get(name)
     preprocess = preprocess or dataset.default_preprocess
     step = cifar.preprocess_function(preprocess)
     if dataset.read is None:
-        return cifar.load_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess)
+        return cifar.prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify)
     dtype = np.dtype(dtype)
     if num_train < 1 or num_val < 1 or num_test < 0:
         raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))
-    key = (name, str(folder.resolve()), num_train, num_val, num_test, dtype.str, preprocess)
-    if key not in _LOADED:
-        _LOADED[key] = _split(dataset.read(folder), folder, num_train, num_val, num_test, dtype, step)
-    return dict(_LOADED[key])
+    options = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "dtype": dtype.str,
+        "preprocess": preprocess,
+        "version": cifar.PREPROCESS_VERSION,
+    }
+    build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
+    return prepared.prepare(name, [folder / file for file in dataset.files], options, build, verify=verify)
 
 
-def _split(raw: Raw, folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:
+def _split(read: Callable[[Path], Raw], folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:
+    """The arrays of prepare_dataset, read from `folder` and preprocessed a chunk at a time."""
+    raw = read(folder)
     pool = len(raw.train_x)
     if num_train + num_val > pool:
         raise DataError(
@@ -357,16 +379,13 @@ def _split(raw: Raw, folder: Path, num_train: int, num_val: int, num_test: int, 
     if num_test > len(raw.test_x):
         raise DataError(f"num_test = {num_test} but {folder} holds only {len(raw.test_x):,} test images")
     fit = raw.train_x[: pool - num_val]
-    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), np.square(fit, dtype=np.float64).sum(axis=0))
-
-    def images(x: np.ndarray) -> np.ndarray:
-        return cifar._read_only(step(x, stats).astype(dtype))
-
+    # Sums of integers are exact in float64: summed a few images at a time, they are the same numbers.
+    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar._sum_of_squares(fit))
     return {
-        "X_train": images(raw.train_x[:num_train]),
-        "y_train": cifar._read_only(raw.train_y[:num_train].copy()),
-        "X_val": images(raw.train_x[pool - num_val :]),
-        "y_val": cifar._read_only(raw.train_y[pool - num_val :].copy()),
-        "X_test": images(raw.test_x[:num_test]),
-        "y_test": cifar._read_only(raw.test_y[:num_test].copy()),
+        "X_train": cifar.preprocess_chunks(raw.train_x[:num_train], step, stats, dtype),
+        "y_train": raw.train_y[:num_train],
+        "X_val": cifar.preprocess_chunks(raw.train_x[pool - num_val :], step, stats, dtype),
+        "y_val": raw.train_y[pool - num_val :],
+        "X_test": cifar.preprocess_chunks(raw.test_x[:num_test], step, stats, dtype),
+        "y_test": raw.test_y[:num_test],
     }

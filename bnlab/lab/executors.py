@@ -2,8 +2,9 @@
 
 Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
 runs share the machine, in a process set up as bnlab.lab.tuning describes (subnormals flushed, large
-temporaries on the heap). Each process loads the data once (bnlab.lab.datasets memoizes it) and reuses it
-for every run it gets. Results are written by the caller, never here.
+temporaries on the heap). Each process maps the prepared data (bnlab.lab.prepared: the caller prepares
+it before starting workers; the operating system shares its pages between them) and reuses it for
+every run it gets. Results are written by the caller, never here.
 """
 
 from __future__ import annotations

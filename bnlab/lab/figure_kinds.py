@@ -19,7 +19,8 @@ class FigureKind:
     figure per normalization). caption: what it shows ({x}: the x axis' name), completed in the
     report by the figure's own title and notes. statistics: the recorded statistics (probes.csv)
     it draws. swept: a key that must be swept. takes_x: it needs `x`, a swept numeric key.
-    takes_layers: it accepts `layers`."""
+    takes_layers: it accepts `layers`. declared_only: drawn only when a spec's `plots` names it,
+    never chosen by default."""
 
     stem: str
     caption: str = ""
@@ -27,6 +28,7 @@ class FigureKind:
     swept: str | None = None
     takes_x: bool = False
     takes_layers: bool = False
+    declared_only: bool = False
 
 
 FIGURE_KINDS: dict[str, FigureKind] = {
@@ -50,4 +52,13 @@ FIGURE_KINDS: dict[str, FigureKind] = {
     "activations": FigureKind("activations", statistics=("p15", "p50", "p85"), takes_layers=True),
     "ics": FigureKind("ics", statistics=("ics_l2", "ics_cos"), takes_layers=True),
     "landscape": FigureKind("landscape", statistics=("loss_range", "grad_change", "beta_smoothness")),
+    "depth": FigureKind(
+        "depth",
+        "At initialization (the first recorded iteration), against the layer: the squared norm of each "
+        "weight gradient and the variance of each layer's output (for residual nets, of the stream after "
+        "each block), a line per run group, with the predictions of Yang et al. 2019 and De & Smith 2020 "
+        "dotted where one applies.",
+        statistics=("grad_norm", "out_std"),
+        declared_only=True,
+    ),
 }

@@ -46,11 +46,16 @@ def check_out(out: Path) -> None:
 
 
 def prepare_data(
-    data_dir: Path | None, experiments: list[Experiment], download: Callable[[Path | None, str], Path] | None = None
+    data_dir: Path | None,
+    experiments: list[Experiment],
+    download: Callable[[Path | None, str], Path] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> Path:
     """Find every data set the runs use (download(data_dir, name) fetches one into the cache when
-    it is nowhere and no folder was named) and check every run's splits fit it, before anything is
-    written; returns the data folder, absolute, for the workers."""
+    it is nowhere and no folder was named), check every run's splits fit it, before anything is
+    written, and prepare each split the runs use (bnlab.lab.prepared) once, here, so that every
+    worker maps the same copy instead of making its own; on_notice(message) hears when a damaged
+    copy was rebuilt. Returns the data folder, absolute, for the workers."""
     for name in sorted({run.config["data"].get("dataset", "cifar10") for e in experiments for run in e.runs}):
         found = datasets.locate(name, data_dir)
         if found is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
@@ -72,6 +77,16 @@ def prepare_data(
                         f"{num_pool} training and {num_test} test images; lower them "
                         f"(e.g. --set data.num_train={max(num_pool - rd['num_val'], 1)})"
                     )
+    wanted = set()
+    for experiment in experiments:
+        for run in experiment.runs:
+            rd, dtype = run.config["data"], run.config["model"]["dtype"]
+            splits = (rd["num_train"], rd["num_val"], rd["num_test"])
+            wanted.add((rd.get("dataset", "cifar10"), *splits, dtype, rd.get("preprocess")))
+    for name, *options in sorted(wanted, key=str):
+        notice = datasets.prepare_dataset(name, data_dir, *options).notice
+        if notice and on_notice is not None:
+            on_notice(notice)
     return data.find_data_dir(data_dir).resolve()
 
 
@@ -104,12 +119,13 @@ def open_session(
     executor: ExecutorKind = ExecutorKind.local,
     scheduler: str | None = None,
     download: Callable[[Path | None], Path] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> Iterator[Session]:
-    """A Session for `experiments` (their data prepared first, when there are any); the executor
-    is closed when the block ends, however it ends."""
+    """A Session for `experiments` (their data prepared first, when there are any; on_notice as
+    for prepare_data); the executor is closed when the block ends, however it ends."""
     executor = ExecutorKind(executor)  # dask needs the scheduler's address
     workers = workers or default_workers()
-    data_root = prepare_data(data_dir, experiments, download) if experiments else None
+    data_root = prepare_data(data_dir, experiments, download, on_notice) if experiments else None
     # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
     runner = make_executor(workers, data_root if executor is ExecutorKind.local else data_dir, executor, scheduler)
     where = f"{workers} worker(s)" if executor is ExecutorKind.local else f"dask {scheduler}"

@@ -45,6 +45,7 @@ from bnlab.nn.nets import ARCHITECTURES, conv_sizes
 from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
+from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
 
 # --- the schema ------------------------------------------------------------------------------
 
@@ -117,12 +118,18 @@ class ModelSpec(_Section):
     kernel_size: PositiveInt = 3
     padding: Literal["same", "valid"] = "same"  # conv only: 'valid' pads nothing (LeNet)
     pool: Literal["max", "avg"] = "max"  # conv only: 2x2 max or average pooling (LeNet's)
+    # residual nets (bnlab.nn.residual): each entry of hidden_dims (fc) or channels (conv) is a block
+    residual: Literal["pre", "post"] | None = None
+    skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> ModelSpec:
-        """The rules of bnlab.nn.nets.ARCHITECTURES: the widths option is required, the options of
+        """The rules of bnlab.nn.nets.ARCHITECTURES (with `residual`, of
+        bnlab.nn.residual.RESIDUAL_ARCHITECTURES): the widths option is required, the options of
         other nets stay at their defaults, the normalization is one its layers have."""
-        arch = ARCHITECTURES[self.architecture]
+        if self.skipinit and self.residual is None:
+            raise ValueError("skipinit scales residual branches: set residual: pre or post, or remove skipinit")
+        arch = (ARCHITECTURES if self.residual is None else RESIDUAL_ARCHITECTURES)[self.architecture]
         widths, what = arch.widths
         if not getattr(self, widths):
             raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
@@ -136,6 +143,11 @@ class ModelSpec(_Section):
             others = [a for a, other in ARCHITECTURES.items() if name in other.options]
             raise ValueError(
                 f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
+            )
+        if self.normalization not in arch.normalizations and self.residual is not None:
+            raise ValueError(
+                f"normalization {self.normalization!r} is not available in residual nets; residual "
+                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
             )
         if self.normalization not in arch.normalizations:
             others = [a for a, other in ARCHITECTURES.items() if self.normalization in other.normalizations]
@@ -407,6 +419,8 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         if config["model"]["normalization"] != "noisy_batchnorm":
             # options that change nothing stay out of the run's config (and of results made before them)
             config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
+        if config["model"]["residual"] is None:  # likewise for plain nets
+            config["model"] = {k: v for k, v in config["model"].items() if k not in ("residual", "skipinit")}
         swept = {key: _get(config, key) for key in swept_keys}
         for seed in seeds:
             run_id = make_run_id(swept, seed)

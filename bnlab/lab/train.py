@@ -18,6 +18,7 @@ import numpy as np
 from bnlab.lab.datasets import DATASETS
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
+from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
 from bnlab.nn.solver import Solver
 
 
@@ -114,9 +115,11 @@ def train_run(
 
 
 def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
-    """The net a run's model section describes (bnlab.nn.nets.ARCHITECTURES), for inputs of one
-    sample's shape, e.g. (3, 32, 32), and num_classes outputs, its weights drawn from rng."""
-    architecture = ARCHITECTURES[model_cfg.get("architecture", "fc")]
+    """The net a run's model section describes (bnlab.nn.nets.ARCHITECTURES, or with `residual`
+    bnlab.nn.residual.RESIDUAL_ARCHITECTURES), for inputs of one sample's shape, e.g. (3, 32, 32),
+    and num_classes outputs, its weights drawn from rng."""
+    table = ARCHITECTURES if model_cfg.get("residual") is None else RESIDUAL_ARCHITECTURES
+    architecture = table[model_cfg.get("architecture", "fc")]
     return architecture.build({**model_cfg, "dtype": np.dtype(model_cfg["dtype"]).type}, input_shape, rng, num_classes)
 
 

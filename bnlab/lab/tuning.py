@@ -70,3 +70,14 @@ def keep_large_arrays_on_heap() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 26)) and bool(mallopt(m_trim_threshold, 1 << 27))
+
+
+def release_free_memory() -> bool:
+    """Give the free memory of the heap back to the operating system (glibc's malloc_trim), e.g.
+    after preparing a data set: otherwise a process may keep the peak of its heap for its whole
+    life, beside the workers it starts. Returns whether it could."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(malloc_trim(0))

@@ -4,9 +4,10 @@ Every backward pass in bnlab.nn is compared with centred differences of its forw
 fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
-without L2 regularization, and a small d2l-style LeNet's (average pooling, valid convolutions).
-Everything runs in float64 on fixed seeds of private RandomStates, so
-the table is the same on every run and numpy's global RNG is left untouched.
+without L2 regularization, a small d2l-style LeNet's (average pooling, valid convolutions), and
+the residual nets' (bnlab.nn.residual) for each form, normalization and SkipInit, with their
+pooling and projection layers. Everything runs in float64 on fixed seeds of private RandomStates,
+so the table is the same on every run and numpy's global RNG is left untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.norms import NORMALIZATIONS
+from bnlab.nn.residual import (
+    ResidualConvNet,
+    ResidualMLP,
+    avg_pool2x2_backward,
+    avg_pool2x2_forward,
+    global_avg_pool_backward,
+    global_avg_pool_forward,
+    projection_backward,
+    projection_forward,
+)
 
 SEED = 231
 REGS = (0.0, 3.14)
@@ -87,6 +98,9 @@ def run_gradchecks() -> list[GradCheck]:
             checks += _convnet_checks(normalization, reg)
     for normalization in (None, "batchnorm"):
         checks += _lenet_checks(normalization)
+    checks += _residual_layer_checks()
+    for kind, residual, normalization, skipinit, reg in RESIDUAL_NETS:
+        checks += _residual_checks(kind, residual, normalization, skipinit, reg)
     return checks
 
 
@@ -479,7 +493,12 @@ def _lenet_checks(normalization: str | None) -> list[GradCheck]:
 
 
 def _model_checks(
-    label: str, model, X: np.ndarray, y: np.ndarray, cancelled: bool, initial_bn_params: list | None = None
+    label: str,
+    model,
+    X: np.ndarray,
+    y: np.ndarray,
+    cancelled: bool,
+    initial_bn_params: list | None = None,
 ) -> list[GradCheck]:
     """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
     gammas and betas) with the worst parameter named, and a row for the entries whose gradient is
@@ -498,7 +517,7 @@ def _model_checks(
     for name in sorted(grads):
         param = model.params[name]
         numerical = eval_numerical_gradient(lambda _: loss(), param)
-        kind = {"W": "W", "b": "b"}.get(name.rstrip("0123456789"), "gamma/beta")
+        kind = {"W": "W", "P": "W", "b": "b", "alpha": "alpha"}.get(name.rstrip("0123456789"), "gamma/beta")
         ignored = np.zeros(param.shape, dtype=bool) if kind == "W" else _ignored_entries(loss, param)
         if cancelled and kind == "b" and name != f"b{model.num_layers}":
             ignored[...] = True  # expected: a forward pass that failed to cancel them fails the row below
@@ -519,6 +538,76 @@ def _model_checks(
             GradCheck(f"{label} {names} zero by structure: max |grad| (should be 0)", vanishing, VANISHING)
         )
     return checks
+
+
+# --- residual nets ---------------------------------------------------------------------------
+
+# (kind, residual, normalization, skipinit, reg) of the residual nets checked: every form of both
+# nets without normalization, with SkipInit and with batch norm; the MLP with every normalization
+# whose layer has no extra state (batch renorm and noisy batch norm are checked in the plain net)
+# and once with L2 (the same code for both nets); the conv net with spatial layer norm, the group
+# norm code with one group (group norm over 2 channels of 1x1 maps would see 2 values).
+RESIDUAL_NETS = [
+    *(("mlp", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+      ((None, False), (None, True), ("batchnorm", False), ("layernorm", False), ("rmsnorm", False))),
+    ("mlp", "pre", "batchnorm", True, 0.0),
+    ("mlp", "pre", "batchnorm", False, REGS[1]),
+    *(("conv", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+      ((None, False), (None, True), ("batchnorm", False), ("layernorm", False))),
+]  # fmt: skip
+RESIDUAL_ALPHA = 0.5  # SkipInit's alpha moved off 0, where every branch gradient is trivially 0
+
+
+def _residual_layer_checks() -> list[GradCheck]:
+    rng = np.random.RandomState(SEED)
+    x = rng.randn(2, 3, 4, 6)
+    checks = _backward_vs_numerical(
+        "avg_pool 2x2", avg_pool2x2_forward, avg_pool2x2_backward, (x,), ("dx",), rng.randn(2, 3, 2, 3), LINEAR
+    )
+    checks += _backward_vs_numerical(
+        "global_avg_pool", global_avg_pool_forward, global_avg_pool_backward, (x,), ("dx",), rng.randn(2, 3), LINEAR
+    )
+    for label, x, p, out_shape in (
+        ("projection fc", rng.randn(4, 5), rng.randn(5, 3), (4, 3)),
+        ("projection 1x1 conv", rng.randn(2, 3, 4, 5), rng.randn(6, 3, 1, 1), (2, 6, 4, 5)),
+    ):
+        checks += _backward_vs_numerical(
+            label, projection_forward, projection_backward, (x, p), ("dx", "dp"), rng.randn(*out_shape), LINEAR
+        )
+    return checks
+
+
+def _residual_checks(
+    kind: str, residual: str, normalization: str | None, skipinit: bool, reg: float
+) -> list[GradCheck]:
+    """A residual net's gradients against numerical ones. The MLP has three blocks, the conv net two
+    (4x4 -> 2x2 -> 1x1), and in both the second block changes the width, so its shortcut is a
+    projection. tanh rather than ReLU: a unit that
+    a ReLU keeps on for one sample only has a gradient of ~1e-7, where rounding alone is a relative
+    error of 1e-4; the activations' own backward passes are checked above. Batch norm cancels every
+    hidden bias (in `pre` every consumer of the stream is a batch norm, so a shift of the stream,
+    the stem's beta included, is cancelled too: found by _ignored_entries)."""
+    rng = np.random.RandomState(SEED)
+    options = dict(
+        residual=residual,
+        skipinit=skipinit,
+        normalization=normalization,
+        activation="tanh",
+        reg=reg,
+        dtype=np.float64,
+        rng=rng,
+    )
+    if kind == "mlp":
+        X, y = rng.randn(8, 3), rng.randint(3, size=8)
+        model = ResidualMLP([4, 6, 6], input_dim=3, num_classes=3, weight_scale=NET_SCALE, **options)
+    else:
+        X, y = rng.randn(4, 2, 4, 4), rng.randint(3, size=4)
+        model = ResidualConvNet([2, 4], input_dim=(2, 4, 4), num_classes=3, **options)
+    for name in model.params:
+        if name.startswith("alpha"):
+            model.params[name][...] = RESIDUAL_ALPHA
+    label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''} reg={reg:g}"
+    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
 
 
 def _ignored_entries(loss: Callable[[], float], param: np.ndarray) -> np.ndarray:

@@ -73,6 +73,7 @@ class _Net:
         # When a dict, the forward pass puts each hidden layer's nonlinearity input in it under the
         # layer's number (1-based): how recording looks inside the net without a second pass.
         self.activation_inputs: dict[int, np.ndarray] | None = None
+        self.layer_outputs: dict[int, np.ndarray] | None = None  # likewise each hidden layer's output
 
     def _add_weights(self, i: int, shape: tuple[int, ...], std: float, width: int) -> None:
         """W_i of `shape` drawn from the net's stream with standard deviation std, b_i zeros (width,)."""
@@ -425,6 +426,8 @@ def _scores_or_loss(net, h: np.ndarray, y: np.ndarray | None, layer_forward, lay
     for i in range(1, net.num_layers):
         h, cache = layer_forward(h, i)
         caches.append(cache)
+        if net.layer_outputs is not None:
+            net.layer_outputs[i] = h
     last = net.num_layers
     scores, last_cache = layers.affine_forward(h, net.params[f"W{last}"], net.params[f"b{last}"])
     if y is None:

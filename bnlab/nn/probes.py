@@ -21,6 +21,9 @@ Rows are tidy: (iteration, layer, statistic, value); layer 0 is the whole net. S
                                      where its output is 0 (input <= 0); leaky ReLU where the input
                                      is <= 0 if its negative slope is below 5% of 1 (the default
                                      0.01 is), never otherwise
+    per hidden layer i, on its output (model.layer_outputs[i]: for a plain net what the layer
+    hands to the next one; for a residual net the stream after block i):
+        out_std                      the standard deviation of all its values in the minibatch
     per weighted layer i (params[f"W{i}"]):
         grad_norm                    ||dL/dW_i||
         weight_norm                  ||W_i||
@@ -50,10 +53,11 @@ from collections.abc import Sequence
 import numpy as np
 
 ACTIVATION_STATISTICS = ("mean", "std", "p15", "p50", "p85", "saturated")
+OUTPUT_STATISTICS = ("out_std",)
 WEIGHT_STATISTICS = ("grad_norm", "weight_norm", "update_ratio")
 ICS_STATISTICS = ("ics_l2", "ics_cos")
 LANDSCAPE_STATISTICS = ("loss_range", "grad_change", "beta_smoothness")
-STATISTICS = ACTIVATION_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
+STATISTICS = ACTIVATION_STATISTICS + OUTPUT_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
 # A recorded iteration of a six-layer net with every statistic costs about 11 training steps: every
 # 100th keeps the wall time at 1.05-1.1x that of training alone (`bnlab bench --section record`).
 DEFAULT_EVERY = 100
@@ -104,6 +108,14 @@ def activation_statistics(x: np.ndarray, activation: str, negative_slope: float 
     }
 
 
+def growth_factor(layers: Sequence[int], values: Sequence[float]) -> float:
+    """The factor by which positive `values` grow per layer towards the input (layer 1): exp(-slope)
+    of the least-squares line through (layer, log value). For Yang et al.'s (2019) gradient
+    explosion, pass the squared weight-gradient norms of the hidden layers."""
+    slope = np.polyfit(np.asarray(layers, dtype=float), np.log(np.asarray(values, dtype=float)), 1)[0]
+    return float(np.exp(-slope))
+
+
 def _layer_of(name: str) -> int:
     """'W3', 'gamma3', 'beta3' -> 3: a parameter's layer number is its trailing digits."""
     match = re.search(r"(\d+)$", name)
@@ -149,9 +161,14 @@ class Recorder:
         saved = _Snapshot(solver)
         try:
             inputs: dict[int, np.ndarray] = {}
+            outputs: dict[int, np.ndarray] = {}
             wanted = self.statistics & set(ACTIVATION_STATISTICS)
-            loss, grads = saved.loss_at(saved.flat, X, y, inputs if wanted else None)
+            loss, grads = saved.loss_at(
+                saved.flat, X, y, inputs if wanted else None, outputs if "out_std" in self.statistics else None
+            )
             self._activations(iteration, model, inputs)
+            for layer in sorted(outputs):
+                self._add(iteration, layer, "out_std", float(outputs[layer].astype(np.float64).std()))
             flat_grads = np.concatenate([grads[name].ravel() for name in solver._names])
             next_flat, _ = solver.update_rule(
                 saved.flat.copy(), flat_grads.copy(), copy.deepcopy(solver.optim_state)
@@ -239,13 +256,17 @@ class _Snapshot:
         self.rngs = list({id(r): r for r in candidates if r is not None}.values())
         self.rng_states = [r.get_state() for r in self.rngs]
         self.activation_inputs = self.model.activation_inputs
+        self.layer_outputs = getattr(self.model, "layer_outputs", None)
 
-    def loss_at(self, flat: np.ndarray, X: np.ndarray, y: np.ndarray, inputs: dict | None = None):
+    def loss_at(
+        self, flat: np.ndarray, X: np.ndarray, y: np.ndarray, inputs: dict | None = None, outputs: dict | None = None
+    ):
         """(loss, grads) with the parameters set to `flat`, from the saved state of everything else;
-        the nonlinearity inputs go into `inputs` when it is a dict."""
+        the nonlinearity inputs go into `inputs` and the layers' outputs into `outputs` when dicts."""
         self.restore()
         self.solver._flat[...] = flat
         self.model.activation_inputs = inputs
+        self.model.layer_outputs = outputs
         return self.model.loss(X, y)
 
     def restore(self) -> None:
@@ -257,3 +278,4 @@ class _Snapshot:
         for rng, state in zip(self.rngs, self.rng_states, strict=True):
             rng.set_state(state)
         self.model.activation_inputs = self.activation_inputs
+        self.model.layer_outputs = self.layer_outputs

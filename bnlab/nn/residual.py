@@ -1,0 +1,515 @@
+"""Residual networks, fully connected and convolutional, built from the layers of nn/.
+
+Each entry of `hidden_dims` (ResidualMLP) or `channels` (ResidualConvNet) is one residual block of
+two weight layers. With `residual='pre'` (He et al. 2016, "Identity Mappings in Deep Residual
+Networks"; "pre-LN" in transformers) the stream is never normalized:
+
+    stem:    x_0 = [norm](W_1 X)
+    block k: x_k = s(x_{k-1}) + alpha_k * W_{2k+1} act([norm](W_{2k} act([norm](x_{k-1}))))
+    head:    scores = W_L act([norm](x_B))                           (L = 2B + 2)
+
+With `residual='post'` it is the original ResNet as He et al. 2015 define it: the normalization at
+the end of the branch, before the addition, and the activation after the addition (not a "post-LN"
+transformer, whose norm comes after the addition):
+
+    stem:    x_0 = act([norm](W_1 X))
+    block k: x_k = act(s(x_{k-1}) + alpha_k * [norm](W_{2k+1} act([norm](W_{2k} x_{k-1}))))
+    head:    scores = W_L x_B
+
+[norm] is the net's normalization (absent with None); alpha_k is SkipInit's learnable scalar (De &
+Smith 2020), initialized to 0, only with `skipinit=True` (otherwise the branch is added as it is).
+The stem normalizes in both forms, so that with a normalization the stream starts at unit
+variance, as in De & Smith's analysis, whatever the scale of the input.
+
+Changes of width and resolution: the shortcut s is the identity when the block keeps the width,
+else a learned projection without bias, P_{2k} (He et al. 2015's option B; a 1x1 convolution in
+the conv net). In the conv net every block first halves the resolution of the stream by 2x2
+average pooling (linear, so the shortcut stays linear), the stem's KxK convolution runs at full
+resolution, and the head takes the global average over positions before W_L.
+
+Parameters, numbered by weight layer: W_i, b_i (i = 1 .. L); gamma_i, beta_i of the norm next to
+W_i (pre: the norm feeding W_i, and the stem's after W_1; post: the norm after W_i); P_{2k} and
+alpha_{2k+1} of block k. `activation_inputs` (a dict, when set) receives each activation's input
+under the number of its weight layer, `layer_outputs` the stream x_k under the block number k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+
+from bnlab.nn import conv, layers
+from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
+from bnlab.nn.layers import ACTIVATIONS
+from bnlab.nn.nets import Architecture, WeightScale, init_std
+from bnlab.nn.norms import NORMALIZATIONS, Normalization
+
+RESIDUAL_FORMS = ("pre", "post")
+Array = np.ndarray
+
+
+# --- pooling layers of the conv net ---------------------------------------------------------
+
+
+def avg_pool2x2_forward(x: Array) -> tuple[Array, tuple]:
+    """2x2 average pooling, stride 2. Shapes: x (N, C, H, W), H and W even -> out (N, C, H/2, W/2)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5)), (x.shape,)
+
+
+def avg_pool2x2_backward(dout: Array, cache: tuple) -> Array:
+    """Each input receives a quarter of its window's gradient. dout (N, C, H/2, W/2) -> dx (N, C, H, W)."""
+    return np.repeat(np.repeat(dout, 2, axis=2), 2, axis=3) / dout.dtype.type(4)
+
+
+def global_avg_pool_forward(x: Array) -> tuple[Array, tuple]:
+    """The mean over positions. Shapes: x (N, C, H, W) -> out (N, C)."""
+    return x.mean(axis=(2, 3)), (x.shape,)
+
+
+def global_avg_pool_backward(dout: Array, cache: tuple) -> Array:
+    """dout (N, C) -> dx (N, C, H, W), every position getting dout / (H W)."""
+    (shape,) = cache
+    return np.broadcast_to((dout / (shape[2] * shape[3]))[:, :, None, None], shape).copy()
+
+
+def projection_forward(x: Array, p: Array) -> tuple[Array, tuple]:
+    """A shortcut's projection without bias: x (N, D) @ p (D, M), or the 1x1 convolution of
+    x (N, C, H, W) with p (F, C, 1, 1) -> (N, F, H, W)."""
+    if x.ndim == 2:
+        return x @ p, (x, p)
+    return np.einsum("nchw,fc->nfhw", x, p[:, :, 0, 0], optimize=True), (x, p)
+
+
+def projection_backward(dout: Array, cache: tuple) -> tuple[Array, Array]:
+    """Shapes: dout as the output -> dx as x, dp as p."""
+    x, p = cache
+    if x.ndim == 2:
+        return dout @ p.T, x.T @ dout
+    dx = np.einsum("nfhw,fc->nchw", dout, p[:, :, 0, 0], optimize=True)
+    dp = np.einsum("nfhw,nchw->fc", dout, x, optimize=True)[:, :, None, None]
+    return dx, dp
+
+
+# --- the nets --------------------------------------------------------------------------------
+
+
+class _ResidualNet:
+    """What both residual nets share: the blocks, the loss and the backward pass (see the module
+    docstring). Subclasses set up the parameters and the weight layer of their kind (_linear)."""
+
+    residual: str
+    skipinit: bool
+    norm: Normalization | None
+    widths: list[int]
+    num_layers: int
+
+    def _setup(self, residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups):
+        if residual not in RESIDUAL_FORMS:
+            raise ValueError(f"unknown residual form {residual!r}: expected one of {list(RESIDUAL_FORMS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        self.residual = residual
+        self.skipinit = skipinit
+        self.normalization = normalization
+        self.activation_name = activation
+        self.negative_slope = negative_slope
+        forward, backward = ACTIVATIONS[activation]
+        if activation == "leaky_relu":
+            forward = partial(forward, negative_slope=negative_slope)
+        self.activation = (forward, backward)
+        self.reg = reg
+        self.dtype = dtype
+        self.num_blocks = len(self.widths)
+        self.num_layers = 2 * self.num_blocks + 2
+        self.rng = rng if rng is not None else np.random.mtrand._rand
+        self.params: dict[str, Array] = {}
+        self.activation_inputs: dict[int, Array] | None = None
+        self.layer_outputs: dict[int, Array] | None = None
+        # the layers with a norm, in order; one param dict each (mode, running statistics, groups)
+        if normalization is None:
+            self.norm_layers: list[int] = []
+        elif residual == "pre":
+            self.norm_layers = list(range(1, self.num_layers + 1))
+        else:
+            self.norm_layers = list(range(1, self.num_layers))
+        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in self.norm_layers]
+        self._bn_index = {layer: j for j, layer in enumerate(self.norm_layers)}
+
+    def _init_params(
+        self,
+        weight_shapes: dict[int, tuple[int, ...]],
+        fans: dict[int, tuple[int, int]],
+        projections: dict[int, tuple[tuple[int, ...], int, int]],
+        weight_scale: WeightScale,
+    ) -> None:
+        """Draw W_i (and P_2k where a block changes the width) in layer order from self.rng."""
+        for i in range(1, self.num_layers + 1):
+            fan_in, fan_out = fans[i]
+            self.params[f"W{i}"] = init_std(weight_scale, fan_in, fan_out) * self.rng.randn(*weight_shapes[i])
+            self.params[f"b{i}"] = np.zeros(weight_shapes[i][0 if len(weight_shapes[i]) == 4 else 1])
+            if i in projections:
+                shape, p_in, p_out = projections[i]
+                self.params[f"P{i}"] = init_std(weight_scale, p_in, p_out) * self.rng.randn(*shape)
+        for i in self.norm_layers:
+            width = self._norm_width(i)
+            self.params[f"gamma{i}"] = np.ones(width)
+            self.params[f"beta{i}"] = np.zeros(width)
+        if self.skipinit:
+            for k in range(1, self.num_blocks + 1):
+                self.params[f"alpha{2 * k + 1}"] = np.zeros(1)
+        for name, value in self.params.items():
+            self.params[name] = value.astype(self.dtype)
+
+    def _io(self, i: int) -> tuple[int, int]:
+        """The features (channels) weight layer i reads and writes."""
+        if i == 1:
+            return self.input_width, self.widths[0]
+        if i == self.num_layers:
+            return self.widths[-1], self.num_classes
+        k = i // 2  # the block of layer i
+        entering = self.widths[k - 2] if k > 1 else self.widths[0]
+        return (entering if i % 2 == 0 else self.widths[k - 1]), self.widths[k - 1]
+
+    def _norm_width(self, i: int) -> int:
+        """The features the norm next to weight layer i sees: pre, the input of W_i (the stem's
+        norm: its output); post, the output of W_i."""
+        fan_in, fan_out = self._io(i)
+        return fan_in if self.residual == "pre" and i > 1 else fan_out
+
+    # the pieces: each returns (out, cache) forward and takes (dout, cache) backward
+
+    def _norm(self, x: Array, i: int):
+        if self.norm is None:
+            return x, None
+        bn_param = self.bn_params[self._bn_index[i]]
+        return self.norm.forward(x, self.params[f"gamma{i}"], self.params[f"beta{i}"], bn_param)
+
+    def _norm_backward(self, dout: Array, cache, i: int, grads: dict) -> Array:
+        if self.norm is None:
+            return dout
+        dx, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, cache)
+        return dx
+
+    def _act(self, x: Array, i: int):
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = x
+        return self.activation[0](x)
+
+    def _linear(self, x: Array, i: int):
+        raise NotImplementedError
+
+    def _linear_backward(self, dout: Array, cache, i: int, grads: dict) -> Array | None:
+        raise NotImplementedError
+
+    def _downsample(self, x: Array, k: int):
+        return x, None
+
+    def _downsample_backward(self, dout: Array, cache) -> Array:
+        return dout
+
+    def _head(self, x: Array):
+        return x, None
+
+    def _head_backward(self, dout: Array, cache) -> Array:
+        return dout
+
+    # --- forward and backward of the whole net
+
+    def _stem(self, X: Array):
+        h, c_lin = self._linear(X, 1)
+        h, c_norm = self._norm(h, 1)
+        c_act = None
+        if self.residual == "post":
+            h, c_act = self._act(h, 1)
+        return h, (c_lin, c_norm, c_act)
+
+    def _stem_backward(self, dh: Array, cache, grads: dict) -> None:
+        c_lin, c_norm, c_act = cache
+        if self.residual == "post":
+            dh = self.activation[1](dh, c_act)
+        dh = self._norm_backward(dh, c_norm, 1, grads)
+        self._linear_backward(dh, c_lin, 1, grads)
+
+    def _block(self, x: Array, k: int):
+        """Block k (1-based): its weight layers are 2k and 2k + 1."""
+        i, j = 2 * k, 2 * k + 1
+        x, c_down = self._downsample(x, k)
+        c_proj = None
+        shortcut = x
+        if f"P{i}" in self.params:
+            shortcut, c_proj = projection_forward(x, self.params[f"P{i}"])
+        caches = []  # (kind, cache, layer) in forward order, undone in reverse
+        h = x
+        if self.residual == "pre":
+            steps = (("norm", i), ("act", i), ("linear", i), ("norm", j), ("act", j), ("linear", j))
+        else:
+            steps = (("linear", i), ("norm", i), ("act", i), ("linear", j), ("norm", j))
+        for kind, layer in steps:
+            h, cache = getattr(self, f"_{kind}")(h, layer)
+            caches.append((kind, cache, layer))
+        branch = h
+        if self.skipinit:
+            h = self.params[f"alpha{j}"] * branch
+        out = shortcut + h
+        c_out = None
+        if self.residual == "post":
+            out, c_out = self._act(out, j)
+        if self.layer_outputs is not None:
+            self.layer_outputs[k] = out
+        return out, (c_down, c_proj, caches, branch, c_out)
+
+    def _block_backward(self, dout: Array, cache, k: int, grads: dict) -> Array:
+        c_down, c_proj, caches, branch, c_out = cache
+        i, j = 2 * k, 2 * k + 1
+        if self.residual == "post":
+            dout = self.activation[1](dout, c_out)
+        dh = dout
+        if self.skipinit:
+            alpha = self.params[f"alpha{j}"]
+            grads[f"alpha{j}"] = np.array([np.sum(dout * branch)], dtype=alpha.dtype)
+            dh = dout * alpha
+        for kind, c, layer in reversed(caches):
+            if kind == "linear":
+                dh = self._linear_backward(dh, c, layer, grads)
+            elif kind == "norm":
+                dh = self._norm_backward(dh, c, layer, grads)
+            else:
+                dh = self.activation[1](dh, c)
+        if c_proj is not None:
+            dshort, grads[f"P{i}"] = projection_backward(dout, c_proj)
+        else:
+            dshort = dout
+        return self._downsample_backward(dh + dshort, c_down)
+
+    def loss(self, X: Array, y: Array | None = None):
+        """Class scores (N, C) when y is None (test mode); otherwise (loss, grads) for labels y (N,)
+        in train mode, grads holding one array per parameter. L2 (0.5 * reg * sum of squares) on
+        every W and P, not on gamma, beta, b or alpha."""
+        mode = "test" if y is None else "train"
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+        h = self._input(X)
+        h, stem_cache = self._stem(h)
+        caches = []
+        for k in range(1, self.num_blocks + 1):
+            h, cache = self._block(h, k)
+            caches.append(cache)
+        last = self.num_layers
+        c_norm = c_act = None
+        if self.residual == "pre":
+            h, c_norm = self._norm(h, last)
+            h, c_act = self._act(h, last)
+        h, c_head = self._head(h)
+        scores, c_last = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        if y is None:
+            return scores
+
+        loss, dscores = layers.softmax_loss(scores, y)
+        grads: dict[str, Array] = {}
+        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, c_last)
+        dh = self._head_backward(dh, c_head)
+        if self.residual == "pre":
+            dh = self._norm_backward(self.activation[1](dh, c_act), c_norm, last, grads)
+        for k in range(self.num_blocks, 0, -1):
+            dh = self._block_backward(dh, caches[k - 1], k, grads)
+        self._stem_backward(dh, stem_cache, grads)
+        for name, w in self.params.items():
+            if name[0] in "WP":
+                loss += 0.5 * self.reg * float(np.sum(w * w))
+                grads[name] += self.reg * w
+        return loss, grads
+
+
+class ResidualMLP(_ResidualNet):
+    """A fully connected residual net (see the module docstring), float32 by default.
+
+    Args:
+        hidden_dims: the stream's width in each block (a change of width gets a projection).
+        input_dim, num_classes: input features (or the shape of one sample) and classes.
+        residual: 'pre' or 'post'.
+        skipinit: a learnable scalar alpha on each block's branch, initialized to 0.
+        normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS.
+        num_groups: groups for 'groupnorm' (must divide every width).
+        renorm_rmax, renorm_dmax, renorm_warmup: as FullyConnectedNet's, for 'batchrenorm'.
+        activation, negative_slope, reg, weight_scale, dtype, seed, rng: as FullyConnectedNet's.
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        input_dim: int | tuple[int, ...] = 3 * 32 * 32,
+        num_classes: int = 10,
+        residual: str = "pre",
+        skipinit: bool = False,
+        normalization: str | None = None,
+        num_groups: int = 5,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        renorm_rmax: float = 3.0,
+        renorm_dmax: float = 5.0,
+        renorm_warmup: int = 100,
+        reg: float = 0.0,
+        weight_scale: WeightScale = "he",
+        dtype: type = np.float32,
+        seed: int | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
+        if not hidden_dims:
+            raise ValueError("a residual net needs at least one block: hidden_dims must not be empty")
+        if normalization is not None and normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
+        if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
+            raise ValueError(f"num_groups={num_groups} must divide every width {list(hidden_dims)}")
+        self.widths = list(hidden_dims)
+        self.input_width, self.num_classes = int(np.prod(input_dim)), num_classes
+        if rng is None and seed is not None:
+            rng = np.random.RandomState(seed)
+        self._setup(residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups)
+        if normalization == "batchrenorm":
+            for bn_param in self.bn_params:
+                bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
+        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        shapes = {i: self._io(i) for i in range(1, self.num_layers + 1)}
+        projections = {
+            2 * k: (self._io(2 * k), *self._io(2 * k))
+            for k in range(1, self.num_blocks + 1)
+            if self._io(2 * k)[0] != self._io(2 * k)[1]
+        }
+        self._init_params(shapes, shapes, projections, weight_scale)
+
+    def _input(self, X: Array) -> Array:
+        h = X.reshape(X.shape[0], -1)
+        return h if h.dtype == self.dtype else h.astype(self.dtype)
+
+    def _linear(self, x: Array, i: int):
+        return layers.affine_forward(x, self.params[f"W{i}"], self.params[f"b{i}"])
+
+    def _linear_backward(self, dout: Array, cache, i: int, grads: dict) -> Array | None:
+        if i == 1:  # the input's gradient is never needed
+            x, _ = cache
+            grads["W1"], grads["b1"] = x.T @ dout, dout.sum(axis=0)
+            return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, cache)
+        return dx
+
+
+class ResidualConvNet(_ResidualNet):
+    """A convolutional residual net (see the module docstring), float32 by default: a KxK conv stem
+    at full resolution, then per entry of `channels` a block of two KxK convolutions that first
+    halves the resolution (2x2 average pooling; a 1x1 projection on the shortcut when the channels
+    change), then global average pooling and the affine output layer.
+
+    Args:
+        channels: the stream's channels in each block.
+        kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
+        input_dim: (C, H, W); H and W must be divisible by 2 ** len(channels).
+        normalization: None or a name in bnlab.nn.conv.SPATIAL_NORMALIZATIONS ('batchnorm' per
+            channel, 'groupnorm' with num_groups groups, 'layernorm' over (C, H, W)).
+        residual, skipinit, num_groups, activation, negative_slope, reg, weight_scale, dtype, seed,
+        rng: as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        kernel_size: int = 3,
+        input_dim: tuple[int, int, int] = (3, 32, 32),
+        num_classes: int = 10,
+        residual: str = "pre",
+        skipinit: bool = False,
+        normalization: str | None = None,
+        num_groups: int = 4,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        reg: float = 0.0,
+        weight_scale: WeightScale = "he",
+        dtype: type = np.float32,
+        seed: int | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
+        if not channels:
+            raise ValueError("a residual net needs at least one block: channels must not be empty")
+        if normalization is not None and normalization not in SPATIAL_NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
+            )
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
+        if normalization == "groupnorm" and any(c % num_groups for c in channels):
+            raise ValueError(f"num_groups={num_groups} must divide every entry of channels {list(channels)}")
+        c, h, w = input_dim
+        if h % 2 ** len(channels) or w % 2 ** len(channels):
+            raise ValueError(
+                f"{len(channels)} blocks halve the resolution {len(channels)} times: the image's height and width "
+                f"({h}, {w}) must be divisible by {2 ** len(channels)}"
+            )
+        self.widths = list(channels)
+        self.input_width, self.num_classes = c, num_classes
+        if rng is None and seed is not None:
+            rng = np.random.RandomState(seed)
+        self._setup(residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups)
+        self.norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
+        self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
+        k2 = kernel_size * kernel_size
+        shapes, fans = {}, {}
+        for i in range(1, self.num_layers):
+            f_in, f_out = self._io(i)
+            shapes[i], fans[i] = (f_out, f_in, kernel_size, kernel_size), (f_in * k2, f_out * k2)
+        shapes[self.num_layers] = fans[self.num_layers] = self._io(self.num_layers)
+        projections = {}
+        for k in range(1, self.num_blocks + 1):
+            f_in, f_out = self._io(2 * k)
+            if f_in != f_out:
+                projections[2 * k] = ((f_out, f_in, 1, 1), f_in, f_out)
+        self._init_params(shapes, fans, projections, weight_scale)
+
+    def _input(self, X: Array) -> Array:
+        return X if X.dtype == self.dtype else X.astype(self.dtype)
+
+    def _linear(self, x: Array, i: int):
+        return conv.conv_forward_fast(x, self.params[f"W{i}"], self.params[f"b{i}"], self.conv_param)
+
+    def _linear_backward(self, dout: Array, cache, i: int, grads: dict) -> Array | None:
+        if i == 1:
+            grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, cache)
+            return None
+        dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, cache)
+        return dx
+
+    def _downsample(self, x: Array, k: int):
+        return avg_pool2x2_forward(x)
+
+    def _downsample_backward(self, dout: Array, cache) -> Array:
+        return avg_pool2x2_backward(dout, cache)
+
+    def _head(self, x: Array):
+        return global_avg_pool_forward(x)
+
+    def _head_backward(self, dout: Array, cache) -> Array:
+        return global_avg_pool_backward(dout, cache)
+
+
+# --- the residual architectures a spec can name (model.residual: pre | post) ------------------
+
+_NOT_IN_RESIDUAL_NETS = {
+    "dropout_keep_ratio": "residual nets have no dropout; leave it at 1",
+    "norm_position": "residual sets where a residual net normalizes; leave it at before",
+    **{noise: "residual nets have no noisy batch norm" for noise in ("noise_mean", "noise_scale", "noise_growth")},
+}
+RESIDUAL_ARCHITECTURES: dict[str, Architecture] = {
+    "fc": Architecture(
+        ResidualMLP,
+        (None, "batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"),
+        ("hidden_dims", ": the stream's width in each block, e.g. [128, 128]"),
+        lacks=_NOT_IN_RESIDUAL_NETS,
+    ),
+    "conv": Architecture(
+        ResidualConvNet,
+        (None, *SPATIAL_NORMALIZATIONS),
+        ("channels", " (the stream's channels in each block)"),
+        lacks={**_NOT_IN_RESIDUAL_NETS, "hidden_dims": "a residual conv net has no fully connected hidden layers"},
+    ),
+}
