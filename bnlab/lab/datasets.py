@@ -235,8 +235,8 @@ def not_found_message(name: str, data_dir: str | Path | None = None) -> str:
     """Where bnlab looked for the data set, which files are missing, and how to provide them."""
     dataset = get(name)
     if dataset.read is None:
-        return cifar._not_found_message(data_dir)
-    base, source = cifar._data_dir_and_source(data_dir)
+        return cifar.not_found_message(data_dir)
+    base, source = cifar.data_dir_and_source(data_dir)
     folder = base / dataset.folder
     missing = [file for file in dataset.files if not (folder / file).is_file()]
     return (
@@ -349,38 +349,23 @@ def prepare_dataset(
     step = cifar.preprocess_function(preprocess)
     if dataset.read is None:
         return cifar.prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify)
-    dtype = np.dtype(dtype)
-    if num_train < 1 or num_val < 1 or num_test < 0:
-        raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
+    dtype = cifar.check_request(num_train, num_val, num_test, dtype)
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))
-    options = {
-        "num_train": num_train,
-        "num_val": num_val,
-        "num_test": num_test,
-        "dtype": dtype.str,
-        "preprocess": preprocess,
-        "version": cifar.PREPROCESS_VERSION,
-    }
     build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
-    return prepared.prepare(name, [folder / file for file in dataset.files], options, build, verify=verify)
+    files = [folder / file for file in dataset.files]
+    return cifar.prepare_splits(name, files, (num_train, num_val, num_test), dtype, preprocess, build, verify)
 
 
 def _split(read: Callable[[Path], Raw], folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:
     """The arrays of prepare_dataset, read from `folder` and preprocessed a chunk at a time."""
     raw = read(folder)
     pool = len(raw.train_x)
-    if num_train + num_val > pool:
-        raise DataError(
-            f"num_train + num_val = {num_train} + {num_val} = {num_train + num_val} but {folder} holds only "
-            f"{pool:,} training images: lower num_train or num_val"
-        )
-    if num_test > len(raw.test_x):
-        raise DataError(f"num_test = {num_test} but {folder} holds only {len(raw.test_x):,} test images")
+    cifar.check_splits_fit(num_train, num_val, num_test, pool, len(raw.test_x), folder)
     fit = raw.train_x[: pool - num_val]
     # Sums of integers are exact in float64: summed a few images at a time, they are the same numbers.
-    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar._sum_of_squares(fit))
+    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar.sum_of_squares(fit))
     return {
         "X_train": cifar.preprocess_chunks(raw.train_x[:num_train], step, stats, dtype),
         "y_train": raw.train_y[:num_train],
