@@ -9,3 +9,24 @@ class ExecutorKind(str, Enum):
 
     local = "local"
     dask = "dask"
+
+
+class FigureFormat(str, Enum):
+    """The file formats figures are drawn in (matplotlib's savefig)."""
+
+    png = "png"
+    svg = "svg"
+    pdf = "pdf"
+
+
+class BenchSection(str, Enum):
+    """The sections of `bnlab bench`, in the order they run (bnlab.bench says what each times)."""
+
+    sweep = "sweep"
+    step = "step"
+    batchnorm = "batchnorm"
+    conv = "conv"
+    startup = "startup"
+    record = "record"
+    blas = "blas"
+    memory = "memory"
