@@ -146,6 +146,23 @@ def read_idx_folder(folder: Path, num_classes: int = 10) -> Raw:
 # --- the registry ------------------------------------------------------------------------------
 
 DIGITS = tuple(str(d) for d in range(10))
+
+
+def _idx_dataset(name: str, folder: str, base_url: str, md5s: tuple[str, ...], classes: tuple[str, ...]) -> Dataset:
+    """An MNIST-format data set: 28x28 grey images in the four files of IDX_FILES (md5s in that
+    order, as the distribution publishes them), read by read_idx_folder, scaled by default."""
+    files = tuple(IDX_FILES.values())
+    return Dataset(
+        name=name,
+        folder=folder,
+        files=files,
+        base_url=base_url,
+        checksums={file: f"md5:{md5}" for file, md5 in zip(files, md5s, strict=True)},
+        image_shape=(1, 28, 28),
+        classes=classes,
+        default_preprocess="scale",
+        read=read_idx_folder,
+    )
 DATASETS: dict[str, Dataset] = {
     "cifar10": Dataset(
         name="cifar10",
@@ -158,49 +175,30 @@ DATASETS: dict[str, Dataset] = {
         default_preprocess="mean_image",
         read=None,
     ),
-    "mnist": Dataset(
-        name="mnist",
-        folder="mnist",
-        files=tuple(IDX_FILES.values()),
+    "mnist": _idx_dataset(
+        "mnist",
+        "mnist",
         # Yann LeCun's site no longer serves the files; this is the mirror TensorFlow's loader uses.
-        base_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-        checksums={
-            "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
-        },
-        image_shape=(1, 28, 28),
-        classes=DIGITS,
-        default_preprocess="scale",
-        read=read_idx_folder,
-    ),
-    "fashion_mnist": Dataset(
-        name="fashion_mnist",
-        folder="fashion-mnist",
-        files=tuple(IDX_FILES.values()),
-        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        checksums={
-            "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
-        },
-        image_shape=(1, 28, 28),
-        classes=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
         ),
-        default_preprocess="scale",
-        read=read_idx_folder,
+        DIGITS,
+    ),
+    "fashion_mnist": _idx_dataset(
+        "fashion_mnist",
+        "fashion-mnist",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
 }
 

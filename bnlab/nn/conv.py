@@ -29,6 +29,13 @@ def _output_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     return 1 + (size + 2 * pad - kernel) // stride
 
 
+def _conv_output_shape(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_param: dict) -> tuple[int, ...]:
+    """(N, F, H', W') of the convolution of x (N, C, H, W) with filters w (F, C, HH, WW)."""
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    h_out = _output_size(x_shape[2], w_shape[2], stride, pad)
+    return x_shape[0], w_shape[0], h_out, _output_size(x_shape[3], w_shape[3], stride, pad)
+
+
 def _channels_last(x: Array) -> Array:
     """x (N, C, H, W) as a C-contiguous (N, H, W, C) array: a view when x is channels-last in
     memory (what the fast layers return), one copy otherwise."""
@@ -45,9 +52,8 @@ def conv_forward_naive(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[
     H' = 1 + (H + 2 * pad - HH) // stride, W' likewise. x is zero-padded by `pad` on each side.
     """
     stride, pad = conv_param["stride"], conv_param["pad"]
-    n, _, h, w_in = x.shape
-    f, _, hh, ww = w.shape
-    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+    n, f, h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)
+    hh, ww = w.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.zeros((n, f, h_out, w_out), dtype=x.dtype)
     for i in range(n):
@@ -93,7 +99,7 @@ def conv_forward_fast(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[A
     stride, pad = conv_param["stride"], conv_param["pad"]
     n, c, h, w_in = x.shape
     f, _, hh, ww = w.shape
-    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+    h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)[2:]
 
     xp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=x.dtype)
     xp[:, pad : pad + h, pad : pad + w_in, :] = x.transpose(0, 2, 3, 1)
@@ -166,6 +172,15 @@ def _windows(pool_param: dict, h_out: int, w_out: int):
             yield r, col, slice(r * stride, r * stride + ph), slice(col * stride, col * stride + pw)
 
 
+def _pool_naive(x: Array, pool_param: dict, reduce) -> Array:
+    """reduce (np.max, np.mean) over each window, one output position at a time. Shapes: x
+    (N, C, H, W) -> (N, C, H', W')."""
+    out = np.zeros((*x.shape[:2], *_pooled_size(x.shape, pool_param)), dtype=x.dtype)
+    for r, col, rows, cols in _windows(pool_param, *out.shape[2:]):
+        out[:, :, r, col] = reduce(x[:, :, rows, cols], axis=(2, 3))
+    return out
+
+
 def _offset_views(xl: Array, pool_param: dict, h_out: int, w_out: int):
     """For each window offset k = a * pool_width + b, in row-major order, (k, the strided view
     xl[:, a::stride, b::stride, :] of h_out x w_out positions) of a channels-last array (N, H, W,
@@ -194,10 +209,7 @@ def max_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
 
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
     """
-    out = np.zeros((*x.shape[:2], *_pooled_size(x.shape, pool_param)), dtype=x.dtype)
-    for r, col, rows, cols in _windows(pool_param, *out.shape[2:]):
-        out[:, :, r, col] = x[:, :, rows, cols].max(axis=(2, 3))
-    return out, (x, pool_param)
+    return _pool_naive(x, pool_param, np.max), (x, pool_param)
 
 
 def max_pool_backward_naive(dout: Array, cache: Cache) -> Array:
@@ -273,10 +285,7 @@ def avg_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
 
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
     """
-    out = np.zeros((*x.shape[:2], *_pooled_size(x.shape, pool_param)), dtype=x.dtype)
-    for r, col, rows, cols in _windows(pool_param, *out.shape[2:]):
-        out[:, :, r, col] = x[:, :, rows, cols].mean(axis=(2, 3))
-    return out, (x.shape, pool_param)
+    return _pool_naive(x, pool_param, np.mean), (x.shape, pool_param)
 
 
 def avg_pool_backward_naive(dout: Array, cache: Cache) -> Array:
