@@ -28,12 +28,13 @@ from threadpoolctl import threadpool_limits
 from bnlab import layers
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
+from bnlab.lab.choices import BenchSection
 from bnlab.lab.tuning import flush_subnormals
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
-SECTIONS = ("sweep", "step", "batchnorm", "conv", "startup", "record", "blas", "memory")
+SECTIONS = tuple(s.value for s in BenchSection)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bnlab.lab.choices import ExecutorKind
+from bnlab.lab.choices import BenchSection, ExecutorKind, FigureFormat
 
 app = typer.Typer(
     help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
@@ -48,6 +48,9 @@ SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAM
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a spec field: KEY=VALUE, e.g. --set solver.num_epochs=2. Repeatable."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -133,10 +136,7 @@ def run(
         "results"
     ),
     set_: SetOpt = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores)."),
-    ] = None,
+    workers: WorkersOpt = None,
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
@@ -301,7 +301,9 @@ def plot(
     results_dir: Annotated[
         Path, typer.Argument(help="A results root (e.g. results/) or one experiment's folder (results/deep_bn).")
     ],
-    format: Annotated[list[str], typer.Option("--format", "-f", help="png, svg or pdf; repeatable.")] = ["png"],  # noqa: B006
+    format: Annotated[
+        list[FigureFormat], typer.Option("--format", "-f", help="The figures' file format; repeatable.")
+    ] = [FigureFormat.png],  # noqa: B006
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Figures folder (default: each experiment's figures/; for a root: OUT/<name>)."),
@@ -314,10 +316,7 @@ def plot(
 
     Examples: bnlab plot results/    bnlab plot results/weight_scale --format png --format pdf
     """
-    format = format or ["png"]
-    bad = [f for f in format if f not in ("png", "svg", "pdf")]
-    if bad:
-        raise _usage_error(f"--format {bad[0]}: choose png, svg or pdf")
+    formats = tuple(f.value for f in format or [FigureFormat.png])
     with _reported():
         from bnlab.errors import BnlabError
         from bnlab.lab.results import experiment_folders
@@ -325,13 +324,13 @@ def plot(
 
         folders = experiment_folders(results_dir)
         if folders == [results_dir]:  # one experiment: a line per file written, an error stops it
-            for path in plot_experiment(results_dir, formats=tuple(format), out_dir=out):
+            for path in plot_experiment(results_dir, formats=formats, out_dir=out):
                 console.print(f"wrote {path}", highlight=False, soft_wrap=True)
             return
         failed = 0
         for folder in folders:
             try:
-                paths = plot_experiment(folder, formats=tuple(format), out_dir=out / folder.name if out else None)
+                paths = plot_experiment(folder, formats=formats, out_dir=out / folder.name if out else None)
             except BnlabError as exc:  # this experiment only: the others are still drawn
                 failed += 1
                 _error(str(exc))
@@ -428,10 +427,7 @@ def reproduce(
     runs: Annotated[
         int | None, typer.Option("--runs", "-k", min=1, help="Rerun a fixed sample of K runs (default: all).")
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores)."),
-    ] = None,
+    workers: WorkersOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Rerun finished runs in a temporary folder and compare their files byte for byte.
@@ -832,11 +828,11 @@ def _print_prepared(found: dict) -> None:
 @app.command()
 def bench(
     section: Annotated[
-        list[str] | None,
+        list[BenchSection] | None,
         typer.Option(
             "--section",
             "-s",
-            help="sweep, step, batchnorm, conv, startup, record, blas or memory; repeatable (default: all).",
+            help="The sections to run; repeatable (default: all).",
         ),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
@@ -852,14 +848,11 @@ def bench(
 
     Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
     """
-    from bnlab.bench import SECTIONS, rows_to_json, run_benchmarks
+    from bnlab.bench import rows_to_json, run_benchmarks
 
-    bad = [s for s in section or [] if s not in SECTIONS]
-    if bad:
-        raise _usage_error(f"--section {bad[0]}: choose from {', '.join(SECTIONS)}")
     with _reported():
         rows = run_benchmarks(
-            set(section) if section else None,
+            {s.value for s in section} if section else None,
             repeats=repeats,
             data_dir=data_dir,
             on_section=lambda name: errors.print(f"benchmarking {name}…"),

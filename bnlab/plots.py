@@ -52,12 +52,13 @@ from matplotlib.ticker import MaxNLocator
 
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.atomic import atomic_file
+from bnlab.lab.choices import FigureFormat
 from bnlab.lab.figure_kinds import BATCH, FIGURE_KINDS
 from bnlab.lab.formatting import format_value
 from bnlab.lab.results import ExperimentResults, load_experiment, read_claims
 from bnlab.nn.probes import growth_factor
 
-FORMATS = ("png", "svg", "pdf")
+FORMATS = tuple(f.value for f in FigureFormat)
 PLOT_KINDS = tuple(FIGURE_KINDS)
 PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.lab.spec resolves them (x, layers: null where unused)
 YANG_FACTOR = math.pi / (math.pi - 1)  # Yang et al. 2019: BN ReLU nets, squared gradient norm per layer

@@ -47,7 +47,7 @@ PREPROCESS_ROWS = 1000  # images preprocessed at a time: their float64 copy is 2
 # ---------------------------------------------------------------------------------------------
 
 
-def _data_dir_and_source(data_dir: str | Path | None) -> tuple[Path, str]:
+def data_dir_and_source(data_dir: str | Path | None) -> tuple[Path, str]:
     """The folder to use and a phrase naming where that choice came from (for messages)."""
     if data_dir is not None:
         return Path(data_dir).expanduser(), "the data_dir argument (--data-dir)"
@@ -58,7 +58,7 @@ def _data_dir_and_source(data_dir: str | Path | None) -> tuple[Path, str]:
 
 def find_data_dir(data_dir: str | Path | None = None) -> Path:
     """The folder bnlab will use: data_dir, else $BNLAB_DATA_DIR, else the user cache dir."""
-    return _data_dir_and_source(data_dir)[0]
+    return data_dir_and_source(data_dir)[0]
 
 
 def _candidates(base: Path) -> list[Path]:
@@ -82,9 +82,9 @@ def _download_dest(base: Path) -> Path:
     return base.parent if base.name == BATCHES_DIR else base
 
 
-def _not_found_message(data_dir: str | Path | None) -> str:
+def not_found_message(data_dir: str | Path | None) -> str:
     """Where bnlab looked for CIFAR-10 and the ways to provide it."""
-    base, source = _data_dir_and_source(data_dir)
+    base, source = data_dir_and_source(data_dir)
     looked = "\n".join(f"  {path}" for path in _candidates(base))
     return (
         f"CIFAR-10 ({BATCHES_DIR}/) not found. bnlab looked in (from {source}):\n{looked}\n"
@@ -222,12 +222,12 @@ def ensure_cifar10(
     if found is not None:
         return found
     if not download:
-        raise DataError(_not_found_message(data_dir))
+        raise DataError(not_found_message(data_dir))
     dest = _download_dest(find_data_dir(data_dir))
     try:
         return download_cifar10(dest, url=url, md5=md5, progress=progress)
     except DataError as error:
-        raise DataError(f"{error}\n\n{_not_found_message(data_dir)}") from error
+        raise DataError(f"{error}\n\n{not_found_message(data_dir)}") from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     for path in files:
         data, labels = _read_batch(path)
         total += data.sum(axis=0, dtype=np.float64)
-        total_sq += _sum_of_squares(data)
+        total_sq += sum_of_squares(data)
         size += len(data)
         if kept < num_train:
             head_x.append(data[: num_train - kept].copy())  # a copy, so the batch itself can be freed
@@ -391,7 +391,7 @@ def _read_pool(files: list[Path], num_train: int, num_val: int) -> _Pool:
     return _Pool(np.concatenate(head_x), np.concatenate(head_y), tail_x.copy(), tail_y.copy(), total, total_sq, size)
 
 
-def _sum_of_squares(rows: np.ndarray, chunk: int = 256) -> np.ndarray:
+def sum_of_squares(rows: np.ndarray, chunk: int = 256) -> np.ndarray:
     """The float64 sum over rows of rows**2, a few rows at a time: memory stays that of the uint8 rows."""
     total = np.zeros(rows.shape[1:], np.float64)
     for start in range(0, len(rows), chunk):
@@ -451,6 +451,20 @@ def prepare_cifar10(
     already: keyed by the batch files' contents, the splits, dtype, preprocess and
     PREPROCESS_VERSION. With verify, the prepared files' checksums are checked too (what a sweep's
     parent does once)."""
+    dtype = check_request(num_train, num_val, num_test, dtype)
+    batches = locate_cifar10(data_dir)
+    if batches is None:
+        raise DataError(not_found_message(data_dir))
+    step = preprocess_function(preprocess)
+    train_files, test_file = _batch_files(batches)
+    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
+    splits = (num_train, num_val, num_test)
+    return prepare_splits("cifar10", [*train_files, test_file], splits, dtype, preprocess, build, verify)
+
+
+def check_request(num_train: int, num_val: int, num_test: int, dtype) -> np.dtype:
+    """np.dtype(dtype), after checking that it is a floating type (else ValueError) and that the
+    split sizes are possible at all (else DataError): the checks of every data set's prepare."""
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating type, got {dtype}")
@@ -458,11 +472,33 @@ def prepare_cifar10(
         raise DataError(
             f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0"
         )
-    batches = locate_cifar10(data_dir)
-    if batches is None:
-        raise DataError(_not_found_message(data_dir))
-    step = preprocess_function(preprocess)
-    train_files, test_file = _batch_files(batches)
+    return dtype
+
+
+def check_splits_fit(num_train: int, num_val: int, num_test: int, pool: int, tests: int, where: Path) -> None:
+    """DataError unless num_train + num_val images fit a training pool of `pool` and num_test a
+    test set of `tests` (both read from `where`, named in the message)."""
+    if num_train + num_val > pool:
+        raise DataError(
+            f"num_train + num_val = {num_train} + {num_val} = {num_train + num_val} but {where} holds "
+            f"only {pool} training images: lower num_train or num_val"
+        )
+    if num_test > tests:
+        raise DataError(f"num_test = {num_test} but {where} holds only {tests} test images")
+
+
+def prepare_splits(
+    name: str,
+    files: list[Path],
+    splits: tuple[int, int, int],
+    dtype: np.dtype,
+    preprocess: str,
+    build: Callable[[], dict],
+    verify: bool,
+) -> prepared.Prepared:
+    """The prepared copy (bnlab.lab.prepared) of data set `name`'s splits (num_train, num_val,
+    num_test), built by build() unless there is one already for the same files and options."""
+    num_train, num_val, num_test = splits
     options = {
         "num_train": num_train,
         "num_val": num_val,
@@ -471,8 +507,7 @@ def prepare_cifar10(
         "preprocess": preprocess,
         "version": PREPROCESS_VERSION,
     }
-    build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
-    return prepared.prepare("cifar10", [*train_files, test_file], options, build, verify=verify)
+    return prepared.prepare(name, files, options, build, verify=verify)
 
 
 def _build(
@@ -487,19 +522,13 @@ def _build(
 ) -> dict:
     """The arrays of prepare_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
-    if num_train + num_val > pool.size:
-        raise DataError(
-            f"num_train + num_val = {num_train} + {num_val} = {num_train + num_val} but {batches} holds "
-            f"only {pool.size} training images: lower num_train or num_val"
-        )
     test_x, test_y = _read_batch(test_file)
-    if num_test > len(test_x):
-        raise DataError(f"num_test = {num_test} but {test_file} holds only {len(test_x)} images")
+    check_splits_fit(num_train, num_val, num_test, pool.size, len(test_x), batches)
     # Sums of integers are exact in float64, so these are exactly the sums over pool[:size - num_val].
     stats = PoolStats(
         pool.size - num_val,
         (pool.total - pool.val_x.sum(axis=0, dtype=np.float64)).reshape(3, 32, 32),
-        (pool.total_sq - _sum_of_squares(pool.val_x)).reshape(3, 32, 32),
+        (pool.total_sq - sum_of_squares(pool.val_x)).reshape(3, 32, 32),
     )
     return {
         "X_train": preprocess_chunks(pool.train_x.reshape(-1, 3, 32, 32), step, stats, dtype),
@@ -518,7 +547,7 @@ def describe_cifar10(data_dir: str | Path | None = None) -> dict:
     candidate paths), found (the batches folder or None), num_train and num_test (image counts or
     None), batches (a list of {"file", "images", "bytes"}), problem (a message or None).
     """
-    base, source = _data_dir_and_source(data_dir)
+    base, source = data_dir_and_source(data_dir)
     found = locate_cifar10(data_dir)
     report = {
         "data_dir": str(base),
@@ -531,7 +560,7 @@ def describe_cifar10(data_dir: str | Path | None = None) -> dict:
         "problem": None,
     }
     if found is None:
-        report["problem"] = _not_found_message(data_dir)
+        report["problem"] = not_found_message(data_dir)
         return report
     try:
         train_files, test_file = _batch_files(found)

@@ -146,6 +146,23 @@ def read_idx_folder(folder: Path, num_classes: int = 10) -> Raw:
 # --- the registry ------------------------------------------------------------------------------
 
 DIGITS = tuple(str(d) for d in range(10))
+
+
+def _idx_dataset(name: str, folder: str, base_url: str, md5s: tuple[str, ...], classes: tuple[str, ...]) -> Dataset:
+    """An MNIST-format data set: 28x28 grey images in the four files of IDX_FILES (md5s in that
+    order, as the distribution publishes them), read by read_idx_folder, scaled by default."""
+    files = tuple(IDX_FILES.values())
+    return Dataset(
+        name=name,
+        folder=folder,
+        files=files,
+        base_url=base_url,
+        checksums={file: f"md5:{md5}" for file, md5 in zip(files, md5s, strict=True)},
+        image_shape=(1, 28, 28),
+        classes=classes,
+        default_preprocess="scale",
+        read=read_idx_folder,
+    )
 DATASETS: dict[str, Dataset] = {
     "cifar10": Dataset(
         name="cifar10",
@@ -158,49 +175,30 @@ DATASETS: dict[str, Dataset] = {
         default_preprocess="mean_image",
         read=None,
     ),
-    "mnist": Dataset(
-        name="mnist",
-        folder="mnist",
-        files=tuple(IDX_FILES.values()),
+    "mnist": _idx_dataset(
+        "mnist",
+        "mnist",
         # Yann LeCun's site no longer serves the files; this is the mirror TensorFlow's loader uses.
-        base_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-        checksums={
-            "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
-        },
-        image_shape=(1, 28, 28),
-        classes=DIGITS,
-        default_preprocess="scale",
-        read=read_idx_folder,
-    ),
-    "fashion_mnist": Dataset(
-        name="fashion_mnist",
-        folder="fashion-mnist",
-        files=tuple(IDX_FILES.values()),
-        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        checksums={
-            "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
-        },
-        image_shape=(1, 28, 28),
-        classes=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
         ),
-        default_preprocess="scale",
-        read=read_idx_folder,
+        DIGITS,
+    ),
+    "fashion_mnist": _idx_dataset(
+        "fashion_mnist",
+        "fashion-mnist",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
 }
 
@@ -235,8 +233,8 @@ def not_found_message(name: str, data_dir: str | Path | None = None) -> str:
     """Where bnlab looked for the data set, which files are missing, and how to provide them."""
     dataset = get(name)
     if dataset.read is None:
-        return cifar._not_found_message(data_dir)
-    base, source = cifar._data_dir_and_source(data_dir)
+        return cifar.not_found_message(data_dir)
+    base, source = cifar.data_dir_and_source(data_dir)
     folder = base / dataset.folder
     missing = [file for file in dataset.files if not (folder / file).is_file()]
     return (
@@ -349,38 +347,23 @@ def prepare_dataset(
     step = cifar.preprocess_function(preprocess)
     if dataset.read is None:
         return cifar.prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify)
-    dtype = np.dtype(dtype)
-    if num_train < 1 or num_val < 1 or num_test < 0:
-        raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
+    dtype = cifar.check_request(num_train, num_val, num_test, dtype)
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))
-    options = {
-        "num_train": num_train,
-        "num_val": num_val,
-        "num_test": num_test,
-        "dtype": dtype.str,
-        "preprocess": preprocess,
-        "version": cifar.PREPROCESS_VERSION,
-    }
     build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
-    return prepared.prepare(name, [folder / file for file in dataset.files], options, build, verify=verify)
+    files = [folder / file for file in dataset.files]
+    return cifar.prepare_splits(name, files, (num_train, num_val, num_test), dtype, preprocess, build, verify)
 
 
 def _split(read: Callable[[Path], Raw], folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:
     """The arrays of prepare_dataset, read from `folder` and preprocessed a chunk at a time."""
     raw = read(folder)
     pool = len(raw.train_x)
-    if num_train + num_val > pool:
-        raise DataError(
-            f"num_train + num_val = {num_train} + {num_val} = {num_train + num_val} but {folder} holds only "
-            f"{pool:,} training images: lower num_train or num_val"
-        )
-    if num_test > len(raw.test_x):
-        raise DataError(f"num_test = {num_test} but {folder} holds only {len(raw.test_x):,} test images")
+    cifar.check_splits_fit(num_train, num_val, num_test, pool, len(raw.test_x), folder)
     fit = raw.train_x[: pool - num_val]
     # Sums of integers are exact in float64: summed a few images at a time, they are the same numbers.
-    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar._sum_of_squares(fit))
+    stats = cifar.PoolStats(len(fit), fit.sum(axis=0, dtype=np.float64), cifar.sum_of_squares(fit))
     return {
         "X_train": cifar.preprocess_chunks(raw.train_x[:num_train], step, stats, dtype),
         "y_train": raw.train_y[:num_train],

@@ -29,6 +29,13 @@ def _output_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     return 1 + (size + 2 * pad - kernel) // stride
 
 
+def _conv_output_shape(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_param: dict) -> tuple[int, ...]:
+    """(N, F, H', W') of the convolution of x (N, C, H, W) with filters w (F, C, HH, WW)."""
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    h_out = _output_size(x_shape[2], w_shape[2], stride, pad)
+    return x_shape[0], w_shape[0], h_out, _output_size(x_shape[3], w_shape[3], stride, pad)
+
+
 def _channels_last(x: Array) -> Array:
     """x (N, C, H, W) as a C-contiguous (N, H, W, C) array: a view when x is channels-last in
     memory (what the fast layers return), one copy otherwise."""
@@ -45,9 +52,8 @@ def conv_forward_naive(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[
     H' = 1 + (H + 2 * pad - HH) // stride, W' likewise. x is zero-padded by `pad` on each side.
     """
     stride, pad = conv_param["stride"], conv_param["pad"]
-    n, _, h, w_in = x.shape
-    f, _, hh, ww = w.shape
-    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+    n, f, h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)
+    hh, ww = w.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.zeros((n, f, h_out, w_out), dtype=x.dtype)
     for i in range(n):
@@ -93,7 +99,7 @@ def conv_forward_fast(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[A
     stride, pad = conv_param["stride"], conv_param["pad"]
     n, c, h, w_in = x.shape
     f, _, hh, ww = w.shape
-    h_out, w_out = _output_size(h, hh, stride, pad), _output_size(w_in, ww, stride, pad)
+    h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)[2:]
 
     xp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=x.dtype)
     xp[:, pad : pad + h, pad : pad + w_in, :] = x.transpose(0, 2, 3, 1)
@@ -148,6 +154,53 @@ def _conv_param_grads(dout_flat: Array, cols: Array, w_shape: tuple[int, ...]) -
     return np.ascontiguousarray(dw), dout_flat.sum(axis=0)
 
 
+# --- pooling: the windows --------------------------------------------------------------------
+
+
+def _pooled_size(shape: tuple[int, ...], pool_param: dict) -> tuple[int, int]:
+    """(H', W') of a pool's output for an input of shape (N, C, H, W)."""
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    return _output_size(shape[2], ph, stride), _output_size(shape[3], pw, stride)
+
+
+def _windows(pool_param: dict, h_out: int, w_out: int):
+    """For each output position (r, col) of a pool, (r, col, rows, cols): the slices of the input
+    its window reads. The naive passes loop over these."""
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    for r in range(h_out):
+        for col in range(w_out):
+            yield r, col, slice(r * stride, r * stride + ph), slice(col * stride, col * stride + pw)
+
+
+def _pool_naive(x: Array, pool_param: dict, reduce) -> Array:
+    """reduce (np.max, np.mean) over each window, one output position at a time. Shapes: x
+    (N, C, H, W) -> (N, C, H', W')."""
+    out = np.zeros((*x.shape[:2], *_pooled_size(x.shape, pool_param)), dtype=x.dtype)
+    for r, col, rows, cols in _windows(pool_param, *out.shape[2:]):
+        out[:, :, r, col] = reduce(x[:, :, rows, cols], axis=(2, 3))
+    return out
+
+
+def _offset_views(xl: Array, pool_param: dict, h_out: int, w_out: int):
+    """For each window offset k = a * pool_width + b, in row-major order, (k, the strided view
+    xl[:, a::stride, b::stride, :] of h_out x w_out positions) of a channels-last array (N, H, W,
+    C): the fast passes loop over these, one vectorized operation per offset."""
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    for k in range(ph * pw):
+        a, b = divmod(k, pw)
+        yield k, xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+
+
+def _pool_grad(shape: tuple[int, int, int, int], pool_param: dict, dout: Array) -> tuple[Array, bool]:
+    """The channels-last (N, H, W, C) buffer of a pool's input gradient, and whether the windows
+    tile the input (every input in exactly one window: the buffer need not start at zero)."""
+    n, c, h, w = shape
+    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    h_out, w_out = dout.shape[2:]
+    tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
+    return (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype), tiles
+
+
 # --- max pooling -----------------------------------------------------------------------------
 
 
@@ -156,13 +209,7 @@ def max_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
 
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
     """
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    n, c, h, w = x.shape
-    out = np.zeros((n, c, _output_size(h, ph, stride), _output_size(w, pw, stride)), dtype=x.dtype)
-    for r in range(out.shape[2]):
-        for col in range(out.shape[3]):
-            out[:, :, r, col] = x[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw].max(axis=(2, 3))
-    return out, (x, pool_param)
+    return _pool_naive(x, pool_param, np.max), (x, pool_param)
 
 
 def max_pool_backward_naive(dout: Array, cache: Cache) -> Array:
@@ -171,15 +218,13 @@ def max_pool_backward_naive(dout: Array, cache: Cache) -> Array:
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W).
     """
     x, pool_param = cache
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     dx = np.zeros_like(x)
     for i in range(x.shape[0]):
         for k in range(x.shape[1]):
-            for r in range(dout.shape[2]):
-                for col in range(dout.shape[3]):
-                    window = x[i, k, r * stride : r * stride + ph, col * stride : col * stride + pw]
-                    a, b = np.unravel_index(np.argmax(window), window.shape)
-                    dx[i, k, r * stride + a, col * stride + b] += dout[i, k, r, col]
+            for r, col, rows, cols in _windows(pool_param, *dout.shape[2:]):
+                window = x[i, k, rows, cols]
+                a, b = np.unravel_index(np.argmax(window), window.shape)
+                dx[i, k, rows.start + a, cols.start + b] += dout[i, k, r, col]
     return dx
 
 
@@ -194,10 +239,9 @@ def max_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
     input's bytes in float32.
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory.
     """
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
     n, c, h, w = x.shape
-    h_out, w_out = _output_size(h, ph, stride), _output_size(w, pw, stride)
-    if ph == pw == stride == 2 and h % 2 == 0 and w % 2 == 0:
+    h_out, w_out = _pooled_size(x.shape, pool_param)
+    if pool_param["pool_height"] == pool_param["pool_width"] == pool_param["stride"] == 2 and h % 2 == 0 and w % 2 == 0:
         pairs = _channels_last(x).reshape(n, h, w_out, 2, c)
         left, right = pairs[..., 0, :], pairs[..., 1, :]
         row_max = np.maximum(left, right).reshape(n, h_out, 2, w_out, c)
@@ -206,12 +250,10 @@ def max_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
         argmax = np.where(bottom > top, row_arg[:, :, 1] + np.uint8(2), row_arg[:, :, 0])  # offsets 0..3
         out = np.maximum(top, bottom)
     else:
-        xl = x.transpose(0, 2, 3, 1)
-        out = xl[:, : stride * h_out : stride, : stride * w_out : stride, :].copy()
+        views = _offset_views(x.transpose(0, 2, 3, 1), pool_param, h_out, w_out)
+        out = next(views)[1].copy()
         argmax = np.zeros(out.shape, dtype=np.uint8)
-        for k in range(1, ph * pw):
-            a, b = divmod(k, pw)
-            candidate = xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+        for k, candidate in views:
             np.copyto(argmax, k, where=candidate > out)
             np.maximum(out, candidate, out=out)
     return out.transpose(0, 3, 1, 2), (argmax, x.shape, pool_param)
@@ -223,15 +265,10 @@ def max_pool_backward_fast(dout: Array, cache: Cache) -> Array:
     Windows that tile the input write each input once; others accumulate into zeros.
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory.
     """
-    argmax, (n, c, h, w), pool_param = cache
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    h_out, w_out = argmax.shape[1:3]
-    tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
-    dx = (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype)
+    argmax, shape, pool_param = cache
+    dx, tiles = _pool_grad(shape, pool_param, dout)
     dout_l = dout.transpose(0, 2, 3, 1)
-    for k in range(ph * pw):
-        a, b = divmod(k, pw)
-        view = dx[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+    for k, view in _offset_views(dx, pool_param, *argmax.shape[1:3]):
         if tiles:
             np.multiply(dout_l, argmax == k, out=view)
         else:
@@ -248,14 +285,7 @@ def avg_pool_forward_naive(x: Array, pool_param: dict) -> tuple[Array, Cache]:
 
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), H' = 1 + (H - pool_height) // stride.
     """
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    n, c, h, w = x.shape
-    out = np.zeros((n, c, _output_size(h, ph, stride), _output_size(w, pw, stride)), dtype=x.dtype)
-    for r in range(out.shape[2]):
-        for col in range(out.shape[3]):
-            window = x[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw]
-            out[:, :, r, col] = window.mean(axis=(2, 3))
-    return out, (x.shape, pool_param)
+    return _pool_naive(x, pool_param, np.mean), (x.shape, pool_param)
 
 
 def avg_pool_backward_naive(dout: Array, cache: Cache) -> Array:
@@ -264,12 +294,10 @@ def avg_pool_backward_naive(dout: Array, cache: Cache) -> Array:
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W).
     """
     x_shape, pool_param = cache
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    size = pool_param["pool_height"] * pool_param["pool_width"]
     dx = np.zeros(x_shape, dtype=dout.dtype)
-    for r in range(dout.shape[2]):
-        for col in range(dout.shape[3]):
-            share = dout[:, :, r, col] / (ph * pw)
-            dx[:, :, r * stride : r * stride + ph, col * stride : col * stride + pw] += share[:, :, None, None]
+    for r, col, rows, cols in _windows(pool_param, *dout.shape[2:]):
+        dx[:, :, rows, cols] += (dout[:, :, r, col] / size)[:, :, None, None]
     return dx
 
 
@@ -279,15 +307,12 @@ def avg_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
 
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory.
     """
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    n, c, h, w = x.shape
-    h_out, w_out = _output_size(h, ph, stride), _output_size(w, pw, stride)
-    xl = x.transpose(0, 2, 3, 1)
+    n, c = x.shape[:2]
+    h_out, w_out = _pooled_size(x.shape, pool_param)
     out = np.zeros((n, h_out, w_out, c), dtype=x.dtype)
-    for k in range(ph * pw):
-        a, b = divmod(k, pw)
-        out += xl[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
-    out /= ph * pw
+    for _, view in _offset_views(x.transpose(0, 2, 3, 1), pool_param, h_out, w_out):
+        out += view
+    out /= pool_param["pool_height"] * pool_param["pool_width"]
     return out.transpose(0, 3, 1, 2), (x.shape, pool_param)
 
 
@@ -297,15 +322,10 @@ def avg_pool_backward_fast(dout: Array, cache: Cache) -> Array:
 
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory.
     """
-    (n, c, h, w), pool_param = cache
-    ph, pw, stride = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
-    h_out, w_out = dout.shape[2:]
-    share = dout.transpose(0, 2, 3, 1) / dout.dtype.type(ph * pw)
-    tiles = ph == pw == stride and h == ph * h_out and w == pw * w_out
-    dx = (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype)
-    for k in range(ph * pw):
-        a, b = divmod(k, pw)
-        view = dx[:, a : a + stride * h_out : stride, b : b + stride * w_out : stride, :]
+    shape, pool_param = cache
+    share = dout.transpose(0, 2, 3, 1) / dout.dtype.type(pool_param["pool_height"] * pool_param["pool_width"])
+    dx, tiles = _pool_grad(shape, pool_param, dout)
+    for _, view in _offset_views(dx, pool_param, *dout.shape[2:]):
         if tiles:
             view[...] = share
         else:

@@ -358,38 +358,26 @@ def _conv_checks() -> list[GradCheck]:
         ("dx", "dw", "db"), rng.randn(2, 3, 4, 5), CONV,
     )  # fmt: skip
 
-    for ph, pw, stride, shape in POOL_CASES:
-        rng = np.random.RandomState(SEED)
-        # Distinct values 0.01 apart: no window holds two maxima within the difference step.
-        x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01
-        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
-        label = f"max_pool {ph}x{pw} s={stride} x{shape}"
-        out, cache = conv.max_pool_forward_fast(x, pool_param)
-        dout = rng.randn(*out.shape)
-        naive_out, naive_cache = conv.max_pool_forward_naive(x, pool_param)
-        error = max(rel_error(naive_out, out), rel_error(conv.max_pool_backward_naive(dout, naive_cache),
-                                                         conv.max_pool_backward_fast(dout, cache)))  # fmt: skip
-        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
-        for kind in ("naive", "fast"):
-            forward, backward = getattr(conv, f"max_pool_forward_{kind}"), getattr(conv, f"max_pool_backward_{kind}")
-            args = (x, pool_param)
-            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
-
-    for ph, pw, stride, shape in POOL_CASES:
-        rng = np.random.RandomState(SEED)
-        x = rng.randn(*shape)
-        pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
-        label = f"avg_pool {ph}x{pw} s={stride} x{shape}"
-        out, cache = conv.avg_pool_forward_fast(x, pool_param)
-        dout = rng.randn(*out.shape)
-        naive_out, naive_cache = conv.avg_pool_forward_naive(x, pool_param)
-        error = max(rel_error(naive_out, out), rel_error(conv.avg_pool_backward_naive(dout, naive_cache),
-                                                         conv.avg_pool_backward_fast(dout, cache)))  # fmt: skip
-        checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
-        for kind in ("naive", "fast"):
-            forward, backward = getattr(conv, f"avg_pool_forward_{kind}"), getattr(conv, f"avg_pool_backward_{kind}")
-            args = (x, pool_param)
-            checks += _backward_vs_numerical(f"{label} {kind}", forward, backward, args, ("dx",), dout, LINEAR)
+    for pool in ("max", "avg"):
+        forward = {kind: getattr(conv, f"{pool}_pool_forward_{kind}") for kind in ("naive", "fast")}
+        backward = {kind: getattr(conv, f"{pool}_pool_backward_{kind}") for kind in ("naive", "fast")}
+        for ph, pw, stride, shape in POOL_CASES:
+            rng = np.random.RandomState(SEED)
+            # max: distinct values 0.01 apart, so no window holds two maxima within the difference step
+            x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01 if pool == "max" else rng.randn(*shape)
+            pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+            label = f"{pool}_pool {ph}x{pw} s={stride} x{shape}"
+            out, cache = forward["fast"](x, pool_param)
+            dout = rng.randn(*out.shape)
+            naive_out, naive_cache = forward["naive"](x, pool_param)
+            error = max(rel_error(naive_out, out), rel_error(backward["naive"](dout, naive_cache),
+                                                             backward["fast"](dout, cache)))  # fmt: skip
+            checks.append(GradCheck(f"{label} fast = naive (out, dx)", error, SAME))
+            for kind in ("naive", "fast"):
+                args = (x, pool_param)
+                checks += _backward_vs_numerical(
+                    f"{label} {kind}", forward[kind], backward[kind], args, ("dx",), dout, LINEAR
+                )
 
     for name, norm in SPATIAL_NORMALIZATIONS.items():
         rng = np.random.RandomState(SEED)

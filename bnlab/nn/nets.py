@@ -40,8 +40,10 @@ def init_std(weight_scale: WeightScale, fan_in: int, fan_out: int) -> float:
     return float(weight_scale)
 
 
-class _Net:
-    """What both nets share: the random stream, the activation, the parameters and their dtype."""
+class Net:
+    """What every net shares (these and nn.residual's): the random stream, the activation, the
+    parameters and their dtype, the output layer, the loss and its L2 term. A subclass sets
+    bn_params and num_layers and runs the layers below the output layer in _body / _body_backward."""
 
     def _setup(
         self,
@@ -75,6 +77,19 @@ class _Net:
         self.activation_inputs: dict[int, np.ndarray] | None = None
         self.layer_outputs: dict[int, np.ndarray] | None = None  # likewise each hidden layer's output
 
+    flat_input = True  # whether the net reads each sample as one vector (else as (C, H, W))
+
+    @staticmethod
+    def _check_normalization(
+        normalization: str | None, table: dict, num_groups: int, widths: Sequence[int], which: str
+    ) -> None:
+        """ValueError unless normalization is None or a key of table, and num_groups divides every
+        width when it is 'groupnorm' (`which` names those widths in the message)."""
+        if normalization is not None and normalization not in table:
+            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(table)}")
+        if normalization == "groupnorm" and any(width % num_groups for width in widths):
+            raise ValueError(f"num_groups={num_groups} must divide {which} {list(widths)}")
+
     def _add_weights(self, i: int, shape: tuple[int, ...], std: float, width: int) -> None:
         """W_i of `shape` drawn from the net's stream with standard deviation std, b_i zeros (width,)."""
         self.params[f"W{i}"] = std * self.rng.randn(*shape)
@@ -89,8 +104,78 @@ class _Net:
         for name, value in self.params.items():
             self.params[name] = value.astype(self.dtype)
 
+    def _act(self, x: np.ndarray, i: int):
+        """The activation of layer i, its input recorded in activation_inputs when that is a dict."""
+        if self.activation_inputs is not None:
+            self.activation_inputs[i] = x
+        return self.activation[0](x)
 
-class FullyConnectedNet(_Net):
+    def _input(self, X: np.ndarray) -> np.ndarray:
+        h = X.reshape(X.shape[0], -1) if self.flat_input else X
+        return h if h.dtype == self.dtype else h.astype(self.dtype)
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+        """Class scores (N, num_classes) for X (N, d_1, ..., d_k) when y is None (test mode);
+        otherwise (loss, grads) for labels y (N,) in train mode, grads holding one array per
+        parameter. L2 (0.5 * reg * sum of squares) on every weight W_i (and projection P_i), not on
+        gamma, beta, b or alpha."""
+        mode = "test" if y is None else "train"
+        for bn_param in self.bn_params:
+            bn_param["mode"] = mode
+        h, cache = self._body(self._input(X))
+        last = self.num_layers
+        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        if y is None:
+            return scores
+
+        loss, dscores = layers.softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
+        self._body_backward(dh, cache, grads)
+        for name, w in self.params.items():
+            if name[0] in "WP":
+                loss += 0.5 * self.reg * float(np.sum(w * w))
+                grads[name] += self.reg * w
+        return loss, grads
+
+    def _body(self, h: np.ndarray):
+        """Everything below the output layer: hidden layers 1 .. L-1 (_layer_forward(h, i) ->
+        (h, cache)), each output recorded in layer_outputs when that is a dict. Returns (h, caches)."""
+        caches = []
+        for i in range(1, self.num_layers):
+            h, cache = self._layer_forward(h, i)
+            caches.append(cache)
+            if self.layer_outputs is not None:
+                self.layer_outputs[i] = h
+        return h, caches
+
+    def _body_backward(self, dh: np.ndarray, caches, grads: dict) -> None:
+        """Backward of _body, storing the parameter gradients in grads."""
+        for i in range(self.num_layers - 1, 0, -1):
+            dh = self._layer_backward(dh, caches[i - 1], i, grads)
+
+
+def affine_backward_into(dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+    """layers.affine_backward of weight layer i, dW_i and db_i stored in grads; returns dx, except
+    for the first layer (None): its input gradient is as costly as its forward and never used."""
+    if i == 1:
+        x, _ = cache
+        grads["W1"], grads["b1"] = x.T @ dout, dout.sum(axis=0)
+        return None
+    dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, cache)
+    return dx
+
+
+def conv_backward_into(dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+    """conv.conv_backward_fast of weight layer i, as affine_backward_into (None for the first)."""
+    if i == 1:
+        grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, cache)
+        return None
+    dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, cache)
+    return dx
+
+
+class FullyConnectedNet(Net):
     """The notebooks' FullyConnectedNet, float32 by default.
 
     Args:
@@ -143,10 +228,7 @@ class FullyConnectedNet(_Net):
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
     ) -> None:
-        if normalization is not None and normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
-        if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
-            raise ValueError(f"num_groups={num_groups} must divide every hidden width {list(hidden_dims)}")
+        self._check_normalization(normalization, NORMALIZATIONS, num_groups, hidden_dims, "every hidden width")
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
@@ -178,17 +260,10 @@ class FullyConnectedNet(_Net):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
         (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter.
         """
-        mode = "test" if y is None else "train"
-        self.dropout_param["mode"] = mode
-        for bn_param in self.bn_params:
-            bn_param["mode"] = mode
+        self.dropout_param["mode"] = "test" if y is None else "train"
+        return super().loss(X, y)
 
-        h = X.reshape(X.shape[0], -1)
-        if h.dtype != self.dtype:
-            h = h.astype(self.dtype)
-        return _scores_or_loss(self, h, y, self._hidden_forward, self._hidden_backward)
-
-    def _hidden_forward(self, x: np.ndarray, i: int):
+    def _layer_forward(self, x: np.ndarray, i: int):
         """affine - [norm] - activation - [dropout] for hidden layer i (1-based), or with the norm
         after the activation."""
         p = self.params
@@ -196,9 +271,7 @@ class FullyConnectedNet(_Net):
         norm_cache = None
         if self.norm is not None and self.norm_position == "before":
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-        if self.activation_inputs is not None:
-            self.activation_inputs[i] = h
-        h, activation_cache = self.activation[0](h)
+        h, activation_cache = self._act(h, i)
         if self.norm is not None and self.norm_position == "after":
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         dropout_cache = None
@@ -206,8 +279,8 @@ class FullyConnectedNet(_Net):
             h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
         return h, (affine_cache, norm_cache, activation_cache, dropout_cache)
 
-    def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
-        """Backward of _hidden_forward; stores the parameter gradients in grads and returns dx,
+    def _layer_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
+        """Backward of _layer_forward; stores the parameter gradients in grads and returns dx,
         except for the first layer, whose input gradient nobody needs (None)."""
         affine_cache, norm_cache, activation_cache, dropout_cache = cache
         if self.use_dropout:
@@ -217,14 +290,7 @@ class FullyConnectedNet(_Net):
         dout = self.activation[1](dout, activation_cache)
         if self.norm is not None and self.norm_position == "before":
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
-        if i == 1:
-            # Skip dx = dout @ W1.T: as costly as the first layer's forward and never used.
-            x, _ = affine_cache
-            grads["W1"] = x.T @ dout
-            grads["b1"] = dout.sum(axis=0)
-            return None
-        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
-        return dx
+        return affine_backward_into(dout, affine_cache, i, grads)
 
 
 # Activations that never decrease: max pooling commutes with them.
@@ -241,7 +307,7 @@ def conv_sizes(hw: tuple[int, int], blocks: int, kernel_size: int, pad: int) -> 
     return sizes
 
 
-class ConvNet(_Net):
+class ConvNet(Net):
     """A convolutional net with a normalization switch, float32 by default:
 
         {conv KxK (stride 1) - [norm] - activation - pool 2x2} per entry of `channels`, then
@@ -273,6 +339,8 @@ class ConvNet(_Net):
     for each normalized layer.
     """
 
+    flat_input = False
+
     def __init__(
         self,
         channels: Sequence[int],
@@ -292,19 +360,16 @@ class ConvNet(_Net):
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
     ) -> None:
-        if normalization is not None and normalization not in SPATIAL_NORMALIZATIONS:
-            raise ValueError(
-                f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
-            )
         hidden_dims = list(hidden_dims or [])
+        self._check_normalization(
+            normalization, SPATIAL_NORMALIZATIONS, num_groups, [*channels, *hidden_dims], "every width"
+        )
         if padding not in ("same", "valid"):
             raise ValueError(f"unknown padding {padding!r}: expected 'same' or 'valid'")
         if pool not in ("max", "avg"):
             raise ValueError(f"unknown pool {pool!r}: expected 'max' or 'avg'")
         if kernel_size < 1 or (padding == "same" and kernel_size % 2 == 0):
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
-        if normalization == "groupnorm" and any(k % num_groups for k in [*channels, *hidden_dims]):
-            raise ValueError(f"num_groups={num_groups} must divide every width {[*channels, *hidden_dims]}")
         c, h, w = input_dim
         pad = (kernel_size - 1) // 2 if padding == "same" else 0
         sizes = conv_sizes((h, w), len(channels), kernel_size, pad)
@@ -342,15 +407,6 @@ class ConvNet(_Net):
         self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
         self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
 
-    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
-        """Class scores (N, num_classes) for X (N, C, H, W) when y is None (test mode); otherwise
-        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter."""
-        mode = "test" if y is None else "train"
-        for bn_param in self.bn_params:
-            bn_param["mode"] = mode
-        h = X if X.dtype == self.dtype else X.astype(self.dtype)
-        return _scores_or_loss(self, h, y, self._layer_forward, self._layer_backward)
-
     def _layer_forward(self, x: np.ndarray, i: int):
         return self._conv_forward(x, i) if i <= self.num_conv else self._hidden_forward(x, i)
 
@@ -387,11 +443,7 @@ class ConvNet(_Net):
             dout = self.activation[1](self.pool_backward(dout, pool_cache), act_cache)
         if self.spatial_norm is not None:
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.spatial_norm.backward(dout, norm_cache)
-        if i == 1:
-            grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, conv_cache)
-            return None
-        dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, conv_cache)
-        return dx
+        return conv_backward_into(dout, conv_cache, i, grads)
 
     def _hidden_forward(self, x: np.ndarray, i: int):
         """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
@@ -400,9 +452,7 @@ class ConvNet(_Net):
         norm_cache = None
         if self.norm is not None:
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-        if self.activation_inputs is not None:
-            self.activation_inputs[i] = h
-        h, act_cache = self.activation[0](h)
+        h, act_cache = self._act(h, i)
         return h, (affine_cache, norm_cache, act_cache)
 
     def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
@@ -410,40 +460,7 @@ class ConvNet(_Net):
         dout = self.activation[1](dout, act_cache)
         if self.norm is not None:
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
-        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, affine_cache)
-        return dx
-
-
-def _scores_or_loss(net, h: np.ndarray, y: np.ndarray | None, layer_forward, layer_backward):
-    """What every net shares around its hidden layers 1 .. L-1: the affine output layer L, the
-    softmax loss, the backward pass and the L2 term 0.5 * reg * sum(W**2) on every weight.
-
-    layer_forward(h, i) -> (h, cache) and layer_backward(dh, cache, i, grads) -> dh (None below the
-    first layer) run hidden layer i; the backward stores that layer's parameter gradients in grads.
-    Returns the scores when y is None, else (loss, grads).
-    """
-    caches = []
-    for i in range(1, net.num_layers):
-        h, cache = layer_forward(h, i)
-        caches.append(cache)
-        if net.layer_outputs is not None:
-            net.layer_outputs[i] = h
-    last = net.num_layers
-    scores, last_cache = layers.affine_forward(h, net.params[f"W{last}"], net.params[f"b{last}"])
-    if y is None:
-        return scores
-
-    loss, dscores = layers.softmax_loss(scores, y)
-    grads: dict[str, np.ndarray] = {}
-    dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
-    for i in range(net.num_layers - 1, 0, -1):
-        dh = layer_backward(dh, caches[i - 1], i, grads)
-
-    for i in range(1, net.num_layers + 1):
-        w = net.params[f"W{i}"]
-        loss += 0.5 * net.reg * float(np.sum(w * w))
-        grads[f"W{i}"] += net.reg * w
-    return loss, grads
+        return affine_backward_into(dout, affine_cache, i, grads)
 
 
 # --- the architectures a spec can name --------------------------------------------------------------

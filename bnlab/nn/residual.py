@@ -36,14 +36,12 @@ under the number of its weight layer, `layer_outputs` the stream x_k under the b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import numpy as np
 
 from bnlab.nn import conv, layers
 from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
-from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import Architecture, WeightScale, init_std
+from bnlab.nn.nets import Architecture, Net, WeightScale, affine_backward_into, conv_backward_into, init_std
 from bnlab.nn.norms import NORMALIZATIONS, Normalization
 
 RESIDUAL_FORMS = ("pre", "post")
@@ -96,8 +94,8 @@ def projection_backward(dout: Array, cache: tuple) -> tuple[Array, Array]:
 # --- the nets --------------------------------------------------------------------------------
 
 
-class _ResidualNet:
-    """What both residual nets share: the blocks, the loss and the backward pass (see the module
+class _ResidualNet(Net):
+    """What both residual nets share: the blocks and the passes around them (see the module
     docstring). Subclasses set up the parameters and the weight layer of their kind (_linear)."""
 
     residual: str
@@ -106,28 +104,16 @@ class _ResidualNet:
     widths: list[int]
     num_layers: int
 
-    def _setup(self, residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups):
+    def _setup_blocks(
+        self, residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+    ) -> None:
         if residual not in RESIDUAL_FORMS:
             raise ValueError(f"unknown residual form {residual!r}: expected one of {list(RESIDUAL_FORMS)}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
+        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
         self.residual = residual
         self.skipinit = skipinit
-        self.normalization = normalization
-        self.activation_name = activation
-        self.negative_slope = negative_slope
-        forward, backward = ACTIVATIONS[activation]
-        if activation == "leaky_relu":
-            forward = partial(forward, negative_slope=negative_slope)
-        self.activation = (forward, backward)
-        self.reg = reg
-        self.dtype = dtype
         self.num_blocks = len(self.widths)
         self.num_layers = 2 * self.num_blocks + 2
-        self.rng = rng if rng is not None else np.random.mtrand._rand
-        self.params: dict[str, Array] = {}
-        self.activation_inputs: dict[int, Array] | None = None
-        self.layer_outputs: dict[int, Array] | None = None
         # the layers with a norm, in order; one param dict each (mode, running statistics, groups)
         if normalization is None:
             self.norm_layers: list[int] = []
@@ -147,21 +133,17 @@ class _ResidualNet:
     ) -> None:
         """Draw W_i (and P_2k where a block changes the width) in layer order from self.rng."""
         for i in range(1, self.num_layers + 1):
-            fan_in, fan_out = fans[i]
-            self.params[f"W{i}"] = init_std(weight_scale, fan_in, fan_out) * self.rng.randn(*weight_shapes[i])
-            self.params[f"b{i}"] = np.zeros(weight_shapes[i][0 if len(weight_shapes[i]) == 4 else 1])
+            shape = weight_shapes[i]
+            self._add_weights(i, shape, init_std(weight_scale, *fans[i]), shape[0 if len(shape) == 4 else 1])
             if i in projections:
                 shape, p_in, p_out = projections[i]
                 self.params[f"P{i}"] = init_std(weight_scale, p_in, p_out) * self.rng.randn(*shape)
         for i in self.norm_layers:
-            width = self._norm_width(i)
-            self.params[f"gamma{i}"] = np.ones(width)
-            self.params[f"beta{i}"] = np.zeros(width)
+            self._add_norm(i, self._norm_width(i))
         if self.skipinit:
             for k in range(1, self.num_blocks + 1):
                 self.params[f"alpha{2 * k + 1}"] = np.zeros(1)
-        for name, value in self.params.items():
-            self.params[name] = value.astype(self.dtype)
+        self._cast_params()
 
     def _io(self, i: int) -> tuple[int, int]:
         """The features (channels) weight layer i reads and writes."""
@@ -192,11 +174,6 @@ class _ResidualNet:
             return dout
         dx, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, cache)
         return dx
-
-    def _act(self, x: Array, i: int):
-        if self.activation_inputs is not None:
-            self.activation_inputs[i] = x
-        return self.activation[0](x)
 
     def _linear(self, x: Array, i: int):
         raise NotImplementedError
@@ -284,43 +261,28 @@ class _ResidualNet:
             dshort = dout
         return self._downsample_backward(dh + dshort, c_down)
 
-    def loss(self, X: Array, y: Array | None = None):
-        """Class scores (N, C) when y is None (test mode); otherwise (loss, grads) for labels y (N,)
-        in train mode, grads holding one array per parameter. L2 (0.5 * reg * sum of squares) on
-        every W and P, not on gamma, beta, b or alpha."""
-        mode = "test" if y is None else "train"
-        for bn_param in self.bn_params:
-            bn_param["mode"] = mode
-        h = self._input(X)
+    def _body(self, h: Array):
+        """The stem, the blocks, the last norm and activation (pre) and the head: all below W_L."""
         h, stem_cache = self._stem(h)
         caches = []
         for k in range(1, self.num_blocks + 1):
             h, cache = self._block(h, k)
             caches.append(cache)
-        last = self.num_layers
         c_norm = c_act = None
         if self.residual == "pre":
-            h, c_norm = self._norm(h, last)
-            h, c_act = self._act(h, last)
+            h, c_norm = self._norm(h, self.num_layers)
+            h, c_act = self._act(h, self.num_layers)
         h, c_head = self._head(h)
-        scores, c_last = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
-        if y is None:
-            return scores
+        return h, (stem_cache, caches, c_norm, c_act, c_head)
 
-        loss, dscores = layers.softmax_loss(scores, y)
-        grads: dict[str, Array] = {}
-        dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, c_last)
+    def _body_backward(self, dh: Array, cache, grads: dict) -> None:
+        stem_cache, caches, c_norm, c_act, c_head = cache
         dh = self._head_backward(dh, c_head)
         if self.residual == "pre":
-            dh = self._norm_backward(self.activation[1](dh, c_act), c_norm, last, grads)
+            dh = self._norm_backward(self.activation[1](dh, c_act), c_norm, self.num_layers, grads)
         for k in range(self.num_blocks, 0, -1):
             dh = self._block_backward(dh, caches[k - 1], k, grads)
         self._stem_backward(dh, stem_cache, grads)
-        for name, w in self.params.items():
-            if name[0] in "WP":
-                loss += 0.5 * self.reg * float(np.sum(w * w))
-                grads[name] += self.reg * w
-        return loss, grads
 
 
 class ResidualMLP(_ResidualNet):
@@ -359,15 +321,12 @@ class ResidualMLP(_ResidualNet):
     ) -> None:
         if not hidden_dims:
             raise ValueError("a residual net needs at least one block: hidden_dims must not be empty")
-        if normalization is not None and normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(NORMALIZATIONS)}")
-        if normalization == "groupnorm" and any(h % num_groups for h in hidden_dims):
-            raise ValueError(f"num_groups={num_groups} must divide every width {list(hidden_dims)}")
+        self._check_normalization(normalization, NORMALIZATIONS, num_groups, hidden_dims, "every width")
         self.widths = list(hidden_dims)
         self.input_width, self.num_classes = int(np.prod(input_dim)), num_classes
-        if rng is None and seed is not None:
-            rng = np.random.RandomState(seed)
-        self._setup(residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups)
+        self._setup_blocks(
+            residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+        )
         if normalization == "batchrenorm":
             for bn_param in self.bn_params:
                 bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
@@ -380,20 +339,10 @@ class ResidualMLP(_ResidualNet):
         }
         self._init_params(shapes, shapes, projections, weight_scale)
 
-    def _input(self, X: Array) -> Array:
-        h = X.reshape(X.shape[0], -1)
-        return h if h.dtype == self.dtype else h.astype(self.dtype)
-
     def _linear(self, x: Array, i: int):
         return layers.affine_forward(x, self.params[f"W{i}"], self.params[f"b{i}"])
 
-    def _linear_backward(self, dout: Array, cache, i: int, grads: dict) -> Array | None:
-        if i == 1:  # the input's gradient is never needed
-            x, _ = cache
-            grads["W1"], grads["b1"] = x.T @ dout, dout.sum(axis=0)
-            return None
-        dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, cache)
-        return dx
+    _linear_backward = staticmethod(affine_backward_into)
 
 
 class ResidualConvNet(_ResidualNet):
@@ -432,14 +381,11 @@ class ResidualConvNet(_ResidualNet):
     ) -> None:
         if not channels:
             raise ValueError("a residual net needs at least one block: channels must not be empty")
-        if normalization is not None and normalization not in SPATIAL_NORMALIZATIONS:
-            raise ValueError(
-                f"unknown normalization {normalization!r}: expected None or one of {list(SPATIAL_NORMALIZATIONS)}"
-            )
+        self._check_normalization(
+            normalization, SPATIAL_NORMALIZATIONS, num_groups, channels, "every entry of channels"
+        )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
-        if normalization == "groupnorm" and any(c % num_groups for c in channels):
-            raise ValueError(f"num_groups={num_groups} must divide every entry of channels {list(channels)}")
         c, h, w = input_dim
         if h % 2 ** len(channels) or w % 2 ** len(channels):
             raise ValueError(
@@ -448,9 +394,9 @@ class ResidualConvNet(_ResidualNet):
             )
         self.widths = list(channels)
         self.input_width, self.num_classes = c, num_classes
-        if rng is None and seed is not None:
-            rng = np.random.RandomState(seed)
-        self._setup(residual, skipinit, normalization, activation, negative_slope, reg, dtype, rng, num_groups)
+        self._setup_blocks(
+            residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+        )
         self.norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
         self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
         k2 = kernel_size * kernel_size
@@ -466,18 +412,12 @@ class ResidualConvNet(_ResidualNet):
                 projections[2 * k] = ((f_out, f_in, 1, 1), f_in, f_out)
         self._init_params(shapes, fans, projections, weight_scale)
 
-    def _input(self, X: Array) -> Array:
-        return X if X.dtype == self.dtype else X.astype(self.dtype)
+    flat_input = False
 
     def _linear(self, x: Array, i: int):
         return conv.conv_forward_fast(x, self.params[f"W{i}"], self.params[f"b{i}"], self.conv_param)
 
-    def _linear_backward(self, dout: Array, cache, i: int, grads: dict) -> Array | None:
-        if i == 1:
-            grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, cache)
-            return None
-        dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, cache)
-        return dx
+    _linear_backward = staticmethod(conv_backward_into)
 
     def _downsample(self, x: Array, k: int):
         return avg_pool2x2_forward(x)
