@@ -199,7 +199,8 @@ def ran(tmp_path_factory):
     write(root / "claims", "tiny.yaml", TINY)
     other_claim = TINY[TINY.index("  - id: tiny-loss") :].replace("tiny-loss", "other-loss")
     # other configs than tiny's (equal configs would share one folder)
-    other_spec = TINY[: TINY.index("  - id: tiny-train")].replace("tiny", "other").replace("num_val: 100", "num_val: 90")
+    other_spec = TINY[: TINY.index("  - id: tiny-train")]
+    other_spec = other_spec.replace("tiny", "other").replace("num_val: 100", "num_val: 90")
     write(root / "claims", "other.yaml", other_spec + other_claim)
     write(root / "claims", "future.yaml", TINY.replace("name: tiny", "name: future").replace("tiny-", "future-")
           .replace("[null, batchnorm]", "[null, batchnorm, superbatchnorm]"))  # fmt: skip

@@ -60,7 +60,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -664,10 +664,12 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
             overrides.append(f"seeds={json.dumps(folder['seeds'])}")
         if cell is not None and cell.overrides:
             overrides.append(f"name={_cell_name(base.name, cell)}")
-        full = group.make(overrides)
-        experiment = replace(full, runs=[r for r in full.runs if r.run_id in folder["need"]])
+        # the whole sweep stays in the folder's runs.csv (runs no claim needs: pending, or kept as they were)
+        experiment = group.make(overrides)
         start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
-        run_experiment(experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress)
+        run_experiment(
+            experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress, only=folder["need"]
+        )
         folder["results"] = load_results(root / experiment.name)
     values: dict[tuple[str, str], pd.Series] = {}
 
