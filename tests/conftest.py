@@ -47,6 +47,20 @@ def bnlab(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory) -> Path:
+    """configs/smoke.yaml trained once for the session (1 worker), for tests that read a finished
+    experiment; a test that changes it works on a copy."""
+    if not HAS_SHARED_DATA:
+        pytest.skip(NO_SHARED_DATA)
+    out = tmp_path_factory.mktemp("smoke_results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+        result = bnlab("run", SMOKE, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    return out / "smoke"
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as dicts of text, keyed by the header."""
     with open(path, newline="") as f:

@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
-import pytest
+from conftest import bnlab
 from threadpoolctl import threadpool_info
-from typer.testing import CliRunner
 
-from bnlab.cli import app
 from bnlab.numerics import cpu_model
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 
-
-def bnlab(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-        result = bnlab("run", ROOT / "configs" / "smoke.yaml", "--out", out, "--workers", 1)
-    assert result.exit_code == 0, result.output
-    return out / "smoke"
-
-
-def test_every_meta_json_records_the_numerics_of_the_process_that_trained_it(smoke):
+def test_every_meta_json_records_the_numerics_of_the_process_that_trained_it(smoke_results):
     import numpy as np
 
     blas = next(lib for lib in threadpool_info() if lib["user_api"] == "blas")
-    metas = [json.loads(p.read_text()) for p in sorted(smoke.glob("*/meta.json"))]
+    metas = [json.loads(p.read_text()) for p in sorted(smoke_results.glob("*/meta.json"))]
     assert len(metas) == 4
     for meta in metas:
         record = meta["numerics"]
@@ -51,12 +31,12 @@ def test_every_meta_json_records_the_numerics_of_the_process_that_trained_it(smo
         assert isinstance(record["numpy_simd"], list)
 
 
-def test_results_and_report_say_when_runs_differ_in_provenance(smoke, tmp_path):
-    same = bnlab("results", smoke)
+def test_results_and_report_say_when_runs_differ_in_provenance(smoke_results, tmp_path):
+    same = bnlab("results", smoke_results)
     assert same.exit_code == 0 and "differ in provenance" not in same.output
 
     mixed = tmp_path / "mixed"
-    shutil.copytree(smoke, mixed)
+    shutil.copytree(smoke_results, mixed)
     meta_file = mixed / "normalization=none__seed=1" / "meta.json"
     meta = json.loads(meta_file.read_text())
     kernel = meta["numerics"]["blas"]["kernel"]
@@ -72,5 +52,5 @@ def test_results_and_report_say_when_runs_differ_in_provenance(smoke, tmp_path):
     assert bnlab("report", mixed).exit_code == 0
     html = (mixed / "report.html").read_text()
     assert f"the runs differ in provenance: kernel: {kernel} (3 runs), Elsewhere (1 run)" in html
-    assert bnlab("report", smoke).exit_code == 0
-    assert "differ in provenance" not in (smoke / "report.html").read_text()
+    assert bnlab("report", smoke_results).exit_code == 0
+    assert "differ in provenance" not in (smoke_results / "report.html").read_text()

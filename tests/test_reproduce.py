@@ -8,53 +8,32 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import SHARED_DATA, bnlab
 
-from bnlab.cli import app
 from bnlab.lab.executors import SerialExecutor
 from bnlab.lab.reproduce import first_difference, reproduce, sample
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
-
-
-@pytest.fixture(autouse=True)
-def shared_data(monkeypatch):
-    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-
-
-def bnlab(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+pytestmark = pytest.mark.usefixtures("shared_data")  # skips, saying why, without the data
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
-        result = bnlab("run", ROOT / "configs" / "smoke.yaml", "--out", out, "--workers", 1)
-    assert result.exit_code == 0, result.output
-    return out / "smoke"
-
-
-def test_an_intact_folder_reproduces_identically_and_is_left_alone(smoke):
-    before = snapshot(smoke)
-    result = bnlab("reproduce", smoke, "--workers", 1)
+def test_an_intact_folder_reproduces_identically_and_is_left_alone(smoke_results):
+    before = snapshot(smoke_results)
+    result = bnlab("reproduce", smoke_results, "--workers", 1)
     assert result.exit_code == 0, result.output
     assert result.output.count("identical") == 4 + 1  # four rows and the count line
     assert "4 identical, 0 different" in result.output
-    assert snapshot(smoke) == before
+    assert snapshot(smoke_results) == before
 
 
-def test_a_tampered_history_is_named_with_its_first_differing_iteration(smoke, tmp_path):
+def test_a_tampered_history_is_named_with_its_first_differing_iteration(smoke_results, tmp_path):
     import shutil
 
     copy = tmp_path / "smoke"
-    shutil.copytree(smoke, copy)
+    shutil.copytree(smoke_results, copy)
     run = copy / "normalization=batchnorm__seed=1"
     lines = (run / "history.csv").read_text().splitlines()
     iteration, epoch, loss = lines[5].split(",")  # iteration 5
@@ -84,11 +63,11 @@ def test_a_tampered_history_is_named_with_its_first_differing_iteration(smoke, t
     assert differing[0].provenance == {"kernel": (kernel_then, kernel_now)}
 
 
-def test_a_sample_of_k_runs_is_fixed_and_spread(smoke):
+def test_a_sample_of_k_runs_is_fixed_and_spread(smoke_results):
     ids = [f"r{i}" for i in range(10)]
     assert sample(ids, 3) == ["r0", "r3", "r6"] == sample(ids, 3)
     assert sample(ids, None) == ids and sample(ids, 20) == ids
-    result = bnlab("reproduce", smoke, "--runs", 2, "--workers", 1)
+    result = bnlab("reproduce", smoke_results, "--runs", 2, "--workers", 1)
     assert result.exit_code == 0 and "2 identical, 0 different" in result.output
 
 
