@@ -52,11 +52,20 @@ SetOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
 ]
+ExecutorOpt = Annotated[
+    ExecutorKind, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
+]
+SchedulerOpt = Annotated[
+    str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
+]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder holding cifar-10-batches-py/ (default: $BNLAB_DATA_DIR, else the user cache).",
+        help=(
+            "Folder holding the data sets (cifar-10-batches-py/, mnist/, fashion-mnist/; "
+            "default: $BNLAB_DATA_DIR, else the user cache)."
+        ),
     ),
 ]
 
@@ -140,12 +149,8 @@ def run(
     data_dir: DataDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every run, even finished ones.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
-    executor: Annotated[
-        ExecutorKind, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
-    ] = ExecutorKind.local,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
-    ] = None,
+    executor: ExecutorOpt = ExecutorKind.local,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Train every run of each spec and write results/<experiment>/.
 
@@ -515,9 +520,7 @@ def claims(
         bool,
         typer.Option("--list", help="List the claims (id, statement, results so far) without training anything."),
     ] = False,
-    workers: Annotated[
-        int | None, typer.Option("--workers", "-j", min=1, help="Parallel worker processes (default: all cores).")
-    ] = None,
+    workers: WorkersOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Results root; claims go to OUT/claims/.")] = Path("results"),
     claims_dir: Annotated[Path, typer.Option("--dir", help="The folder of claim files.")] = Path("configs/claims"),
     data_dir: DataDirOpt = None,
@@ -528,12 +531,8 @@ def claims(
     max_seeds: Annotated[
         int, typer.Option("--max-seeds", min=2, help="With --until-decided: the most seeds a cell gets.")
     ] = 24,
-    executor: Annotated[
-        ExecutorKind, typer.Option("--executor", help="local (worker processes here) or dask (a Dask cluster).")
-    ] = ExecutorKind.local,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
-    ] = None,
+    executor: ExecutorOpt = ExecutorKind.local,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Test the reference notes' claims over paired seeds, each with a verdict.
 

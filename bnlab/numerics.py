@@ -73,29 +73,29 @@ def check_setting() -> None:
         )
 
 
-def _has_avx2() -> bool:
-    """False only when /proc/cpuinfo says so (Linux); elsewhere an x86-64 CPU is assumed to have it
-    (every one made since 2015 does)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of `field` ('flags', 'model name') for the first CPU in /proc/cpuinfo, or None
+    where there is no such file (not Linux) or field."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return "avx2" in line.split()
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return True
+    return None
+
+
+def _has_avx2() -> bool:
+    """False only when /proc/cpuinfo says so (Linux); elsewhere an x86-64 CPU is assumed to have it
+    (every one made since 2015 does)."""
+    flags = _cpuinfo("flags")
+    return flags is None or "avx2" in flags.split()
 
 
 def cpu_model() -> str:
     """The CPU's marketing name ('AMD EPYC', 'Apple M2'), or the architecture when unknown."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 @functools.cache

@@ -209,20 +209,40 @@ def history_figure(results: ExperimentResults, title: str | None = None) -> Figu
     return fig
 
 
+# A panel's title and y unit, for each metric or statistic that sweep_figure and landscape_figure show
+PANEL_LABELS = {
+    "best_val_acc": ("Best validation accuracy", "Accuracy"),
+    "best_train_acc": ("Best training accuracy", "Accuracy"),
+    "final_train_loss": ("Final training loss (mean of the last 100 iterations)", "Loss"),
+    "loss_range": ("Loss landscape: range of the loss along the gradient", "max - min loss"),
+    "grad_change": ("Gradient predictiveness: largest change of the gradient", "max ||g' - g||"),
+    "beta_smoothness": ("Effective beta-smoothness", "max ||g' - g|| / ||step||"),
+}
+
+
+SWEEP_PANELS = ("best_val_acc", "best_train_acc", "final_train_loss")
+LANDSCAPE_PANELS = ("loss_range", "grad_change", "beta_smoothness")
+
+
+def _panel_column(keys: Sequence[str]) -> tuple[Figure, np.ndarray]:
+    """A portrait page of one panel per metric or statistic in keys, stacked over a shared x axis
+    and labelled from PANEL_LABELS."""
+    fig = Figure(figsize=(8.5, 10), layout="constrained")
+    axes = fig.subplots(len(keys), 1, sharex=True)
+    for ax, key in zip(axes, keys, strict=True):
+        panel_title, unit = PANEL_LABELS[key]
+        _label(ax, panel_title, None, unit)
+    return fig, axes
+
+
 def sweep_figure(results: ExperimentResults, x: str, title: str | None = None) -> Figure:
     """Best val accuracy, best train accuracy and final training loss against swept key x; one line
     per group of the other swept keys. Diverged runs are left out of the lines (a gap where all
     seeds diverged) and drawn as an 'x' at the top of each panel at their x."""
-    fig = Figure(figsize=(8.5, 10), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
     runs = _finished(results).dropna(subset=[x])
     groups = _groups(results, runs, [k for k in results.swept_keys if k != x])
-    panels = [
-        ("best_val_acc", "Best validation accuracy", "Accuracy"),
-        ("best_train_acc", "Best training accuracy", "Accuracy"),
-        ("final_train_loss", "Final training loss (mean of the last 100 iterations)", "Loss"),
-    ]
-    for ax, (metric, panel_title, unit) in zip(axes, panels, strict=True):
+    fig, axes = _panel_column(SWEEP_PANELS)
+    for ax, metric in zip(axes, SWEEP_PANELS, strict=True):
         for group in groups:
             done = group.runs[group.runs["status"] == "done"]
             stats = done.groupby(x)[metric].agg(["mean", "std"]).fillna({"std": 0.0})
@@ -235,7 +255,6 @@ def sweep_figure(results: ExperimentResults, x: str, title: str | None = None) -
                 ax.set_yscale("log")
             else:
                 _set_robust_ylim(ax, np.nanmin(losses, initial=np.inf), losses)
-        _label(ax, panel_title, None, unit)
         diverged = [(v, math.nan, g.color) for g in groups for v in g.runs.loc[g.runs["status"] == "diverged", x]]
         _mark_diverged(ax, diverged)
     if _log_spaced(runs[x].to_numpy(dtype=float)):
@@ -337,17 +356,10 @@ def landscape_figure(results: ExperimentResults, title: str | None = None) -> Fi
     per run group (mean +- std over seeds), log axes where the values span two decades or more."""
     probes = _probe_table(results, FIGURE_KINDS["landscape"].statistics)
     groups = _groups(results, _finished(results), results.swept_keys)
-    fig = Figure(figsize=(8.5, 10), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    panels = (
-        ("loss_range", "Loss landscape: range of the loss along the gradient", "max - min loss"),
-        ("grad_change", "Gradient predictiveness: largest change of the gradient", "max ||g' - g||"),
-        ("beta_smoothness", "Effective beta-smoothness", "max ||g' - g|| / ||step||"),
-    )
-    for ax, (statistic, panel_title, unit) in zip(axes, panels, strict=True):
+    fig, axes = _panel_column(LANDSCAPE_PANELS)
+    for ax, statistic in zip(axes, LANDSCAPE_PANELS, strict=True):
         for group in groups:
             _draw_probe(ax, probes, group, 0, statistic, label=group.label if statistic == "loss_range" else None)
-        _label(ax, panel_title, None, unit)
         _log_if_spread(ax, probes, statistic)
     axes[-1].set_xlabel("Iteration")
     _finish(fig, results, title or f"{results.name}: loss landscape along the gradient", axes[0], groups)

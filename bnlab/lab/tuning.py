@@ -64,9 +64,8 @@ def flush_subnormals() -> Iterator[bool]:
 def keep_large_arrays_on_heap() -> bool:
     """Serve allocations up to 64 MiB from the heap and keep up to 128 MiB of freed memory for
     reuse, in this whole process. Returns whether it could (glibc's mallopt)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 1 << 26)) and bool(mallopt(m_trim_threshold, 1 << 27))
@@ -76,8 +75,13 @@ def release_free_memory() -> bool:
     """Give the free memory of the heap back to the operating system (glibc's malloc_trim), e.g.
     after preparing a data set: otherwise a process may keep the peak of its heap for its whole
     life, beside the workers it starts. Returns whether it could."""
+    malloc_trim = _libc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+def _libc_function(name: str):
+    """The C library's function `name` (glibc's mallopt, malloc_trim), or None where it has none."""
     try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    return bool(malloc_trim(0))
+        return None

@@ -176,72 +176,10 @@ def _layer_checks() -> list[GradCheck]:
     numerical = eval_numerical_gradient(lambda s: layers.softmax_loss(s, y)[0], scores.copy())
     checks.append(GradCheck("softmax_loss dx", rel_error(numerical, layers.softmax_loss(scores, y)[1]), NORM))
 
-    checks += _batchnorm_checks()
-
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
-
-    def noisy_forward(x, gamma, beta):
-        # a fresh generator on every call: the same noise each time, so the function is fixed
-        param = {"mode": "train", "noise_rng": np.random.RandomState(SEED)}
-        return norms.noisy_batchnorm_forward(x, gamma, beta, param)
-
-    checks += _backward_vs_numerical(
-        "noisy_batchnorm (noise fixed)",
-        noisy_forward,
-        norms.noisy_batchnorm_backward,
-        (x, gamma, beta),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(4, 5),
-        NORM,
-    )
-
-    for name in ("layernorm", "rmsnorm"):  # per-sample norms without state
-        rng = np.random.RandomState(SEED)
-        x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
-        forward, backward = getattr(norms, f"{name}_forward"), getattr(norms, f"{name}_backward")
-        checks += _backward_vs_numerical(
-            name, forward, backward, (x, gamma, beta, {}), ("dx", "dgamma", "dbeta"), rng.randn(4, 5), NORM
-        )
-
+    for name, forward, backward, x_shape, param_shape, options in _norm_cases():
+        checks += _norm_check(name, forward, backward, x_shape, param_shape, *options)
+    checks += _batchnorm_alt_check()
     checks += _batchrenorm_checks()
-
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (4, 6)), rng.randn(6), rng.randn(6)
-    checks += _backward_vs_numerical(
-        "groupnorm (G=2)",
-        norms.groupnorm_forward,
-        norms.groupnorm_backward,
-        (x, gamma, beta, 2, {}),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(4, 6),
-        NORM,
-    )
-
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (2, 3, 2, 3)), rng.randn(3), rng.randn(3)
-    checks += _backward_vs_numerical(
-        "spatial batchnorm",
-        conv.spatial_batchnorm_forward,
-        conv.spatial_batchnorm_backward,
-        (x, gamma, beta, {"mode": "train"}),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(2, 3, 2, 3),
-        NORM,
-    )
-
-    rng = np.random.RandomState(SEED)
-    x = _normalized_input(rng, (2, 6, 2, 3))
-    gamma, beta = rng.randn(1, 6, 1, 1), rng.randn(1, 6, 1, 1)
-    checks += _backward_vs_numerical(
-        "spatial groupnorm (G=2)",
-        conv.spatial_groupnorm_forward,
-        conv.spatial_groupnorm_backward,
-        (x, gamma, beta, 2, {}),
-        ("dx", "dgamma", "dbeta"),
-        rng.randn(2, 6, 2, 3),
-        NORM,
-    )
 
     rng = np.random.RandomState(SEED)
     x = rng.randn(10, 8)
@@ -259,27 +197,61 @@ def _layer_checks() -> list[GradCheck]:
     return checks
 
 
-def _batchnorm_checks() -> list[GradCheck]:
-    """Both batch-norm backward passes against numerical gradients, and against each other on the
-    notebooks' larger (100, 500) batch."""
-    rng = np.random.RandomState(SEED)
-    x, gamma, beta = _normalized_input(rng, (4, 5)), rng.randn(5), rng.randn(5)
-    dout = rng.randn(4, 5)
-    checks = []
-    for label, backward in (
-        ("batchnorm_backward", norms.batchnorm_backward),
-        ("batchnorm_backward_alt", norms.batchnorm_backward_alt),
-    ):
-        checks += _backward_vs_numerical(
-            label,
-            norms.batchnorm_forward,
-            backward,
-            (x, gamma, beta, {"mode": "train"}),
-            ("dx", "dgamma", "dbeta"),
-            dout,
-            NORM,
-        )
+def _noisy_batchnorm_fixed(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray):
+    """noisy_batchnorm_forward with a fresh generator on every call: the same noise each time, so
+    the function being differentiated is fixed."""
+    param = {"mode": "train", "noise_rng": np.random.RandomState(SEED)}
+    return norms.noisy_batchnorm_forward(x, gamma, beta, param)
 
+
+def _norm_cases() -> list[tuple]:
+    """name, forward, backward, the shape of x, of gamma and beta, the arguments after them; looked
+    up on every call, so that the checks see the functions as they are now (tests break them)."""
+    return [
+        ("batchnorm_backward", norms.batchnorm_forward, norms.batchnorm_backward, (4, 5), (5,), [{"mode": "train"}]),
+        (
+            "batchnorm_backward_alt",
+            norms.batchnorm_forward,
+            norms.batchnorm_backward_alt,
+            (4, 5),
+            (5,),
+            [{"mode": "train"}],
+        ),
+        ("noisy_batchnorm (noise fixed)", _noisy_batchnorm_fixed, norms.noisy_batchnorm_backward, (4, 5), (5,), []),
+        ("layernorm", norms.layernorm_forward, norms.layernorm_backward, (4, 5), (5,), [{}]),
+        ("rmsnorm", norms.rmsnorm_forward, norms.rmsnorm_backward, (4, 5), (5,), [{}]),
+        ("groupnorm (G=2)", norms.groupnorm_forward, norms.groupnorm_backward, (4, 6), (6,), [2, {}]),
+        (
+            "spatial batchnorm",
+            conv.spatial_batchnorm_forward,
+            conv.spatial_batchnorm_backward,
+            (2, 3, 2, 3),
+            (3,),
+            [{"mode": "train"}],
+        ),
+        (
+            "spatial groupnorm (G=2)",
+            conv.spatial_groupnorm_forward,
+            conv.spatial_groupnorm_backward,
+            (2, 6, 2, 3),
+            (1, 6, 1, 1),
+            [2, {}],
+        ),
+    ]
+
+
+def _norm_check(name: str, forward, backward, x_shape: tuple, param_shape: tuple, *options) -> list[GradCheck]:
+    """dx, dgamma and dbeta of a normalization against numerical gradients, at x from
+    _normalized_input and gamma, beta, dout drawn after it from a fresh SEED stream."""
+    rng = np.random.RandomState(SEED)
+    x = _normalized_input(rng, x_shape)
+    gamma, beta = rng.randn(*param_shape), rng.randn(*param_shape)
+    inputs, names = (x, gamma, beta, *options), ("dx", "dgamma", "dbeta")
+    return _backward_vs_numerical(name, forward, backward, inputs, names, rng.randn(*x_shape), NORM)
+
+
+def _batchnorm_alt_check() -> list[GradCheck]:
+    """The two batch-norm backward passes against each other on the notebooks' larger (100, 500) batch."""
     rng = np.random.RandomState(SEED)
     x, gamma, beta = 5 * rng.randn(100, 500) + 12, rng.randn(500), rng.randn(500)
     dout = rng.randn(100, 500)
@@ -287,8 +259,7 @@ def _batchnorm_checks() -> list[GradCheck]:
     graph = norms.batchnorm_backward(dout, cache)
     closed_form = norms.batchnorm_backward_alt(dout, cache)
     error = max(rel_error(a, b) for a, b in zip(graph, closed_form, strict=True))
-    checks.append(GradCheck("batchnorm_backward_alt = batchnorm_backward (dx, dgamma, dbeta)", error, SAME))
-    return checks
+    return [GradCheck("batchnorm_backward_alt = batchnorm_backward (dx, dgamma, dbeta)", error, SAME)]
 
 
 def _batchrenorm_forward_fresh(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: dict):
@@ -429,8 +400,7 @@ def _net_checks(activation: str, normalization: str | None, position: str, reg: 
 
     label = f"net {activation} {normalization or 'no norm'}"
     label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
-    cancelled = normalization in BIAS_CANCELLING and position == "before"
-    return _model_checks(label, model, X, y, cancelled, initial_bn_params)
+    return _model_checks(label, model, X, y, initial_bn_params)
 
 
 def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
@@ -438,46 +408,27 @@ def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
     second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
     there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
     that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
-    rng = np.random.RandomState(SEED)
-    X, y = rng.randn(6, 3, 8, 6), rng.randint(5, size=6)
-    model = ConvNet(
-        [2, 4],
-        input_dim=(3, 8, 6),
-        num_classes=5,
-        hidden_dims=[],
-        normalization=normalization,
-        num_groups=2,
-        reg=reg,
-        weight_scale="he",
-        dtype=np.float64,
-        rng=rng,
-    )
     label = f"convnet {normalization or 'no norm'} reg={reg:g}"
-    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+    options = dict(hidden_dims=[], normalization=normalization, num_groups=2, reg=reg, weight_scale="he")
+    return _conv_model_checks(label, [2, 4], (6, 3, 8, 6), options)
 
 
 def _lenet_checks(normalization: str | None) -> list[GradCheck]:
     """A small LeNet (d2l's: valid convolutions, average pooling, sigmoid, a hidden affine layer;
     10x10 -> 8x8 -> 4x4 -> 2x2 -> 1x1), its gradients against numerical ones. The sigmoid passes
     gradient everywhere, so batch norm in the hidden layer is checked too."""
-    rng = np.random.RandomState(SEED)
-    X, y = rng.randn(6, 2, 10, 10), rng.randint(5, size=6)
-    model = ConvNet(
-        [3, 4],
-        kernel_size=3,
-        padding="valid",
-        pool="avg",
-        input_dim=(2, 10, 10),
-        num_classes=5,
-        hidden_dims=[6],
-        normalization=normalization,
-        activation="sigmoid",
-        weight_scale="xavier",
-        dtype=np.float64,
-        rng=rng,
-    )
     label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
-    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+    options = dict(padding="valid", pool="avg", hidden_dims=[6], activation="sigmoid", weight_scale="xavier")
+    return _conv_model_checks(label, [3, 4], (6, 2, 10, 10), {**options, "normalization": normalization})
+
+
+def _conv_model_checks(label: str, channels: list[int], x_shape: tuple[int, ...], options: dict) -> list[GradCheck]:
+    """_model_checks of a float64 ConvNet(channels, **options) for 5 classes and inputs of x_shape,
+    the inputs, labels and weights drawn in that order from a fresh SEED stream."""
+    rng = np.random.RandomState(SEED)
+    X, y = rng.randn(*x_shape), rng.randint(5, size=x_shape[0])
+    model = ConvNet(channels, input_dim=x_shape[1:], num_classes=5, dtype=np.float64, rng=rng, **options)
+    return _model_checks(label, model, X, y)
 
 
 def _model_checks(
@@ -485,14 +436,14 @@ def _model_checks(
     model,
     X: np.ndarray,
     y: np.ndarray,
-    cancelled: bool,
     initial_bn_params: list | None = None,
 ) -> list[GradCheck]:
     """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
     gammas and betas) with the worst parameter named, and a row for the entries whose gradient is
-    zero by structure, showing that both gradients vanish there (see _ignored_entries). `cancelled`
-    says batch (re)norm follows the hidden affine layers, whose biases it must cancel. With
+    zero by structure, showing that both gradients vanish there (see _ignored_entries); when batch
+    (re)norm follows the hidden affine layers, their biases must be among them. With
     initial_bn_params, every evaluation starts from those normalization states."""
+    cancelled = model.normalization in BIAS_CANCELLING and getattr(model, "norm_position", "before") == "before"
 
     def loss() -> float:
         if initial_bn_params is not None:
@@ -522,9 +473,7 @@ def _model_checks(
         checks.append(GradCheck(f"{label} {kind} (worst: {name})", by_name[name], NET_W if kind == "W" else NET_OTHER))
     if zero_by_structure:
         names = ", ".join(zero_by_structure)
-        checks.append(
-            GradCheck(f"{label} {names} zero by structure: max |grad| (should be 0)", vanishing, VANISHING)
-        )
+        checks.append(GradCheck(f"{label} {names} zero by structure: max |grad| (should be 0)", vanishing, VANISHING))
     return checks
 
 
@@ -595,7 +544,7 @@ def _residual_checks(
         if name.startswith("alpha"):
             model.params[name][...] = RESIDUAL_ALPHA
     label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''} reg={reg:g}"
-    return _model_checks(label, model, X, y, cancelled=normalization == "batchnorm")
+    return _model_checks(label, model, X, y)
 
 
 def _ignored_entries(loss: Callable[[], float], param: np.ndarray) -> np.ndarray:

@@ -170,15 +170,7 @@ def layernorm_forward(x: Array, gamma: Array, beta: Array, ln_param: dict) -> tu
     gamma, beta (D,). ln_param may hold 'eps' (1e-5); there are no running statistics, so train
     and test behave the same.
     """
-    eps = ln_param.get("eps", 1e-5)
-    d = x.shape[1]
-    x_hat = x - x.mean(axis=1, keepdims=True)
-    var = np.einsum("nd,nd->n", x_hat, x_hat) / d
-    inv_std = (1.0 / np.sqrt(var + eps))[:, None]
-    x_hat *= inv_std
-    out = x_hat * gamma
-    out += beta
-    return out, (x_hat, gamma, inv_std)
+    return _per_sample_forward(x, gamma, beta, ln_param.get("eps", 1e-5), centered=True)
 
 
 def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
@@ -200,13 +192,7 @@ def rmsnorm_forward(x: Array, gamma: Array, beta: Array, rms_param: dict) -> tup
     this is torch.nn.functional.rms_norm(x, (D,), gamma, eps). rms_param may hold 'eps' (1e-5);
     train and test behave the same.
     """
-    eps = rms_param.get("eps", 1e-5)
-    d = x.shape[1]
-    inv_rms = (1.0 / np.sqrt(np.einsum("nd,nd->n", x, x) / d + eps))[:, None]
-    x_hat = x * inv_rms
-    out = x_hat * gamma
-    out += beta
-    return out, (x_hat, gamma, inv_rms)
+    return _per_sample_forward(x, gamma, beta, rms_param.get("eps", 1e-5), centered=False)
 
 
 def rmsnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
@@ -215,6 +201,19 @@ def rmsnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,).
     """
     return _per_sample_backward(dout, cache, centered=False)
+
+
+def _per_sample_forward(x: Array, gamma: Array, beta: Array, eps: float, centered: bool) -> tuple[Array, Cache]:
+    """Layer norm's forward (centered) or RMS norm's (not): x_hat = x_c / sqrt(mean(x_c**2) + eps)
+    per sample, x_c being x minus its mean over the features (centered) or x; out = gamma * x_hat + beta.
+    The cache is (x_hat, gamma, inv_std) for _per_sample_backward."""
+    d = x.shape[1]
+    x_hat = x - x.mean(axis=1, keepdims=True) if centered else x
+    inv_std = (1.0 / np.sqrt(np.einsum("nd,nd->n", x_hat, x_hat) / d + eps))[:, None]
+    x_hat = x_hat * inv_std
+    out = x_hat * gamma
+    out += beta
+    return out, (x_hat, gamma, inv_std)
 
 
 def _per_sample_backward(dout: Array, cache: Cache, centered: bool) -> tuple[Array, Array, Array]:

@@ -28,6 +28,12 @@ def _with_defaults(rule: str, config: dict | None) -> dict:
     return config
 
 
+def _state(config: dict, key: str, w: Array) -> Array:
+    """The rule's state array `key` in config, zeros like w before the first step."""
+    state = config.get(key)
+    return np.zeros_like(w) if state is None else state
+
+
 def sgd(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     """Vanilla SGD: next_w = w - learning_rate * dw."""
     config = _with_defaults("sgd", config)
@@ -37,9 +43,7 @@ def sgd(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
 def sgd_momentum(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     """SGD with momentum: v = momentum * v - learning_rate * dw; next_w = w + v (v starts at 0)."""
     config = _with_defaults("sgd_momentum", config)
-    v = config.get("velocity")
-    if v is None:
-        v = np.zeros_like(w)
+    v = _state(config, "velocity", w)
     v = config["momentum"] * v - config["learning_rate"] * dw
     config["velocity"] = v
     return w + v, config
@@ -50,9 +54,7 @@ def rmsprop(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dic
     next_w = w - learning_rate * dw / (sqrt(cache) + epsilon).
     """
     config = _with_defaults("rmsprop", config)
-    cache = config.get("cache")
-    if cache is None:
-        cache = np.zeros_like(w)
+    cache = _state(config, "cache", w)
     cache = config["decay_rate"] * cache + (1 - config["decay_rate"]) * (dw * dw)
     config["cache"] = cache
     return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
@@ -65,9 +67,7 @@ def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     next_w = w - learning_rate * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + epsilon)
     """
     config = _with_defaults("adam", config)
-    m, v = config.get("m"), config.get("v")
-    if m is None:
-        m, v = np.zeros_like(w), np.zeros_like(w)
+    m, v = _state(config, "m", w), _state(config, "v", w)
     beta1, beta2 = config["beta1"], config["beta2"]
     t = config["t"] = config.get("t", 0) + 1
     # Memory-bound: each line is a pass over all parameters, so the moments are updated in place
