@@ -74,7 +74,7 @@ def no_env(monkeypatch, tmp_path):
 
 
 def test_shared_mnist_splits_and_scale_match_an_independent_decode():
-    loaded = datasets.load_dataset("mnist", SHARED, num_train=3000, num_val=1000, num_test=1000)
+    loaded = datasets.load_dataset(datasets.Request("mnist", num_train=3000, num_val=1000, num_test=1000), SHARED)
     images, labels = decode_idx(SHARED / "mnist" / FILES[0]), decode_idx(SHARED / "mnist" / FILES[1])
     test_images, test_labels = decode_idx(SHARED / "mnist" / FILES[2]), decode_idx(SHARED / "mnist" / FILES[3])
     assert len(images) == 4000 and len(test_images) == 1000  # the subset's README
@@ -92,14 +92,14 @@ def test_shared_mnist_splits_and_scale_match_an_independent_decode():
 def test_mean_image_and_standardize_use_the_pool_without_validation():
     images = decode_idx(SHARED / "mnist" / FILES[0]).astype(np.float64)
     fit = images[:3500]  # num_val = 500: the last 500 are validation, left out of the statistics
-    mean_img = datasets.load_dataset("mnist", SHARED, 100, 500, 10, np.float64, "mean_image")
+    mean_img = datasets.load_dataset(datasets.Request("mnist", 100, 500, 10, np.float64, "mean_image"), SHARED)
     np.testing.assert_allclose(mean_img["X_train"][:, 0], images[:100] - fit.mean(axis=0), atol=1e-12)
-    std = datasets.load_dataset("mnist", SHARED, 100, 500, 10, np.float64, "standardize")
+    std = datasets.load_dataset(datasets.Request("mnist", 100, 500, 10, np.float64, "standardize"), SHARED)
     np.testing.assert_allclose(std["X_val"][:, 0], (images[3500:] - fit.mean()) / fit.std(), rtol=1e-10)
 
 
 def test_cifar10_standardize_is_per_channel_over_the_pool():
-    loaded = datasets.load_dataset("cifar10", SHARED, 200, 100, 10, np.float64, "standardize")
+    loaded = datasets.load_dataset(datasets.Request("cifar10", 200, 100, 10, np.float64, "standardize"), SHARED)
     pool = np.concatenate(
         [data._read_batch(SHARED / "cifar-10-batches-py" / f"data_batch_{i}")[0] for i in range(1, 6)]
     )
@@ -111,10 +111,10 @@ def test_cifar10_standardize_is_per_channel_over_the_pool():
 
 
 def test_cifar10_default_is_the_notebooks_mean_image_bit_for_bit():
-    assert datasets.load_dataset("cifar10", SHARED, 200, 100, 50)["X_train"].tobytes() == (
+    assert datasets.load_dataset(datasets.Request("cifar10", 200, 100, 50), SHARED)["X_train"].tobytes() == (
         data.load_cifar10(SHARED, 200, 100, 50)["X_train"].tobytes()
     )
-    loaded = datasets.load_dataset("cifar10", SHARED, 200, 100, 50, np.float64)
+    loaded = datasets.load_dataset(datasets.Request("cifar10", 200, 100, 50, np.float64), SHARED)
     pool = np.concatenate(
         [data._read_batch(SHARED / "cifar-10-batches-py" / f"data_batch_{i}")[0] for i in range(1, 6)]
     )
@@ -127,7 +127,7 @@ def test_cifar10_default_is_the_notebooks_mean_image_bit_for_bit():
 
 def test_fashion_mnist_loads_written_files(tmp_path):
     arrays = write_set(tmp_path / "fashion-mnist", 30, 7)
-    loaded = datasets.load_dataset("fashion_mnist", tmp_path, num_train=20, num_val=10, num_test=7)
+    loaded = datasets.load_dataset(datasets.Request("fashion_mnist", num_train=20, num_val=10, num_test=7), tmp_path)
     np.testing.assert_array_equal(loaded["X_train"][:, 0], (arrays[FILES[0]][:20] / 255.0).astype(np.float32))
     assert loaded["y_val"].tolist() == arrays[FILES[1]][20:].tolist()
     assert loaded["X_test"].shape == (7, 1, 28, 28)
@@ -143,7 +143,7 @@ def test_official_sizes_are_read_from_the_headers(tmp_path, name):
     write_idx(folder / FILES[2], np.full((10_000, 28, 28), 255, np.uint8))
     write_idx(folder / FILES[3], (np.arange(10_000) % 10).astype(np.uint8))
     assert datasets.counts(name, tmp_path) == (60_000, 10_000)
-    loaded = datasets.load_dataset(name, tmp_path, num_train=59_000, num_val=1_000, num_test=10_000)
+    loaded = datasets.load_dataset(datasets.Request(name, num_train=59_000, num_val=1_000, num_test=10_000), tmp_path)
     assert loaded["X_train"].shape == (59_000, 1, 28, 28) and loaded["X_test"].shape == (10_000, 1, 28, 28)
     assert loaded["X_test"].min() == 1.0 and loaded["X_train"].max() == 0.0
     assert loaded["y_val"].tolist() == [i % 10 for i in range(59_000, 60_000)]
@@ -152,7 +152,8 @@ def test_official_sizes_are_read_from_the_headers(tmp_path, name):
 def test_the_folder_itself_may_be_named(tmp_path):
     write_set(tmp_path / "anything", 12, 3)
     assert datasets.locate("mnist", tmp_path / "anything") == tmp_path / "anything"
-    assert datasets.load_dataset("mnist", tmp_path / "anything", 10, 2, 3)["X_train"].shape == (10, 1, 28, 28)
+    loaded = datasets.load_dataset(datasets.Request("mnist", 10, 2, 3), tmp_path / "anything")
+    assert loaded["X_train"].shape == (10, 1, 28, 28)
 
 
 # --- bad data: one clear message each -----------------------------------------------------------
@@ -200,7 +201,7 @@ def test_bad_files_give_one_data_error(tmp_path, how):
     write_set(tmp_path / "mnist", 30, 7)
     phrase = corrupt(tmp_path / "mnist", how)
     with pytest.raises(DataError) as error:
-        datasets.load_dataset("mnist", tmp_path, 20, 10, 7)
+        datasets.load_dataset(datasets.Request("mnist", 20, 10, 7), tmp_path)
     assert phrase in str(error.value)
 
 
@@ -222,7 +223,7 @@ def test_a_missing_file_names_the_folder_and_the_file(tmp_path, monkeypatch):
     write_set(tmp_path / "mnist", 30, 7)
     (tmp_path / "mnist" / FILES[3]).unlink()
     with pytest.raises(DataError) as error:
-        datasets.load_dataset("mnist", tmp_path, 20, 10, 7)
+        datasets.load_dataset(datasets.Request("mnist", 20, 10, 7), tmp_path)
     message = str(error.value)
     assert str(tmp_path / "mnist") in message and FILES[3] in message and FILES[0] not in message.split("lacks")[1]
     monkeypatch.chdir(tmp_path)
@@ -234,9 +235,9 @@ def test_a_missing_file_names_the_folder_and_the_file(tmp_path, monkeypatch):
 def test_splits_larger_than_the_files(tmp_path):
     write_set(tmp_path / "mnist", 30, 7)
     with pytest.raises(DataError, match="holds only 30 training images"):
-        datasets.load_dataset("mnist", tmp_path, 25, 10, 7)
+        datasets.load_dataset(datasets.Request("mnist", 25, 10, 7), tmp_path)
     with pytest.raises(DataError, match="holds only 7 test images"):
-        datasets.load_dataset("mnist", tmp_path, 20, 10, 8)
+        datasets.load_dataset(datasets.Request("mnist", 20, 10, 8), tmp_path)
 
 
 def test_an_unknown_dataset_name():
@@ -271,7 +272,8 @@ def test_download_fetches_each_file_with_its_checksum(tmp_path, monkeypatch, no_
     dataset = datasets.DATASETS["fashion_mnist"]
     assert [c[2] for c in calls] == FILES
     assert all(url == dataset.base_url + name and known == dataset.checksums[name] for url, known, name, _ in calls)
-    assert datasets.load_dataset("fashion_mnist", None, 10, 2, 3)["y_train"].tolist() == arrays[FILES[1]][:10].tolist()
+    loaded = datasets.load_dataset(datasets.Request("fashion_mnist", 10, 2, 3), None)
+    assert loaded["y_train"].tolist() == arrays[FILES[1]][:10].tolist()
     datasets.ensure("fashion_mnist", allow_download=True)
     assert len(calls) == 4  # present files are not fetched again
 

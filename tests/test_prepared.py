@@ -1,4 +1,4 @@
-"""Prepared data sets (bnlab.lab.prepared, data.prepare_cifar10): the same bytes as preprocessing
+"""Prepared data sets (bnlab.lab.prepared, datasets.prepare_dataset): the same bytes as preprocessing
 in memory, keyed by the sources and options, one preparation for several processes at once, and
 damaged copies detected and rebuilt."""
 
@@ -17,13 +17,19 @@ import numpy as np
 import pytest
 from conftest import bnlab
 
-from bnlab.lab import data, prepared
+from bnlab.lab import data, datasets, prepared
 from bnlab.lab.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
 SHARED_BATCHES = SHARED / "cifar-10-batches-py"
 SPLITS = {"num_train": 100, "num_val": 50, "num_test": 30}
+
+
+def prepare_cifar10(batches: Path, num_train: int, num_val: int, num_test: int, dtype=np.float32, verify=True):
+    """CIFAR-10's splits in the folder `batches`, prepared as load_cifar10 prepares them (mean_image)."""
+    request = datasets.Request("cifar10", num_train, num_val, num_test, dtype)
+    return datasets.prepare_dataset(request, batches, verify)
 
 
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -108,7 +114,7 @@ def test_prepared_arrays_equal_preprocessing_in_memory(root, dtype, monkeypatch)
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux's /proc/self/maps lists mapped files")
 def test_the_arrays_are_maps_of_the_prepared_files_not_copies(root):
     loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10)
-    folder = data.prepare_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10).path
+    folder = prepare_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10).path
     mapped = Path("/proc/self/maps").read_text()
     for name in ("X_train", "X_val", "X_test"):
         assert str(folder / f"{name}.npy") in mapped
@@ -137,30 +143,30 @@ def test_no_test_images(root, synthetic):
 
 
 def test_a_changed_source_file_is_prepared_anew(root, synthetic):
-    first = data.prepare_cifar10(synthetic, **SPLITS)
+    first = prepare_cifar10(synthetic, **SPLITS)
     assert first.built
     # Rewritten with the same content (a new mtime): still the same data, nothing to prepare.
     (synthetic / "data_batch_2").write_bytes((synthetic / "data_batch_2").read_bytes())
-    assert data.prepare_cifar10(synthetic, **SPLITS).path == first.path
+    assert prepare_cifar10(synthetic, **SPLITS).path == first.path
     # One pixel changed in the last training batch: a new mean image, new bytes everywhere.
     with open(synthetic / "data_batch_3", "rb") as f:
         batch = pickle.load(f)
     batch["data"][0, 0] ^= 1
     write_batch(synthetic / "data_batch_3", batch["data"], batch["labels"])
-    second = data.prepare_cifar10(synthetic, **SPLITS)
+    second = prepare_cifar10(synthetic, **SPLITS)
     assert second.built and second.path != first.path
     assert_same_bytes(second.arrays, in_memory(synthetic, *SPLITS.values(), np.float32))
     assert first.arrays["X_train"].tobytes() != second.arrays["X_train"].tobytes()
 
 
 def test_source_hashes_are_remembered_by_file_identity(root, synthetic):
-    data.prepare_cifar10(synthetic, **SPLITS)
+    prepare_cifar10(synthetic, **SPLITS)
     remembered = sorted(p.read_text() for p in (root / prepared.SOURCES).iterdir())
     assert remembered == sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in synthetic.iterdir())
     # A remembered hash that is not one (a damaged cache) is not believed.
     for memo in (root / prepared.SOURCES).iterdir():
         memo.write_text("garbage")
-    assert not data.prepare_cifar10(synthetic, **SPLITS).built
+    assert not prepare_cifar10(synthetic, **SPLITS).built
 
 
 @pytest.mark.parametrize(
@@ -168,14 +174,14 @@ def test_source_hashes_are_remembered_by_file_identity(root, synthetic):
     [{"dtype": np.float64}, {"num_val": 49}, {"num_train": 99}, {"num_test": 29}, {"preprocess_version": 2}],
 )
 def test_a_changed_preprocessing_option_is_prepared_anew(root, synthetic, monkeypatch, change):
-    first, version = data.prepare_cifar10(synthetic, **SPLITS), data.PREPROCESS_VERSION
+    first, version = prepare_cifar10(synthetic, **SPLITS), data.PREPROCESS_VERSION
     if "preprocess_version" in change:
         monkeypatch.setattr(data, "PREPROCESS_VERSION", change.pop("preprocess_version"))
-    second = data.prepare_cifar10(synthetic, **{**SPLITS, **change})
+    second = prepare_cifar10(synthetic, **{**SPLITS, **change})
     assert second.built and second.path != first.path
     assert len(folders(root)) == 2
     monkeypatch.setattr(data, "PREPROCESS_VERSION", version)
-    assert data.prepare_cifar10(synthetic, **SPLITS).path == first.path  # the first is still there
+    assert prepare_cifar10(synthetic, **SPLITS).path == first.path  # the first is still there
 
 
 def test_the_same_data_elsewhere_is_not_prepared_again(root, synthetic, tmp_path):
@@ -183,8 +189,8 @@ def test_the_same_data_elsewhere_is_not_prepared_again(root, synthetic, tmp_path
     copy.mkdir(parents=True)
     for path in synthetic.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
-    assert data.prepare_cifar10(synthetic, **SPLITS).built
-    assert not data.prepare_cifar10(copy, **SPLITS).built
+    assert prepare_cifar10(synthetic, **SPLITS).built
+    assert not prepare_cifar10(copy, **SPLITS).built
 
 
 # --- several processes at once -------------------------------------------------------------------
@@ -200,7 +206,7 @@ def _prepare_in_a_process(batches: str, start, built_flags, index: int) -> None:
 
     data._build = slow_build
     start.wait()
-    result = data.prepare_cifar10(batches, **SPLITS)
+    result = prepare_cifar10(batches, **SPLITS)
     built_flags[index] = int(result.built)
     assert result.arrays["X_train"].shape == (SPLITS["num_train"], 3, 32, 32)
 
@@ -218,7 +224,7 @@ def test_two_processes_preparing_at_once_prepare_once(root, synthetic):
         process.join(timeout=60)
     assert [p.exitcode for p in processes] == [0, 0]
     assert sorted(built) == [0, 1]  # one built it, the other waited and mapped it
-    assert folders(root) == [data.prepare_cifar10(synthetic, **SPLITS).path]  # and no staging folder left
+    assert folders(root) == [prepare_cifar10(synthetic, **SPLITS).path]  # and no staging folder left
     assert_same_bytes(data.load_cifar10(synthetic, **SPLITS), in_memory(synthetic, *SPLITS.values(), np.float32))
 
 
@@ -240,42 +246,42 @@ def damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize(("how", "verify"), [("truncated", False), ("corrupt", True), ("incomplete", False)])
 def test_a_damaged_prepared_file_is_rebuilt_with_a_notice(root, synthetic, monkeypatch, how, verify):
-    first = data.prepare_cifar10(synthetic, **SPLITS)
+    first = prepare_cifar10(synthetic, **SPLITS)
     del first
     monkeypatch.setattr(prepared, "_MAPPED", {})  # as a new process would
     damage(next(root.glob("cifar10-*/X_train.npy")), how)
-    again = data.prepare_cifar10(synthetic, **SPLITS, verify=verify)
+    again = prepare_cifar10(synthetic, **SPLITS, verify=verify)
     assert again.built
     assert again.notice is not None and "\n" not in again.notice
     assert how in again.notice and str(again.path) in again.notice and "rebuilt" in again.notice
     assert_same_bytes(again.arrays, in_memory(synthetic, *SPLITS.values(), np.float32))
-    assert data.prepare_cifar10(synthetic, **SPLITS).notice is None
+    assert prepare_cifar10(synthetic, **SPLITS).notice is None
 
 
 def test_what_a_killed_preparation_left_is_removed(root, synthetic):
-    name = data.prepare_cifar10(synthetic, **SPLITS).path.name
+    name = prepare_cifar10(synthetic, **SPLITS).path.name
     for folder in folders(root):
         prepared._discard(folder)
     leftover = root / f".{name}.k1ll3d"  # a staging folder of a process killed while writing
     leftover.mkdir()
     (leftover / "X_train.npy").write_bytes(b"half")
-    assert data.prepare_cifar10(synthetic, **SPLITS).built
+    assert prepare_cifar10(synthetic, **SPLITS).built
     assert [folder.name for folder in folders(root)] == [name]
 
 
 def test_without_verify_a_flipped_byte_goes_unchecked_but_verify_catches_it(root, synthetic, monkeypatch):
     # Workers skip the checksum (the parent verified just before): only sizes, shapes and dtypes.
-    data.prepare_cifar10(synthetic, **SPLITS)
+    prepare_cifar10(synthetic, **SPLITS)
     monkeypatch.setattr(prepared, "_MAPPED", {})
     damage(next(root.glob("cifar10-*/X_val.npy")), "corrupt")
-    assert not data.prepare_cifar10(synthetic, **SPLITS, verify=False).built
-    assert data.prepare_cifar10(synthetic, **SPLITS, verify=True).built
+    assert not prepare_cifar10(synthetic, **SPLITS, verify=False).built
+    assert prepare_cifar10(synthetic, **SPLITS, verify=True).built
 
 
 def test_list_and_clear(root, synthetic):
     assert prepared.list_prepared() == [] and prepared.clear_prepared() == (0, 0)
-    first = data.prepare_cifar10(synthetic, **SPLITS)
-    data.prepare_cifar10(synthetic, **{**SPLITS, "dtype": np.float64})
+    first = prepare_cifar10(synthetic, **SPLITS)
+    prepare_cifar10(synthetic, **{**SPLITS, "dtype": np.float64})
     listed = prepared.list_prepared()
     assert [entry["dataset"] for entry in listed] == ["cifar10", "cifar10"]
     assert {entry["arrays"]["X_train"] for entry in listed} == {(SPLITS["num_train"], 3, 32, 32)}

@@ -432,34 +432,23 @@ def load_cifar10(
     (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
     y_train, y_val, y_test int64 labels. `preprocess` names another option of PREPROCESS (its
     statistics are taken over the same images as the mean image). The arrays are read-only maps
-    of the prepared copy in the cache (see prepare_cifar10), which the first call prepares: every
-    process maps the same pages.
+    of the prepared copy in the cache (see bnlab.lab.datasets.prepare_dataset), which the first call
+    prepares: every process maps the same pages.
     """
-    return prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
+    from bnlab.lab import datasets  # here: datasets imports this module
+
+    request = datasets.Request("cifar10", num_train, num_val, num_test, dtype, preprocess)
+    return datasets.load_dataset(request, data_dir)
 
 
-def prepare_cifar10(
-    data_dir: str | Path | None = None,
-    num_train: int = 49000,
-    num_val: int = 1000,
-    num_test: int = 1000,
-    dtype=np.float32,
-    preprocess: str = "mean_image",
-    verify: bool = True,
-) -> prepared.Prepared:
-    """The splits of load_cifar10, prepared in the cache (bnlab.lab.prepared) unless they are
-    already: keyed by the batch files' contents, the splits, dtype, preprocess and
-    PREPROCESS_VERSION. With verify, the prepared files' checksums are checked too (what a sweep's
-    parent does once)."""
-    dtype = check_request(num_train, num_val, num_test, dtype)
-    batches = locate_cifar10(data_dir)
-    if batches is None:
-        raise DataError(not_found_message(data_dir))
-    step = preprocess_function(preprocess)
+def sources_and_build(
+    batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype, step: Preprocess
+) -> tuple[list[Path], Callable[[], dict]]:
+    """The batch files of the folder `batches`, which a prepared copy of CIFAR-10 is keyed on, and
+    the function that computes the splits from them (bnlab.lab.datasets.prepare_dataset)."""
     train_files, test_file = _batch_files(batches)
     build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
-    splits = (num_train, num_val, num_test)
-    return prepare_splits("cifar10", [*train_files, test_file], splits, dtype, preprocess, build, verify)
+    return [*train_files, test_file], build
 
 
 def check_request(num_train: int, num_val: int, num_test: int, dtype) -> np.dtype:
@@ -487,29 +476,6 @@ def check_splits_fit(num_train: int, num_val: int, num_test: int, pool: int, tes
         raise DataError(f"num_test = {num_test} but {where} holds only {tests} test images")
 
 
-def prepare_splits(
-    name: str,
-    files: list[Path],
-    splits: tuple[int, int, int],
-    dtype: np.dtype,
-    preprocess: str,
-    build: Callable[[], dict],
-    verify: bool,
-) -> prepared.Prepared:
-    """The prepared copy (bnlab.lab.prepared) of data set `name`'s splits (num_train, num_val,
-    num_test), built by build() unless there is one already for the same files and options."""
-    num_train, num_val, num_test = splits
-    options = {
-        "num_train": num_train,
-        "num_val": num_val,
-        "num_test": num_test,
-        "dtype": dtype.str,
-        "preprocess": preprocess,
-        "version": PREPROCESS_VERSION,
-    }
-    return prepared.prepare(name, files, options, build, verify=verify)
-
-
 def _build(
     batches: Path,
     train_files: list[Path],
@@ -520,7 +486,7 @@ def _build(
     dtype: np.dtype,
     step: Preprocess,
 ) -> dict:
-    """The arrays of prepare_cifar10, computed from the batches folder `batches`."""
+    """The arrays of load_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
     test_x, test_y = _read_batch(test_file)
     check_splits_fit(num_train, num_val, num_test, pool.size, len(test_x), batches)

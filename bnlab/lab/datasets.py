@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from bnlab.errors import DataError
 from bnlab.lab import data as cifar
@@ -313,47 +314,62 @@ def read_raw(name: str, data_dir: str | Path | None = None) -> Raw:
     return dataset.read(folder)
 
 
-def load_dataset(
-    name: str = "cifar10",
-    data_dir: str | Path | None = None,
-    num_train: int = 1000,
-    num_val: int = 1000,
-    num_test: int = 1000,
-    dtype=np.float32,
-    preprocess: str | None = None,
-) -> dict[str, np.ndarray]:
-    """X_train, y_train, X_val, y_val, X_test, y_test of a data set, split as the module docstring
-    says and preprocessed by `preprocess` (None: the data set's default); images (n, C, H, W) of
-    `dtype`, labels int64, every array a read-only map of the prepared copy in the cache
-    (prepare_dataset), shared by every process. Never downloads."""
-    return prepare_dataset(name, data_dir, num_train, num_val, num_test, dtype, preprocess, verify=False).arrays
+class Request(NamedTuple):
+    """The data a run trains on: a data set, its splits (the module docstring), the images' dtype
+    and their preprocessing (None: the data set's default). With the files' contents, what a
+    prepared copy is keyed on."""
+
+    dataset: str
+    num_train: int
+    num_val: int
+    num_test: int
+    dtype: DTypeLike = np.float32
+    preprocess: str | None = None
+
+    @classmethod
+    def of_run(cls, config: dict) -> Request:
+        """The data of the run with this config: its data section (no dataset: cifar10, as runs
+        recorded before there were others; no preprocess: the data set's default) and its model's dtype."""
+        d = config["data"]
+        splits = d["num_train"], d["num_val"], d["num_test"]
+        return cls(d.get("dataset", "cifar10"), *splits, config["model"]["dtype"], d.get("preprocess"))
 
 
-def prepare_dataset(
-    name: str = "cifar10",
-    data_dir: str | Path | None = None,
-    num_train: int = 1000,
-    num_val: int = 1000,
-    num_test: int = 1000,
-    dtype=np.float32,
-    preprocess: str | None = None,
-    verify: bool = True,
-) -> prepared.Prepared:
+def load_dataset(request: Request, data_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """X_train, y_train, X_val, y_val, X_test, y_test of request.dataset, split as the module
+    docstring says and preprocessed as the request says; images (n, C, H, W) of its dtype, labels
+    int64, every array a read-only map of the prepared copy in the cache (prepare_dataset), shared
+    by every process. Never downloads."""
+    return prepare_dataset(request, data_dir, verify=False).arrays
+
+
+def prepare_dataset(request: Request, data_dir: str | Path | None = None, verify: bool = True) -> prepared.Prepared:
     """The splits of load_dataset, prepared in the cache (bnlab.lab.prepared) unless they are
-    already, keyed by the files' contents and every option; verify: check the prepared files'
-    checksums too (what a sweep's parent does once)."""
+    already, keyed by the files' contents, every option of the request and PREPROCESS_VERSION;
+    verify: check the prepared files' checksums too (what a sweep's parent does once)."""
+    name, num_train, num_val, num_test, dtype, preprocess = request
     dataset = get(name)
     preprocess = preprocess or dataset.default_preprocess
     step = cifar.preprocess_function(preprocess)
-    if dataset.read is None:
-        return cifar.prepare_cifar10(data_dir, num_train, num_val, num_test, dtype, preprocess, verify)
     dtype = cifar.check_request(num_train, num_val, num_test, dtype)
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))
-    build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
-    files = [folder / file for file in dataset.files]
-    return cifar.prepare_splits(name, files, (num_train, num_val, num_test), dtype, preprocess, build, verify)
+    if dataset.read is None:
+        files, build = cifar.sources_and_build(folder, num_train, num_val, num_test, dtype, step)
+    else:
+        files = [folder / file for file in dataset.files]
+        build = functools.partial(_split, dataset.read, folder, num_train, num_val, num_test, dtype, step)
+    # The key of the prepared copy: a change here, even of a key's spelling, makes every copy anew.
+    options = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "dtype": dtype.str,
+        "preprocess": preprocess,
+        "version": cifar.PREPROCESS_VERSION,
+    }
+    return prepared.prepare(name, files, options, build, verify=verify)
 
 
 def _split(read: Callable[[Path], Raw], folder: Path, num_train: int, num_val: int, num_test: int, dtype, step) -> dict:

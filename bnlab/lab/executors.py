@@ -21,7 +21,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
@@ -50,16 +49,7 @@ class Executor(Protocol):
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
     """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
     this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
-    d = config["data"]
-    data = datasets.load_dataset(
-        d.get("dataset", "cifar10"),
-        data_dir,
-        num_train=d["num_train"],
-        num_val=d["num_val"],
-        num_test=d["num_test"],
-        dtype=np.dtype(config["model"]["dtype"]).type,
-        preprocess=d.get("preprocess"),  # absent: the data set's default
-    )
+    data = datasets.load_dataset(datasets.Request.of_run(config), data_dir)
     keep_large_arrays_on_heap()
     with threadpool_limits(limits=1), flush_subnormals():
         outcome = train_run(run_id, config, data, progress)

@@ -56,7 +56,8 @@ def prepare_data(
     written, and prepare each split the runs use (bnlab.lab.prepared) once, here, so that every
     worker maps the same copy instead of making its own; on_notice(message) hears when a damaged
     copy was rebuilt. Returns the data folder, absolute, for the workers."""
-    for name in sorted({run.config["data"].get("dataset", "cifar10") for e in experiments for run in e.runs}):
+    requests = [(e, datasets.Request.of_run(run.config)) for e in experiments for run in e.runs]
+    for name in sorted({request.dataset for _, request in requests}):
         found = datasets.locate(name, data_dir)
         if found is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
             # A folder named by --data-dir or BNLAB_DATA_DIR without the data is a mistake to report
@@ -65,26 +66,16 @@ def prepare_data(
         if found is None:
             found = download(data_dir, name)
         num_pool, num_test = datasets.counts(name, data_dir)  # every file read and checked
-        for experiment in experiments:
-            for run in experiment.runs:
-                rd = run.config["data"]
-                if rd.get("dataset", "cifar10") != name:
-                    continue
-                if rd["num_train"] + rd["num_val"] > num_pool or rd["num_test"] > num_test:
-                    raise SpecError(
-                        f"{experiment.source}: data asks for num_train {rd['num_train']} + num_val {rd['num_val']} "
-                        f"training images and num_test {rd['num_test']}, but {found} holds "
-                        f"{num_pool} training and {num_test} test images; lower them "
-                        f"(e.g. --set data.num_train={max(num_pool - rd['num_val'], 1)})"
-                    )
-    wanted = set()
-    for experiment in experiments:
-        for run in experiment.runs:
-            rd, dtype = run.config["data"], run.config["model"]["dtype"]
-            splits = (rd["num_train"], rd["num_val"], rd["num_test"])
-            wanted.add((rd.get("dataset", "cifar10"), *splits, dtype, rd.get("preprocess")))
-    for name, *options in sorted(wanted, key=str):
-        notice = datasets.prepare_dataset(name, data_dir, *options).notice
+        for experiment, r in requests:
+            if r.dataset == name and (r.num_train + r.num_val > num_pool or r.num_test > num_test):
+                raise SpecError(
+                    f"{experiment.source}: data asks for num_train {r.num_train} + num_val {r.num_val} "
+                    f"training images and num_test {r.num_test}, but {found} holds "
+                    f"{num_pool} training and {num_test} test images; lower them "
+                    f"(e.g. --set data.num_train={max(num_pool - r.num_val, 1)})"
+                )
+    for request in sorted({request for _, request in requests}, key=str):
+        notice = datasets.prepare_dataset(request, data_dir).notice
         if notice and on_notice is not None:
             on_notice(notice)
     return data.find_data_dir(data_dir).resolve()
