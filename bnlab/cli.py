@@ -19,6 +19,7 @@ app = typer.Typer(
     help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
     "Example: bnlab run configs/deep_bn.yaml && bnlab plot results/deep_bn",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -152,7 +153,7 @@ def run(
     executor: ExecutorOpt = ExecutorKind.local,
     scheduler: SchedulerOpt = None,
 ) -> None:
-    """Train every run of each spec and write results/<experiment>/.
+    """Train every run of each spec and write results/EXPERIMENT/.
 
     Finished runs are kept: rerunning the same command resumes an interrupted sweep.
 
@@ -311,7 +312,7 @@ def plot(
     ] = [FigureFormat.png],  # noqa: B006
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Figures folder (default: each experiment's figures/; for a root: OUT/<name>)."),
+        typer.Option("--out", help="Figures folder (default: each experiment's figures/; for a root: OUT/NAME)."),
     ] = None,
 ) -> None:
     """Draw the figures of every experiment in a results root, or of one experiment.
@@ -319,7 +320,11 @@ def plot(
     An experiment with nothing to draw is reported and the others are still drawn; the exit code
     is 1 unless every experiment was drawn.
 
-    Examples: bnlab plot results/    bnlab plot results/weight_scale --format png --format pdf
+    Examples:
+
+      bnlab plot results/
+
+      bnlab plot results/weight_scale --format png --format pdf
     """
     formats = tuple(f.value for f in format or [FigureFormat.png])
     with _reported():
@@ -359,7 +364,11 @@ def report(
     verdicts come first if there are any. Figures are embedded and nothing is fetched from a
     network, so the page opens offline and can be mailed.
 
-    Examples: bnlab report results/    bnlab report results/deep_bn
+    Examples:
+
+      bnlab report results/
+
+      bnlab report results/deep_bn
     """
     with _reported():
         from bnlab.report import write_report
@@ -379,7 +388,11 @@ def results(
 ) -> None:
     """Summarise what is in results/: every experiment, or one experiment's run groups.
 
-    Examples: bnlab results    bnlab results results/deep_bn --json
+    Examples:
+
+      bnlab results
+
+      bnlab results results/deep_bn --json
     """
     with _reported():
         from bnlab.errors import ResultsError
@@ -441,7 +454,11 @@ def reproduce(
     where each first differs, and what differs in provenance (BLAS kernel, versions, CPU). Exit 0
     only when every run is identical. PATH is only read.
 
-    Examples: bnlab reproduce results/deep_bn    bnlab reproduce results/weight_scale --runs 5
+    Examples:
+
+      bnlab reproduce results/deep_bn
+
+      bnlab reproduce results/weight_scale --runs 5
     """
     with _reported():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -644,11 +661,13 @@ def _run_claims(groups, out: Path, lab, chosen: set[str] | None, until_decided: 
 
 
 def _claims_list_table(listed: list[dict], out: Path):
-    """`bnlab claims --list`: id, statement (wraps), the verdict in claims.json, and how many of the
-    runs the claim compares are finished; readable in 80 columns."""
+    """`bnlab claims --list`: id (and its number of cells), statement (wraps), the adjusted verdict
+    in claims.json, and how many of the runs the claim compares in all its conditions are
+    finished; readable in 80 columns."""
     from rich.table import Table
 
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    colors.update(everywhere="green", somewhere="yellow", nowhere="red")
     table = Table(title=f"claims ({len(listed)}); results under {out / 'claims'}")
     table.add_column("claim", no_wrap=True)
     table.add_column("statement", overflow="fold", ratio=1)
@@ -660,7 +679,8 @@ def _claims_list_table(listed: list[dict], out: Path):
         else:
             verdict = f"[{colors.get(c['verdict'], 'default')}]{c['verdict']}[/]" if c["verdict"] else "—"
             runs = f"{c['runs_finished']}/{c['runs_needed']}"
-        table.add_row(c["id"], escape(c["statement"]), verdict, runs)
+        cells = f"\n[dim]{c['cells']} cells[/]" if c["cells"] > 1 else ""
+        table.add_row(c["id"] + cells, escape(c["statement"]), verdict, runs)
     return table
 
 
@@ -845,7 +865,11 @@ def bench(
     of recording, the price of portable numerics (blas: portable against native kernels), and
     the peak memory of a sweep on full-size data with 1, 2 and 4 workers (memory).
 
-    Example: bnlab bench --section step --section batchnorm; bnlab bench --section conv
+    Examples:
+
+      bnlab bench --section step --section batchnorm
+
+      bnlab bench --section conv
     """
     from bnlab.bench import rows_to_json, run_benchmarks
 

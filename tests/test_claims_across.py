@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -190,6 +191,26 @@ def test_a_rerun_trains_nothing_and_prints_the_adjusted_verdicts(ran):
     assert "Holm" in text and "verdict" in text and "x-train" in text
     assert json.loads((claims / "claims.json").read_text()) == entries
     assert (claims / "figures" / "x-train.png").stat().st_size > 0
+
+
+def test_list_counts_the_runs_of_every_cell(ran, tmp_path):
+    """x-train compares 2 arms x 5 seeds in each of its 4 cells (its own condition is one of them),
+    x-loss the 10 runs of its own condition: all finished, and the verdicts are the adjusted ones."""
+    root, entries = ran
+    result = bnlab("claims", "--list", "--json", "--dir", root / "claims", "--out", root / "results")
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert (rows["x-train"]["cells"], rows["x-train"]["runs_needed"], rows["x-train"]["runs_finished"]) == (4, 40, 40)
+    assert (rows["x-loss"]["cells"], rows["x-loss"]["runs_needed"], rows["x-loss"]["runs_finished"]) == (1, 10, 10)
+    assert rows["x-train"]["verdict"] == entries[0]["scope"]["holds"]
+    assert rows["x-loss"]["verdict"] == entries[1]["cells"][0]["verdict_adjusted"]
+    # a run of a cell's own folder gone: the cell's claim misses it, the other claim does not
+    copy = tmp_path / "results"
+    shutil.copytree(root / "results", copy)
+    shutil.rmtree(copy / "claims" / "tinyx__hidden_dims-20__optimizer-adam" / "normalization=batchnorm__seed=3")
+    result = bnlab("claims", "--list", "--json", "--dir", root / "claims", "--out", copy)
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert (rows["x-train"]["runs_finished"], rows["x-loss"]["runs_finished"]) == (39, 10)
 
 
 def test_until_decided_adds_seeds_to_inconclusive_cells_only(ran):

@@ -167,7 +167,7 @@ def cell_label(where: dict[str, Any]) -> str:
     for key, value in where.items():
         if isinstance(value, dict):
             value = next(iter(value.values()), "")
-        if isinstance(value, list) and len(value) > 2 and all(v == value[0] for v in value):
+        if isinstance(value, list) and len(value) > 1 and all(v == value[0] for v in value):
             value = f"{len(value)}x{value[0]}"
         parts.append(f"{key.rsplit('.', 1)[-1]}={'null' if value is None else value}")
     return ", ".join(parts)
@@ -649,7 +649,7 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
                     folder["seeds"] = seeds
                 a, b = _sides(claim, experiment, claim.where if cell is None else _cell_where(claim, cell))
                 for run in experiment.runs:
-                    key = (group.source, yaml.safe_dump(run.config, sort_keys=True))
+                    key = (group.source, _config_key(run))
                     if run.run_id in a | b and run.seed in seeds and key not in home:
                         home[key] = (identity, run.run_id)
                         folder["need"].add(run.run_id)
@@ -675,7 +675,7 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
 
     def metric_of(group: ClaimGroup, metric: str) -> Callable[[Run], float]:
         def value(run: Run) -> float:
-            identity, run_id = home[group.source, yaml.safe_dump(run.config, sort_keys=True)]
+            identity, run_id = home[group.source, _config_key(run)]
             if (identity, metric) not in values:
                 values[identity, metric] = metric_values(folders[identity]["results"], metric)
             return values[identity, metric].get(run_id, math.nan)
@@ -736,31 +736,65 @@ def _read(file: Path) -> list[dict]:
 
 def list_claims(groups: list[ClaimGroup], out_root: str | Path) -> list[dict]:
     """What `bnlab claims --list` shows, without training: per claim its id, statement, source,
-    file, experiment, `problem` (why its file cannot run, or None), `verdict` (from claims.json,
-    or None), and `runs_finished` of the `runs_needed` its comparison uses."""
+    file, experiment, `problem` (why its file cannot run, or None), `verdict` (Holm-adjusted, from
+    claims.json: its one cell's verdict, or for a claim with `across` where it holds; None before
+    a run), `cells` (its conditions) and `runs_finished` of the `runs_needed` its comparisons use
+    in every condition, at the file's seeds (a run that conditions share counts once)."""
+    root = claims_dir(out_root)
     try:
-        verdicts = {e["id"]: e.get("verdict") for e in read_claims(claims_dir(out_root))}
+        saved = {e["id"]: e for e in read_claims(root)}
     except ResultsError:
-        verdicts = {}  # none yet, or unreadable: `bnlab claims` writes it
+        saved = {}  # none yet, or unreadable: `bnlab claims` writes it
     rows = []
     for group in groups:
-        experiment = group.experiment if not group.problem else None
-        finished = set()
-        if experiment:
-            finished = set(finished_on_disk(experiment.runs, claims_dir(out_root) / experiment.name))
+        finished: set[str] = set()  # configs finished in any folder of the file, as _round shares them
+        conditions: dict[str, list[tuple[Experiment, dict]]] = {}
+        if not group.problem:
+            folders = {group.experiment.name: group.experiment}
+            for claim in group.claims:
+                conditions[claim.id] = [(group.experiment, claim.where)]
+                for cell in cells(claim):
+                    if cell.overrides:
+                        name = _cell_name(group.experiment.name, cell)
+                        if name not in folders:
+                            folders[name] = group.make([*cell.overrides, f"name={name}"])
+                        conditions[claim.id].append((folders[name], _cell_where(claim, cell)))
+            for experiment in folders.values():
+                by_id = {run.run_id: run for run in experiment.runs}
+                done = finished_on_disk(experiment.runs, root / experiment.name)
+                finished |= {_config_key(by_id[run_id]) for run_id in done}
         for claim in group.claims:
-            needed = needed_runs(claim, experiment) if experiment else set()
+            needed = set()
+            for experiment, where in conditions.get(claim.id, []):
+                compared = set().union(*_sides(claim, experiment, where))
+                needed |= {_config_key(run) for run in experiment.runs if run.run_id in compared}
             rows.append(
                 {
                     "id": claim.id,
                     "statement": claim.statement,
                     "source": claim.source,
                     "file": group.source,
-                    "experiment": experiment.name if experiment else None,
+                    "experiment": group.experiment.name if not group.problem else None,
                     "problem": group.problem,
-                    "verdict": verdicts.get(claim.id),
+                    "verdict": _listed_verdict(saved.get(claim.id)),
+                    "cells": len(cells(claim)),
                     "runs_needed": len(needed),
                     "runs_finished": len(needed & finished),
                 }
             )
     return rows
+
+
+def _listed_verdict(entry: dict | None) -> str | None:
+    """A claims.json entry's adjusted verdict: its one cell's, or where a claim with cells holds."""
+    if entry is None:
+        return None
+    claim_cells = entry.get("cells") or []
+    if len(claim_cells) == 1:
+        return claim_cells[0].get("verdict_adjusted")
+    return (entry.get("scope") or {}).get("holds")
+
+
+def _config_key(run: Run) -> str:
+    """What makes two runs the same run, whatever folder or condition they belong to."""
+    return yaml.safe_dump(run.config, sort_keys=True)
