@@ -687,9 +687,13 @@ def _claims_list_table(listed: list[dict], out: Path):
 def _claims_table(entries: list[dict], where: Path):
     """One row per claim, led by the verdict after Holm's adjustment over the family (a claim with
     `across` cells: where it holds), then the effect in its own condition with its 95% interval, the
-    adjusted p, the seeds, and the scope in words. The effect takes two lines so the table fits an
-    80-column terminal; the statements and every cell are in claims.json and the figures."""
+    adjusted p, the seeds, and the cells' verdicts counted (or, for an inconclusive claim, the
+    seeds 80% power would need). Below it, for each claim with cells, where it holds in words. Fits
+    an 80-column terminal; the statements and every cell are in claims.json and the figures."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from bnlab.lab.stats import holm_sentence
 
@@ -697,30 +701,51 @@ def _claims_table(entries: list[dict], where: Path):
     colors.update(everywhere="green", somewhere="yellow", nowhere="red")
     cells = sum(len(e.get("cells", [])) for e in entries)
     table = Table(
-        title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}", caption=holm_sentence(cells)
+        title=f"claims: {where / 'claims.json'}, figures in {where / 'figures'}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
     )
-    table.add_column("claim (metric)", overflow="fold")
-    table.add_column("verdict\n(Holm)", no_wrap=True)
-    table.add_column("effect a - b\n[95% CI]", no_wrap=True)
-    table.add_column("p adj.", justify="right", no_wrap=True)
-    table.add_column("n", justify="right", no_wrap=True)  # seeds
-    table.add_column("scope", overflow="fold", min_width=8)
+    table.add_column("claim (metric)", overflow="fold", min_width=14, ratio=1)
+    table.add_column("verdict\n(Holm)", width=17)
+    table.add_column("effect a - b\n[95% CI]", width=16)
+    table.add_column("p adj.", justify="right", width=6)
+    table.add_column("n", justify="right", width=2)  # seeds
+    table.add_column("cells", width=14)
+    scopes = []
     for e in entries:
         claim_cells = e.get("cells", [])
         if len(claim_cells) == 1:
             cell = claim_cells[0]
-            shown, p, n = cell["verdict_adjusted"], f"{cell['p_adjusted']:.1g}", str(cell["n"])
+            shown, p, n, note = cell["verdict_adjusted"], f"{cell['p_adjusted']:.1g}", str(cell["n"]), _power_note(cell)
         else:
-            shown, p, n = e["scope"]["holds"], "", str(e["n"])
+            shown, p, n, note = e["scope"]["holds"], "", str(e["n"]), _cell_counts(e["scope"], len(claim_cells))
+            scopes.append(Text.assemble((e["id"], "bold"), ": ", e["scope"]["text"]))
         table.add_row(
             f"{e['id']}\n[dim]{e['metric']}[/]",
             f"[{colors[shown]}]{shown}[/]\n[dim]raw: {e['verdict']}[/]",
-            f"{e['mean_diff']:+.3f}\n[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]",
+            f"{_effect(e['mean_diff'])}\n[{_effect(e['ci_low'])}, {_effect(e['ci_high'])}]",
             p,
             n,
-            escape(e["scope"]["text"]) if len(claim_cells) > 1 else _power_note(claim_cells[0]),
+            note,
         )
-    return table
+    return Group(
+        table,
+        Text(holm_sentence(cells), style="dim"),
+        *([Text("\nWhere the claims with cells hold:")] + scopes if scopes else []),
+    )
+
+
+def _effect(value: float) -> str:
+    """A signed difference in at most 7 characters: 3 decimals below 10, fewer above."""
+    digits = 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    return f"{value:+.{digits}f}" if abs(value) < 1e5 else f"{value:+.1e}"
+
+
+def _cell_counts(scope: dict, total: int) -> str:
+    """'2/4 supported' with, on further lines, the cells contradicted and inconclusive."""
+    lines = [f"{len(scope['supported'])}/{total} supported"]
+    lines += [f"[dim]{len(scope[v])} {v}[/]" for v in ("contradicted", "inconclusive") if scope[v]]
+    return "\n".join(lines)
 
 
 def _power_note(cell: dict) -> str:
