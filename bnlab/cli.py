@@ -797,16 +797,24 @@ def gradcheck(
 @app.command()
 def data(
     data_dir: DataDirOpt = None,
-    download: Annotated[bool, typer.Option("--download", help="Download CIFAR-10 if it is not there.")] = False,
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="The data set: cifar10, mnist or fashion_mnist.")
+    ] = "cifar10",
+    download: Annotated[bool, typer.Option("--download", help="Download the data set if it is not there.")] = False,
     clear: Annotated[
         bool, typer.Option("--clear", help="Delete the prepared (preprocessed) copies in the cache; they are remade.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show where bnlab looks for CIFAR-10, what it found and what it has prepared; download it
-    with --download, delete the prepared copies with --clear.
+    """Show where bnlab looks for a data set (CIFAR-10 unless --dataset names another), what it
+    found and what it has prepared; download it with --download, delete the prepared copies of
+    every data set with --clear.
 
-    Example: bnlab data --download
+    Examples:
+
+      bnlab data
+
+      bnlab data --dataset mnist --download
     """
     from bnlab.lab import prepared
 
@@ -815,11 +823,11 @@ def data(
         console.print(f"deleted {folders} prepared data set(s), {freed:,} bytes, from {prepared.prepared_root()}")
         return
     with _reported():
-        from bnlab.lab import data as datasets
+        from bnlab.lab import datasets
 
-        if download and datasets.locate_cifar10(data_dir) is None:
-            _download(data_dir)
-        info = datasets.describe_cifar10(data_dir)
+        if download and datasets.locate(dataset, data_dir) is None:
+            _download(data_dir, dataset)
+        info = datasets.describe(dataset, data_dir)
     info["prepared"] = {"root": str(prepared.prepared_root()), "sets": prepared.list_prepared()}
     if as_json:
         print(json.dumps(info, indent=2))
@@ -828,13 +836,13 @@ def data(
     else:
         from rich.table import Table
 
-        console.print(f"CIFAR-10 found in {info['found']}", highlight=False, soft_wrap=True)
+        console.print(f"{dataset} found in {info['found']}", highlight=False, soft_wrap=True)
         console.print(f"(the folder comes from {info['source']})", highlight=False, soft_wrap=True)
         table = Table()
         for column in ("file", "images", "bytes"):
             table.add_column(column, justify="left" if column == "file" else "right")
-        for batch in info["batches"]:
-            table.add_row(batch["file"], f"{batch['images']:,}", f"{batch['bytes']:,}")
+        for file in info.get("batches") or info["files"]:
+            table.add_row(file["file"], f"{file['images']:,}", f"{file['bytes']:,}")
         console.print(table)
         console.print(f"{info['num_train']:,} training images (train and validation splits), {info['num_test']:,} test")
     if not as_json:

@@ -114,6 +114,20 @@ def test_data_shows_where_the_data_is():
     assert json.loads(bnlab("data", "--json").stdout)["num_train"] == 5000
 
 
+def test_data_shows_any_data_set():
+    """The shared MNIST subset (its README: 4,000 training and 1,000 test digits) as `--dataset mnist`
+    finds it; a misspelt name is one error line with the right one suggested."""
+    result = bnlab("data", "--dataset", "mnist")
+    assert result.exit_code == 0, result.output
+    text = flat(result.stdout)
+    assert f"mnist found in {SHARED_DATA / 'mnist'}" in text and "4,000 training images" in text
+    info = json.loads(bnlab("data", "-d", "mnist", "--json").stdout)
+    assert (info["dataset"], info["num_train"], info["num_test"]) == ("mnist", 4000, 1000)
+    assert [f["images"] for f in info["files"]] == [4000, 4000, 1000, 1000]
+    wrong = bnlab("data", "--dataset", "mnst")
+    assert wrong.exit_code == 1 and "did you mean 'mnist'" in wrong.output and "Traceback" not in wrong.output
+
+
 def test_data_says_where_it_looked_when_there_is_none(tmp_path, monkeypatch):
     monkeypatch.setenv("BNLAB_DATA_DIR", str(tmp_path))
     result = bnlab("data")

@@ -289,6 +289,43 @@ def ensure(
     return download(name, data_dir, progress)
 
 
+def describe(name: str, data_dir: str | Path | None = None) -> dict:
+    """What `bnlab data --dataset NAME` reports; never raises for missing or damaged data, it
+    describes it. For cifar10, data.describe_cifar10's report; for the others the same keys
+    (data_dir, source, looked_in, found, num_train, num_test, problem) with `files` ({"file",
+    "images", "bytes"}, images counting the samples a file holds) in place of CIFAR-10's batches.
+    Both name the data set in `dataset`."""
+    dataset = get(name)
+    if dataset.read is None:
+        return {"dataset": name, **cifar.describe_cifar10(data_dir)}
+    base, source = cifar.data_dir_and_source(data_dir)
+    found = locate(name, data_dir)
+    report = {
+        "dataset": name,
+        "data_dir": str(base),
+        "source": source,
+        "looked_in": [str(base / dataset.folder), str(base)],
+        "found": None if found is None else str(found),
+        "num_train": None,
+        "num_test": None,
+        "files": [],
+        "problem": None,
+    }
+    if found is None:
+        report["problem"] = not_found_message(name, data_dir)
+        return report
+    try:
+        report["num_train"], report["num_test"] = counts(name, data_dir)
+    except DataError as error:
+        report["problem"] = str(error)
+        return report
+    train_files = {IDX_FILES["train_images"], IDX_FILES["train_labels"]}
+    for file in dataset.files:
+        images = report["num_train"] if file in train_files else report["num_test"]
+        report["files"].append({"file": file, "images": images, "bytes": (found / file).stat().st_size})
+    return report
+
+
 def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
     """(training pool size, test set size) as the files say, every file checked."""
     dataset = get(name)
