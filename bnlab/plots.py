@@ -856,10 +856,29 @@ def forest_figure(entry: dict) -> Figure:
     for verdict, color in VERDICT_COLORS.items():
         ax.plot([], [], "D", color=color, label=verdict)
     ax.legend(loc="best", fontsize=7)
-    ax.xaxis.set_major_locator(MaxNLocator(6))
     claimed = ">" if entry["direction"] == "greater" else "<"
-    ax.set_xlabel(f"{entry['metric']}: a - b (claimed {claimed} 0), mean and 95% t interval")
-    fig.suptitle(f"{entry['id']}: {entry['scope']['text']}\n{entry['statement']}", fontsize=9)
+    xlabel = f"{entry['metric']}: a - b (claimed {claimed} 0), mean and 95% t interval"
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    values = np.array([v for c in cells for v in (c["ci_low"], c["mean_diff"], c["ci_high"])], dtype=float)
+    size = np.abs(values[np.isfinite(values) & (values != 0)])
+    if len(size) and size.max() > 100 * np.median(size):
+        # A cell orders of magnitude off (a diverging net) would flatten every other row: the axis
+        # spans the others, and a mean beyond it is written at the edge it lies past.
+        typical = values[np.abs(values) <= 100 * np.median(size)]
+        low, high = min(typical.min(), 0.0), max(typical.max(), 0.0)
+        low, high = low - 0.1 * (high - low), high + 0.1 * (high - low)
+        ax.set_xlim(low, high)
+        for y, cell in zip(ys, cells, strict=True):
+            mean = cell["mean_diff"]
+            if not low <= mean <= high:
+                edge, align, text = (low, "left", f"◀ {mean:+.3g}") if mean < low else (high, "right", f"{mean:+.3g} ▶")
+                color = VERDICT_COLORS[cell["verdict_adjusted"]]
+                ax.annotate(text, (edge, y), ha=align, va="bottom", fontsize=8, color=color)
+    ax.set_xlabel(xlabel)
+    counts = ", ".join(f"{len(entry['scope'][v])} {v}" for v in VERDICT_COLORS if entry["scope"].get(v))
+    fig.suptitle(
+        f"{entry['id']} ({entry['scope']['holds']}: {counts} of {len(cells)} cells)\n{entry['statement']}", fontsize=9
+    )
     return fig
 
 
