@@ -7,6 +7,9 @@ opens offline and can be mailed. Per experiment: description, summary table of t
 `bnlab results` shows it), every figure with a caption and alt text, diverged, failed and pending
 runs, the resolved spec (folded) and provenance. When claims/claims.json exists beside the
 experiments, a verdict table of the claims comes first, linked to their figures.
+
+This module gathers the page's data as plain dicts, lists and strings; the markup is the Jinja2
+template templates/report.html.j2, which autoescapes every value it is given.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import base64
 import datetime
 import io
 import math
-from html import escape
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
@@ -40,43 +43,14 @@ from bnlab.plots import caption, drawn_figures
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # the widest figure (11 in) is then 1100 px: sharp on a laptop, scaled down on a phone
 
-STYLE = """
-:root { --fg: #1d2330; --muted: #5b6472; --line: #d8dce3; --bg-soft: #f4f6f9; }
-* { box-sizing: border-box; }
-body { margin: 0 auto; max-width: 1180px; padding: 1rem 1.25rem 3rem; color: var(--fg);
-  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-h1 { font-size: 1.7rem; margin: 0.5rem 0 0.25rem; }
-h2 { font-size: 1.35rem; margin: 2.5rem 0 0.5rem; padding-top: 0.75rem; border-top: 2px solid var(--line); }
-h3 { font-size: 1.05rem; margin: 1.5rem 0 0.5rem; }
-p.meta, figcaption, .note { color: var(--muted); }
-code { overflow-wrap: anywhere; }  /* long paths break rather than widen the page */
-nav ul { padding-left: 1.2rem; margin: 0.25rem 0; }
-.scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; max-width: 100%; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.92rem; }
-th, td { padding: 0.35rem 0.7rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-th { background: var(--bg-soft); white-space: nowrap; }
-td.num { text-align: right; white-space: nowrap; }
-table.summary td { white-space: nowrap; }
-table.claims td:first-child { min-width: 15rem; }
-figure { margin: 1.25rem 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
-figcaption { font-size: 0.92rem; margin-top: 0.4rem; }
-figcaption b { color: var(--fg); }
-.flag { border-left: 4px solid #c77700; background: #fff7e6; padding: 0.5rem 0.8rem; margin: 0.75rem 0; }
-.flag.error { border-color: #b3261e; background: #fdecea; }
-.verdict { font-weight: 600; white-space: nowrap; }
-.verdict.supported { color: #1b7f3b; } .verdict.contradicted { color: #b3261e; }
-.verdict.inconclusive { color: #8a6d00; }
-details { margin: 0.75rem 0; } summary { cursor: pointer; font-weight: 600; }
-pre { background: var(--bg-soft); padding: 0.75rem; overflow-x: auto; font-size: 0.85rem; }
-dl.provenance { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; margin: 0.5rem 0; }
-dl.provenance dt { font-weight: 600; } dl.provenance dd { margin: 0; overflow-wrap: anywhere; }
-@media (max-width: 640px) {
-  body { font-size: 15px; padding: 0.75rem 0.75rem 2rem; }
-  h1 { font-size: 1.4rem; } h2 { font-size: 1.2rem; }
-  dl.provenance { grid-template-columns: 1fr; } dl.provenance dd { margin-bottom: 0.4rem; }
-}
-"""
+# The page's markup: templates/report.html.j2 (with its inline style sheet), shipped as package data.
+TEMPLATES = Environment(
+    loader=PackageLoader("bnlab", "templates"),
+    autoescape=True,  # every value is text, never markup
+    undefined=StrictUndefined,  # a misspelt name in the template fails instead of printing nothing
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def write_report(path: str | Path) -> tuple[Path, list[str]]:
@@ -98,60 +72,56 @@ def build_report(path: Path) -> tuple[str, list[str]]:
     folders = experiment_folders(path)
     single = folders == [path]
     problems: list[str] = []
-    claims_html = _claims_section(path.parent if single else path, path.name if single else None, problems)
-    sections = [_experiment_section(folder, problems) for folder in folders]
-    title = f"bnlab report: {path.name if single else 'results'}"
-    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = '<li><a href="#claims">claims</a></li>' if claims_html else ""
-    nav += "".join(f'<li><a href="#{_anchor(f.name)}">{escape(f.name)}</a></li>' for f in folders)
-    page = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<header><h1>{escape(title)}</h1>",
-        f'<p class="meta">{len(folders)} experiment{"s" if len(folders) != 1 else ""} in '
-        f"<code>{escape(str(path))}</code>; written {generated} by <code>bnlab report</code>.</p>",
-        f"<nav><ul>{nav}</ul></nav></header>",
-        claims_html,
-        *sections,
-        "</body></html>",
-    ]
-    return "\n".join(page) + "\n", problems
+    claims = _claims(path.parent if single else path, path.name if single else None, problems)
+    html = TEMPLATES.get_template("report.html.j2").render(
+        title=f"bnlab report: {path.name if single else 'results'}",
+        path=str(path),
+        generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        claims=claims,
+        experiments=[_experiment(folder, problems) for folder in folders],
+    )
+    return html, problems
 
 
 # --- experiments -----------------------------------------------------------------------------------
 
 
-def _experiment_section(folder: Path, problems: list[str]) -> str:
-    head = f'<section id="{_anchor(folder.name)}" class="experiment"><h2>{escape(folder.name)}</h2>'
+def _experiment(folder: Path, problems: list[str]) -> dict:
+    """What the page shows of one experiment; {"error": ...} instead when it cannot be read."""
+    shown = {"name": folder.name, "anchor": _anchor(folder.name), "error": None}
     try:
         results = load_experiment(folder)
         header, rows = group_summary(folder)
     except ResultsError as err:
         problems.append(str(err))
-        return f'{head}<p class="flag error">Could not be read: {escape(str(err))}</p></section>'
-    parts = [head]
-    if results.spec.get("description"):
-        parts.append(f"<p>{escape(str(results.spec['description']))}</p>")
-    parts.append(_flags(results))
-    parts.append('<h3>Summary</h3><p class="note">Mean ± std over seeds of each run group.</p>')
-    parts.append(_table(header, rows, numeric_from=len(header) - 3))
-    parts.append(_figures(results, problems))
-    spec_text = (folder / "spec.yaml").read_text(errors="replace")
-    parts.append(f"<details><summary>Resolved spec (spec.yaml)</summary><pre>{escape(spec_text)}</pre></details>")
-    parts.append(_provenance(results))
-    parts.append("</section>")
-    return "\n".join(parts)
+        return {**shown, "error": str(err)}
+    figures, no_figures = _figures(results, problems)
+    not_done, not_done_counts = _not_done(results)
+    metas = [read_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
+    differing = provenance_differences(metas)
+    return {
+        **shown,
+        "description": str(results.spec.get("description") or ""),
+        "runs": len(results.runs),
+        "not_done": not_done,
+        "not_done_counts": not_done_counts,
+        "header": header,
+        "rows": rows,
+        "numeric_from": len(header) - 3,  # the metrics' columns: mean ± std
+        "figures": figures,
+        "no_figures": no_figures,
+        "spec": (folder / "spec.yaml").read_text(errors="replace"),
+        "provenance": _provenance(results, metas),
+        "differs": describe_differences(differing) if differing else None,
+    }
 
 
-def _flags(results: ExperimentResults) -> str:
-    """A warning box listing the runs that are not done: diverged, failed, pending."""
+def _not_done(results: ExperimentResults) -> tuple[list[dict], str]:
+    """The runs that are not done (diverged, failed, pending), each with what happened to it, and
+    how many there are of each status ("1 diverged, 1 failed")."""
     runs = results.runs
     odd = runs[runs["status"] != "done"]
-    if odd.empty:
-        return f'<p class="note">All {len(runs)} runs finished.</p>'
-    items = []
+    shown = []
     for run_id, status in zip(odd["run_id"], odd["status"], strict=True):
         if status == "diverged":
             losses = results.history[results.history["run_id"] == run_id]
@@ -162,32 +132,34 @@ def _flags(results: ExperimentResults) -> str:
             note = f"{error.strip().splitlines()[-1]} (not drawn)" if error.strip() else "no error recorded (not drawn)"
         else:
             note = "not run yet (not drawn)"
-        items.append(f"<li><code>{escape(run_id)}</code>: <b>{escape(status)}</b>, {escape(note)}</li>")
-    counts = ", ".join(f"{n} {s}" for s, n in odd["status"].value_counts(sort=False).items())
-    head = f"<b>{len(odd)} of {len(runs)} runs not done ({counts}):</b>"
-    return f'<div class="flag">{head}<ul>{"".join(items)}</ul></div>'
+        shown.append({"run_id": run_id, "status": status, "note": note})
+    return shown, ", ".join(f"{n} {s}" for s, n in odd["status"].value_counts(sort=False).items())
 
 
-def _figures(results: ExperimentResults, problems: list[str]) -> str:
+def _figures(results: ExperimentResults, problems: list[str]) -> tuple[list[dict], str | None]:
+    """The experiment's figures (image, alt text, caption), or none and why."""
     try:
         figures = drawn_figures(results)
     except ResultsError as err:  # nothing finished yet (the flags say why), or a bad plots entry: a problem
         if results.runs["status"].isin(["done", "diverged"]).any():
             problems.append(str(err))
-        return f'<h3>Figures</h3><p class="flag">No figures: {escape(str(err))}</p>'
-    parts = ["<h3>Figures</h3>"]
+        return [], str(err)
+    shown = []
     for stem, fig, plot in figures:
         title, _, notes = fig.get_suptitle().partition("\n")
-        what = caption(plot)
         notes = f"Shown: {notes.strip('()')}." if notes else ""
-        text = f"<b>{escape(title)}.</b> {escape(what)} {escape(notes)}".strip()
-        parts.append(
-            f'<figure id="{_anchor(results.path.name + "-" + stem)}">'
-            f'<img src="{_png(fig)}" alt="{escape(_alt_text(fig, title), quote=True)}" '
-            f'width="{round(fig.get_figwidth() * FIGURE_DPI)}" height="{round(fig.get_figheight() * FIGURE_DPI)}">'
-            f"<figcaption>{text}</figcaption></figure>"
+        shown.append(
+            {
+                "anchor": _anchor(results.path.name + "-" + stem),
+                "src": _png(fig),
+                "alt": _alt_text(fig, title),
+                "width": round(fig.get_figwidth() * FIGURE_DPI),
+                "height": round(fig.get_figheight() * FIGURE_DPI),
+                "title": title,
+                "caption": f"{caption(plot)} {notes}".strip(),
+            }
         )
-    return "\n".join(parts)
+    return shown, None
 
 
 def _alt_text(fig: Figure, title: str) -> str:
@@ -202,9 +174,8 @@ def _alt_text(fig: Figure, title: str) -> str:
     return text
 
 
-def _provenance(results: ExperimentResults) -> str:
-    """Commit, versions, dates and wall time, from the runs' meta.json and runs.csv."""
-    metas = [read_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
+def _provenance(results: ExperimentResults, metas: list[dict]) -> dict[str, str]:
+    """Commit, versions, dates and wall time, from the runs' meta.json (`metas`) and runs.csv."""
     commits = sorted({m["git_commit"] for m in metas if m.get("git_commit")})
     versions = sorted(
         {", ".join(f"{k} {v}" for k, v in m["versions"].items()) for m in metas if isinstance(m.get("versions"), dict)}
@@ -223,12 +194,7 @@ def _provenance(results: ExperimentResults) -> str:
     if memory:
         rows["peak memory"] = f"{max(memory):.0f} MB (largest run)"
     rows["numerics"] = numerics_summary(metas)
-    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in rows.items())
-    differing = provenance_differences(metas)
-    if differing:
-        text = f"the runs differ in provenance: {describe_differences(differing)}"
-        items += f'<dt>differs</dt><dd class="flag">{escape(text)}</dd>'
-    return f'<h3>Provenance</h3><dl class="provenance">{items}</dl>'
+    return rows
 
 
 def _utc(stamp: object) -> str | None:
@@ -243,73 +209,47 @@ def _utc(stamp: object) -> str | None:
 # --- claims ----------------------------------------------------------------------------------------
 
 
-def _claims_section(root: Path, experiment: str | None, problems: list[str]) -> str:
-    """The verdict table of root/claims/claims.json (only the claims on `experiment` if given),
-    then each claim's figure; "" when there is no claims file."""
+def _claims(root: Path, experiment: str | None, problems: list[str]) -> dict | None:
+    """The verdict table of root/claims/claims.json (only the claims on `experiment` if given) and
+    each claim's figures; None when there is nothing to show, {"error": ...} when it cannot be read."""
     if not (claims_dir(root) / CLAIMS_FILE).is_file():
-        return ""
+        return None
     try:
         claims = read_claims(claims_dir(root))
     except ResultsError as err:
-        problem = str(err)
-        problems.append(problem)
-        return f'<section id="claims"><h2>Claims</h2><p class="flag error">{escape(problem)}</p></section>'
+        problems.append(str(err))
+        return {"error": str(err)}
     if experiment is not None:
         claims = [c for c in claims if Path(str(c.get("experiment", ""))).name == experiment]
         if not claims:
-            return ""
-    rows, figures = [], []
+            return None
+    figures = claims_dir(root) / "figures"
+    rows = []
     for claim in claims:
-        anchor = _anchor(f"claim-{claim['id']}")
-        figure = claims_dir(root) / "figures" / f"{claim['id']}.png"
-        forest = claims_dir(root) / "figures" / f"{claim['id']}-cells.png"
-        statement = escape(str(claim.get("statement", claim["id"])))
-        if figure.is_file():
-            statement = f'<a href="#{anchor}">{statement}</a>'
-            alt = f"Claim figure: {claim.get('statement', claim['id'])}"
-            figures.append(
-                f'<figure id="{anchor}"><img src="{_data_uri(figure.read_bytes())}" alt="{escape(alt, quote=True)}">'
-                f"<figcaption><code>{escape(str(claim['id']))}</code>: "
-                f"<b>{escape(str(claim.get('statement', claim['id'])))}</b> "
-                f"({escape(str(claim.get('source', '')))}): {escape(_comparison(claim))}; verdict "
-                f"{escape(str(claim.get('verdict', '?')))} (before the adjustment).</figcaption></figure>"
-            )
-        if forest.is_file():
-            alt = f"Forest plot of {claim['id']}: the effect and its 95% interval in each cell"
-            figures.append(
-                f'<figure><img src="{_data_uri(forest.read_bytes())}" alt="{escape(alt, quote=True)}">'
-                f"<figcaption>{escape(claim['id'])} in each cell: the mean difference a − b and its 95% interval, "
-                f"coloured by the verdict after Holm's adjustment.</figcaption></figure>"
-            )
         verdict, adjusted, scope = _adjusted(claim)
         rows.append(
-            # the id first: what `bnlab claims ID` and claims.json call the claim
-            f"<tr><td><code>{escape(str(claim['id']))}</code><br>{statement}"
-            f"<br><small>{escape(_comparison(claim))}</small></td>"
-            f'<td class="verdict {escape(adjusted, quote=True)}">{escape(adjusted)}</td><td>{escape(scope)}</td>'
-            f'<td class="num">{escape(_effect(claim))}</td><td class="num">{escape(str(claim.get("n", "")))}</td>'
-            f'<td class="verdict {escape(verdict, quote=True)}">{escape(verdict)}</td>'
-            f"<td>{escape(str(claim.get('source', '')))}</td></tr>"
+            {
+                "id": str(claim["id"]),
+                "anchor": _anchor(f"claim-{claim['id']}"),
+                "statement": str(claim.get("statement", claim["id"])),
+                "comparison": _comparison(claim),
+                "verdict": verdict,
+                "adjusted": adjusted,
+                "scope": scope,
+                "effect": _effect(claim),
+                "n": str(claim.get("n", "")),
+                "source": str(claim.get("source", "")),
+                "figure": _image(figures / f"{claim['id']}.png"),
+                "forest": _image(figures / f"{claim['id']}-cells.png"),
+            }
         )
-    overview = claims_dir(root) / "figures" / "scope.png"
-    if overview.is_file() and experiment is None:
-        alt = "Every claim's scope: a square per cell, coloured by its adjusted verdict"
-        figures.insert(0, f'<figure><img src="{_data_uri(overview.read_bytes())}" alt="{alt}"></figure>')
     cells = sum(len(c.get("cells") or []) for c in claims)
-    # the verdict right after the claim: on a phone the table scrolls, and those two are seen first
-    header = ("claim", "verdict (Holm)", "where it holds", "effect [95% interval]", "n", "unadjusted", "source")
-    head = "".join(f"<th>{h}</th>" for h in header)
-    return (
-        '<section id="claims"><h2>Claims</h2><p class="note">Each claim compares two settings a and b of one '
-        "experiment over paired seeds (from claims/claims.json); the effect is the mean over the n seeds of "
-        "the metric's difference a − b, in the claim's own condition; a claim with cells is tested in each; "
-        "<code>bnlab claims ID</code> reruns one. " + (escape(holm_sentence(cells)) if cells else "") + "</p>"
-        f'<div class="scroll"><table class="claims"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-        + ("<h3>Figures</h3>" if figures else "")
-        + "".join(figures)
-        + "</section>"
-    )
+    return {
+        "error": None,
+        "rows": rows,
+        "holm": holm_sentence(cells) if cells else "",
+        "overview": _image(figures / "scope.png") if experiment is None else None,
+    }
 
 
 def _adjusted(claim: dict) -> tuple[str, str, str]:
@@ -337,25 +277,18 @@ def _effect(claim: dict) -> str:
     return f"{number('mean_diff')} [{number('ci_low')}, {number('ci_high')}]"
 
 
-# --- HTML pieces -----------------------------------------------------------------------------------
-
-
-def _table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=num' if i >= numeric_from else ''}>{escape(cell)}</td>" for i, cell in enumerate(row))
-        + "</tr>"
-        for row in rows
-    )
-    table = f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    return f'<div class="scroll">{table}</div>'
+# --- images ----------------------------------------------------------------------------------------
 
 
 def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
     return _data_uri(buffer.getvalue())
+
+
+def _image(file: Path) -> str | None:
+    """The PNG `file` as a data URI; None when there is no such file."""
+    return _data_uri(file.read_bytes()) if file.is_file() else None
 
 
 def _data_uri(png: bytes) -> str:

@@ -191,6 +191,15 @@ def test_claims_lead_with_the_adjusted_verdict_and_the_scope(root):
     assert "Holm's method" in " ".join(page.texts("p"))
 
 
+def test_every_value_is_shown_as_text_never_as_markup(root):
+    statement = 'Norm <i>helps</i> & "it" <script>alert(1)</script>'
+    _claims(root, [{**CLAIM, "statement": statement, "source": "<i>Ioffe</i>"}])
+    page = Page(build_report(root)[0])
+    assert statement in page.texts("a") and "<i>Ioffe</i>" in page.texts("td")
+    assert page.all("img")[0]["alt"] == f"Claim figure: {statement}"
+    assert not {"i", "script"} & {tag for tag, _ in page.tags}
+
+
 def test_one_experiments_report_shows_that_one_and_its_claims(root):
     _claims(root, [CLAIM, {**CLAIM, "id": "other", "statement": "Other claim", "experiment": "results/b_single"}])
     file, problems = write_report(root / "a_sweep")
