@@ -113,13 +113,13 @@ def rows_to_json(rows: Sequence[BenchRow]) -> str:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def _median_iqr(samples: Sequence[float]) -> tuple[float, float]:
+def median_iqr(samples: Sequence[float]) -> tuple[float, float]:
     q1, median, q3 = np.percentile(samples, [25, 50, 75])
     return float(median), float(q3 - q1)
 
 
 def _row(group: str, name: str, samples: Sequence[float], unit: str = "s", **fields) -> BenchRow:
-    median, iqr = _median_iqr(samples)
+    median, iqr = median_iqr(samples)
     return BenchRow(group, name, median, iqr, len(samples), unit, **fields)
 
 
@@ -152,7 +152,7 @@ def _calls_per_sample(fn: Callable[[], object], min_s: float = 5e-3) -> int:
     return calls
 
 
-def _subprocess_env() -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
     """This environment, with this checkout first on the path: the subprocess runs the same bnlab."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
@@ -163,7 +163,7 @@ def _timed_subprocess(command: list[str], env: dict[str, str] | None = None) -> 
     """Wall time of `command`, process start-up included; BnlabError if it fails."""
     start = time.perf_counter()
     done = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or _subprocess_env()
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or subprocess_env()
     )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -292,11 +292,11 @@ def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[Be
             samples[name].append(_seconds_per_call(fn, calls[name]))
 
     size = f"{n}x{d} {np.dtype(dtype).name}"
-    copy_s = _median_iqr(samples["np.copy"])[0]
+    copy_s = median_iqr(samples["np.copy"])[0]
     gb_per_s = 2 * x.nbytes / copy_s / 1e9
     rows = [_row("batchnorm", f"np.copy {size}", samples["np.copy"], note=f"reference: {gb_per_s:.1f} GB/s read+write")]
     for name in list(kernels)[1:]:
-        ratio = _median_iqr(samples[name])[0] / copy_s
+        ratio = median_iqr(samples[name])[0] / copy_s
         rows.append(_row("batchnorm", f"{name} {size}", samples[name], ratio=ratio, ratio_of="x np.copy"))
     speedups = [g / a for g, a in zip(samples["batchnorm_backward"], samples["batchnorm_backward_alt"], strict=True)]
     rows.append(
@@ -471,7 +471,7 @@ BLAS_MODES = ("portable", "native")
 def _blas_env(mode: str) -> dict[str, str]:
     """A child environment with portable numerics (the default) or the machine's own kernels:
     OPENBLAS_CORETYPE removed, so native really is the machine's choice."""
-    env = _subprocess_env()
+    env = subprocess_env()
     env.pop("OPENBLAS_CORETYPE", None)
     env["BNLAB_BLAS"] = mode
     return env

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.bench import BenchRow, _median_iqr, _subprocess_env
+from bnlab.bench import BenchRow, median_iqr, subprocess_env
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
 from bnlab.lab import prepared
@@ -64,7 +64,7 @@ def bench_memory(quick: bool = False, data_dir: str | Path | None = None) -> lis
     with tempfile.TemporaryDirectory(prefix="bnlab-bench-memory-") as tmp:
         tmp = Path(tmp)
         batches, where = _full_size_data(tmp, data_dir, quick)
-        env = {**_subprocess_env(), prepared.ENV_VAR: str(tmp / "prepared")}
+        env = {**subprocess_env(), prepared.ENV_VAR: str(tmp / "prepared")}
         spec = tmp / "memory.yaml"
         spec.write_text(SPEC.format(**dict(zip(("num_train", "num_val", "num_test"), splits, strict=True)),
                                     hidden_dims=[8] if quick else [100] * 5))  # fmt: skip
@@ -96,7 +96,7 @@ def bench_memory(quick: bool = False, data_dir: str | Path | None = None) -> lis
 
 
 def _ready_row(samples: list[float]) -> BenchRow:
-    median, iqr = _median_iqr(samples)
+    median, iqr = median_iqr(samples)
     note = "load_cifar10 in a new process, data prepared" + _bar(median, BAR_READY_S, "s")
     return BenchRow("memory", "a worker's data ready", median, iqr, len(samples), "s", note=note)
 

@@ -71,14 +71,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.executors import Executor
+from bnlab.lab.formatting import file_safe
 from bnlab.lab.results import ExperimentResults, claims_dir, finished_on_disk, read_claims, write_claims
 from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import (
+    MAX_NAME_LENGTH,
     Experiment,
     Run,
     YamlLoader,
-    _format,
     did_you_mean,
     experiment_from_text,
     load_experiment,
@@ -718,10 +719,10 @@ def _cell_name(base: str, cell: Cell) -> str:
     for key, value in cell.where.items():
         if isinstance(value, dict):  # a mapping is named by its first value
             value = next(iter(value.values()), "")
-        parts.append(re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{key.rsplit('.', 1)[-1]}-{_format(value)}"))
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]", "-", f"{key.rsplit('.', 1)[-1]}-{file_safe(value)}"))
     label = "__".join(parts)
     name = f"{base}__{label}"
-    if len(name) > 100:
+    if len(name) > MAX_NAME_LENGTH:
         name = f"{base[:60]}__{hashlib.sha1(label.encode()).hexdigest()[:12]}"
     return name
 

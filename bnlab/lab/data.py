@@ -410,8 +410,7 @@ def preprocess_chunks(images: np.ndarray, preprocess: Preprocess, stats: PoolSta
     PREPROCESS_ROWS images at a time: the same arithmetic per element as on the whole, without a
     float64 copy of the whole."""
     chunks = (
-        preprocess(images[i : i + PREPROCESS_ROWS], stats).astype(dtype)
-        for i in range(0, len(images), PREPROCESS_ROWS)
+        preprocess(images[i : i + PREPROCESS_ROWS], stats).astype(dtype) for i in range(0, len(images), PREPROCESS_ROWS)
     )
     return prepared.Streamed(images.shape, np.dtype(dtype), chunks)
 
@@ -458,9 +457,7 @@ def check_request(num_train: int, num_val: int, num_test: int, dtype) -> np.dtyp
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"dtype must be a floating type, got {dtype}")
     if num_train < 1 or num_val < 1 or num_test < 0:
-        raise DataError(
-            f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0"
-        )
+        raise DataError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 1 and num_test ({num_test}) >= 0")
     return dtype
 
 

@@ -164,6 +164,8 @@ def _idx_dataset(name: str, folder: str, base_url: str, md5s: tuple[str, ...], c
         default_preprocess="scale",
         read=read_idx_folder,
     )
+
+
 DATASETS: dict[str, Dataset] = {
     "cifar10": Dataset(
         name="cifar10",
@@ -339,6 +341,7 @@ def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
 
 
 # --- reading and preprocessing -----------------------------------------------------------------
+
 
 def read_raw(name: str, data_dir: str | Path | None = None) -> Raw:
     """The raw arrays of an MNIST-format data set (cifar10 is read by bnlab.lab.data)."""

@@ -4,6 +4,7 @@ the report, so the same value reads the same everywhere."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,12 @@ def format_value(value: Any) -> str:
     if isinstance(value, list):
         return "-".join(format_value(v) for v in value)
     return str(value)
+
+
+def file_safe(value: Any) -> str:
+    """A value in a run id or folder name: as format_value writes it, with only file-name-safe
+    characters (others become -)."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", format_value(value))
 
 
 def format_number(x: float, digits: int = 3, sign: bool = False) -> str:

@@ -22,7 +22,7 @@ from bnlab.errors import ResultsError
 from bnlab.lab import results
 from bnlab.lab.executors import Executor
 from bnlab.lab.results import FINISHED
-from bnlab.lab.runner import _provenance, _record
+from bnlab.lab.runner import run_record, source_provenance
 from bnlab.lab.spec import Run
 
 COMPARED = ("history.csv", "epochs.csv", "probes.csv")
@@ -77,7 +77,7 @@ def reproduce(
     path = Path(path)
     chosen = [_load_run(path, run_id) for run_id in sample(finished_runs(path), runs)]
     comparisons = []
-    versions = _provenance()  # the rerun's bnlab version and commit: this process's
+    versions = source_provenance()  # the rerun's bnlab version and commit: this process's
     with tempfile.TemporaryDirectory(prefix="bnlab-reproduce-") as scratch:
         for outcome in executor.execute(chosen):
             run = next(r for r in chosen if r.run_id == outcome.run_id)
@@ -85,7 +85,7 @@ def reproduce(
                 reason = (outcome.error or "unknown error").strip().splitlines()[-1]
                 comparison = Comparison(run.run_id, f"the rerun failed: {reason}", {})
             else:
-                results.write_run(Path(scratch), run, _record(run, outcome, versions))
+                results.write_run(Path(scratch), run, run_record(run, outcome, versions))
                 comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
             comparisons.append(comparison)
             if on_compared:

@@ -542,4 +542,3 @@ def provenance_note(path: str | Path) -> str | None:
     metas = [read_meta(meta_file.parent) for meta_file in sorted(Path(path).glob("*/meta.json"))]
     differing = provenance_differences([m for m in metas if m])
     return describe_differences(differing) if differing else None
-

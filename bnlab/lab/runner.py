@@ -77,12 +77,12 @@ def run_experiment(
         results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
         if on_start:
             on_start(len(experiment.runs), len(todo))
-        provenance = _provenance()
+        provenance = source_provenance()
         by_id = {run.run_id: run for run in todo}
         try:
             for outcome in executor.execute(todo, progress):
                 run = by_id[outcome.run_id]
-                results.write_run(path, run, _record(run, outcome, provenance))
+                results.write_run(path, run, run_record(run, outcome, provenance))
                 rows[run.run_id] = results.runs_row(run, outcome.status, _metrics(outcome))
                 results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
                 report.outcomes.append(outcome)
@@ -108,7 +108,7 @@ def _metrics(outcome: RunOutcome) -> dict:
     }
 
 
-def _record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecord:
+def run_record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecord:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None
     return results.RunRecord(
         status=outcome.status,
@@ -129,7 +129,7 @@ def _record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecor
     )
 
 
-def _provenance() -> dict:
+def source_provenance() -> dict:
     """Versions and the git commit of the bnlab source, for meta.json."""
     try:
         git = subprocess.run(

@@ -39,7 +39,7 @@ from bnlab.errors import SpecError
 from bnlab.lab.data import PREPROCESS
 from bnlab.lab.datasets import DATASETS
 from bnlab.lab.figure_kinds import FIGURE_KINDS
-from bnlab.lab.formatting import format_value
+from bnlab.lab.formatting import file_safe
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES, conv_sizes
 from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
@@ -199,8 +199,8 @@ class RecordSpec(_Section):
         default_factory=lambda: list(STATISTICS)
     )
     every: PositiveInt = DEFAULT_EVERY
-    landscape_steps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] = (
-        Field(default_factory=lambda: list(DEFAULT_LANDSCAPE_STEPS))
+    landscape_steps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_LANDSCAPE_STEPS)
     )
 
     @model_validator(mode="after")
@@ -217,8 +217,11 @@ class PlotSpec(_Section):
     layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
 
 
+MAX_NAME_LENGTH = 150  # an experiment's name is its results folder's: file systems allow 255 bytes
+
+
 class ExperimentSpec(_Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)]
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec
@@ -723,10 +726,5 @@ def _check_plots(
 def make_run_id(swept: dict[str, Any], seed: int) -> str:
     """A readable id from the swept values and the seed, stable across reruns and spec edits:
     'normalization=batchnorm__weight_scale=0.0001__seed=0'."""
-    parts = [f"{key.rsplit('.', 1)[-1]}={_format(value)}" for key, value in swept.items()]
+    parts = [f"{key.rsplit('.', 1)[-1]}={file_safe(value)}" for key, value in swept.items()]
     return "__".join([*parts, f"seed={seed}"])
-
-
-def _format(value: Any) -> str:
-    """A swept value in a run id: as format_value writes it, with only file-name-safe characters."""
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", format_value(value))

@@ -88,8 +88,9 @@ def saturated_fraction(x: np.ndarray, activation: str, negative_slope: float = 0
     if activation == "leaky_relu":
         return 0.0
     if activation not in DERIVATIVES:
-        raise ValueError(f"no saturation rule for activation {activation!r}: expected one of "
-                         f"{['relu', 'leaky_relu', *DERIVATIVES]}")
+        raise ValueError(
+            f"no saturation rule for activation {activation!r}: expected one of {['relu', 'leaky_relu', *DERIVATIVES]}"
+        )
     derivative, maximum = DERIVATIVES[activation]
     return float(np.mean(derivative(x.astype(np.float64)) < SATURATION_FRACTION * maximum))
 
@@ -170,9 +171,7 @@ class Recorder:
             for layer in sorted(outputs):
                 self._add(iteration, layer, "out_std", float(outputs[layer].astype(np.float64).std()))
             flat_grads = np.concatenate([grads[name].ravel() for name in solver._names])
-            next_flat, _ = solver.update_rule(
-                saved.flat.copy(), flat_grads.copy(), copy.deepcopy(solver.optim_state)
-            )
+            next_flat, _ = solver.update_rule(saved.flat.copy(), flat_grads.copy(), copy.deepcopy(solver.optim_state))
             self._weights(iteration, saved, grads, next_flat)
             if self.statistics & set(ICS_STATISTICS):
                 self._ics(iteration, saved, grads, next_flat, X, y)

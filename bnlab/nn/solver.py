@@ -60,9 +60,7 @@ class Solver:
         recorder=None,
     ) -> None:
         if update_rule not in optim.UPDATE_RULES:
-            raise ValueError(
-                f"unknown update rule {update_rule!r}: expected one of {list(optim.UPDATE_RULES)}"
-            )
+            raise ValueError(f"unknown update rule {update_rule!r}: expected one of {list(optim.UPDATE_RULES)}")
         self.model = model
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
