@@ -798,4 +798,4 @@ def _listed_verdict(entry: dict | None) -> str | None:
 
 def _config_key(run: Run) -> str:
     """What makes two runs the same run, whatever folder or condition they belong to."""
-    return yaml.safe_dump(run.config, sort_keys=True)
+    return json.dumps(run.config, sort_keys=True)
