@@ -8,10 +8,15 @@ from __future__ import annotations
 import csv
 import importlib
 import os
+import pickle
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -45,6 +50,19 @@ def bnlab(*args):
     from bnlab.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    """folder/name holding text (folder made if need be): a spec or claims file for a test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """A CIFAR-10 batch file as the official ones are pickled: batch_label, labels, data (n, 3072)."""
+    with open(path, "wb") as f:
+        pickle.dump({"batch_label": path.name, "labels": [int(v) for v in labels], "data": images}, f)
 
 
 @pytest.fixture(scope="session")

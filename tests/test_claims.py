@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_DATA, bnlab, read_csv
+from conftest import ROOT, SHARED_DATA, bnlab, read_csv, write
 
 from bnlab.errors import SpecError
 from bnlab.lab.claims import load_claim_file, load_claims, metric_values, paired_t, verdict
@@ -49,12 +48,6 @@ claims:
 
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(text)
-    return folder / name
 
 
 # --- statistics ----------------------------------------------------------------------------------

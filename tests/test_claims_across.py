@@ -7,18 +7,13 @@ import json
 import os
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, bnlab, needs_shared_data, write
 
-from bnlab.cli import app
 from bnlab.lab.claims import ClaimSpec, cells, load_claim_file, scope
 from bnlab.lab.stats import holm
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "datasets"
 
 # tiny net, two conditions of two values: four cells; depth [20, 20] with lr 1e-3 is the claim's own
 ACROSS = """\
@@ -52,16 +47,6 @@ claims:
     b: null
     direction: less
 """
-
-
-def bnlab(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(text)
-    return folder / name
 
 
 def test_two_conditions_give_four_cells_with_their_overrides():
@@ -120,6 +105,8 @@ def test_scope(verdicts, holds):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
+    if not HAS_SHARED_DATA:
+        pytest.skip(NO_SHARED_DATA)
     root = tmp_path_factory.mktemp("across")
     write(root / "claims", "x.yaml", ACROSS)
     mp = pytest.MonkeyPatch()
@@ -288,6 +275,7 @@ def test_forest_trend_and_scope_figures(tmp_path):
     assert names == ["lr-cells.png", "lr-trend.png", "lr.png", "scope.png"]
 
 
+@needs_shared_data
 def test_runs_with_equal_configs_are_trained_once(tmp_path, monkeypatch):
     """A cell that fixes a swept key to one of its values has a different spec but the same runs as
     the claim's own condition: nothing more is trained, and the cell's pairs are those runs'."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import SHARED_DATA, needs_shared_data, write_batch
 
 from bnlab.errors import DataError
 from bnlab.lab import data
@@ -47,11 +47,6 @@ def decode(rows: np.ndarray) -> np.ndarray:
         for r in range(32):
             images[:, c, r, :] = rows[:, c * 1024 + r * 32 : c * 1024 + r * 32 + 32]
     return images
-
-
-def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        pickle.dump({"batch_label": path.name, "labels": [int(v) for v in labels], "data": images}, f)
 
 
 def tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> str:

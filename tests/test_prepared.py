@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bnlab
+from conftest import bnlab, write_batch
 
 from bnlab.lab import data, datasets, prepared
 from bnlab.lab.train import train_run
@@ -30,11 +30,6 @@ def prepare_cifar10(batches: Path, num_train: int, num_val: int, num_test: int, 
     """CIFAR-10's splits in the folder `batches`, prepared as load_cifar10 prepares them (mean_image)."""
     request = datasets.Request("cifar10", num_train, num_val, num_test, dtype)
     return datasets.prepare_dataset(request, batches, verify)
-
-
-def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        pickle.dump({"batch_label": path.name, "labels": [int(v) for v in labels], "data": images}, f)
 
 
 @pytest.fixture
