@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bnlab.lab.choices import BenchSection, ExecutorKind, FigureFormat
+from bnlab.lab.choices import DASK_WAIT_S, BenchSection, ExecutorKind, FigureFormat
 
 app = typer.Typer(
     help="A laboratory for normalization layers: train sweeps from YAML specs, plot them, check the math.\n\n"
@@ -42,7 +42,15 @@ def _main(
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print bnlab's version and exit.")
     ] = False,
 ) -> None:
-    pass  # the options above are handled by their callbacks; the commands do the work
+    # Before any command loads numpy: a forced BLAS kernel this CPU cannot run would kill it silently.
+    from bnlab.errors import BnlabError
+    from bnlab.numerics import check_setting
+
+    try:
+        check_setting()
+    except BnlabError as exc:
+        _error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
 
 
 SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAML).", show_default=False)]
@@ -58,6 +66,24 @@ ExecutorOpt = Annotated[
 ]
 SchedulerOpt = Annotated[
     str | None, typer.Option("--scheduler", help="The Dask scheduler's address, e.g. tcp://HOST:8786.")
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait-for-workers",
+        min=0,
+        help="With --executor dask: seconds to wait for a first worker before giving up (exit 1).",
+    ),
+]
+UnportableOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unportable-workers",
+        help=(
+            "With --executor dask: accept workers bnlab cannot make compute with portable numerics "
+            "(e.g. started with --no-nanny); their runs record it and `bnlab results` flags the folder."
+        ),
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -152,6 +178,8 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the runs (as `bnlab plan`).")] = False,
     executor: ExecutorOpt = ExecutorKind.local,
     scheduler: SchedulerOpt = None,
+    wait_for_workers: WaitOpt = DASK_WAIT_S,
+    allow_unportable_workers: UnportableOpt = False,
 ) -> None:
     """Train every run of each spec and write results/EXPERIMENT/.
 
@@ -165,8 +193,7 @@ def run(
 
       bnlab run configs/weight_scale.yaml --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    if executor is ExecutorKind.dask and not scheduler:
-        raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
+    cluster = _cluster_options(executor, scheduler, wait_for_workers, allow_unportable_workers)
     with _reported():
         from bnlab.lab.session import check_out, load_experiments, open_session
 
@@ -177,10 +204,19 @@ def run(
             return
         check_out(out)
         with open_session(
-            experiments, data_dir, workers, executor, scheduler, download=_download, on_notice=_note
+            experiments, data_dir, workers, executor, scheduler, download=_download, on_notice=_note, **cluster
         ) as lab:
             for experiment in experiments:
                 _run_one(experiment, out, lab, force)
+
+
+def _cluster_options(executor: ExecutorKind, scheduler: str | None, wait: float, allow_unportable: bool) -> dict:
+    """The Dask executor's options of `bnlab run` and `bnlab claims`; a usage error without a scheduler."""
+    if executor is not ExecutorKind.dask:
+        return {}
+    if not scheduler:
+        raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
+    return {"wait_for_workers": wait, "allow_unportable": allow_unportable}
 
 
 def _note(message: str) -> None:
@@ -278,7 +314,8 @@ def _run_one(experiment, out: Path, lab, force: bool) -> None:
         )
         raise typer.Exit(130) from None
     finally:
-        progress.stop()  # idempotent; leaves the terminal clean whatever happened
+        if progress.live.is_started:  # a bar never shown (the data missing) leaves no blank line
+            progress.stop()  # leaves the terminal clean whatever happened
     console.print(_summary_table(report.path))
     failed = [o for o in report.outcomes if o.status == "failed"]
     if failed:
@@ -413,7 +450,11 @@ def results(
             raise ResultsError(f"{path}: no such results folder; run `bnlab run SPEC` first")
         table = list_experiments(path)
         if as_json:  # json, not pandas' to_json, which writes "results\\/deep_bn"
+            from bnlab.lab.results import provenance_note
+
             rows = [{k: _json_cell(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+            for row in rows:
+                row["provenance_note"] = provenance_note(row["path"])
             print(json.dumps(rows, indent=2))
             return
         from rich.table import Table
@@ -431,12 +472,14 @@ def results(
 
 
 def _warn_provenance(path: Path) -> None:
-    """One line when an experiment's runs were made with different code, numerics or machines."""
+    """One line when an experiment's runs were made with different code, numerics or machines, or
+    without portable numerics."""
     from bnlab.lab.results import provenance_note
 
     note = provenance_note(path)
     if note:
-        errors.print(f"[yellow]{escape(str(path))}: runs differ in provenance:[/] {escape(note)}", soft_wrap=True)
+        said, rest = note.split(": ", 1)
+        errors.print(f"[yellow]{escape(str(path))}: {escape(said)}:[/] {escape(rest)}", soft_wrap=True)
 
 
 @app.command()
@@ -550,6 +593,8 @@ def claims(
     ] = 24,
     executor: ExecutorOpt = ExecutorKind.local,
     scheduler: SchedulerOpt = None,
+    wait_for_workers: WaitOpt = DASK_WAIT_S,
+    allow_unportable_workers: UnportableOpt = False,
 ) -> None:
     """Test the reference notes' claims over paired seeds, each with a verdict.
 
@@ -575,8 +620,7 @@ def claims(
 
       bnlab claims --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    if executor is ExecutorKind.dask and not scheduler:
-        raise _usage_error("--executor dask needs --scheduler tcp://HOST:8786 (the address `dask scheduler` prints)")
+    cluster = _cluster_options(executor, scheduler, wait_for_workers, allow_unportable_workers)
     with _reported():
         from bnlab.errors import SpecError
         from bnlab.lab.claims import load_claims
@@ -614,7 +658,9 @@ def claims(
 
         every = [e for g in asked if not g.problem for e in experiments(g, chosen)]  # the cells' data too
         check_out(out)
-        with open_session(every, data_dir, workers, executor, scheduler, download=_download, on_notice=_note) as lab:
+        with open_session(
+            every, data_dir, workers, executor, scheduler, download=_download, on_notice=_note, **cluster
+        ) as lab:
             # every group, so that claims.json keeps the other files' claims in their order
             # named claims train only the runs they compare; without names, every run of their files
             entries = _run_claims(groups, out, lab, set(ids) if ids else None, until_decided, max_seeds)
@@ -757,14 +803,24 @@ def _power_note(cell: dict) -> str:
 @app.command()
 def gradcheck(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Only the checks whose name contains this text, e.g. layernorm or convnet."),
+    ] = None,
 ) -> None:
     """Check every backward pass against numerical gradients (float64); exit 1 on any failure.
 
-    Example: bnlab gradcheck --json
-    """
-    from bnlab.nn.gradcheck_suite import run_gradchecks
+    Examples:
 
-    checks = run_gradchecks()
+      bnlab gradcheck
+
+      bnlab gradcheck --only groupnorm --json
+    """
+    from bnlab.nn.gradcheck_suite import checks_named, run_gradchecks
+
+    checks = run_gradchecks() if only is None else checks_named(only)
+    if not checks:
+        raise _usage_error(f"--only {only!r}: no check's name contains it; `bnlab gradcheck` lists them all")
     failed = [c for c in checks if not c.passed]
     if as_json:
         print(

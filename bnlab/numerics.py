@@ -33,6 +33,23 @@ PORTABLE_KERNEL = "Haswell"
 PORTABLE_KERNELS = ("Haswell", "Zen")
 MODES = ("portable", "native")
 
+# The CPU flags (as /proc/cpuinfo names them) that each OpenBLAS kernel set executes: a set forced
+# with OPENBLAS_CORETYPE on a CPU without them dies of an illegal instruction, without a word.
+KERNEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "Prescott": (),  # SSE3: every x86-64 CPU
+    "Nehalem": ("sse4_2",),
+    "Sandybridge": ("avx",),
+    "Haswell": ("avx2",),
+    "Zen": ("avx2",),
+    "SkylakeX": ("avx512f",),
+    "Cooperlake": ("avx512f", "avx512_bf16"),
+    "SapphireRapids": ("avx512f", "avx512_bf16", "amx_bf16"),
+}
+# In a list of kernel sets to test, what runs in place of one this CPU cannot execute: the next
+# one down that it may (an AVX2-only CPU tests Zen where an AVX-512 one tests SkylakeX).
+STAND_IN = {"SapphireRapids": "Cooperlake", "Cooperlake": "SkylakeX", "SkylakeX": "Zen", "Zen": "Sandybridge",
+            "Haswell": "Sandybridge", "Sandybridge": "Nehalem", "Nehalem": "Prescott"}  # fmt: skip
+
 # platform: portable numerics cannot exist on this machine (recorded, not warned about at every run)
 _pin: dict = {"mode": "portable", "pinned": False, "why_not": None, "platform": False}
 
@@ -48,6 +65,7 @@ def pin() -> None:
     _pin["bad_value"] = None if mode in MODES else os.environ.get("BNLAB_BLAS")
     if _pin["mode"] == "native":
         _pin["why_not"] = "BNLAB_BLAS=native"
+        _pin["bad_kernel"] = unrunnable_kernel_message(os.environ.get("OPENBLAS_CORETYPE"), cpu_flags())
         return
     if "numpy" in sys.modules:
         _pin["why_not"] = "numpy was imported before bnlab, so its BLAS had already chosen its kernels"
@@ -55,7 +73,7 @@ def pin() -> None:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         _pin.update(why_not=f"OpenBLAS has no Haswell kernels on {platform.machine()}", platform=True)
         return
-    if not _has_avx2():
+    if missing_flags(PORTABLE_KERNEL, cpu_flags()):
         _pin.update(why_not="this CPU lacks AVX2, which the Haswell kernels need", platform=True)
         return
     os.environ["OPENBLAS_CORETYPE"] = PORTABLE_KERNEL
@@ -63,14 +81,79 @@ def pin() -> None:
 
 
 def check_setting() -> None:
-    """SpecError when BNLAB_BLAS holds neither 'portable' nor 'native' (the CLI's commands call it)."""
-    if _pin.get("bad_value") is not None:
-        from bnlab.errors import SpecError
+    """SpecError when BNLAB_BLAS holds neither 'portable' nor 'native', or names with native an
+    OPENBLAS_CORETYPE this CPU cannot execute (the CLI calls it before anything loads numpy)."""
+    from bnlab.errors import SpecError
 
+    if _pin.get("bad_value") is not None:
         raise SpecError(
             f"BNLAB_BLAS={_pin['bad_value']!r}: choose portable (the default: the same numbers on every "
             f"x86-64 machine) or native (this machine's own BLAS kernels), or unset it"
         )
+    if _pin.get("bad_kernel"):
+        raise SpecError(_pin["bad_kernel"])
+
+
+def cpu_flags() -> set[str] | None:
+    """The instruction-set flags of this CPU from /proc/cpuinfo ('avx2', 'avx512f', ...), or None
+    where they cannot be read (not Linux)."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
+
+
+def _kernel_name(kernel: str) -> str | None:
+    """The KERNEL_NEEDS spelling of an OpenBLAS kernel name, whatever its case; None if unknown."""
+    return next((k for k in KERNEL_NEEDS if k.lower() == kernel.strip().lower()), None)
+
+
+def missing_flags(kernel: str, flags: set[str] | None) -> list[str]:
+    """The CPU flags `kernel` needs that `flags` lacks: empty when it can run, when the kernel is
+    not one bnlab knows, or when the flags are unknown (then nothing can be said)."""
+    known = _kernel_name(kernel)
+    if known is None or flags is None:
+        return []
+    return [flag for flag in KERNEL_NEEDS[known] if flag not in flags]
+
+
+def unrunnable_kernel_message(kernel: str | None, flags: set[str] | None) -> str | None:
+    """One line saying that OPENBLAS_CORETYPE=kernel cannot run on a CPU with `flags`, and the fix;
+    None when it can (or nothing is forced)."""
+    missing = missing_flags(kernel or "", flags)
+    if not missing:
+        return None
+    return (
+        f"OPENBLAS_CORETYPE={kernel.strip()}: this CPU lacks {', '.join(missing)}, which OpenBLAS's {kernel.strip()} "
+        f"kernels execute, so numpy would die of an illegal instruction; choose a kernel set this CPU runs "
+        f"({', '.join(runnable_kernels(flags))}), or unset OPENBLAS_CORETYPE or BNLAB_BLAS"
+    )
+
+
+def runnable_kernels(flags: set[str] | None) -> list[str]:
+    """Every kernel set of KERNEL_NEEDS a CPU with `flags` can execute."""
+    return [kernel for kernel in KERNEL_NEEDS if not missing_flags(kernel, flags)]
+
+
+def choose_kernels(wanted: list[str], flags: set[str] | None) -> tuple[list[str], list[str]]:
+    """The kernel sets to test of `wanted`, each this CPU cannot run replaced by its STAND_IN (the
+    next one down it can run and that is not already chosen), and a line for each one left out."""
+    chosen: list[str] = []
+    notes = []
+    asked = {_kernel_name(k) or k for k in wanted if not missing_flags(k, flags)}  # these keep their place
+    for kernel in wanted:
+        name = _kernel_name(kernel) or kernel
+        if not missing_flags(name, flags):
+            chosen += [name] if name not in chosen else []
+            continue
+        stand_in = STAND_IN.get(name)
+        while stand_in is not None and (missing_flags(stand_in, flags) or stand_in in chosen or stand_in in asked):
+            stand_in = STAND_IN.get(stand_in)
+        why = f"left out {name}: this CPU lacks {', '.join(missing_flags(name, flags))}"
+        if stand_in is None:
+            notes.append(f"{why}, and no kernel set below it is left to stand in")
+        else:
+            chosen.append(stand_in)
+            notes.append(f"{why}; {stand_in} runs in its place")
+    return chosen, notes
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -84,13 +167,6 @@ def _cpuinfo(field: str) -> str | None:
     except OSError:
         pass
     return None
-
-
-def _has_avx2() -> bool:
-    """False only when /proc/cpuinfo says so (Linux); elsewhere an x86-64 CPU is assumed to have it
-    (every one made since 2015 does)."""
-    flags = _cpuinfo("flags")
-    return flags is None or "avx2" in flags.split()
 
 
 def cpu_model() -> str:

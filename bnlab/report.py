@@ -33,11 +33,12 @@ from bnlab.lab.results import (
     experiment_folders,
     group_summary,
     load_experiment,
+    provenance_note,
     read_claims,
     read_meta,
 )
 from bnlab.lab.stats import holm_sentence
-from bnlab.numerics import describe_differences, numerics_summary, provenance_differences
+from bnlab.numerics import numerics_summary
 from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
@@ -98,7 +99,6 @@ def _experiment(folder: Path, problems: list[str]) -> dict:
     figures, no_figures = _figures(results, problems)
     not_done, not_done_counts = _not_done(results)
     metas = [read_meta(results.path / r) for r in results.runs.loc[results.runs["status"] != "pending", "run_id"]]
-    differing = provenance_differences(metas)
     return {
         **shown,
         "description": str(results.spec.get("description") or ""),
@@ -112,7 +112,7 @@ def _experiment(folder: Path, problems: list[str]) -> dict:
         "no_figures": no_figures,
         "spec": (folder / "spec.yaml").read_text(errors="replace"),
         "provenance": _provenance(results, metas),
-        "differs": describe_differences(differing) if differing else None,
+        "provenance_note": provenance_note(folder),
     }
 
 

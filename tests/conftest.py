@@ -34,6 +34,14 @@ NO_SHARED_DATA = f"needs CIFAR-10 in {SHARED_DATA}/cifar-10-batches-py (this pro
 needs_shared_data = pytest.mark.skipif(not HAS_SHARED_DATA, reason=NO_SHARED_DATA)
 
 
+@pytest.fixture(autouse=True)
+def _data_where_this_project_keeps_it(monkeypatch) -> None:
+    """Every test finds the shared data sets as `make` would point bnlab to them, however pytest
+    was started (no variable to export by hand); a test about finding no data removes it itself."""
+    if HAS_SHARED_DATA and "BNLAB_DATA_DIR" not in os.environ:
+        monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+
+
 @pytest.fixture
 def shared_data(monkeypatch) -> Path:
     """BNLAB_DATA_DIR set to the shared CIFAR-10 folder; the test skips, saying why, when it is absent."""

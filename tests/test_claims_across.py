@@ -167,8 +167,11 @@ def test_a_cell_is_trained_in_its_condition_and_equal_configs_share_runs(ran):
 ACROSS_SGD = {"solver.update_rule": "sgd_momentum", "solver.optim_config": {"learning_rate": 1.0e-2}}
 
 
-def test_a_rerun_trains_nothing_and_prints_the_adjusted_verdicts(ran):
+def test_a_rerun_trains_nothing_and_prints_the_adjusted_verdicts(ran, monkeypatch):
+    """With no data anywhere: finished claims need none."""
     root, entries = ran
+    monkeypatch.delenv("BNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "empty-cache"))
     claims = root / "results" / "claims"
     before = {p: p.stat().st_mtime_ns for p in claims.glob("*/*/meta.json")}
     result = bnlab("claims", "--dir", root / "claims", "--out", root / "results", "--workers", "1")
@@ -178,6 +181,7 @@ def test_a_rerun_trains_nothing_and_prints_the_adjusted_verdicts(ran):
     assert "Holm" in text and "verdict" in text and "x-train" in text
     assert json.loads((claims / "claims.json").read_text()) == entries
     assert (claims / "figures" / "x-train.png").stat().st_size > 0
+    assert not (root / "empty-cache").exists()
 
 
 def test_list_counts_the_runs_of_every_cell(ran, tmp_path):
@@ -200,7 +204,7 @@ def test_list_counts_the_runs_of_every_cell(ran, tmp_path):
     assert (rows["x-train"]["runs_finished"], rows["x-loss"]["runs_finished"]) == (39, 10)
 
 
-def test_until_decided_adds_seeds_to_inconclusive_cells_only(ran):
+def test_until_decided_adds_seeds_to_inconclusive_cells_only(ran, shared_data):
     root, _ = ran
     result = bnlab(
         "claims", "x-loss", "--dir", root / "claims", "--out", root / "results", "--workers", "2",
@@ -220,7 +224,7 @@ def test_until_decided_adds_seeds_to_inconclusive_cells_only(ran):
         assert cell["seeds_for_power"] is None or cell["seeds_for_power"] >= 2
 
 
-def test_claims_on_a_dask_cluster_equal_local_ones(ran, tmp_path):
+def test_claims_on_a_dask_cluster_equal_local_ones(ran, tmp_path, shared_data):
     distributed = pytest.importorskip("distributed", reason="the dask extra is part of the dev install")
     root, entries = ran
     write(tmp_path / "claims", "x.yaml", ACROSS)

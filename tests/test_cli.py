@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,10 +207,14 @@ def test_report_of_a_root_with_an_unreadable_experiment(tmp_path):
 
 
 def test_gradcheck_json():
-    result = bnlab("gradcheck", "--json")
+    """--only keeps it quick (the whole table is tests/test_gradcheck_suite.py's)."""
+    result = bnlab("gradcheck", "--json", "--only", "layernorm")
     assert result.exit_code == 0, result.output
     checks = json.loads(result.stdout)
     assert len(checks) >= 10 and len({c["name"] for c in checks}) == len(checks)
+    assert all("layernorm" in c["name"] for c in checks)
+    assert any(c["name"].startswith("layernorm dx") for c in checks)
+    assert any(c["name"].startswith("net relu layernorm after reg=0 W") for c in checks)
     for check in checks:
         assert check["passed"] is True and 0 <= check["error"] <= check["threshold"] < 1e-3, check
 
@@ -527,3 +532,27 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, uninterrupted, wo
 
     rerun_to_completion(tmp_path, out, workers)
     assert snapshot(exp_dir) == uninterrupted
+
+
+def test_gradcheck_only_matching_nothing_is_a_usage_error():
+    result = bnlab("gradcheck", "--only", "no-such-layer")
+    assert result.exit_code == 2 and "no-such-layer" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_finished_sweep_reruns_without_its_data(smoke_results, tmp_path, monkeypatch, no_network):
+    """Results copied to a machine with no data (no folder configured, an empty cache, offline):
+    every run is done, so nothing is located, loaded or downloaded, and the rerun succeeds."""
+    shutil.copytree(smoke_results, tmp_path / "results" / "smoke")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    before = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*") if p.is_file() and p.name != ".lock"}
+    result = bnlab("run", SMOKE, "--out", tmp_path / "results", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "all 4 runs are already finished" in flat(result.stdout) and no_network == []
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "home").exists()
+    after = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    summary = bnlab("results", tmp_path / "results", "--json")
+    assert summary.exit_code == 0 and [(e["runs"], e["done"]) for e in json.loads(summary.stdout)] == [(4, 4)]

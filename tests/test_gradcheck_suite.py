@@ -165,6 +165,11 @@ def residual_nets(norm: str) -> list[str]:
     return [net for net in RESIDUAL_NETS if f" {norm} " in net]
 
 
+def same_net(case: str, prefix: str) -> bool:
+    """Whether the rows of a net's group of checks and rows beginning with prefix can meet."""
+    return case.startswith(prefix) or prefix.startswith(case)
+
+
 @pytest.mark.parametrize(
     "breakages, failing",
     [
@@ -175,8 +180,13 @@ def residual_nets(norm: str) -> list[str]:
                 ("layernorm_backward", scale_output(layers.layernorm_backward, 0, 1.01)),
                 ("dropout_backward", lambda d, c: d),
             ],
-            ["layernorm dx", *nets(norm="layernorm"), "dropout (p=0.7) dx", "residual mlp pre layernorm",
-             "residual mlp post layernorm"],  # fmt: skip
+            [
+                "layernorm dx",
+                *nets(norm="layernorm"),
+                "dropout (p=0.7) dx",
+                "residual mlp pre layernorm",
+                "residual mlp post layernorm",
+            ],  # fmt: skip
         ),
         # The net's layers 2..L take dW from affine_backward.
         (
@@ -221,13 +231,47 @@ def residual_nets(norm: str) -> list[str]:
     ids=["layernorm-dx+dropout", "affine-dw", "batchnorm_alt-dgamma", "sigmoid-dx+batchrenorm-dgamma"],
 )
 def test_a_broken_backward_fails_exactly_its_checks(monkeypatch, breakages, failing):
+    """Runs the groups that must fail (about 12 of them, evenly spread) and every 8th of the
+    others, besides the layer groups: the whole suite once per breakage would take minutes."""
     for name, broken in breakages:
         break_function(monkeypatch, name, broken)
-    failed = [c.name for c in run_gradchecks() if not c.passed]
+    cases = list(gradcheck_suite.gradcheck_cases())
+    nets = [case for case in cases if case not in gradcheck_suite.LAYER_CASES]  # their rows begin with the case
+    must_fail = [case for case in nets if any(same_net(case, prefix) for prefix in failing)]
+    others = [case for case in nets if case not in must_fail]
+    chosen = [*gradcheck_suite.LAYER_CASES, *must_fail[:: max(1, len(must_fail) // 12)], *others[::8]]
+    assert len(chosen) < len(cases)
+    failed = [c.name for c in run_gradchecks(chosen) if not c.passed]
     for prefix in failing:
-        assert any(f.startswith(prefix) for f in failed), prefix
+        layer_row = not any(same_net(case, prefix) for case in nets)
+        if layer_row or any(same_net(case, prefix) for case in chosen):
+            assert any(f.startswith(prefix) for f in failed), prefix
     for f in failed:
         assert any(f.startswith(prefix) for prefix in failing), f
+
+
+def test_the_groups_of_checks_partition_the_table(checks):
+    """Each group's rows, run alone, are the full table's rows in its order: running a few groups
+    (the CLI's --only, the broken-backward tests) checks what the full run checks."""
+    cases = gradcheck_suite.gradcheck_cases()
+    assert len(cases) == 2 + len(NETS) + len(CONVNETS) + len(LENETS) + 1 + len(RESIDUAL_NETS)
+    names = [c.name for c in checks]
+    order = [name for name in cases if name not in gradcheck_suite.LAYER_CASES]
+    # every net's row begins with its group's name, the groups in the table's order
+    owners = [max((i for i, case in enumerate(order) if name.startswith(case + " ")), default=None) for name in names]
+    owned = [i for i in owners if i is not None]
+    assert owned == sorted(owned) and set(owned) == set(range(len(order)))
+    some = ["layers", "net tanh batchnorm after reg=3.14", "convnet groupnorm reg=0"]
+    rows = [(c.name, c.error) for c in run_gradchecks(some)]
+    full = {c.name: c.error for c in checks}
+    assert rows and all(full[name] == error for name, error in rows)
+    assert [name for name, _ in rows] == [n for n in names if n in dict(rows)]
+
+
+def test_checks_named_are_every_row_holding_the_text(checks):
+    rows = gradcheck_suite.checks_named("rmsnorm")
+    assert [c.name for c in rows] == [c.name for c in checks if "rmsnorm" in c.name]
+    assert len(rows) >= 3 + 16  # its layer rows and its nets'
 
 
 def test_a_bias_group_norm_cancels_is_checked_as_zero_not_by_relative_error(checks):
@@ -272,5 +316,5 @@ def test_a_backward_that_gives_a_cancelled_bias_a_gradient_fails(monkeypatch):
         return value, grads
 
     monkeypatch.setattr(nn_nets.ConvNet, "loss", loss)
-    rows = {c.name: c for c in _convnet_checks("groupnorm", 0.0)}
+    rows = {c.name: c for c in _convnet_checks("convnet groupnorm reg=0", "groupnorm", 0.0)}
     assert not rows["convnet groupnorm reg=0 b1 zero by structure: max |grad| (should be 0)"].passed

@@ -70,5 +70,6 @@ def test_lenet_trains_end_to_end_on_the_mnist_subset(tmp_path):
     assert result.exit_code == 0, result.output
     runs = load_results(tmp_path / "lenet_bn").runs
     assert len(runs) == 2 and set(runs["status"]) == {"done"}
+    args[3] = str(tmp_path / "elsewhere")  # a folder of its own: these runs' configs differ from those above
     too_many = CliRunner().invoke(app, [*args, "--set", "data.num_train=3950", "--set", "data.num_val=100"])
     assert too_many.exit_code == 2 and "4000 training and 1000 test images" in " ".join(too_many.stderr.split())

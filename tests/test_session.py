@@ -5,29 +5,41 @@ from __future__ import annotations
 import pytest
 from conftest import SMOKE
 
-from bnlab.errors import SpecError
+from bnlab.errors import DataError, SpecError
 from bnlab.lab import session
-from bnlab.lab.executors import ProcessExecutor, SerialExecutor
+from bnlab.lab.executors import SerialExecutor
 from bnlab.lab.session import check_out, load_experiments, open_session
 
 
-def test_the_executor_is_closed_however_the_block_ends(monkeypatch):
+def test_the_executor_is_closed_however_the_block_ends(monkeypatch, shared_data):
     closed = []
 
     class Recording(SerialExecutor):
+        def execute(self, runs, progress=None):
+            yield from ()
+
         def close(self) -> None:
             closed.append(True)
 
-    monkeypatch.setattr(session, "make_executor", lambda *args: Recording())
-    with pytest.raises(RuntimeError), open_session([], workers=1) as lab:
-        assert isinstance(lab.executor, Recording) and lab.where == "1 worker(s)"
+    monkeypatch.setattr(session, "make_executor", lambda *args, **kwargs: Recording())
+    experiments = load_experiments([SMOKE])
+    with pytest.raises(RuntimeError), open_session(experiments, workers=1) as lab:
+        assert lab.where == "1 worker(s)" and list(lab.executor.execute(experiments[0].runs)) == []
         raise RuntimeError("a sweep failed")
     assert closed == [True]
 
 
-def test_every_executor_can_be_closed():
-    for executor in (SerialExecutor(), ProcessExecutor(2)):
-        executor.close()
+def test_a_session_that_trains_nothing_needs_no_data(tmp_path, monkeypatch):
+    """No data anywhere (no folder named, an empty cache, downloads refused): opening a session and
+    executing no run reads nothing; the first run to train asks for the data."""
+    monkeypatch.delenv("BNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    experiments = load_experiments([SMOKE])
+    with open_session(experiments, workers=1) as lab:
+        assert list(lab.executor.execute([])) == []
+        with pytest.raises(DataError, match="CIFAR-10"):
+            lab.executor.prepare(experiments[0].runs)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
 
 
 def test_two_specs_of_one_name_are_refused():

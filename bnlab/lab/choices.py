@@ -16,6 +16,8 @@ ExecutorKind = _choices(
     ("local", "dask"),
     "Where runs execute: `local` (this process, or worker processes here) or `dask` (a cluster).",
 )
+# How long a Dask executor waits for a first worker before giving up (`--wait-for-workers`).
+DASK_WAIT_S = 120.0
 FigureFormat = _choices("FigureFormat", ("png", "svg", "pdf"), "The file formats figures are drawn in.")
 BenchSection = _choices(
     "BenchSection",

@@ -14,7 +14,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Protocol
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
-from bnlab.errors import BnlabError
 from bnlab.lab import datasets
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.train import RunOutcome, train_run
@@ -126,7 +124,7 @@ class ProcessExecutor:
                 _drain(progress_queue, progress)
                 for future in done:
                     run = pending.pop(future)
-                    yield _outcome(future, run)
+                    yield outcome_of(future, run)
             _drain(progress_queue, progress)
         finally:
             # Reached on success, on Ctrl-C and when the consumer stops early: leave no worker behind.
@@ -140,7 +138,7 @@ class ProcessExecutor:
         pass  # each execute() starts and stops its own pool
 
 
-def _outcome(future, run: Run) -> RunOutcome:
+def outcome_of(future, run: Run) -> RunOutcome:
     """The future's outcome, or a failed one saying why (a dead worker, missing data)."""
     try:
         return future.result()
@@ -160,90 +158,20 @@ def _drain(progress_queue: multiprocessing.Queue, progress: Progress | None) -> 
             progress(event)
 
 
-# --- a Dask cluster --------------------------------------------------------------------------
-
-
-class DaskExecutor:
-    """Runs submitted to a Dask distributed cluster (`pip install 'bnlab[dask]'`).
-
-    Each run is one task; the workers find the data by the usual rules (data_dir if given, else
-    their own BNLAB_DATA_DIR or cache folder), so a shared data folder should be passed or set on
-    every worker. Start workers with `--nthreads 1`: a run is single-threaded by design.
-    """
-
-    def __init__(self, scheduler: str, data_dir: str | None = None, timeout: float = 10) -> None:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise BnlabError(
-                "the Dask executor needs dask's distributed scheduler: pip install 'bnlab[dask]' "
-                "(or pip install 'dask[distributed]')"
-            ) from None
-        try:
-            self.client = Client(scheduler, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise BnlabError(
-                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with `dask scheduler` "
-                f"and workers with `dask worker {scheduler} --nthreads 1`"
-            ) from None
-        self.data_dir = data_dir
-
-    def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
-        import uuid
-
-        from distributed import Queue, as_completed
-
-        # Workers put their epoch events on a cluster queue, each before its run's result; draining
-        # the queue before yielding a finished run keeps every event ahead of its run's outcome.
-        events = Queue(f"bnlab-progress-{uuid.uuid4().hex}", client=self.client) if progress else None
-        futures = self.client.map(
-            _execute_on_dask,
-            [run.run_id for run in runs],
-            [run.config for run in runs],
-            data_dir=self.data_dir,
-            queue_name=events.name if events else None,
-            key=[f"bnlab-{run.run_id}" for run in runs],
-            pure=False,
-        )
-        by_key = {future.key: run for future, run in zip(futures, runs, strict=True)}
-        try:
-            with self.client.as_current():
-                finished = as_completed(futures)
-                while not finished.is_empty():
-                    batch = finished.next_batch(block=False)
-                    if events is not None:
-                        for event in events.get(batch=True):
-                            progress(event)
-                    for future in batch:
-                        yield _outcome(future, by_key[future.key])
-                    if not batch:
-                        time.sleep(0.2)
-        finally:
-            self.client.cancel(futures)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _execute_on_dask(run_id: str, config: dict, data_dir: str | None, queue_name: str | None) -> RunOutcome:
-    """execute_run on a Dask worker, its epoch events sent to the named cluster queue."""
-    if queue_name is None:
-        return execute_run(run_id, config, data_dir)
-    from distributed import Queue
-
-    return execute_run(run_id, config, data_dir, Queue(queue_name).put)
-
-
 def make_executor(
     workers: int,
     data_dir: str | Path | None = None,
     executor: ExecutorKind | str = ExecutorKind.local,
     scheduler: str | None = None,
+    **cluster_options,
 ) -> Executor:
-    """'local': one worker runs in this process, more use a process pool; 'dask': a Dask cluster."""
+    """'local': one worker runs in this process, more use a process pool; 'dask': a Dask cluster
+    (bnlab.lab.cluster.DaskExecutor, given the cluster_options)."""
     data_dir = str(data_dir) if data_dir is not None else None
     if ExecutorKind(executor) is ExecutorKind.dask:
-        return DaskExecutor(scheduler, data_dir)
+        from bnlab.lab.cluster import DaskExecutor  # here: distributed is an optional extra
+
+        return DaskExecutor(scheduler, data_dir, **cluster_options)
     return SerialExecutor(data_dir) if workers == 1 else ProcessExecutor(workers, data_dir)
 
 

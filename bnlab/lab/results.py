@@ -536,9 +536,21 @@ def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
 
 def provenance_note(path: str | Path) -> str | None:
     """None when every finished run of the experiment at `path` has the same provenance (bnlab,
-    commit, numpy, BLAS and its kernel, portability, CPU), else what differs, with run counts."""
+    commit, numpy, BLAS and its kernel, portability, CPU) and computed with portable numerics, else
+    what differs, with run counts, or how many runs are not portable and why."""
     from bnlab.numerics import describe_differences, provenance_differences
 
-    metas = [read_meta(meta_file.parent) for meta_file in sorted(Path(path).glob("*/meta.json"))]
-    differing = provenance_differences([m for m in metas if m])
-    return describe_differences(differing) if differing else None
+    metas = [m for m in (read_meta(meta_file.parent) for meta_file in sorted(Path(path).glob("*/meta.json"))) if m]
+    differing = provenance_differences(metas)
+    if differing:
+        return "runs differ in provenance: " + describe_differences(differing)
+    unportable = [m["numerics"] for m in metas if isinstance(m.get("numerics"), dict) and not m["numerics"]["portable"]]
+    if not unportable:
+        return None
+    record = unportable[0]  # every run's provenance is the same here
+    why = record.get("why_not_portable") or ("BNLAB_BLAS=native" if record.get("mode") == "native" else "unknown")
+    kernel = (record.get("blas") or {}).get("kernel")
+    return (
+        f"not portable: all {len(unportable)} runs computed with {kernel} kernels ({why}); "
+        f"another machine may give other bytes"
+    )

@@ -1,8 +1,9 @@
 """A lab session: the one sequence every command that trains follows.
 
     specs -> experiments (load_experiments) -> the results root checked (check_out)
-          -> the data found, fetched if allowed, and every split checked (prepare_data)
           -> an executor (open_session) -> sweeps (Session.run) or claims (Session.claims)
+          -> for the runs that train, and only then: the data found, fetched if allowed, and
+             every split checked and prepared (OnDemand, prepare_data)
 
 `bnlab run` and `bnlab claims` are this sequence with their own progress display; nothing here
 prints. Every problem is a BnlabError naming what is wrong and how to fix it.
@@ -14,14 +15,15 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bnlab.errors import DataError, SpecError
-from bnlab.lab import data, datasets
+from bnlab.lab import data, datasets, results
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
-from bnlab.lab.spec import Experiment, load_experiment
+from bnlab.lab.spec import Experiment, Run, load_experiment
 
 
 def load_experiments(specs: list[Path], overrides: list[str] | None = None) -> list[Experiment]:
@@ -47,16 +49,15 @@ def check_out(out: Path) -> None:
 
 def prepare_data(
     data_dir: Path | None,
-    experiments: list[Experiment],
+    requests: list[tuple[str, datasets.Request]],
     download: Callable[[Path | None, str], Path] | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Path:
-    """Find every data set the runs use (download(data_dir, name) fetches one into the cache when
-    it is nowhere and no folder was named), check every run's splits fit it, before anything is
-    written, and prepare each split the runs use (bnlab.lab.prepared) once, here, so that every
-    worker maps the same copy instead of making its own; on_notice(message) hears when a damaged
-    copy was rebuilt. Returns the data folder, absolute, for the workers."""
-    requests = [(e, datasets.Request.of_run(run.config)) for e in experiments for run in e.runs]
+    """Find every data set of `requests` ((where the request comes from, the request) pairs;
+    download(data_dir, name) fetches one into the cache when it is nowhere and no folder was named),
+    check every request's splits fit it, and prepare each split (bnlab.lab.prepared) once, here, so
+    that every worker maps the same copy instead of making its own; on_notice(message) hears when a
+    damaged copy was rebuilt. Returns the data folder, absolute, for the workers."""
     for name in sorted({request.dataset for _, request in requests}):
         found = datasets.locate(name, data_dir)
         if found is None and (data_dir is not None or os.environ.get(data.ENV_VAR) or download is None):
@@ -66,10 +67,10 @@ def prepare_data(
         if found is None:
             found = download(data_dir, name)
         num_pool, num_test = datasets.counts(name, data_dir)  # every file read and checked
-        for experiment, r in requests:
+        for source, r in requests:
             if r.dataset == name and (r.num_train + r.num_val > num_pool or r.num_test > num_test):
                 raise SpecError(
-                    f"{experiment.source}: data asks for num_train {r.num_train} + num_val {r.num_val} "
+                    f"{source}: data asks for num_train {r.num_train} + num_val {r.num_val} "
                     f"training images and num_test {r.num_test}, but {found} holds "
                     f"{num_pool} training and {num_test} test images; lower them "
                     f"(e.g. --set data.num_train={max(num_pool - r.num_val, 1)})"
@@ -81,17 +82,58 @@ def prepare_data(
     return data.find_data_dir(data_dir).resolve()
 
 
+class OnDemand:
+    """An executor whose data is found and prepared only when runs are to train, the first time
+    each data request is seen: a rerun of finished work reads and downloads nothing."""
+
+    def __init__(
+        self,
+        make: Callable[[Path | None], Executor],
+        data_dir: Path | None,
+        sources: dict[datasets.Request, str],
+        download: Callable | None,
+        on_notice: Callable[[str], None] | None,
+    ) -> None:
+        self._make, self._data_dir, self._sources = make, data_dir, sources
+        self._download, self._on_notice = download, on_notice
+        self._ready: set[datasets.Request] = set()
+        self._executor: Executor | None = None
+
+    def prepare(self, runs: list[Run]) -> None:
+        """Find, check and prepare the data of `runs` not prepared yet (prepare_data); make the
+        executor once the data is there."""
+        requests = {datasets.Request.of_run(run.config) for run in runs} - self._ready
+        if requests:
+            pairs = [(self._sources.get(r, f"the {r.dataset} runs"), r) for r in sorted(requests, key=str)]
+            root = prepare_data(self._data_dir, pairs, self._download, self._on_notice)
+            self._ready |= requests
+            if self._executor is None:
+                self._executor = self._make(root)
+
+    def execute(self, runs: list[Run], progress=None) -> Iterator:
+        if runs:
+            self.prepare(runs)
+            yield from self._executor.execute(runs, progress)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+
+
 @dataclass
 class Session:
     """An executor ready for sweeps; `where` says where runs execute ("2 worker(s)", "dask tcp://...")."""
 
-    executor: Executor
+    executor: OnDemand
     workers: int
     where: str
 
     def run(self, experiment: Experiment, out: Path, force: bool = False, **callbacks) -> SweepReport:
         """Train the runs of `experiment` not finished under out/<name> (bnlab.lab.runner.run_experiment;
-        callbacks: on_start, on_outcome, progress)."""
+        callbacks: on_start, on_outcome, progress). Their data is made ready first, before anything
+        is written."""
+        rows = results.plan_rows(experiment.runs, out / experiment.name, force)
+        self.executor.prepare([run for run in experiment.runs if rows[run.run_id]["status"] == "pending"])
         return run_experiment(experiment, out, self.executor, force, **callbacks)
 
     def claims(self, groups: list, out: Path, ids: set[str] | None = None, **callbacks) -> list[dict]:
@@ -111,14 +153,22 @@ def open_session(
     scheduler: str | None = None,
     download: Callable[[Path | None], Path] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    **cluster_options,
 ) -> Iterator[Session]:
-    """A Session for `experiments` (their data prepared first, when there are any; on_notice as
-    for prepare_data); the executor is closed when the block ends, however it ends."""
+    """A Session for `experiments`: their data is found and prepared when runs are to train
+    (OnDemand; on_notice as for prepare_data, and hears the cluster's waits); cluster_options go to
+    bnlab.lab.cluster.DaskExecutor. The executor is closed when the block ends, however it ends."""
     executor = ExecutorKind(executor)  # dask needs the scheduler's address
     workers = workers or default_workers()
-    data_root = prepare_data(data_dir, experiments, download, on_notice) if experiments else None
-    # Dask workers may be other machines: they apply the data rules themselves unless told a folder.
-    runner = make_executor(workers, data_root if executor is ExecutorKind.local else data_dir, executor, scheduler)
+    sources = {datasets.Request.of_run(run.config): str(e.source) for e in reversed(experiments) for run in e.runs}
+    if executor is ExecutorKind.local:
+        make = partial(make_executor, workers, executor=executor)  # given the data folder, once found
+    else:
+        # Connected now, so that an unreachable scheduler is said at once. Dask workers may be other
+        # machines: they apply the data rules themselves unless told a folder.
+        remote = make_executor(workers, data_dir, executor, scheduler, on_notice=on_notice, **cluster_options)
+        make = lambda _root: remote  # noqa: E731
+    runner = OnDemand(make, data_dir, sources, download, on_notice)
     where = f"{workers} worker(s)" if executor is ExecutorKind.local else f"dask {scheduler}"
     try:
         yield Session(runner, workers, where)

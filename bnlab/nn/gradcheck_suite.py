@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -83,25 +83,48 @@ class GradCheck:
         return bool(self.error < self.threshold)  # a nan error fails
 
 
-def run_gradchecks() -> list[GradCheck]:
-    """All checks: layers, convolution and pooling, then the fully connected net for each
-    activation, normalization, position and regularization (without a normalization both positions
-    are the same net: checked once), then the conv net for each normalization and regularization."""
-    checks = _layer_checks() + _conv_checks()
+def gradcheck_cases() -> dict[str, Callable[[], list[GradCheck]]]:
+    """Every group of checks by name, in the table's order, each run only when called: the layers,
+    convolution and pooling, then the fully connected net for each activation, normalization,
+    position and regularization (without a normalization both positions are the same net: checked
+    once), the conv net for each normalization and regularization, LeNet and the residual nets. A
+    net's rows begin with its group's name."""
+    cases: dict[str, Callable[[], list[GradCheck]]] = {"layers": _layer_checks, "conv and pooling": _conv_checks}
     for activation in ACTIVATIONS:
         for normalization in (None, *NORMALIZATIONS):
             for position in ("before",) if normalization is None else ("before", "after"):
                 for reg in REGS:
-                    checks += _net_checks(activation, normalization, position, reg)
+                    label = f"net {activation} {normalization or 'no norm'}"
+                    label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
+                    cases[label] = partial(_net_checks, label, activation, normalization, position, reg)
     for normalization in (None, *SPATIAL_NORMALIZATIONS):
         for reg in REGS:
-            checks += _convnet_checks(normalization, reg)
+            label = f"convnet {normalization or 'no norm'} reg={reg:g}"
+            cases[label] = partial(_convnet_checks, label, normalization, reg)
     for normalization in (None, "batchnorm"):
-        checks += _lenet_checks(normalization)
-    checks += _residual_layer_checks()
+        label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
+        cases[label] = partial(_lenet_checks, label, normalization)
+    cases["residual layers"] = _residual_layer_checks
     for kind, residual, normalization, skipinit, reg in RESIDUAL_NETS:
-        checks += _residual_checks(kind, residual, normalization, skipinit, reg)
-    return checks
+        label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''} reg={reg:g}"
+        cases[label] = partial(_residual_checks, label, kind, residual, normalization, skipinit, reg)
+    return cases
+
+
+# The groups whose rows do not begin with the group's name: a few hundred milliseconds in all.
+LAYER_CASES = ("layers", "conv and pooling", "residual layers")
+
+
+def run_gradchecks(cases: Collection[str] | None = None) -> list[GradCheck]:
+    """The checks of the named groups of gradcheck_cases() (all by default), in the table's order."""
+    return [check for name, case in gradcheck_cases().items() if cases is None or name in cases for check in case()]
+
+
+def checks_named(text: str) -> list[GradCheck]:
+    """The checks whose row name contains `text` ('layernorm', 'convnet batchnorm'), running only
+    the groups that can hold such rows."""
+    chosen = [name for name in gradcheck_cases() if text in name or name in LAYER_CASES]
+    return [check for check in run_gradchecks(chosen) if text in check.name]
 
 
 # --- layers ----------------------------------------------------------------------------------
@@ -363,7 +386,7 @@ def _conv_checks() -> list[GradCheck]:
 # --- the net ---------------------------------------------------------------------------------
 
 
-def _net_checks(activation: str, normalization: str | None, position: str, reg: float) -> list[GradCheck]:
+def _net_checks(label: str, activation: str, normalization: str | None, position: str, reg: float) -> list[GradCheck]:
     """The fully connected net's gradients against numerical ones (see _model_checks)."""
     rng = np.random.RandomState(SEED)
     n, d, hidden_dims, c = NET_SIZES
@@ -398,26 +421,22 @@ def _net_checks(activation: str, normalization: str | None, position: str, reg: 
             bn_param.update(noise_rng=np.random.RandomState(SEED + i), noise_step=0)
         initial_bn_params = copy.deepcopy(model.bn_params)
 
-    label = f"net {activation} {normalization or 'no norm'}"
-    label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
     return _model_checks(label, model, X, y, initial_bn_params)
 
 
-def _convnet_checks(normalization: str | None, reg: float) -> list[GradCheck]:
+def _convnet_checks(label: str, normalization: str | None, reg: float) -> list[GradCheck]:
     """The conv net's gradients against numerical ones: two conv blocks (8x6 -> 4x3 -> 2x1, so the
     second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
     there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
     that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
-    label = f"convnet {normalization or 'no norm'} reg={reg:g}"
     options = dict(hidden_dims=[], normalization=normalization, num_groups=2, reg=reg, weight_scale="he")
     return _conv_model_checks(label, [2, 4], (6, 3, 8, 6), options)
 
 
-def _lenet_checks(normalization: str | None) -> list[GradCheck]:
+def _lenet_checks(label: str, normalization: str | None) -> list[GradCheck]:
     """A small LeNet (d2l's: valid convolutions, average pooling, sigmoid, a hidden affine layer;
     10x10 -> 8x8 -> 4x4 -> 2x2 -> 1x1), its gradients against numerical ones. The sigmoid passes
     gradient everywhere, so batch norm in the hidden layer is checked too."""
-    label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
     options = dict(padding="valid", pool="avg", hidden_dims=[6], activation="sigmoid", weight_scale="xavier")
     return _conv_model_checks(label, [3, 4], (6, 2, 10, 10), {**options, "normalization": normalization})
 
@@ -515,7 +534,7 @@ def _residual_layer_checks() -> list[GradCheck]:
 
 
 def _residual_checks(
-    kind: str, residual: str, normalization: str | None, skipinit: bool, reg: float
+    label: str, kind: str, residual: str, normalization: str | None, skipinit: bool, reg: float
 ) -> list[GradCheck]:
     """A residual net's gradients against numerical ones. The MLP has three blocks, the conv net two
     (4x4 -> 2x2 -> 1x1), and in both the second block changes the width, so its shortcut is a
@@ -543,7 +562,6 @@ def _residual_checks(
     for name in model.params:
         if name.startswith("alpha"):
             model.params[name][...] = RESIDUAL_ALPHA
-    label = f"residual {kind} {residual} {normalization or 'no norm'}{' skipinit' if skipinit else ''} reg={reg:g}"
     return _model_checks(label, model, X, y)
 
 
