@@ -493,9 +493,11 @@ def reproduce(
 ) -> None:
     """Rerun finished runs in a temporary folder and compare their files byte for byte.
 
-    history.csv, epochs.csv and probes.csv of each rerun must equal the originals; the table says
-    where each first differs, and what differs in provenance (BLAS kernel, versions, CPU). Exit 0
-    only when every run is identical. PATH is only read.
+    Each run trains again on the data set its config records. history.csv, epochs.csv and
+    probes.csv of each rerun must equal the originals; the table says where each first differs,
+    and what differs in provenance (BLAS kernel, versions, CPU). A run that cannot be rerun here
+    (its data missing, its config unreadable) is said so, never called different. Exit 0 only
+    when every run is rerun and identical. PATH is only read.
 
     Examples:
 
@@ -507,17 +509,13 @@ def reproduce(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
         from rich.table import Table
 
-        from bnlab.errors import DataError
-        from bnlab.lab import data as datasets
-        from bnlab.lab.executors import default_workers, make_executor
+        from bnlab.lab.executors import default_workers
         from bnlab.lab.reproduce import finished_runs, provenance_summary, sample
         from bnlab.lab.reproduce import reproduce as rerun
+        from bnlab.lab.session import on_demand
 
         total = len(sample(finished_runs(path), runs))
-        batches = datasets.locate_cifar10(data_dir)
-        if batches is None:
-            raise DataError(datasets.describe_cifar10(data_dir)["problem"])
-        executor = make_executor(min(workers or default_workers(), total), batches)
+        executor = on_demand(min(workers or default_workers(), total), data_dir, on_notice=_note)
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console,
@@ -531,13 +529,26 @@ def reproduce(
     table.add_column("run")
     table.add_column("result")
     for comparison in comparisons:
-        table.add_row(
-            comparison.run_id,
-            "[green]identical[/]" if comparison.identical else f"[red]differs:[/] {escape(comparison.difference)}",
-        )
+        if comparison.problem:
+            shown = f"[yellow]could not rerun:[/] {escape(comparison.problem)}"
+        elif comparison.differs:
+            shown = f"[red]differs:[/] {escape(comparison.difference)}"
+        else:
+            shown = "[green]identical[/]"
+        table.add_row(comparison.run_id, shown)
     console.print(table)
-    differing = [c for c in comparisons if not c.identical]
-    console.print(f"{total - len(differing)} identical, {len(differing)} different", highlight=False)
+    differing = [c for c in comparisons if c.differs]
+    not_rerun = [c for c in comparisons if c.problem]
+    identical = len(comparisons) - len(differing) - len(not_rerun)
+    counts = f"{identical} identical, {len(differing)} different"
+    console.print(counts + (f", {len(not_rerun)} could not rerun" if not_rerun else ""), highlight=False)
+    if not_rerun:
+        reasons = list(dict.fromkeys(c.problem for c in not_rerun))
+        errors.print(
+            f"could not rerun {len(not_rerun)} run(s), so nothing was compared for them: {'; '.join(reasons)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if differing:
         lines = provenance_summary(comparisons)
         errors.print(
@@ -547,6 +558,7 @@ def reproduce(
             highlight=False,
             soft_wrap=True,
         )
+    if differing or not_rerun:
         raise typer.Exit(1)
 
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, bnlab
+from conftest import SHARED_DATA, SMOKE, bnlab
 
-from bnlab.lab.executors import SerialExecutor
 from bnlab.lab.reproduce import first_difference, reproduce, sample
+from bnlab.lab.session import on_demand
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # skips, saying why, without the data
 
@@ -54,7 +54,7 @@ def test_a_tampered_history_is_named_with_its_first_differing_iteration(smoke_re
     assert snapshot(copy) == before
 
     # the table's cell, whole (the terminal above wraps it)
-    comparisons = reproduce(copy, SerialExecutor(str(SHARED_DATA)))
+    comparisons = reproduce(copy, on_demand(1, SHARED_DATA))
     differing = [c for c in comparisons if not c.identical]
     assert [c.run_id for c in differing] == ["normalization=batchnorm__seed=1"]
     assert differing[0].difference.startswith(
@@ -83,3 +83,37 @@ def test_a_folder_without_runs_is_one_clear_error(tmp_path):
     result = bnlab("reproduce", tmp_path)
     assert result.exit_code == 1
     assert "not an experiment's results folder" in result.output and "Traceback" not in result.output
+
+
+def test_an_mnist_folder_reproduces_and_without_its_data_could_not_be_rerun(tmp_path, monkeypatch):
+    """The rerun reads each run's recorded data set; where it is missing, no run is called different."""
+    made = bnlab("run", SMOKE, "--set", "data.dataset=mnist", "--out", tmp_path, "--workers", 1)
+    assert made.exit_code == 0, made.output
+    folder = tmp_path / "smoke"
+    before = snapshot(folder)
+    same = bnlab("reproduce", folder, "--workers", 1)
+    assert same.exit_code == 0, same.output
+    assert "4 identical, 0 different" in same.output and "CIFAR-10" not in same.output
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.delenv("BNLAB_DATA_DIR", raising=False)
+    missing = bnlab("reproduce", folder, "--workers", 1, "--data-dir", empty)
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    text = " ".join(missing.output.split())
+    assert "0 identical, 0 different, 4 could not rerun" in text
+    assert "could not rerun 4 run(s), so nothing was compared for them: its mnist data:" in text
+    assert "differs:" not in text and "provenance" not in text
+    assert snapshot(folder) == before
+
+
+def test_a_run_with_an_unreadable_config_could_not_be_rerun(smoke_results, tmp_path):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(smoke_results, copy)
+    (copy / "normalization=none__seed=0" / "config.yaml").write_text("data: [not, a, mapping")
+    result = bnlab("reproduce", copy, "--workers", 1)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "3 identical, 0 different, 1 could not rerun" in text
+    assert "cannot read its config.yaml or meta.json" in text

@@ -277,6 +277,14 @@ def test_bad_residual_specs_name_the_key(model, message):
         experiment_from_text(BASE.replace("{hidden_dims: [8, 8], weight_scale: he}", model), "res.yaml")
 
 
+def test_an_empty_hidden_dims_means_none_for_the_residual_conv_net_as_for_the_plain_one():
+    for residual in ("null", "pre"):
+        model = f"{{architecture: conv, channels: [4], hidden_dims: [], residual: {residual}}}"
+        experiment = experiment_from_text(BASE.replace("{hidden_dims: [8, 8], weight_scale: he}", model), "res.yaml")
+        built = build_model(experiment.runs[0].config["model"], (3, 4, 4), np.random.RandomState(0))
+        assert isinstance(built, ResidualConvNet) == (residual == "pre")
+
+
 def test_residual_keys_are_swept_and_stay_out_of_plain_runs():
     text = BASE + "sweep:\n  - {model.residual: [null]}\n"
     text += "  - {model.residual: [pre, post], model.skipinit: [false, true]}\n"

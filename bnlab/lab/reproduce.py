@@ -1,6 +1,6 @@
 """Rerun finished runs of an experiment elsewhere and compare their files byte for byte.
 
-Each run is retrained from the config.yaml in its folder (seed included) into a temporary folder,
+Each run is retrained from the config.yaml in its folder (seed and data set included) into a temporary folder,
 written by the results format's own writer, and its history.csv, epochs.csv and probes.csv compared with the
 originals. The results folder is only read.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 import yaml
 
 from bnlab import numerics
-from bnlab.errors import ResultsError
-from bnlab.lab import results
-from bnlab.lab.executors import Executor
+from bnlab.errors import BnlabError, ResultsError
+from bnlab.lab import datasets, results
 from bnlab.lab.results import FINISHED
 from bnlab.lab.runner import run_record, source_provenance
+from bnlab.lab.session import OnDemand
 from bnlab.lab.spec import Run
 
 COMPARED = ("history.csv", "epochs.csv", "probes.csv")
@@ -37,10 +37,16 @@ class Comparison:
     run_id: str
     difference: str | None
     provenance: dict[str, tuple[str, str]]
+    problem: str | None = None  # why the run could not be rerun (its data missing, say): then nothing was compared
 
     @property
     def identical(self) -> bool:
-        return self.difference is None
+        return self.difference is None and self.problem is None
+
+    @property
+    def differs(self) -> bool:
+        """It was rerun and its files differ: never said of a run that could not be rerun."""
+        return self.difference is not None
 
 
 def finished_runs(path: Path) -> list[str]:
@@ -69,36 +75,63 @@ def sample(run_ids: list[str], k: int | None) -> list[str]:
 
 def reproduce(
     path: str | Path,
-    executor: Executor,
+    executor: OnDemand,
     runs: int | None = None,
     on_compared: Callable[[Comparison], None] | None = None,
 ) -> list[Comparison]:
-    """Retrain the finished runs of `path` (all, or a sample of `runs`) and compare them."""
+    """Retrain the finished runs of `path` (all, or a sample of `runs`), each on the data its config
+    records, and compare them. A run whose config cannot be read, whose data cannot be found or
+    whose rerun fails is a Comparison with a `problem`, not a difference."""
     path = Path(path)
-    chosen = [_load_run(path, run_id) for run_id in sample(finished_runs(path), runs)]
     comparisons = []
+
+    def done(comparison: Comparison) -> None:
+        comparisons.append(comparison)
+        if on_compared:
+            on_compared(comparison)
+
+    chosen = []
+    for run_id in sample(finished_runs(path), runs):
+        try:
+            chosen.append(_load_run(path, run_id))
+        except BnlabError as error:
+            done(Comparison(run_id, None, {}, problem=str(error)))
+    ready = []
+    for request, group in _by_data(chosen).items():
+        try:
+            executor.prepare(group)
+            ready += group
+        except BnlabError as error:  # this data set is missing or unreadable here: its runs only
+            for run in group:
+                done(Comparison(run.run_id, None, {}, problem=f"its {request.dataset} data: {error}"))
     versions = source_provenance()  # the rerun's bnlab version and commit: this process's
     with tempfile.TemporaryDirectory(prefix="bnlab-reproduce-") as scratch:
-        for outcome in executor.execute(chosen):
-            run = next(r for r in chosen if r.run_id == outcome.run_id)
+        for outcome in executor.execute(ready):
+            run = next(r for r in ready if r.run_id == outcome.run_id)
             if outcome.status == "failed":
                 reason = (outcome.error or "unknown error").strip().splitlines()[-1]
-                comparison = Comparison(run.run_id, f"the rerun failed: {reason}", {})
+                done(Comparison(run.run_id, None, {}, problem=f"the rerun failed: {reason}"))
             else:
                 results.write_run(Path(scratch), run, run_record(run, outcome, versions))
-                comparison = compare(path / run.run_id, Path(scratch) / run.run_id)
-            comparisons.append(comparison)
-            if on_compared:
-                on_compared(comparison)
+                done(compare(path / run.run_id, Path(scratch) / run.run_id))
     return sorted(comparisons, key=lambda c: c.run_id)
+
+
+def _by_data(runs: list[Run]) -> dict[datasets.Request, list[Run]]:
+    """The runs grouped by the data they train on (their recorded data request)."""
+    groups: dict[datasets.Request, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(datasets.Request.of_run(run.config), []).append(run)
+    return groups
 
 
 def _load_run(path: Path, run_id: str) -> Run:
     try:
         config = yaml.safe_load((path / run_id / "config.yaml").read_text())
         meta = json.loads((path / run_id / "meta.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ResultsError(f"{path / run_id}: cannot read its config.yaml or meta.json ({exc})") from None
+        datasets.Request.of_run(config)  # the data section is whole
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError) as exc:
+        raise ResultsError(f"cannot read its config.yaml or meta.json ({type(exc).__name__}: {exc})") from None
     return Run(run_id, meta.get("seed", config.get("seed")), meta.get("swept", {}), config)
 
 
@@ -159,11 +192,11 @@ def _delta(x: str, y: str) -> str:
 
 
 def provenance_summary(comparisons: list[Comparison]) -> list[str]:
-    """'kernel: SkylakeX then, Haswell now' for each provenance field that differs in a run that is
-    not identical: what may explain the differences."""
+    """'kernel: SkylakeX then, Haswell now' for each provenance field that differs in a run that
+    differs: what may explain the differences."""
     lines = []
     for comparison in comparisons:
-        if comparison.identical:
+        if not comparison.differs:
             continue
         for label, (then, now) in comparison.provenance.items():
             line = f"{label}: {then} then, {now} now"

@@ -120,6 +120,14 @@ class OnDemand:
             self._executor.close()
 
 
+def on_demand(
+    workers: int, data_dir: Path | None = None, on_notice: Callable[[str], None] | None = None
+) -> OnDemand:
+    """Local workers (one: this process) for runs of any recorded data, found when they train;
+    nothing is downloaded."""
+    return OnDemand(partial(make_executor, workers), data_dir, {}, None, on_notice)
+
+
 @dataclass
 class Session:
     """An executor ready for sweeps; `where` says where runs execute ("2 worker(s)", "dask tcp://...")."""

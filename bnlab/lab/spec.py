@@ -136,7 +136,8 @@ class ModelSpec(_Section):
         for name, spec_field in type(self).model_fields.items():
             if name in arch.options or name == "architecture":
                 continue
-            if getattr(self, name) == spec_field.get_default(call_default_factory=True):
+            default, value = spec_field.get_default(call_default_factory=True), getattr(self, name)
+            if value == default or (default is None and value == []):  # hidden_dims: [] says "none" too
                 continue
             if name in arch.lacks:
                 raise ValueError(f"{name}: {arch.lacks[name]}")
