@@ -124,7 +124,7 @@ def test_bad_arguments(sections, repeats):
 
 
 def test_conv_rows_with_and_without_torch(monkeypatch):
-    import bnlab.bench as bench
+    import bnlab.bench.sections as bench
 
     rows = run_benchmarks({"conv"}, quick=True)
     by_name = {row.name: row for row in rows}

@@ -1,4 +1,4 @@
-"""bnlab.bench_memory: the process-tree PSS it samples, and its section at tiny sizes. No timings
+"""bnlab.bench.memory: the process-tree PSS it samples, and its section at tiny sizes. No timings
 are asserted."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlab import bench_memory
+from bnlab.bench import memory as bench_memory
 from bnlab.bench import run_benchmarks
 
 pytestmark = pytest.mark.skipif(

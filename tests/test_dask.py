@@ -136,9 +136,9 @@ def test_without_the_extra_the_message_says_what_to_install():
 import sys
 sys.modules["distributed"] = None  # makes `import distributed` fail, as without the extra
 from bnlab.errors import BnlabError
-from bnlab.lab.executors import make_executor
+from bnlab.lab.cluster import DaskExecutor
 try:
-    make_executor(1, None, "dask", "tcp://127.0.0.1:1")
+    DaskExecutor("tcp://127.0.0.1:1")
 except BnlabError as error:
     print(error)
 """

@@ -18,7 +18,7 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data, write_batch
 
 from bnlab.errors import DataError
-from bnlab.lab import data
+from bnlab.lab import data, datasets
 
 SHARED = SHARED_DATA
 SHARED_BATCHES = SHARED / "cifar-10-batches-py"
@@ -126,7 +126,7 @@ def closed_port_url() -> str:
 
 @needs_shared_data
 def test_shared_splits_match_an_independent_decode():
-    loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
+    loaded = datasets.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
     pool_x, pool_y = raw_pool(SHARED_BATCHES, [f"data_batch_{i}" for i in range(1, 6)])
     test_x, test_y = raw_batch(SHARED_BATCHES / "test_batch")
     assert len(pool_x) == 5000
@@ -148,7 +148,7 @@ def test_shared_splits_match_an_independent_decode():
 
 @needs_shared_data
 def test_shared_one_pixel_by_hand():
-    loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000, dtype=np.float64)
+    loaded = datasets.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000, dtype=np.float64)
     pool_x, _ = raw_pool(SHARED_BATCHES, [f"data_batch_{i}" for i in range(1, 6)])
     # Image 3, blue channel, row 5, column 17: the row's byte 2*1024 + 5*32 + 17.
     column = pool_x[:4000, 2 * 1024 + 5 * 32 + 17].astype(np.float64)
@@ -158,8 +158,8 @@ def test_shared_one_pixel_by_hand():
 
 @needs_shared_data
 def test_shared_arrays_are_read_only_and_memoized():
-    first = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
-    again = data.load_cifar10(SHARED_BATCHES, num_train=1000, num_val=1000, num_test=1000)
+    first = datasets.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=1000)
+    again = datasets.load_cifar10(SHARED_BATCHES, num_train=1000, num_val=1000, num_test=1000)
     for key, array in first.items():
         assert again[key] is array
         with pytest.raises(ValueError):
@@ -174,7 +174,7 @@ def test_shared_arrays_are_read_only_and_memoized():
 def test_shared_impossible_sizes(sizes, available):
     num_train, num_val, num_test = sizes
     with pytest.raises(DataError, match=available):
-        data.load_cifar10(SHARED, num_train=num_train, num_val=num_val, num_test=num_test)
+        datasets.load_cifar10(SHARED, num_train=num_train, num_val=num_val, num_test=num_test)
 
 
 @needs_shared_data
@@ -200,7 +200,7 @@ def test_download_extracts_and_loads(tmp_path, archive, no_env):
     assert calls[-1] == (size, size)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
-    loaded = data.load_cifar10(dest, num_train=9, num_val=8, num_test=4)
+    loaded = datasets.load_cifar10(dest, num_train=9, num_val=8, num_test=4)
     pool_x, pool_y = raw_pool(batches, SYNTHETIC_POOL_ORDER)
     test_x, test_y = raw_batch(batches / "test_batch")
     assert len(pool_x) == 18
@@ -258,7 +258,7 @@ def test_unsafe_archive_is_rejected(tmp_path, member):
 
 def test_missing_data_without_download(tmp_path, no_env):
     missing = tmp_path / "nothing-here"
-    for call in (lambda: data.ensure_cifar10(missing), lambda: data.load_cifar10(missing)):
+    for call in (lambda: data.ensure_cifar10(missing), lambda: datasets.load_cifar10(missing)):
         with pytest.raises(DataError) as error:
             call()
         message = str(error.value)
@@ -286,7 +286,7 @@ def test_truncated_batch_names_the_file(synthetic):
     damaged = synthetic / "data_batch_2"
     damaged.write_bytes(damaged.read_bytes()[:5000])
     with pytest.raises(DataError, match="data_batch_2") as error:
-        data.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
+        datasets.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
     assert "download" in str(error.value)
     assert "data_batch_2" in data.describe_cifar10(synthetic)["problem"]
 
@@ -295,14 +295,14 @@ def test_label_count_mismatch_names_the_file(synthetic):
     images, labels = raw_batch(synthetic / "test_batch")
     write_batch(synthetic / "test_batch", images, labels[:-1])
     with pytest.raises(DataError, match="test_batch"):
-        data.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
+        datasets.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
 
 
 def test_wrong_keys_name_the_file(synthetic):
     with open(synthetic / "data_batch_10", "wb") as f:
         pickle.dump({"pixels": np.zeros((6, 3072), np.uint8), "labels": [0] * 6}, f)
     with pytest.raises(DataError, match="data_batch_10"):
-        data.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
+        datasets.load_cifar10(synthetic, num_train=3, num_val=3, num_test=2)
 
 
 def test_describe_synthetic_in_numeric_order(synthetic):
@@ -326,7 +326,7 @@ def test_data_dir_precedence(tmp_path, monkeypatch, no_env, synthetic):
     assert data.describe_cifar10()["source"].endswith("BNLAB_DATA_DIR")
     assert data.find_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
     assert data.locate_cifar10(tmp_path / "explicit") is None  # an explicit folder is never second-guessed
-    loaded = data.load_cifar10(num_train=2, num_val=2, num_test=1)
+    loaded = datasets.load_cifar10(num_train=2, num_val=2, num_test=1)
     np.testing.assert_array_equal(loaded["y_train"], raw_batch(synthetic / "data_batch_1")[1][:2])
 
 
@@ -343,7 +343,7 @@ def test_memory_follows_the_splits_not_the_archive(tmp_path):
         write_batch(batches / name, rng.randint(0, 256, size=(2000, 3072)).astype(np.uint8), rng.randint(10, size=2000))
     tracemalloc.start()
     try:
-        loaded = data.load_cifar10(batches, num_train=100, num_val=100, num_test=100)
+        loaded = datasets.load_cifar10(batches, num_train=100, num_val=100, num_test=100)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -361,7 +361,7 @@ def test_a_batch_that_would_run_code_is_refused(synthetic):
     target = synthetic / "data_batch_1"
     target.write_bytes(pickle.dumps({"data": Payload(), "labels": [0]}))
     with pytest.raises(DataError) as error:
-        data.load_cifar10(synthetic, num_train=2, num_val=2, num_test=1)
+        datasets.load_cifar10(synthetic, num_train=2, num_val=2, num_test=1)
     assert str(target) in str(error.value) and "system" in str(error.value) and "run code" in str(error.value)
     assert not (synthetic / "pwned").exists()
 
@@ -377,7 +377,7 @@ def test_batches_pickled_with_any_protocol_load(tmp_path, protocol):
         images[name] = rng.randint(0, 256, size=(4, 3072)).astype(np.uint8)
         batch = {"data": images[name], "labels": [1, 2, 3, 4]}
         (batches / name).write_bytes(pickle.dumps(batch, protocol=protocol))
-    loaded = data.load_cifar10(batches, num_train=2, num_val=2, num_test=4, dtype=np.float64)
+    loaded = datasets.load_cifar10(batches, num_train=2, num_val=2, num_test=4, dtype=np.float64)
     pool = np.concatenate([images["data_batch_1"], images["data_batch_2"]]).astype(np.float64)
     mean = pool[:6].mean(axis=0)  # the pool minus its last 2 images, the validation split
     np.testing.assert_allclose(loaded["X_train"].reshape(2, -1), pool[:2] - mean)
@@ -404,4 +404,4 @@ def test_download_over_http_through_pooch(tmp_path, archive, no_env):
         finally:
             server.shutdown()
     assert calls[-1] == (size, size) and [d for d, _ in calls] == sorted(d for d, _ in calls)
-    assert data.load_cifar10(batches.parent, num_train=9, num_val=8, num_test=4)["X_train"].shape == (9, 3, 32, 32)
+    assert datasets.load_cifar10(batches.parent, num_train=9, num_val=8, num_test=4)["X_train"].shape == (9, 3, 32, 32)

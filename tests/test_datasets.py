@@ -112,7 +112,7 @@ def test_cifar10_standardize_is_per_channel_over_the_pool():
 
 def test_cifar10_default_is_the_notebooks_mean_image_bit_for_bit():
     assert datasets.load_dataset(datasets.Request("cifar10", 200, 100, 50), SHARED)["X_train"].tobytes() == (
-        data.load_cifar10(SHARED, 200, 100, 50)["X_train"].tobytes()
+        datasets.load_cifar10(SHARED, 200, 100, 50)["X_train"].tobytes()
     )
     loaded = datasets.load_dataset(datasets.Request("cifar10", 200, 100, 50, np.float64), SHARED)
     pool = np.concatenate(

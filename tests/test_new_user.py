@@ -14,7 +14,7 @@ import pytest
 from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, SMOKE, bnlab
 
 from bnlab import __version__
-from bnlab import bench as bench_module
+from bnlab.bench import sections as bench_module
 from bnlab.lab.figure_kinds import FIGURE_KINDS
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so

@@ -99,7 +99,7 @@ def assert_same_bytes(got: dict[str, np.ndarray], expected: dict[str, np.ndarray
 def test_prepared_arrays_equal_preprocessing_in_memory(root, dtype, monkeypatch):
     # Chunks of 7 images: the 4,000 training images span many chunks and end with a partial one.
     monkeypatch.setattr(data, "PREPROCESS_ROWS", 7)
-    loaded = data.load_cifar10(SHARED, num_train=4000, num_val=1000, num_test=999, dtype=dtype)
+    loaded = datasets.load_cifar10(SHARED, num_train=4000, num_val=1000, num_test=999, dtype=dtype)
     assert_same_bytes(loaded, in_memory(SHARED_BATCHES, 4000, 1000, 999, dtype))
     for array in loaded.values():
         assert type(array) is np.ndarray and not array.flags.writeable
@@ -108,7 +108,7 @@ def test_prepared_arrays_equal_preprocessing_in_memory(root, dtype, monkeypatch)
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="Linux's /proc/self/maps lists mapped files")
 def test_the_arrays_are_maps_of_the_prepared_files_not_copies(root):
-    loaded = data.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10)
+    loaded = datasets.load_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10)
     folder = prepare_cifar10(SHARED, num_train=1000, num_val=1000, num_test=10).path
     mapped = Path("/proc/self/maps").read_text()
     for name in ("X_train", "X_val", "X_test"):
@@ -122,7 +122,7 @@ def test_a_run_trains_the_same_on_prepared_and_in_memory_data(root):
         "model": {"hidden_dims": [20, 20], "weight_scale": 2e-2, "normalization": "batchnorm", "dtype": "float32"},
         "solver": {"update_rule": "adam", "optim_config": {"learning_rate": 1e-3}, "batch_size": 50, "num_epochs": 2},
     }
-    from_file = train_run("a", config, data.load_cifar10(SHARED, 200, 100, 100))
+    from_file = train_run("a", config, datasets.load_cifar10(SHARED, 200, 100, 100))
     from_memory = train_run("a", config, in_memory(SHARED_BATCHES, 200, 100, 100, np.float32))
     assert from_file.status == "done" and from_file.error is None
     assert from_file.losses == from_memory.losses
@@ -130,7 +130,7 @@ def test_a_run_trains_the_same_on_prepared_and_in_memory_data(root):
 
 
 def test_no_test_images(root, synthetic):
-    loaded = data.load_cifar10(synthetic, num_train=10, num_val=10, num_test=0)
+    loaded = datasets.load_cifar10(synthetic, num_train=10, num_val=10, num_test=0)
     assert loaded["X_test"].shape == (0, 3, 32, 32) and loaded["y_test"].shape == (0,)
 
 
@@ -220,7 +220,7 @@ def test_two_processes_preparing_at_once_prepare_once(root, synthetic):
     assert [p.exitcode for p in processes] == [0, 0]
     assert sorted(built) == [0, 1]  # one built it, the other waited and mapped it
     assert folders(root) == [prepare_cifar10(synthetic, **SPLITS).path]  # and no staging folder left
-    assert_same_bytes(data.load_cifar10(synthetic, **SPLITS), in_memory(synthetic, *SPLITS.values(), np.float32))
+    assert_same_bytes(datasets.load_cifar10(synthetic, **SPLITS), in_memory(synthetic, *SPLITS.values(), np.float32))
 
 
 # --- damaged copies --------------------------------------------------------------------------

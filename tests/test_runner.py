@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 import bnlab
 from bnlab.errors import ResultsError
 from bnlab.lab import results
-from bnlab.lab.data import load_cifar10
+from bnlab.lab.datasets import load_cifar10
 from bnlab.lab.executors import make_executor
 from bnlab.lab.results import finished_on_disk
 from bnlab.lab.runner import run_experiment

@@ -415,31 +415,6 @@ def preprocess_chunks(images: np.ndarray, preprocess: Preprocess, stats: PoolSta
     return prepared.Streamed(images.shape, np.dtype(dtype), chunks)
 
 
-def load_cifar10(
-    data_dir: str | Path | None = None,
-    num_train: int = 49000,
-    num_val: int = 1000,
-    num_test: int = 1000,
-    dtype=np.float32,
-    preprocess: str = "mean_image",
-) -> dict[str, np.ndarray]:
-    """CIFAR-10 split and preprocessed as the notebooks' get_CIFAR10_data; never downloads.
-
-    The training pool is every data_batch_* in order: X_train is its first num_train images,
-    X_val its last num_val, and the mean image (float64) is taken over the pool without the
-    validation images; X_test is the first num_test images of test_batch. Returns X_train
-    (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
-    y_train, y_val, y_test int64 labels. `preprocess` names another option of PREPROCESS (its
-    statistics are taken over the same images as the mean image). The arrays are read-only maps
-    of the prepared copy in the cache (see bnlab.lab.datasets.prepare_dataset), which the first call
-    prepares: every process maps the same pages.
-    """
-    from bnlab.lab import datasets  # here: datasets imports this module
-
-    request = datasets.Request("cifar10", num_train, num_val, num_test, dtype, preprocess)
-    return datasets.load_dataset(request, data_dir)
-
-
 def sources_and_build(
     batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype, step: Preprocess
 ) -> tuple[list[Path], Callable[[], dict]]:
@@ -483,7 +458,7 @@ def _build(
     dtype: np.dtype,
     step: Preprocess,
 ) -> dict:
-    """The arrays of load_cifar10, computed from the batches folder `batches`."""
+    """The arrays of datasets.load_cifar10, computed from the batches folder `batches`."""
     pool = _read_pool(train_files, num_train, num_val)
     test_x, test_y = _read_batch(test_file)
     check_splits_fit(num_train, num_val, num_test, pool.size, len(test_x), batches)

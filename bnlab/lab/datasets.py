@@ -383,6 +383,28 @@ def load_dataset(request: Request, data_dir: str | Path | None = None) -> dict[s
     return prepare_dataset(request, data_dir, verify=False).arrays
 
 
+def load_cifar10(
+    data_dir: str | Path | None = None,
+    num_train: int = 49000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    dtype=np.float32,
+    preprocess: str = "mean_image",
+) -> dict[str, np.ndarray]:
+    """CIFAR-10 split and preprocessed as the notebooks' get_CIFAR10_data; never downloads.
+
+    The training pool is every data_batch_* in order: X_train is its first num_train images,
+    X_val its last num_val, and the mean image (float64) is taken over the pool without the
+    validation images; X_test is the first num_test images of test_batch. Returns X_train
+    (num_train, 3, 32, 32), X_val, X_test likewise, mean-subtracted and cast to `dtype`, and
+    y_train, y_val, y_test int64 labels. `preprocess` names another option of PREPROCESS (its
+    statistics are taken over the same images as the mean image). The arrays are read-only maps
+    of the prepared copy in the cache (see prepare_dataset), which the first call
+    prepares: every process maps the same pages.
+    """
+    return load_dataset(Request("cifar10", num_train, num_val, num_test, dtype, preprocess), data_dir)
+
+
 def prepare_dataset(request: Request, data_dir: str | Path | None = None, verify: bool = True) -> prepared.Prepared:
     """The splits of load_dataset, prepared in the cache (bnlab.lab.prepared) unless they are
     already, keyed by the files' contents, every option of the request and PREPROCESS_VERSION;

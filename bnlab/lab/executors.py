@@ -24,7 +24,6 @@ from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
 from bnlab.lab import datasets
-from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.train import RunOutcome, train_run
 from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
 
@@ -158,20 +157,10 @@ def _drain(progress_queue: multiprocessing.Queue, progress: Progress | None) -> 
             progress(event)
 
 
-def make_executor(
-    workers: int,
-    data_dir: str | Path | None = None,
-    executor: ExecutorKind | str = ExecutorKind.local,
-    scheduler: str | None = None,
-    **cluster_options,
-) -> Executor:
-    """'local': one worker runs in this process, more use a process pool; 'dask': a Dask cluster
-    (bnlab.lab.cluster.DaskExecutor, given the cluster_options)."""
+def make_executor(workers: int, data_dir: str | Path | None = None) -> Executor:
+    """Local workers: one runs in this process, more use a process pool (a Dask cluster is
+    bnlab.lab.cluster.DaskExecutor)."""
     data_dir = str(data_dir) if data_dir is not None else None
-    if ExecutorKind(executor) is ExecutorKind.dask:
-        from bnlab.lab.cluster import DaskExecutor  # here: distributed is an optional extra
-
-        return DaskExecutor(scheduler, data_dir, **cluster_options)
     return SerialExecutor(data_dir) if workers == 1 else ProcessExecutor(workers, data_dir)
 
 

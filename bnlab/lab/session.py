@@ -170,11 +170,14 @@ def open_session(
     workers = workers or default_workers()
     sources = {datasets.Request.of_run(run.config): str(e.source) for e in reversed(experiments) for run in e.runs}
     if executor is ExecutorKind.local:
-        make = partial(make_executor, workers, executor=executor)  # given the data folder, once found
+        make = partial(make_executor, workers)  # given the data folder, once found
     else:
+        from bnlab.lab.cluster import DaskExecutor  # here: distributed is an optional extra
+
         # Connected now, so that an unreachable scheduler is said at once. Dask workers may be other
         # machines: they apply the data rules themselves unless told a folder.
-        remote = make_executor(workers, data_dir, executor, scheduler, on_notice=on_notice, **cluster_options)
+        folder = str(data_dir) if data_dir is not None else None
+        remote = DaskExecutor(scheduler, folder, on_notice=on_notice, **cluster_options)
         make = lambda _root: remote  # noqa: E731
     runner = OnDemand(make, data_dir, sources, download, on_notice)
     where = f"{workers} worker(s)" if executor is ExecutorKind.local else f"dask {scheduler}"

@@ -1,6 +1,6 @@
 """Benchmarks behind `bnlab bench`: the notebooks' weight-scale sweep end to end, one training
 step, the batch-norm kernels, the convolutional net against PyTorch, start-up time and peak
-memory, the cost of recording, and the memory of a sweep on full-size data (bnlab.bench_memory).
+memory, the cost of recording, and the memory of a sweep on full-size data (bnlab.bench.memory).
 
 Every number is the median of repeated measurements, with the interquartile range (IQR) of those
 measurements as its spread. In-process code runs on one BLAS thread with subnormals flushed, as
@@ -11,53 +11,38 @@ run_benchmarks returns rows and the CLI renders them.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bnlab import layers
+from bnlab.bench.measure import (
+    PACKAGE_ROOT,
+    BenchRow,
+    calls_per_sample,
+    median_iqr,
+    row,
+    seconds_per_call,
+    single_core,
+    subprocess_env,
+    timed_subprocess,
+)
+from bnlab.bench.memory import bench_memory
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
 from bnlab.lab.choices import BenchSection
-from bnlab.lab.tuning import flush_subnormals
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
 SECTIONS = tuple(s.value for s in BenchSection)
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds bnlab/ and, in a checkout, configs/
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    """One measured quantity.
-
-    median, iqr: in `unit` ('s', 'MB', or 'x' for a speedup); median is None when the benchmark
-        could not run, and `note` says why.
-    repeats: how many measurements the median is taken over.
-    ratio: the median as a multiple of a reference named by `ratio_of` (e.g. 'x np.copy').
-    """
-
-    group: str
-    name: str
-    median: float | None
-    iqr: float | None
-    repeats: int
-    unit: str = "s"
-    ratio: float | None = None
-    ratio_of: str = ""
-    note: str = ""
 
 
 def run_benchmarks(
@@ -88,7 +73,7 @@ def run_benchmarks(
         "startup": lambda: bench_startup(2 if quick else 10),
         "record": lambda: bench_record(quick, repeats),
         "blas": lambda: bench_blas(Path(spec) if spec is not None else DEFAULT_SPEC, repeats, quick, data_dir),
-        "memory": lambda: _bench_memory(quick, data_dir),
+        "memory": lambda: bench_memory(quick, data_dir),
     }
     rows: list[BenchRow] = []
     for name in SECTIONS:
@@ -97,79 +82,6 @@ def run_benchmarks(
                 on_section(name)
             rows += benchmarks[name]()
     return rows
-
-
-def _bench_memory(quick: bool, data_dir: str | Path | None) -> list[BenchRow]:
-    from bnlab.bench_memory import bench_memory  # it builds on this module's helpers
-
-    return bench_memory(quick, data_dir)
-
-
-def rows_to_json(rows: Sequence[BenchRow]) -> str:
-    """The rows as a JSON array of objects with BenchRow's fields."""
-    return json.dumps([asdict(row) for row in rows], indent=2)
-
-
-# --- measuring -------------------------------------------------------------------------------
-
-
-def median_iqr(samples: Sequence[float]) -> tuple[float, float]:
-    q1, median, q3 = np.percentile(samples, [25, 50, 75])
-    return float(median), float(q3 - q1)
-
-
-def _row(group: str, name: str, samples: Sequence[float], unit: str = "s", **fields) -> BenchRow:
-    median, iqr = median_iqr(samples)
-    return BenchRow(group, name, median, iqr, len(samples), unit, **fields)
-
-
-@contextlib.contextmanager
-def _single_core() -> Iterator[None]:
-    """As a sweep worker computes (one BLAS thread, subnormals flushed), without the garbage
-    collector's pauses in the middle of a measurement (as timeit does)."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with threadpool_limits(limits=1), flush_subnormals():
-            yield
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-
-def _seconds_per_call(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def _calls_per_sample(fn: Callable[[], object], min_s: float = 5e-3) -> int:
-    """Enough calls that one sample lasts min_s, far above the clock's resolution (doubling, as timeit)."""
-    calls = 1
-    while _seconds_per_call(fn, calls) * calls < min_s:
-        calls *= 2
-    return calls
-
-
-def subprocess_env() -> dict[str, str]:
-    """This environment, with this checkout first on the path: the subprocess runs the same bnlab."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _timed_subprocess(command: list[str], env: dict[str, str] | None = None) -> float:
-    """Wall time of `command`, process start-up included; BnlabError if it fails."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or subprocess_env()
-    )
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise BnlabError(f"benchmark command failed with exit code {done.returncode}: {' '.join(command)}\n{tail}")
-    return elapsed
 
 
 # --- 1. the weight-scale sweep end to end ----------------------------------------------------
@@ -203,7 +115,7 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
                     sys.executable, "-m", "bnlab.cli", "run", str(spec), "--set", "seeds=[0]",
                     "--out", out, "--workers", str(workers), "--data-dir", str(batches), "--force",
                 ]  # fmt: skip
-                seconds[workers].append(_timed_subprocess(command))
+                seconds[workers].append(timed_subprocess(command))
                 metas = [json.loads(path.read_text()) for path in Path(out).glob("*/*/meta.json")]
             num_runs = len(metas)
             peaks = [m["peak_rss_mb"] for m in metas if m.get("peak_rss_mb") is not None]
@@ -213,14 +125,14 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
     note = f"{num_runs} runs, process start and data loading included"
     speedups = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
     rows = [
-        _row("sweep", names[0], seconds[1], note=note),
-        _row("sweep", names[1], seconds[2], note=note),
-        _row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
+        row("sweep", names[0], seconds[1], note=note),
+        row("sweep", names[1], seconds[2], note=note),
+        row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
     ]
     memory_names = {1: "peak RSS, 1 worker (the bnlab process)", 2: "peak RSS of a worker, 2 workers"}
     for workers, name in memory_names.items():
         if peak_mb[workers]:
-            rows.append(_row("memory", name, peak_mb[workers], unit="MB", note="peak_rss_mb in meta.json"))
+            rows.append(row("memory", name, peak_mb[workers], unit="MB", note="peak_rss_mb in meta.json"))
         else:
             rows.append(BenchRow("memory", name, None, None, 0, "MB", note="not recorded on this platform"))
     return rows
@@ -234,15 +146,15 @@ def bench_step(quick: bool = False) -> list[BenchRow]:
     batch-norm nets in float32 and float64, on random data of CIFAR-10's shape (N, 3, 32, 32)."""
     num_train, iterations, warmup = (100, 5, 1) if quick else (1000, 200, 20)
     rows = []
-    with _single_core():
+    with single_core():
         for hidden_dims in ([100] * 5, [50] * 7):
             for dtype in (np.float32, np.float64):
                 solver = _random_solver(hidden_dims, dtype, num_train)
                 for _ in range(warmup):
                     solver._step()
-                samples = [_seconds_per_call(solver._step, 1) for _ in range(iterations)]
+                samples = [seconds_per_call(solver._step, 1) for _ in range(iterations)]
                 name = f"{len(hidden_dims) + 1} layers, hidden {hidden_dims[0]}x{len(hidden_dims)}, {dtype.__name__}"
-                rows.append(_row("step", name, samples, note="Solver._step: batch 50, batchnorm, adam"))
+                rows.append(row("step", name, samples, note="Solver._step: batch 50, batchnorm, adam"))
     return rows
 
 
@@ -265,7 +177,7 @@ def bench_batchnorm(quick: bool = False) -> list[BenchRow]:
     shapes = [(16, 32)] if quick else [(100, 500), (4096, 1024)]
     rounds = 3 if quick else 15
     rows = []
-    with _single_core():
+    with single_core():
         for shape in shapes:
             for dtype in (np.float64, np.float32):
                 rows += _batchnorm_rows(shape, dtype, rounds)
@@ -285,22 +197,22 @@ def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[Be
         "batchnorm_backward": lambda: layers.batchnorm_backward(dout, cache),
         "batchnorm_backward_alt": lambda: layers.batchnorm_backward_alt(dout, cache),
     }
-    calls = {name: _calls_per_sample(fn) for name, fn in kernels.items()}
+    calls = {name: calls_per_sample(fn) for name, fn in kernels.items()}
     samples: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(rounds):  # round-robin, so every kernel sees the same machine load
         for name, fn in kernels.items():
-            samples[name].append(_seconds_per_call(fn, calls[name]))
+            samples[name].append(seconds_per_call(fn, calls[name]))
 
     size = f"{n}x{d} {np.dtype(dtype).name}"
     copy_s = median_iqr(samples["np.copy"])[0]
     gb_per_s = 2 * x.nbytes / copy_s / 1e9
-    rows = [_row("batchnorm", f"np.copy {size}", samples["np.copy"], note=f"reference: {gb_per_s:.1f} GB/s read+write")]
+    rows = [row("batchnorm", f"np.copy {size}", samples["np.copy"], note=f"reference: {gb_per_s:.1f} GB/s read+write")]
     for name in list(kernels)[1:]:
         ratio = median_iqr(samples[name])[0] / copy_s
-        rows.append(_row("batchnorm", f"{name} {size}", samples[name], ratio=ratio, ratio_of="x np.copy"))
+        rows.append(row("batchnorm", f"{name} {size}", samples[name], ratio=ratio, ratio_of="x np.copy"))
     speedups = [g / a for g, a in zip(samples["batchnorm_backward"], samples["batchnorm_backward_alt"], strict=True)]
     rows.append(
-        _row("batchnorm", f"speedup of backward_alt over backward {size}", speedups, unit="x", note="paired per round")
+        row("batchnorm", f"speedup of backward_alt over backward {size}", speedups, unit="x", note="paired per round")
     )
     return rows
 
@@ -330,23 +242,23 @@ def bench_conv(quick: bool = False) -> list[BenchRow]:
     if torch_step is not None:
         contenders["PyTorch (same net)"] = torch_step
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    with _single_core(), _torch_threads(1):
+    with single_core(), _torch_threads(1):
         for step in contenders.values():
             for _ in range(warmup):
                 step()
         for _ in range(rounds):  # alternating, so both see the same machine load
             for name, step in contenders.items():
-                samples[name].append(batch / _seconds_per_call(step, steps))
+                samples[name].append(batch / seconds_per_call(step, steps))
         peak_mb = _peak_traced_mb(solver._step)
 
     arch = f"batch {batch}, float32, 1 thread"
-    rows = [_row("conv", name, s, unit="img/s", note=arch) for name, s in samples.items()]
+    rows = [row("conv", name, s, unit="img/s", note=arch) for name, s in samples.items()]
     if torch_step is None:
         rows.append(BenchRow("conv", "PyTorch (same net)", None, None, 0, "img/s", note=TORCH_HINT))
     else:
         ours, theirs = samples.values()
         ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-        rows.append(_row("conv", "bnlab / PyTorch", ratios, unit="x", note="median of paired ratios"))
+        rows.append(row("conv", "bnlab / PyTorch", ratios, unit="x", note="median of paired ratios"))
     rows.append(BenchRow("conv", "peak memory of a training step", peak_mb, 0.0, 1, "MB", note="numpy, tracemalloc"))
     return rows
 
@@ -426,12 +338,12 @@ def bench_startup(repeats: int = 10) -> list[BenchRow]:
         "bnlab --help": [sys.executable, "-m", "bnlab.cli", "--help"],
     }
     for command in commands.values():  # warm the file cache: measure start-up, not the disk
-        _timed_subprocess(command)
+        timed_subprocess(command)
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, command in commands.items():
-            samples[name].append(_timed_subprocess(command))
-    return [_row("startup", name, samples[name], note="new process") for name in commands]
+            samples[name].append(timed_subprocess(command))
+    return [row("startup", name, samples[name], note="new process") for name in commands]
 
 
 # --- 5. the cost of recording ------------------------------------------------------------------
@@ -444,7 +356,7 @@ def bench_record(quick: bool = False, repeats: int = 3, every: int = DEFAULT_EVE
     num_train, epochs = (100, 2) if quick else (1000, 10)
     rounds = max(repeats, 2 if quick else 5)
     seconds: dict[str, list[float]] = {"off": [], "on": []}
-    with _single_core():
+    with single_core():
         for _ in range(rounds):
             for mode in ("off", "on"):
                 solver = _random_solver([100] * 5, np.float32, num_train)
@@ -457,9 +369,9 @@ def bench_record(quick: bool = False, repeats: int = 3, every: int = DEFAULT_EVE
     note = f"Solver.train(): {iterations} iterations, 6 layers, batchnorm, adam"
     ratios = [on / off for on, off in zip(seconds["on"], seconds["off"], strict=True)]
     return [
-        _row("record", "training, recording off", seconds["off"], note=note),
-        _row("record", f"training, every statistic every {every} iterations", seconds["on"], note=note),
-        _row("record", "overhead of recording", ratios, unit="x", note="median of paired ratios on / off"),
+        row("record", "training, recording off", seconds["off"], note=note),
+        row("record", f"training, every statistic every {every} iterations", seconds["on"], note=note),
+        row("record", "overhead of recording", ratios, unit="x", note="median of paired ratios on / off"),
     ]
 
 
@@ -483,10 +395,10 @@ def conv_rate(steps: int = 8, warmup: int = 3, batch: int = CONV_BATCH) -> dict:
     from bnlab.numerics import provenance
 
     solver = _conv_solver(batch)
-    with _single_core():
+    with single_core():
         for _ in range(warmup):
             solver._step()
-        rate = batch / _seconds_per_call(solver._step, steps)
+        rate = batch / seconds_per_call(solver._step, steps)
     return {"rate": rate, "kernel": provenance()["blas"]["kernel"]}
 
 
@@ -495,7 +407,7 @@ def bench_blas(spec: Path, repeats: int = 3, quick: bool = False, data_dir: str 
     (portable, native, portable, ...) so both share the machine's drifts: the weight-scale sweep
     (`bnlab run SPEC --set seeds=[0]`, one worker) and the conv bench's training step (quick: a
     tiny batch). The price is the median of the paired ratios portable / native time."""
-    conv_code = f"import json, bnlab.bench as b; print(json.dumps(b.conv_rate({'1, 1, 8' if quick else ''})))"
+    conv_code = f"import json, bnlab.bench.sections as b; print(json.dumps(b.conv_rate({'1, 1, 8' if quick else ''})))"
     batches = datasets.locate_cifar10(data_dir)
     seconds: dict[str, list[float]] = {m: [] for m in BLAS_MODES}
     rates: dict[str, list[float]] = {m: [] for m in BLAS_MODES}
@@ -508,7 +420,7 @@ def bench_blas(spec: Path, repeats: int = 3, quick: bool = False, data_dir: str 
                         sys.executable, "-m", "bnlab.cli", "run", str(spec), "--set", "seeds=[0]",
                         "--out", out, "--workers", "1", "--data-dir", str(batches),
                     ]  # fmt: skip
-                    seconds[mode].append(_timed_subprocess(command, _blas_env(mode)))
+                    seconds[mode].append(timed_subprocess(command, _blas_env(mode)))
             done = subprocess.run(
                 [sys.executable, "-c", conv_code], capture_output=True, text=True, env=_blas_env(mode)
             )
@@ -521,14 +433,14 @@ def bench_blas(spec: Path, repeats: int = 3, quick: bool = False, data_dir: str 
     rows = []
     if seconds["portable"]:
         note = f"{spec.name} --set seeds=[0], 1 worker, new process"
-        rows += [_row("blas", f"sweep, {label[m]}", seconds[m], note=note) for m in BLAS_MODES]
+        rows += [row("blas", f"sweep, {label[m]}", seconds[m], note=note) for m in BLAS_MODES]
         ratios = [p / n for p, n in zip(seconds["portable"], seconds["native"], strict=True)]
-        rows.append(_row("blas", "sweep: portable / native time", ratios, unit="x", note="median of paired ratios"))
+        rows.append(row("blas", "sweep: portable / native time", ratios, unit="x", note="median of paired ratios"))
     else:
         rows.append(BenchRow("blas", "sweep", None, None, 0, note=f"no CIFAR-10 or no spec {spec}"))
     rows += [
-        _row("blas", f"conv step, {label[m]}", rates[m], unit="img/s", note="batch 64, 1 thread") for m in BLAS_MODES
+        row("blas", f"conv step, {label[m]}", rates[m], unit="img/s", note="batch 64, 1 thread") for m in BLAS_MODES
     ]
     ratios = [n / p for p, n in zip(rates["portable"], rates["native"], strict=True)]
-    rows.append(_row("blas", "conv: portable / native time", ratios, unit="x", note="median of paired ratios"))
+    rows.append(row("blas", "conv: portable / native time", ratios, unit="x", note="median of paired ratios"))
     return rows

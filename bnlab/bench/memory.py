@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.bench import BenchRow, median_iqr, subprocess_env
+from bnlab.bench.measure import BenchRow, median_iqr, subprocess_env
 from bnlab.errors import BnlabError
 from bnlab.lab import data as datasets
 from bnlab.lab import prepared
@@ -46,9 +46,9 @@ sweep:
 
 READY = """\
 import sys, time
-from bnlab.lab import data
+from bnlab.lab.datasets import load_cifar10
 start = time.perf_counter()
-data.load_cifar10(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+load_cifar10(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 print(time.perf_counter() - start)
 """
 
