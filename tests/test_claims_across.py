@@ -317,7 +317,7 @@ def test_runs_with_equal_configs_are_trained_once(tmp_path, monkeypatch):
 
 
 def test_the_table_says_what_power_would_need_for_an_inconclusive_cell():
-    from bnlab.cli import _power_note
+    from bnlab.cli.claims import power_note as _power_note
 
     assert _power_note({"verdict_adjusted": "inconclusive", "seeds_for_power": 34}) == "80% power: ~34 seeds"
     assert _power_note({"verdict_adjusted": "supported", "seeds_for_power": None}) == ""

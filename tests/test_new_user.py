@@ -334,7 +334,7 @@ def test_progress_in_80_columns_folds_the_run_id_and_keeps_the_time():
     from rich.console import Console
     from rich.progress import Progress
 
-    from bnlab.cli import _progress_columns
+    from bnlab.cli.render import progress_columns as _progress_columns
 
     console = Console(width=80, file=StringIO())
     progress = Progress(*_progress_columns(), console=console)
