@@ -2,7 +2,7 @@
 
 For a results root it shows every experiment in it, for an experiment's folder that one; reads
 results folders only (bnlab.results, the runs' meta.json, claims/claims.json), and draws the figures
-with bnlab.plots. Figures are PNG data URIs and the style sheet is inline, with no script: the file
+with bnlab.figures. Figures are PNG data URIs and the style sheet is inline, with no script: the file
 opens offline and can be mailed. Per experiment: description, summary table of the run groups (as
 `bnlab results` shows it), every figure with a caption and alt text, diverged, failed and pending
 runs, the resolved spec (folded) and provenance. When claims/claims.json exists beside the
@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
 from bnlab.errors import ResultsError
+from bnlab.figures.experiment import caption, drawn_figures
 from bnlab.lab.atomic import write_text
 from bnlab.lab.formatting import format_number, format_value
 from bnlab.lab.results import (
@@ -39,7 +40,6 @@ from bnlab.lab.results import (
 )
 from bnlab.lab.stats import holm_sentence
 from bnlab.numerics import numerics_summary
-from bnlab.plots import caption, drawn_figures
 
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # the widest figure (11 in) is then 1100 px: sharp on a laptop, scaled down on a phone

@@ -254,7 +254,7 @@ def _cell(where, a, b, verdict="supported"):
 
 
 def test_forest_trend_and_scope_figures(tmp_path):
-    from bnlab.plots import forest_figure, plot_claims, scope_figure, trend_figure
+    from bnlab.figures.claims import forest_figure, plot_claims, scope_figure, trend_figure
 
     lrs = [1e-3, 1e-2, 1e-1, 1.0]
     verdicts = ["inconclusive", "supported"] * 2

@@ -1,4 +1,4 @@
-"""bnlab.plots: figures of synthetic results folders (written by test_results.write_results_folder)."""
+"""bnlab.figures: figures of synthetic results folders (written by test_results.write_results_folder)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import yaml
 from test_results import _set_cell, write_results_folder
 
 from bnlab.errors import ResultsError, SpecError
-from bnlab.plots import (
+from bnlab.figures.experiment import build_figures, figure_plan, plot_experiment
+from bnlab.figures.kinds import (
     activations_figure,
     batch_size_figures,
-    build_figures,
-    figure_plan,
     history_figure,
     ics_figure,
     landscape_figure,
-    plot_experiment,
     sweep_figure,
 )
 from bnlab.results import load_experiment

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from bnlab.errors import SpecError
+from bnlab.figures import plot_experiment
 from bnlab.lab.claims import metric_values
 from bnlab.lab.executors import make_executor
 from bnlab.lab.runner import run_experiment
@@ -24,7 +25,6 @@ from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.probes import Recorder, growth_factor
 from bnlab.nn.residual import ResidualConvNet, ResidualMLP
 from bnlab.nn.solver import Solver
-from bnlab.plots import plot_experiment
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 EPS = 1e-5

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from conftest import SMOKE
 
+from bnlab.figures import plot_experiment
 from bnlab.lab.results import finished_on_disk, group_summary, plan_rows, read_meta
 from bnlab.lab.spec import load_experiment as load_spec
-from bnlab.plots import plot_experiment
 from bnlab.results import load_experiment
 
 OLD = Path(__file__).parent / "data" / "results_v1_smoke"

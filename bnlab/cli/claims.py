@@ -102,8 +102,8 @@ def claims(
             # every group, so that claims.json keeps the other files' claims in their order
             # named claims train only the runs they compare; without names, every run of their files
             entries = _run_claims(groups, out, lab, set(ids) if ids else None, until_decided, max_seeds)
+        from bnlab.figures import plot_claims
         from bnlab.lab.results import claims_dir as results_dir
-        from bnlab.plots import plot_claims
 
         plot_claims(results_dir(out), [e["id"] for e in entries])
     if as_json:

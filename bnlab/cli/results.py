@@ -41,8 +41,8 @@ def plot(
     formats = tuple(f.value for f in format or [FigureFormat.png])
     with reported():
         from bnlab.errors import BnlabError
+        from bnlab.figures import plot_experiment
         from bnlab.lab.results import experiment_folders
-        from bnlab.plots import plot_experiment
 
         folders = experiment_folders(results_dir)
         if folders == [results_dir]:  # one experiment: a line per file written, an error stops it

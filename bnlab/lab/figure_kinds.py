@@ -1,8 +1,8 @@
 """The figure kinds a spec's `plots` can name, one row each: what a kind needs of the results,
 its file name and what it shows.
 
-The spec checks a plan against this table before any run, bnlab.plots checks it again against
-the results folder and draws each kind with its function in plots.DRAW, and the report captions
+The spec checks a plan against this table before any run, bnlab.figures checks it again against
+the results folder and draws each kind with its function in bnlab.figures.kinds.DRAW, and the report captions
 each figure from it. A new kind is a row here and a draw function there.
 """
 
