@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, bnlab, needs_shared_data, write
 
-from bnlab.lab.claims import ClaimSpec, cells, load_claim_file, scope
+from bnlab.claims import ClaimSpec, cells, load_claim_file, scope
 from bnlab.lab.stats import holm
 
 # tiny net, two conditions of two values: four cells; depth [20, 20] with lr 1e-3 is the claim's own

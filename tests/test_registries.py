@@ -11,7 +11,8 @@ import pytest
 from bnlab.errors import SpecError
 from bnlab.figures.kinds import DRAW
 from bnlab.lab.figure_kinds import FIGURE_KINDS
-from bnlab.lab.spec import ModelSpec, PlotSpec, experiment_from_text
+from bnlab.lab.schema import ModelSpec, PlotSpec
+from bnlab.lab.spec import experiment_from_text
 from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES, NOISE_STREAM, ConvNet, FullyConnectedNet

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bnlab.claims import metric_values
 from bnlab.errors import SpecError
 from bnlab.figures import plot_experiment
-from bnlab.lab.claims import metric_values
 from bnlab.lab.executors import make_executor
 from bnlab.lab.runner import run_experiment
 from bnlab.lab.spec import experiment_from_text

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnlab.errors import SpecError
+from bnlab.lab.schema import ExperimentSpec
 from bnlab.lab.spec import (
     Experiment,
-    ExperimentSpec,
     experiment_from_text,
     field_paths,
     load_experiment,

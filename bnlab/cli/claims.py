@@ -81,7 +81,7 @@ def claims(
     """
     cluster = cluster_options(executor, scheduler, wait_for_workers, allow_unportable_workers)
     with reported():
-        from bnlab.lab.claims import load_claims
+        from bnlab.claims import load_claims
 
         groups = load_claims(claims_dir)
         known = _check_ids(groups, ids, claims_dir)
@@ -91,7 +91,7 @@ def claims(
         chosen = set(ids) if ids else set(known)
         asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
         skipped = _say_skipped(asked)
-        from bnlab.lab.claims import experiments
+        from bnlab.claims import experiments
         from bnlab.lab.session import check_out, open_session
 
         every = [e for g in asked if not g.problem for e in experiments(g, chosen)]  # the cells' data too
@@ -129,7 +129,7 @@ def _say_skipped(groups: list) -> list:
 def _check_ids(groups: list, ids: list[str] | None, claims_dir: Path) -> list[str]:
     """Every claim id of the files; a SpecError naming the first of `ids` that is none of them."""
     from bnlab.errors import SpecError
-    from bnlab.lab.spec import did_you_mean
+    from bnlab.lab.formatting import did_you_mean
 
     known = [c.id for g in groups for c in g.claims]
     unknown = [i for i in ids or [] if i not in known]
@@ -143,7 +143,7 @@ def _check_ids(groups: list, ids: list[str] | None, claims_dir: Path) -> list[st
 
 def _print_list(groups: list, out: Path, ids: list[str] | None, as_json: bool) -> None:
     """`bnlab claims --list`: the claims (those of `ids`, else all) and their results so far."""
-    from bnlab.lab.claims import list_claims
+    from bnlab.claims import list_claims
 
     listed = [c for c in list_claims(groups, out) if not ids or c["id"] in ids]
     if as_json:

@@ -46,7 +46,7 @@ def plot_claims(claims_root: str | Path, ids: Sequence[str] | None = None) -> li
 
 
 def _cell_name(where: dict) -> str:
-    from bnlab.lab.claims import cell_label
+    from bnlab.claims import cell_label
 
     return cell_label(where) or "own condition"
 

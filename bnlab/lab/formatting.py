@@ -3,6 +3,7 @@ the report, so the same value reads the same everywhere."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Sequence
@@ -68,3 +69,9 @@ def format_cell(text: str) -> str:
         return format_value(float(text))
     except ValueError:
         return text
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'title'?)' when one of `choices` is close to `word`, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

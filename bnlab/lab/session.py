@@ -120,9 +120,7 @@ class OnDemand:
             self._executor.close()
 
 
-def on_demand(
-    workers: int, data_dir: Path | None = None, on_notice: Callable[[str], None] | None = None
-) -> OnDemand:
+def on_demand(workers: int, data_dir: Path | None = None, on_notice: Callable[[str], None] | None = None) -> OnDemand:
     """Local workers (one: this process) for runs of any recorded data, found when they train;
     nothing is downloaded."""
     return OnDemand(partial(make_executor, workers), data_dir, {}, None, on_notice)
@@ -145,9 +143,9 @@ class Session:
         return run_experiment(experiment, out, self.executor, force, **callbacks)
 
     def claims(self, groups: list, out: Path, ids: set[str] | None = None, **callbacks) -> list[dict]:
-        """Run and evaluate the claims (bnlab.lab.claims.run_claims; callbacks: on_experiment,
+        """Run and evaluate the claims (bnlab.claims.run_claims; callbacks: on_experiment,
         on_outcome, progress)."""
-        from bnlab.lab.claims import run_claims  # here: scipy loads only for claims
+        from bnlab.claims import run_claims  # here: scipy loads only for claims
 
         return run_claims(groups, out, self.executor, ids, **callbacks)
 

@@ -23,224 +23,25 @@ repeated for every seed. Nothing here trains or writes files.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from bnlab.errors import SpecError
-from bnlab.lab.data import PREPROCESS
 from bnlab.lab.datasets import DATASETS
 from bnlab.lab.figure_kinds import FIGURE_KINDS
-from bnlab.lab.formatting import file_safe
-from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import ARCHITECTURES, conv_sizes
-from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
+from bnlab.lab.formatting import did_you_mean, file_safe
+from bnlab.lab.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
+from bnlab.nn.nets import conv_sizes
+from bnlab.nn.norms import NOISE_DEFAULTS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
-from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
-from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
-
-# --- the schema ------------------------------------------------------------------------------
-
-
-class _Section(BaseModel):
-    # strict: "50" is not a batch size and true is not 1; YAML already gives numbers their types.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-PositiveInt = Annotated[int, Field(ge=1)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what numpy.random.RandomState accepts
-MAX_CONV_BLOCKS = 5  # each block halves CIFAR-10's 32x32 images
-MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
-
-
-def _dataset(value: Any) -> Any:
-    """A name of the datasets registry, with a did-you-mean for a typo."""
-    if isinstance(value, str) and value in DATASETS:
-        return value
-    hint = did_you_mean(str(value), DATASETS)
-    raise ValueError(f"unknown dataset {value!r}{hint}; choose one of {', '.join(DATASETS)}")
-
-
-class DataSpec(_Section):
-    dataset: Annotated[str, BeforeValidator(_dataset)] = "cifar10"
-    # None: the data set's own default (mean_image for cifar10, scale for mnist and fashion_mnist)
-    preprocess: Literal[tuple(PREPROCESS)] | None = None
-    num_train: PositiveInt = 1000
-    num_val: PositiveInt = 1000
-    num_test: Annotated[int, Field(ge=0)] = 1000
-
-
-def _weight_scale(value: Any) -> Any:
-    """One message for the three forms, rather than pydantic's one per union member."""
-    if value in ("he", "xavier") and isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
-        return float(value)
-    raise ValueError(
-        f"give a positive finite number (the standard deviation of every layer's initial weights), "
-        f"'he' or 'xavier' (got {value!r})"
-    )
-
-
-class ModelSpec(_Section):
-    # hidden_dims: the fully connected hidden widths; required for fc (at least one), optional for
-    # conv, where [] or null means the conv blocks feed the output layer directly.
-    hidden_dims: list[PositiveInt] | None = None
-    # the allowed names are the keys of the nn tables; which architecture takes which: ARCHITECTURES
-    normalization: Literal[tuple(NORMALIZATIONS)] | None = None
-    num_groups: PositiveInt = 5
-    activation: Literal[tuple(ACTIVATIONS)] = "relu"
-    negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
-    norm_position: Literal["before", "after"] = "before"
-    # batch renorm's clipping, ramped from batch norm (rmax 1, dmax 0) over renorm_warmup iterations
-    renorm_rmax: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
-    renorm_dmax: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-    renorm_warmup: Annotated[int, Field(ge=0)] = 100
-    # noisy_batchnorm only (bnlab.nn.norms.noisy_batchnorm_forward): the spread of the per-unit
-    # shift and extra scale at the first step, and the steps over which that spread grows by itself
-    noise_mean: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_mean"]
-    noise_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_scale"]
-    noise_growth: Annotated[float, Field(gt=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_growth"]
-    weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
-    reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
-    dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
-    dtype: Literal["float32", "float64"] = "float32"
-    architecture: Literal[tuple(ARCHITECTURES)] = "fc"
-    channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
-    kernel_size: PositiveInt = 3
-    padding: Literal["same", "valid"] = "same"  # conv only: 'valid' pads nothing (LeNet)
-    pool: Literal["max", "avg"] = "max"  # conv only: 2x2 max or average pooling (LeNet's)
-    # residual nets (bnlab.nn.residual): each entry of hidden_dims (fc) or channels (conv) is a block
-    residual: Literal["pre", "post"] | None = None
-    skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
-
-    @model_validator(mode="after")
-    def _fits_architecture(self) -> ModelSpec:
-        """The rules of bnlab.nn.nets.ARCHITECTURES (with `residual`, of
-        bnlab.nn.residual.RESIDUAL_ARCHITECTURES): the widths option is required, the options of
-        other nets stay at their defaults, the normalization is one its layers have."""
-        if self.skipinit and self.residual is None:
-            raise ValueError("skipinit scales residual branches: set residual: pre or post, or remove skipinit")
-        arch = (ARCHITECTURES if self.residual is None else RESIDUAL_ARCHITECTURES)[self.architecture]
-        widths, what = arch.widths
-        if not getattr(self, widths):
-            raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
-        for name, spec_field in type(self).model_fields.items():
-            if name in arch.options or name == "architecture":
-                continue
-            default, value = spec_field.get_default(call_default_factory=True), getattr(self, name)
-            if value == default or (default is None and value == []):  # hidden_dims: [] says "none" too
-                continue
-            if name in arch.lacks:
-                raise ValueError(f"{name}: {arch.lacks[name]}")
-            others = [a for a, other in ARCHITECTURES.items() if name in other.options]
-            raise ValueError(
-                f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
-            )
-        if self.normalization not in arch.normalizations and self.residual is not None:
-            raise ValueError(
-                f"normalization {self.normalization!r} is not available in residual nets; residual "
-                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
-            )
-        if self.normalization not in arch.normalizations:
-            others = [a for a, other in ARCHITECTURES.items() if self.normalization in other.normalizations]
-            raise ValueError(
-                f"normalization {self.normalization!r} is for architecture {' or '.join(others)} only; "
-                f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
-            )
-        if self.architecture == "conv" and self.padding == "same" and self.kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be odd with padding same ((K-1)/2 keeps the size), got {self.kernel_size}"
-            )
-        widths = [*(self.channels or []), *(self.hidden_dims or [])]
-        if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
-            kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
-            raise ValueError(f"num_groups={self.num_groups} must divide every {kind} {widths}")
-        return self
-
-
-class SolverSpec(_Section):
-    update_rule: Literal["sgd", "sgd_momentum", "rmsprop", "adam"] = "sgd"
-    optim_config: dict[str, float] = Field(default_factory=dict)
-    lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
-    batch_size: PositiveInt = 100
-    num_epochs: PositiveInt = 10
-    num_train_samples: PositiveInt | None = 1000
-    num_val_samples: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _optim_config_fits_rule(self) -> SolverSpec:
-        allowed = OPTIM_DEFAULTS[self.update_rule]
-        for key, value in self.optim_config.items():
-            if key not in allowed:
-                raise ValueError(
-                    f"optim_config has no {key!r} for update_rule {self.update_rule!r}"
-                    f"{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}"
-                )
-            if key in ("learning_rate", "epsilon") and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
-            if key in ("momentum", "decay_rate", "beta1", "beta2") and not 0 <= value < 1:
-                raise ValueError(f"optim_config.{key} is a decay factor in [0, 1), got {value!r}")
-        return self
-
-
-class RecordSpec(_Section):
-    """What bnlab.nn.probes.Recorder records: which statistics, at which cadence, and the step
-    multiples (of the learning rate) of the landscape probes."""
-
-    statistics: Annotated[list[Literal[STATISTICS]], Field(min_length=1)] = Field(
-        default_factory=lambda: list(STATISTICS)
-    )
-    every: PositiveInt = DEFAULT_EVERY
-    landscape_steps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] = Field(
-        default_factory=lambda: list(DEFAULT_LANDSCAPE_STEPS)
-    )
-
-    @model_validator(mode="after")
-    def _no_repeats(self) -> RecordSpec:
-        if len(set(self.statistics)) != len(self.statistics):
-            raise ValueError(f"statistics: {self.statistics} names a statistic twice")
-        return self
-
-
-class PlotSpec(_Section):
-    kind: Literal[tuple(FIGURE_KINDS)]
-    x: str | None = None
-    title: str | None = None
-    layers: Annotated[list[PositiveInt], Field(min_length=1)] | None = None  # activations, ics: which layers
-
-
-MAX_NAME_LENGTH = 150  # an experiment's name is its results folder's: file systems allow 255 bytes
-
-
-class ExperimentSpec(_Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_LENGTH)]
-    description: str = ""
-    data: DataSpec = Field(default_factory=DataSpec)
-    model: ModelSpec
-    solver: SolverSpec = Field(default_factory=SolverSpec)
-    seeds: Annotated[list[Seed], Field(min_length=1)] | Annotated[int, Field(ge=1, le=MAX_RUNS)] = Field(
-        default_factory=lambda: [0]
-    )
-    sweep: dict[str, Any] | list[dict[str, Any]] | None = None
-    plots: list[PlotSpec] | None = None
-    record: RecordSpec | None = None  # None: nothing is recorded inside the nets
-
-    def seed_list(self) -> list[int]:
-        """`seeds: 3` is shorthand for [0, 1, 2]."""
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
-
-
-SECTIONS = {"data": DataSpec, "model": ModelSpec, "solver": SolverSpec}
-
 
 # --- a run -----------------------------------------------------------------------------------
 
@@ -529,11 +330,6 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
             return None
         model = annotation
     return model
-
-
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --- dotted keys ------------------------------------------------------------------------------
