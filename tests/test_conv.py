@@ -6,6 +6,7 @@ import pytest
 
 from bnlab import layers
 from bnlab.nn import conv
+from bnlab.nn.normalizations import NORMALIZATIONS
 
 # (stride, pad, kernel, input shape): strides 1 and 2, paddings 0 to 2, kernels 3 and 5, non-square.
 CASES = [
@@ -174,7 +175,7 @@ def test_fast_pool_cache_is_one_byte_per_output():
 def test_spatial_batchnorm_normalizes_each_channel_over_n_h_w():
     rng = np.random.RandomState(6)
     x = 3 * rng.randn(4, 3, 5, 6) + 7
-    out, _ = conv.SPATIAL_NORMALIZATIONS["batchnorm"].forward(x, np.ones(3), np.zeros(3), {"mode": "train"})
+    out, _ = NORMALIZATIONS["batchnorm"].spatial_forward(x, np.ones(3), np.zeros(3), {"mode": "train"})
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-4)  # eps = 1e-5 against var ~9
 
@@ -184,11 +185,11 @@ def test_spatial_group_and_layer_norm_against_a_plain_computation(name, groups):
     rng = np.random.RandomState(7)
     x = 2 * rng.randn(3, 6, 4, 5) - 1
     gamma, beta = rng.randn(6), rng.randn(6)
-    out, cache = conv.SPATIAL_NORMALIZATIONS[name].forward(x, gamma, beta, {"num_groups": groups})
+    out, cache = NORMALIZATIONS[name].spatial_forward(x, gamma, beta, {"num_groups": groups})
     xg = x.reshape(3, groups, -1)  # each sample's channels of one group, all positions
     x_hat = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)).reshape(x.shape)
     np.testing.assert_allclose(out, x_hat * gamma[:, None, None] + beta[:, None, None], rtol=1e-12, atol=1e-12)
-    dx, dgamma, dbeta = conv.SPATIAL_NORMALIZATIONS[name].backward(np.ones_like(x), cache)
+    dx, dgamma, dbeta = NORMALIZATIONS[name].spatial_backward(np.ones_like(x), cache)
     np.testing.assert_allclose(dbeta, np.full(6, 3 * 4 * 5))
     assert dgamma.shape == (6,) and dx.shape == x.shape
 
@@ -198,12 +199,14 @@ def test_spatial_norms_give_the_same_result_for_channels_last_input():
     x = rng.randn(2, 4, 3, 5)
     x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # same values, NHWC memory
     gamma, beta, dout = rng.randn(4), rng.randn(4), rng.randn(*x.shape)
-    for name, norm in conv.SPATIAL_NORMALIZATIONS.items():
+    for name, norm in NORMALIZATIONS.items():
+        if norm.spatial_forward is None:
+            continue
         param = {"mode": "train", "num_groups": 2}
-        out_a, cache_a = norm.forward(x, gamma, beta, dict(param))
-        out_b, cache_b = norm.forward(x_last, gamma, beta, dict(param))
+        out_a, cache_a = norm.spatial_forward(x, gamma, beta, dict(param))
+        out_b, cache_b = norm.spatial_forward(x_last, gamma, beta, dict(param))
         np.testing.assert_allclose(out_a, out_b, rtol=1e-12, err_msg=name)
-        for a, b in zip(norm.backward(dout, cache_a), norm.backward(dout, cache_b), strict=True):
+        for a, b in zip(norm.spatial_backward(dout, cache_a), norm.spatial_backward(dout, cache_b), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
 
 

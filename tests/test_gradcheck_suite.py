@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab import layers
-from bnlab.nn import conv, gradcheck_suite, norms
+from bnlab.nn import conv, gradcheck_suite, normalizations, norms
 from bnlab.nn import layers as nn_layers
 from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
@@ -63,7 +63,7 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
         "spatial groupnorm (G=2) dbeta",
         "dropout (p=0.7) dx",
         "conv s=1 p=1 k=3 naive dx",
-        "SPATIAL_NORMALIZATIONS[layernorm] dx",
+        "layernorm conv form dx",
     ):
         assert any(name.startswith(layer) for name in names), layer
     for net in NETS:
@@ -127,16 +127,15 @@ NETS = nets()
 
 
 def break_function(monkeypatch, name, broken):
-    """Replace a layer function where it is defined and in the tables that nets look it up in."""
+    """Replace a layer function where it is defined and in the rows that nets look it up in."""
     module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
     original = getattr(module, name)
     monkeypatch.setattr(module, name, broken)
-    for key, norm in conv.SPATIAL_NORMALIZATIONS.items():
-        if norm.backward is original:
-            monkeypatch.setitem(conv.SPATIAL_NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
-    for key, norm in norms.NORMALIZATIONS.items():
-        if norm.backward is original:
-            monkeypatch.setitem(norms.NORMALIZATIONS, key, dataclasses.replace(norm, backward=broken))
+    for key, row in normalizations.NORMALIZATIONS.items():
+        for part in ("backward", "spatial_backward"):
+            if getattr(row, part) is original:
+                row = dataclasses.replace(row, **{part: broken})
+                monkeypatch.setitem(normalizations.NORMALIZATIONS, key, row)
     for key, (forward, backward) in nn_layers.ACTIVATIONS.items():
         if backward is original:
             monkeypatch.setitem(nn_layers.ACTIVATIONS, key, (forward, broken))
@@ -201,7 +200,7 @@ def same_net(case: str, prefix: str) -> bool:
                 "batchnorm_backward_alt = batchnorm_backward",
                 "spatial batchnorm dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
-                "SPATIAL_NORMALIZATIONS[batchnorm] dgamma",
+                "batchnorm conv form dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
                 "noisy_batchnorm (noise fixed) dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),

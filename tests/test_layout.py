@@ -86,3 +86,15 @@ def test_no_module_imports_another_modules_private_names():
         if taken is not None and taken.startswith("_") and not taken.startswith("__")
     ]
     assert private == []
+
+
+def test_no_module_over_600_lines_and_no_function_over_80():
+    long_modules = [f"{name}: {len(path.read_text().splitlines())}" for name, path in MODULES.items()
+                    if len(path.read_text().splitlines()) > 600]  # fmt: skip
+    long_functions = [
+        f"{name}.{node.name}: {node.end_lineno - node.lineno + 1}"
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert long_modules == [] and long_functions == []

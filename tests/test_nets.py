@@ -112,7 +112,7 @@ def distance_to_relu_kink(model, X):
     """How close the nearest ReLU input is to 0. A step h = 1e-5 in one parameter moves the ReLU
     inputs by ~|x| h / std <= 1e-4 here; one that straddles the kink makes the centred difference
     meaningless."""
-    _, relu_inputs = reference_forward(model.params, X, model.normalization, model.num_groups)
+    _, relu_inputs = reference_forward(model.params, X, model.normalization, model.bn_params[0].get("num_groups"))
     return min(np.abs(a).min() for a in relu_inputs)
 
 

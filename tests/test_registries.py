@@ -13,10 +13,9 @@ from bnlab.figures.kinds import DRAW
 from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.schema import ModelSpec, PlotSpec
 from bnlab.lab.spec import experiment_from_text
-from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import ARCHITECTURES, NOISE_STREAM, ConvNet, FullyConnectedNet
-from bnlab.nn.norms import NORMALIZATIONS
+from bnlab.nn.nets import ARCHITECTURES, ConvNet, FullyConnectedNet
+from bnlab.nn.normalizations import NOISE_STREAM, NORMALIZATIONS
 
 
 def allowed(field) -> set:
@@ -42,7 +41,7 @@ def test_every_figure_kind_has_a_draw_function():
 def test_architectures_name_their_nets_and_normalizations():
     assert ARCHITECTURES["fc"].net is FullyConnectedNet and ARCHITECTURES["conv"].net is ConvNet
     assert ARCHITECTURES["fc"].normalizations == (None, *NORMALIZATIONS)
-    assert ARCHITECTURES["conv"].normalizations == (None, *SPATIAL_NORMALIZATIONS)
+    assert ARCHITECTURES["conv"].normalizations == (None, "batchnorm", "layernorm", "groupnorm")  # their conv forms
     # the options are the constructors' own: conv has no dropout, fc no channels
     assert "dropout_keep_ratio" in ARCHITECTURES["fc"].options - ARCHITECTURES["conv"].options
     assert "channels" in ARCHITECTURES["conv"].options - ARCHITECTURES["fc"].options

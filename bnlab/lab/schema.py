@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from bnlab.lab.data import PREPROCESS
 from bnlab.lab.datasets import DATASETS
@@ -15,7 +15,7 @@ from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.formatting import did_you_mean
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES
-from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
+from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
@@ -61,25 +61,17 @@ def _weight_scale(value: Any) -> Any:
     )
 
 
-class ModelSpec(_Section):
+class _ModelOptions(_Section):
+    """The model section but for the normalizations' options (ModelSpec adds them from the rows)."""
+
     # hidden_dims: the fully connected hidden widths; required for fc (at least one), optional for
     # conv, where [] or null means the conv blocks feed the output layer directly.
     hidden_dims: list[PositiveInt] | None = None
     # the allowed names are the keys of the nn tables; which architecture takes which: ARCHITECTURES
     normalization: Literal[tuple(NORMALIZATIONS)] | None = None
-    num_groups: PositiveInt = 5
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     norm_position: Literal["before", "after"] = "before"
-    # batch renorm's clipping, ramped from batch norm (rmax 1, dmax 0) over renorm_warmup iterations
-    renorm_rmax: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
-    renorm_dmax: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-    renorm_warmup: Annotated[int, Field(ge=0)] = 100
-    # noisy_batchnorm only (bnlab.nn.norms.noisy_batchnorm_forward): the spread of the per-unit
-    # shift and extra scale at the first step, and the steps over which that spread grows by itself
-    noise_mean: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_mean"]
-    noise_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_scale"]
-    noise_growth: Annotated[float, Field(gt=0, allow_inf_nan=False)] = NOISE_DEFAULTS["noise_growth"]
     weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -94,7 +86,7 @@ class ModelSpec(_Section):
     skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
 
     @model_validator(mode="after")
-    def _fits_architecture(self) -> ModelSpec:
+    def _fits_architecture(self) -> _ModelOptions:
         """The rules of bnlab.nn.nets.ARCHITECTURES (with `residual`, of
         bnlab.nn.residual.RESIDUAL_ARCHITECTURES): the widths option is required, the options of
         other nets stay at their defaults, the normalization is one its layers have."""
@@ -132,10 +124,24 @@ class ModelSpec(_Section):
                 f"kernel_size must be odd with padding same ((K-1)/2 keeps the size), got {self.kernel_size}"
             )
         widths = [*(self.channels or []), *(self.hidden_dims or [])]
-        if self.normalization == "groupnorm" and any(h % self.num_groups for h in widths):
+        if self.normalization is not None:
             kind = "hidden width" if self.architecture == "fc" else "width (channels and hidden_dims)"
-            raise ValueError(f"num_groups={self.num_groups} must divide every {kind} {widths}")
+            NORMALIZATIONS[self.normalization].check_widths(self.model_dump(), widths, f"every {kind}")
         return self
+
+
+def _option_field(option) -> tuple:
+    """A normalization's option as a pydantic field: its type, constraints and default."""
+    finite = {"allow_inf_nan": False} if option.kind is float else {}
+    return Annotated[option.kind, Field(**option.constraints, **finite)], option.default
+
+
+# Every normalization's options as model keys, each with its row's default and limits.
+ModelSpec = create_model(
+    "ModelSpec",
+    __base__=_ModelOptions,
+    **{name: _option_field(option) for row in NORMALIZATIONS.values() for name, option in row.options.items()},
+)
 
 
 class SolverSpec(_Section):

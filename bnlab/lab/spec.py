@@ -40,7 +40,7 @@ from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.formatting import did_you_mean, file_safe
 from bnlab.lab.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
 from bnlab.nn.nets import conv_sizes
-from bnlab.nn.norms import NOISE_DEFAULTS
+from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 
 # --- a run -----------------------------------------------------------------------------------
@@ -221,9 +221,17 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         for key, default in CONV_DEFAULTS.items():
             if config["model"][key] == default:
                 del config["model"][key]
-        if config["model"]["normalization"] != "noisy_batchnorm":
-            # options that change nothing stay out of the run's config (and of results made before them)
-            config["model"] = {k: v for k, v in config["model"].items() if k not in NOISE_DEFAULTS}
+        # a normalization's options stay out of the configs of runs that do not use it (and so out
+        # of results made before them), but those every config has recorded since the start
+        used = NORMALIZATIONS.get(config["model"]["normalization"])
+        unused = {
+            name
+            for row in NORMALIZATIONS.values()
+            if row is not used
+            for name, option in row.options.items()
+            if not option.recorded_unused
+        }
+        config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
         if config["model"]["residual"] is None:  # likewise for plain nets
             config["model"] = {k: v for k, v in config["model"].items() if k not in ("residual", "skipinit")}
         swept = {key: _get(config, key) for key in swept_keys}

@@ -19,7 +19,6 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from bnlab.nn import norms
-from bnlab.nn.norms import Normalization
 
 Array = np.ndarray
 Cache = tuple[Any, ...]
@@ -399,23 +398,3 @@ def _group_mean(channel_sums: Array, G: int, positions: int) -> Array:
     n, c = channel_sums.shape
     means = channel_sums.reshape(n, G, c // G).sum(axis=2) / (positions * (c // G))
     return np.repeat(means, c // G, axis=1)[:, None, :]
-
-
-# --- the table conv nets use: name -> forward(x, gamma, beta, param), backward(dout, cache) ---
-
-
-def _spatial_groupnorm(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
-    return spatial_groupnorm_forward(x, gamma, beta, param["num_groups"], param)
-
-
-def _spatial_layernorm(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
-    return spatial_groupnorm_forward(x, gamma, beta, 1, param)
-
-
-# As norms.NORMALIZATIONS, for x (N, C, H, W) and gamma, beta (C,): batch norm per channel over
-# (N, H, W), group norm per sample over (channels of a group, H, W), layer norm over (C, H, W).
-SPATIAL_NORMALIZATIONS: dict[str, Normalization] = {
-    "batchnorm": Normalization(spatial_batchnorm_forward, spatial_batchnorm_backward),
-    "layernorm": Normalization(_spatial_layernorm, spatial_groupnorm_backward),
-    "groupnorm": Normalization(_spatial_groupnorm, spatial_groupnorm_backward),
-}

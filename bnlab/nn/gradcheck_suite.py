@@ -21,11 +21,10 @@ from functools import partial
 import numpy as np
 
 from bnlab.nn import conv, layers, norms
-from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
-from bnlab.nn.norms import NORMALIZATIONS
+from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.residual import (
     ResidualConvNet,
     ResidualMLP,
@@ -65,9 +64,6 @@ VANISHING = 1e-9
 # not depend on that entry: a thousand float64 roundings of the loss. Even were the loss merely flat
 # over that whole interval, its true gradient there is 0, which is what such entries are checked for.
 IGNORED_CHANGE = 1e-12
-# Norms whose output ignores a per-feature shift of the input (noisy batch norm's noise is the same
-# for every sample), so the bias before them gets an exactly zero gradient.
-BIAS_CANCELLING = ("batchnorm", "batchrenorm", "noisy_batchnorm")
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ def gradcheck_cases() -> dict[str, Callable[[], list[GradCheck]]]:
                     label = f"net {activation} {normalization or 'no norm'}"
                     label += f" {position} reg={reg:g}" if normalization else f" reg={reg:g}"
                     cases[label] = partial(_net_checks, label, activation, normalization, position, reg)
-    for normalization in (None, *SPATIAL_NORMALIZATIONS):
+    for normalization in (None, *(n for n, row in NORMALIZATIONS.items() if row.spatial_forward is not None)):
         for reg in REGS:
             label = f"convnet {normalization or 'no norm'} reg={reg:g}"
             cases[label] = partial(_convnet_checks, label, normalization, reg)
@@ -223,7 +219,8 @@ def _layer_checks() -> list[GradCheck]:
 def _noisy_batchnorm_fixed(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray):
     """noisy_batchnorm_forward with a fresh generator on every call: the same noise each time, so
     the function being differentiated is fixed."""
-    param = {"mode": "train", "noise_rng": np.random.RandomState(SEED)}
+    (param,) = NORMALIZATIONS["noisy_batchnorm"].layer_params({}, 1)  # its options' defaults
+    param["noise_rng"] = np.random.RandomState(SEED)
     return norms.noisy_batchnorm_forward(x, gamma, beta, param)
 
 
@@ -373,12 +370,15 @@ def _conv_checks() -> list[GradCheck]:
                     f"{label} {kind}", forward[kind], backward[kind], args, ("dx",), dout, LINEAR
                 )
 
-    for name, norm in SPATIAL_NORMALIZATIONS.items():
+    for name, row in NORMALIZATIONS.items():
+        if row.spatial_forward is None:
+            continue
         rng = np.random.RandomState(SEED)
         x, gamma, beta = _normalized_input(rng, (3, 4, 3, 2)), rng.randn(4), rng.randn(4)
+        param = row.layer_params(row.gradcheck_options, 1)[0]
         checks += _backward_vs_numerical(
-            f"SPATIAL_NORMALIZATIONS[{name}]", norm.forward, norm.backward,
-            (x, gamma, beta, {"mode": "train", "num_groups": 2}), ("dx", "dgamma", "dbeta"), rng.randn(*x.shape), NORM,
+            f"{name} conv form", row.spatial_forward, row.spatial_backward,
+            (x, gamma, beta, param), ("dx", "dgamma", "dbeta"), rng.randn(*x.shape), NORM,
         )  # fmt: skip
     return checks
 
@@ -398,27 +398,18 @@ def _net_checks(label: str, activation: str, normalization: str | None, position
         activation=activation,
         normalization=normalization,
         norm_position=position,
-        num_groups=2,
-        renorm_rmax=1.5,
-        renorm_dmax=0.5,
-        renorm_warmup=0,
         reg=reg,
         weight_scale=NET_SCALE,
         dtype=np.float64,
         rng=rng,
+        **(NORMALIZATIONS[normalization].gradcheck_options if normalization else {}),
     )
     initial_bn_params = None
-    if normalization == "batchrenorm":
-        # Moving statistics far from any batch's, so r and d are clipped (to 1.5 and 0.5: a ReLU
-        # after it still sees inputs of both signs): constants, as the backward pass treats them
-        # (see _batchrenorm_checks). Every evaluation starts from them, as its output depends on them.
-        for bn_param, width in zip(model.bn_params, hidden_dims, strict=True):
-            bn_param.update(running_mean=np.full(width, -10.0), running_std=np.full(width, 1e-3))
-        initial_bn_params = copy.deepcopy(model.bn_params)
-    if normalization == "noisy_batchnorm":
-        # It draws new noise on every call: every evaluation rewinds its generators, fixing the function.
-        for i, bn_param in enumerate(model.bn_params):
-            bn_param.update(noise_rng=np.random.RandomState(SEED + i), noise_step=0)
+    setup = NORMALIZATIONS[normalization].gradcheck_setup if normalization else None
+    if setup is not None:
+        # The layers put in a fixed state (clipped renorm, rewound noise); every evaluation starts
+        # from it, as the output depends on it.
+        setup(model.bn_params, hidden_dims)
         initial_bn_params = copy.deepcopy(model.bn_params)
 
     return _model_checks(label, model, X, y, initial_bn_params)
@@ -429,7 +420,8 @@ def _convnet_checks(label: str, normalization: str | None, reg: float) -> list[G
     second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
     there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
     that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
-    options = dict(hidden_dims=[], normalization=normalization, num_groups=2, reg=reg, weight_scale="he")
+    options = dict(hidden_dims=[], normalization=normalization, reg=reg, weight_scale="he")
+    options.update(NORMALIZATIONS[normalization].gradcheck_options if normalization else {})
     return _conv_model_checks(label, [2, 4], (6, 3, 8, 6), options)
 
 
@@ -462,7 +454,8 @@ def _model_checks(
     zero by structure, showing that both gradients vanish there (see _ignored_entries); when batch
     (re)norm follows the hidden affine layers, their biases must be among them. With
     initial_bn_params, every evaluation starts from those normalization states."""
-    cancelled = model.normalization in BIAS_CANCELLING and getattr(model, "norm_position", "before") == "before"
+    cancels = model.normalization is not None and NORMALIZATIONS[model.normalization].cancels_bias
+    cancelled = cancels and getattr(model, "norm_position", "before") == "before"
 
     def loss() -> float:
         if initial_bn_params is not None:

@@ -9,19 +9,17 @@ hidden layer, affine - softmax.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
 from bnlab.nn import conv, layers
-from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.norms import NOISE_DEFAULTS, NORMALIZATIONS
+from bnlab.nn.normalizations import NORMALIZATIONS, Normalization, named
 
 WeightScale = float | str  # a standard deviation, or 'he' / 'xavier'
-NOISE_STREAM = 0x6E6F6973  # 'nois': a seed word that sets the noise generators apart from the net's own
 
 
 def init_std(weight_scale: WeightScale, fan_in: int, fan_out: int) -> float:
@@ -48,7 +46,7 @@ class Net:
     def _setup(
         self,
         normalization: str | None,
-        num_groups: int,
+        norm_options: dict,
         activation: str,
         negative_slope: float,
         reg: float,
@@ -59,7 +57,7 @@ class Net:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: expected one of {list(ACTIVATIONS)}")
         self.normalization = normalization
-        self.num_groups = num_groups
+        self.norm_options = norm_options
         self.activation_name = activation
         self.negative_slope = negative_slope
         forward, backward = ACTIVATIONS[activation]
@@ -80,15 +78,27 @@ class Net:
     flat_input = True  # whether the net reads each sample as one vector (else as (C, H, W))
 
     @staticmethod
-    def _check_normalization(
-        normalization: str | None, table: dict, num_groups: int, widths: Sequence[int], which: str
-    ) -> None:
-        """ValueError unless normalization is None or a key of table, and num_groups divides every
-        width when it is 'groupnorm' (`which` names those widths in the message)."""
-        if normalization is not None and normalization not in table:
-            raise ValueError(f"unknown normalization {normalization!r}: expected None or one of {list(table)}")
-        if normalization == "groupnorm" and any(width % num_groups for width in widths):
-            raise ValueError(f"num_groups={num_groups} must divide {which} {list(widths)}")
+    def _normalization(
+        normalization: str | None, options: dict, widths: Sequence[int], which: str, conv_form: bool = False
+    ):
+        """The row of bnlab.nn.normalizations for `normalization` (None for none), after checking
+        that it exists (with a conv form when conv_form), that `options` are options of some
+        normalization (TypeError otherwise, as for any unknown keyword) and that they suit the
+        widths (`which` names them in the message)."""
+        unknown = sorted(set(options) - {name for row in NORMALIZATIONS.values() for name in row.options})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (not an option of any normalization)")
+        row = named(normalization, conv_form)
+        if row is not None:
+            row.check_widths(options, widths, which)
+        return row
+
+    def _layer_params(self, layers: int, seed: int | None = None) -> list[dict]:
+        """One param dict per normalization layer (the notebooks' bn_param): mode, the options,
+        running statistics once trained; just the mode without a normalization."""
+        if self.norm is None:
+            return [{"mode": "train"} for _ in range(layers)]
+        return self.norm.layer_params(self.norm_options, layers, seed)
 
     def _add_weights(self, i: int, shape: tuple[int, ...], std: float, width: int) -> None:
         """W_i of `shape` drawn from the net's stream with standard deviation std, b_i zeros (width,)."""
@@ -183,25 +193,21 @@ class FullyConnectedNet(Net):
         input_dim, num_classes: input features (3*32*32 for CIFAR-10, or the shape (3, 32, 32) of a
             sample) and classes.
         dropout_keep_ratio: probability of keeping a hidden unit; 1 disables dropout.
-        normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS: 'batchnorm', 'layernorm',
-            'groupnorm', 'rmsnorm', 'batchrenorm'.
-        num_groups: groups per hidden layer for 'groupnorm'; must divide every hidden width.
+        normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS.
         activation: a name in bnlab.nn.layers.ACTIVATIONS: 'relu', 'leaky_relu', 'sigmoid', 'tanh'.
         negative_slope: the slope of 'leaky_relu' for negative inputs.
         norm_position: 'before' the activation (the notebooks and the BN paper) or 'after' it.
-        renorm_rmax, renorm_dmax, renorm_warmup: 'batchrenorm' clips r to [1/rmax, rmax] and d to
-            [-dmax, dmax], both ramped linearly from batch norm's 1 and 0 over the first
-            renorm_warmup training iterations (see bnlab.nn.norms.batchrenorm_forward).
-        noise_mean, noise_scale, noise_growth, noise_seed: 'noisy_batchnorm' only (see
-            bnlab.nn.norms.noisy_batchnorm_forward); each layer's noise comes from a generator of its
-            own seeded with (noise_seed, layer), so the weights and minibatches are drawn exactly as
-            for plain batch norm (without noise_seed, every layer's is RandomState(0)).
+        noise_seed: seeds the generator of each layer of a normalization that draws noise (with
+            the layer), so the weights and minibatches are drawn exactly as without the noise
+            (without noise_seed, every layer's is RandomState(0)).
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
         weight_scale: standard deviation of the initial weights, or 'he' / 'xavier' (see init_std).
         dtype: np.float32 to train fast, np.float64 for gradient checks.
         seed, rng: where the initial weights and the dropout masks come from: a
             np.random.RandomState, else one seeded with `seed`, else numpy's global RNG (so that
             `np.random.seed(231)` before construction reproduces the notebooks' weights).
+        norm_options: the normalization's options by name, each defaulting to its row's
+            (bnlab.nn.normalizations lists each row's options).
     """
 
     def __init__(
@@ -211,27 +217,21 @@ class FullyConnectedNet(Net):
         num_classes: int = 10,
         dropout_keep_ratio: float = 1.0,
         normalization: str | None = None,
-        num_groups: int = 5,
         activation: str = "relu",
         negative_slope: float = 0.01,
         norm_position: str = "before",
-        renorm_rmax: float = 3.0,
-        renorm_dmax: float = 5.0,
-        renorm_warmup: int = 100,
-        noise_mean: float = NOISE_DEFAULTS["noise_mean"],
-        noise_scale: float = NOISE_DEFAULTS["noise_scale"],
-        noise_growth: float = NOISE_DEFAULTS["noise_growth"],
         noise_seed: int | None = None,
         reg: float = 0.0,
         weight_scale: WeightScale = 1e-2,
         dtype: type = np.float32,
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
+        **norm_options,
     ) -> None:
-        self._check_normalization(normalization, NORMALIZATIONS, num_groups, hidden_dims, "every hidden width")
+        self.norm = self._normalization(normalization, norm_options, hidden_dims, "every hidden width")
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
-        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
+        self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
         self.norm_position = norm_position
         self.use_dropout = dropout_keep_ratio != 1
         self.num_layers = 1 + len(hidden_dims)
@@ -244,17 +244,8 @@ class FullyConnectedNet(Net):
         self._cast_params()
 
         self.dropout_param = {"mode": "train", "p": dropout_keep_ratio, "rng": self.rng}
-        # One dict per normalization layer (the notebooks' name): mode, running statistics, groups.
-        bn_param: dict = {"mode": "train", "num_groups": num_groups}
-        if normalization == "batchrenorm":
-            bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
-        if normalization == "noisy_batchnorm":
-            bn_param.update(noise_mean=noise_mean, noise_scale=noise_scale, noise_growth=noise_growth)
-        self.bn_params = [dict(bn_param) for _ in range(self.num_layers - 1)]
-        if normalization == "noisy_batchnorm" and noise_seed is not None:
-            for layer, param in enumerate(self.bn_params, start=1):
-                param["noise_rng"] = np.random.RandomState([noise_seed, NOISE_STREAM, layer])
-        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        # One dict per normalization layer (the notebooks' name): mode, options, running statistics.
+        self.bn_params = self._layer_params(self.num_layers - 1, noise_seed)
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
@@ -327,13 +318,13 @@ class ConvNet(Net):
         num_classes: classes of the output layer.
         hidden_dims: widths of the fully connected hidden layers after the conv blocks (may be empty
             or None).
-        normalization: None, 'batchnorm' (spatial batch norm in the conv blocks), 'groupnorm'
-            (spatial group norm with num_groups groups) or 'layernorm' (over (C, H, W) in the conv
-            blocks); the fully connected layers use the same name from norms.NORMALIZATIONS.
-        num_groups: groups for 'groupnorm'; must divide every entry of channels and hidden_dims.
+        normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row has a
+            conv form: that form in the conv blocks (batch norm per channel over (N, H, W), ...),
+            its flat form in the fully connected layers.
         activation, negative_slope: as FullyConnectedNet.
         reg, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's fan_in is C*K*K
             and its fan_out F*K*K.
+        norm_options: as FullyConnectedNet's; they must suit channels and hidden_dims alike.
 
     Parameters: W1.. and b1.. in layer order (conv filters (F, C, K, K) first), gamma_i and beta_i
     for each normalized layer.
@@ -351,7 +342,6 @@ class ConvNet(Net):
         num_classes: int = 10,
         hidden_dims: Sequence[int] | None = (),
         normalization: str | None = None,
-        num_groups: int = 4,
         activation: str = "relu",
         negative_slope: float = 0.01,
         reg: float = 0.0,
@@ -359,11 +349,10 @@ class ConvNet(Net):
         dtype: type = np.float32,
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
+        **norm_options,
     ) -> None:
         hidden_dims = list(hidden_dims or [])
-        self._check_normalization(
-            normalization, SPATIAL_NORMALIZATIONS, num_groups, [*channels, *hidden_dims], "every width"
-        )
+        self.norm = self._normalization(normalization, norm_options, [*channels, *hidden_dims], "every width", True)
         if padding not in ("same", "valid"):
             raise ValueError(f"unknown padding {padding!r}: expected 'same' or 'valid'")
         if pool not in ("max", "avg"):
@@ -378,7 +367,7 @@ class ConvNet(Net):
                 f"{len(channels)} conv blocks (kernel {kernel_size}, padding {padding}, 2x2 pools) leave no pixels of "
                 f"{h}x{w} images: sizes {sizes}"
             )
-        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
+        self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
         # max pooling commutes with a non-decreasing activation; averaging does not
         self.pool_first = pool == "max" and activation in NON_DECREASING
         self.pool_forward, self.pool_backward = (
@@ -403,9 +392,7 @@ class ConvNet(Net):
                 self._add_norm(i, width)
         self._cast_params()
 
-        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in range(self.num_layers - 1)]
-        self.spatial_norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
-        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
+        self.bn_params = self._layer_params(self.num_layers - 1)
 
     def _layer_forward(self, x: np.ndarray, i: int):
         return self._conv_forward(x, i) if i <= self.num_conv else self._hidden_forward(x, i)
@@ -422,8 +409,8 @@ class ConvNet(Net):
         p = self.params
         h, conv_cache = conv.conv_forward_fast(x, p[f"W{i}"], p[f"b{i}"], self.conv_param)
         norm_cache = None
-        if self.spatial_norm is not None:
-            h, norm_cache = self.spatial_norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        if self.norm is not None:
+            h, norm_cache = self.norm.spatial_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         if self.activation_inputs is not None:
             self.activation_inputs[i] = h
         if self.pool_first:
@@ -441,8 +428,8 @@ class ConvNet(Net):
             dout = self.pool_backward(self.activation[1](dout, act_cache), pool_cache)
         else:
             dout = self.activation[1](self.pool_backward(dout, pool_cache), act_cache)
-        if self.spatial_norm is not None:
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.spatial_norm.backward(dout, norm_cache)
+        if self.norm is not None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.spatial_backward(dout, norm_cache)
         return conv_backward_into(dout, conv_cache, i, grads)
 
     def _hidden_forward(self, x: np.ndarray, i: int):
@@ -468,19 +455,27 @@ class ConvNet(Net):
 
 @dataclass(frozen=True)
 class Architecture:
-    """One net a spec can name: its class, the normalizations its layers take, the option that
-    lists its layer widths (required) and what it holds, and why it lacks an option the other nets
-    have (options it lacks must stay at their defaults)."""
+    """One net a spec can name: its class, the option that lists its layer widths (required) and
+    what it holds, which rows of bnlab.nn.normalizations its layers take (`takes`), and why it lacks
+    an option the other nets have (options it lacks must stay at their defaults)."""
 
     net: type
-    normalizations: tuple[str | None, ...]
     widths: tuple[str, str]
+    takes: Callable[[Normalization], bool] = lambda row: True
     lacks: dict[str, str] = field(default_factory=dict)
 
     @property
+    def normalizations(self) -> tuple[str | None, ...]:
+        """None and the names of the normalizations it takes, in the table's order."""
+        return (None, *(name for name, row in NORMALIZATIONS.items() if self.takes(row)))
+
+    @property
     def options(self) -> frozenset[str]:
-        """The model options its constructor takes (not the ones the lab supplies: data shape, rng)."""
-        return frozenset(inspect.signature(self.net).parameters) - {"input_dim", "num_classes", "seed", "rng"}
+        """The model options its constructor takes (not the ones the lab supplies: data shape, rng),
+        its normalizations' options among them."""
+        named_ = frozenset(inspect.signature(self.net).parameters) - {"input_dim", "num_classes", "seed", "rng"}
+        of_norms = {name for n in self.normalizations if n is not None for name in NORMALIZATIONS[n].options}
+        return named_ - {"norm_options"} | of_norms
 
     def build(self, options: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
         """The net for inputs of one sample's shape, e.g. (3, 32, 32), from `options` (the ones
@@ -490,13 +485,11 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "fc": Architecture(
-        FullyConnectedNet, (None, *NORMALIZATIONS), ("hidden_dims", ": at least one width, e.g. [100, 100]")
-    ),
+    "fc": Architecture(FullyConnectedNet, ("hidden_dims", ": at least one width, e.g. [100, 100]")),
     "conv": Architecture(
         ConvNet,
-        (None, *SPATIAL_NORMALIZATIONS),
         ("channels", " (the filters of each conv block)"),
+        takes=lambda row: row.spatial_forward is not None,
         lacks={
             "dropout_keep_ratio": "the conv net has no dropout; leave it at 1",
             "norm_position": "conv nets normalize before the activation only; leave it at before",

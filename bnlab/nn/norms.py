@@ -1,4 +1,5 @@
-"""Normalization layers over the features of x (N, D), one function per pass, and the table nets use.
+"""Normalization layers over the features of x (N, D), one function per pass (the table nets read is
+bnlab.nn.normalizations).
 
 Forward passes return `(out, cache)`, backward passes take `(dout, cache)` and return
 `(dx, dgamma, dbeta)`. eps is 1e-5 everywhere, as the notebooks' batch norm.
@@ -6,8 +7,6 @@ Forward passes return `(out, cache)`, backward passes take `(dout, cache)` and r
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -111,8 +110,6 @@ def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Arr
 
 # --- noisy batch normalization (Santurkar et al. 2018, Figure 2) -----------------------------
 
-NOISE_DEFAULTS = {"noise_mean": 0.5, "noise_scale": 0.5, "noise_growth": 1000}
-
 
 def noisy_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
     """Batch norm, then a distribution shift that changes at every training step.
@@ -126,20 +123,21 @@ def noisy_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict)
 
     bn_param: as batchnorm_forward's, plus 'noise_rng' (a np.random.RandomState of the layer's own,
     so the noise never draws from the run's stream; RandomState(0) when absent), 'noise_step' (t,
-    counted here) and the options of NOISE_DEFAULTS. Test mode uses the noise's expectation:
+    counted here), 'noise_scale' and 'noise_growth', and in train mode 'noise_mean' (their defaults are
+    the row's in bnlab.nn.normalizations). Test mode uses the noise's expectation:
     batch norm with the running statistics, scaled by 1 + b_t / 2 (t: the training steps so far).
     Shapes: x (N, D), gamma, beta (D,) -> out (N, D).
     """
     out, bn_cache = batchnorm_forward(x, gamma, beta, bn_param)
     t = bn_param.get("noise_step", 0)
-    growth = 1 + t / bn_param.get("noise_growth", NOISE_DEFAULTS["noise_growth"])
-    a = bn_param.get("noise_mean", NOISE_DEFAULTS["noise_mean"]) * growth
-    b = bn_param.get("noise_scale", NOISE_DEFAULTS["noise_scale"]) * growth
+    growth = 1 + t / bn_param["noise_growth"]
+    b = bn_param["noise_scale"] * growth
     if bn_param["mode"] != "train":
         # the noise's expectation, as inverted dropout does: the next layer was trained on inputs
         # scaled by 1 + b/2 on average (the shift averages to 0)
         out *= x.dtype.type(1 + b / 2)
         return out, (bn_cache, None)
+    a = bn_param["noise_mean"] * growth
     if "noise_rng" not in bn_param:
         bn_param["noise_rng"] = np.random.RandomState(0)
     rng = bn_param["noise_rng"]
@@ -337,30 +335,3 @@ def groupnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
         dx_hat - (dx_hat.sum(axis=2, keepdims=True) + x_hat_g * (dx_hat * x_hat_g).sum(axis=2, keepdims=True)) / m
     )
     return dx.reshape(n, d), dgamma, dbeta
-
-
-# --- the table nets use: name -> forward(x, gamma, beta, param), backward(dout, cache) --------
-
-
-def _groupnorm_forward(x: Array, gamma: Array, beta: Array, param: dict) -> tuple[Array, Cache]:
-    return groupnorm_forward(x, gamma, beta, param["num_groups"], param)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """One normalization as a net uses it. `param` is the layer's own dict: 'mode' ('train' |
-    'test'), running statistics where the layer keeps them, 'num_groups' for group norm, 'rmax',
-    'dmax' and 'warmup' for batch renorm."""
-
-    forward: Callable[[Array, Array, Array, dict], tuple[Array, Cache]]
-    backward: Callable[[Array, Cache], tuple[Array, Array, Array]]
-
-
-NORMALIZATIONS: dict[str, Normalization] = {
-    "batchnorm": Normalization(batchnorm_forward, batchnorm_backward_alt),
-    "layernorm": Normalization(layernorm_forward, layernorm_backward),
-    "groupnorm": Normalization(_groupnorm_forward, groupnorm_backward),
-    "rmsnorm": Normalization(rmsnorm_forward, rmsnorm_backward),
-    "batchrenorm": Normalization(batchrenorm_forward, batchrenorm_backward),
-    "noisy_batchnorm": Normalization(noisy_batchnorm_forward, noisy_batchnorm_backward),
-}

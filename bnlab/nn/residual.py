@@ -40,9 +40,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnlab.nn import conv, layers
-from bnlab.nn.conv import SPATIAL_NORMALIZATIONS
 from bnlab.nn.nets import Architecture, Net, WeightScale, affine_backward_into, conv_backward_into, init_std
-from bnlab.nn.norms import NORMALIZATIONS, Normalization
+from bnlab.nn.normalizations import Normalization
 
 RESIDUAL_FORMS = ("pre", "post")
 Array = np.ndarray
@@ -101,15 +100,25 @@ class _ResidualNet(Net):
     residual: str
     skipinit: bool
     norm: Normalization | None
+    conv_form = False  # whether its norms take (N, C, H, W)
+
+    @classmethod
+    def _residual_norm(cls, normalization, options: dict, widths, which: str, conv_form: bool = False):
+        """The normalization's row, as Net._normalization finds it, if residual nets take it."""
+        row = cls._normalization(normalization, options, widths, which, conv_form)
+        if row is not None and not row.residual:
+            raise ValueError(f"normalization {normalization!r} is not available in residual nets")
+        return row
+
     widths: list[int]
     num_layers: int
 
     def _setup_blocks(
-        self, residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+        self, residual, skipinit, normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng
     ) -> None:
         if residual not in RESIDUAL_FORMS:
             raise ValueError(f"unknown residual form {residual!r}: expected one of {list(RESIDUAL_FORMS)}")
-        self._setup(normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng)
+        self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
         self.residual = residual
         self.skipinit = skipinit
         self.num_blocks = len(self.widths)
@@ -121,7 +130,7 @@ class _ResidualNet(Net):
             self.norm_layers = list(range(1, self.num_layers + 1))
         else:
             self.norm_layers = list(range(1, self.num_layers))
-        self.bn_params = [{"mode": "train", "num_groups": num_groups} for _ in self.norm_layers]
+        self.bn_params = self._layer_params(len(self.norm_layers))
         self._bn_index = {layer: j for j, layer in enumerate(self.norm_layers)}
 
     def _init_params(
@@ -167,12 +176,14 @@ class _ResidualNet(Net):
         if self.norm is None:
             return x, None
         bn_param = self.bn_params[self._bn_index[i]]
-        return self.norm.forward(x, self.params[f"gamma{i}"], self.params[f"beta{i}"], bn_param)
+        forward = self.norm.spatial_forward if self.conv_form else self.norm.forward
+        return forward(x, self.params[f"gamma{i}"], self.params[f"beta{i}"], bn_param)
 
     def _norm_backward(self, dout: Array, cache, i: int, grads: dict) -> Array:
         if self.norm is None:
             return dout
-        dx, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, cache)
+        backward = self.norm.spatial_backward if self.conv_form else self.norm.backward
+        dx, grads[f"gamma{i}"], grads[f"beta{i}"] = backward(dout, cache)
         return dx
 
     def _linear(self, x: Array, i: int):
@@ -293,10 +304,10 @@ class ResidualMLP(_ResidualNet):
         input_dim, num_classes: input features (or the shape of one sample) and classes.
         residual: 'pre' or 'post'.
         skipinit: a learnable scalar alpha on each block's branch, initialized to 0.
-        normalization: None or a name in bnlab.nn.norms.NORMALIZATIONS.
-        num_groups: groups for 'groupnorm' (must divide every width).
-        renorm_rmax, renorm_dmax, renorm_warmup: as FullyConnectedNet's, for 'batchrenorm'.
-        activation, negative_slope, reg, weight_scale, dtype, seed, rng: as FullyConnectedNet's.
+        normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
+            residual nets.
+        activation, negative_slope, reg, weight_scale, dtype, seed, rng, norm_options: as
+            FullyConnectedNet's (group norm's groups must divide every width).
     """
 
     def __init__(
@@ -307,30 +318,23 @@ class ResidualMLP(_ResidualNet):
         residual: str = "pre",
         skipinit: bool = False,
         normalization: str | None = None,
-        num_groups: int = 5,
         activation: str = "relu",
         negative_slope: float = 0.01,
-        renorm_rmax: float = 3.0,
-        renorm_dmax: float = 5.0,
-        renorm_warmup: int = 100,
         reg: float = 0.0,
         weight_scale: WeightScale = "he",
         dtype: type = np.float32,
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
+        **norm_options,
     ) -> None:
         if not hidden_dims:
             raise ValueError("a residual net needs at least one block: hidden_dims must not be empty")
-        self._check_normalization(normalization, NORMALIZATIONS, num_groups, hidden_dims, "every width")
+        self.norm = self._residual_norm(normalization, norm_options, hidden_dims, "every width")
         self.widths = list(hidden_dims)
         self.input_width, self.num_classes = int(np.prod(input_dim)), num_classes
         self._setup_blocks(
-            residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+            residual, skipinit, normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng
         )
-        if normalization == "batchrenorm":
-            for bn_param in self.bn_params:
-                bn_param.update(rmax=renorm_rmax, dmax=renorm_dmax, warmup=renorm_warmup)
-        self.norm = NORMALIZATIONS[normalization] if normalization is not None else None
         shapes = {i: self._io(i) for i in range(1, self.num_layers + 1)}
         projections = {
             2 * k: (self._io(2 * k), *self._io(2 * k))
@@ -355,11 +359,13 @@ class ResidualConvNet(_ResidualNet):
         channels: the stream's channels in each block.
         kernel_size: K, odd (the padding (K - 1) / 2 keeps the size).
         input_dim: (C, H, W); H and W must be divisible by 2 ** len(channels).
-        normalization: None or a name in bnlab.nn.conv.SPATIAL_NORMALIZATIONS ('batchnorm' per
-            channel, 'groupnorm' with num_groups groups, 'layernorm' over (C, H, W)).
-        residual, skipinit, num_groups, activation, negative_slope, reg, weight_scale, dtype, seed,
-        rng: as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
+        normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
+            residual nets and has a conv form (per channel, per group of channels, ...).
+        residual, skipinit, activation, negative_slope, reg, weight_scale, dtype, seed, rng,
+        norm_options: as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
     """
+
+    conv_form = True
 
     def __init__(
         self,
@@ -370,7 +376,6 @@ class ResidualConvNet(_ResidualNet):
         residual: str = "pre",
         skipinit: bool = False,
         normalization: str | None = None,
-        num_groups: int = 4,
         activation: str = "relu",
         negative_slope: float = 0.01,
         reg: float = 0.0,
@@ -378,12 +383,11 @@ class ResidualConvNet(_ResidualNet):
         dtype: type = np.float32,
         seed: int | None = None,
         rng: np.random.RandomState | None = None,
+        **norm_options,
     ) -> None:
         if not channels:
             raise ValueError("a residual net needs at least one block: channels must not be empty")
-        self._check_normalization(
-            normalization, SPATIAL_NORMALIZATIONS, num_groups, channels, "every entry of channels"
-        )
+        row = self._residual_norm(normalization, norm_options, channels, "every entry of channels", True)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
         c, h, w = input_dim
@@ -394,10 +398,10 @@ class ResidualConvNet(_ResidualNet):
             )
         self.widths = list(channels)
         self.input_width, self.num_classes = c, num_classes
+        self.norm = row
         self._setup_blocks(
-            residual, skipinit, normalization, num_groups, activation, negative_slope, reg, dtype, seed, rng
+            residual, skipinit, normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng
         )
-        self.norm = SPATIAL_NORMALIZATIONS[normalization] if normalization is not None else None
         self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
         k2 = kernel_size * kernel_size
         shapes, fans = {}, {}
@@ -437,19 +441,18 @@ class ResidualConvNet(_ResidualNet):
 _NOT_IN_RESIDUAL_NETS = {
     "dropout_keep_ratio": "residual nets have no dropout; leave it at 1",
     "norm_position": "residual sets where a residual net normalizes; leave it at before",
-    **{noise: "residual nets have no noisy batch norm" for noise in ("noise_mean", "noise_scale", "noise_growth")},
 }
 RESIDUAL_ARCHITECTURES: dict[str, Architecture] = {
     "fc": Architecture(
         ResidualMLP,
-        (None, "batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm"),
         ("hidden_dims", ": the stream's width in each block, e.g. [128, 128]"),
+        takes=lambda row: row.residual,
         lacks=_NOT_IN_RESIDUAL_NETS,
     ),
     "conv": Architecture(
         ResidualConvNet,
-        (None, *SPATIAL_NORMALIZATIONS),
         ("channels", " (the stream's channels in each block)"),
+        takes=lambda row: row.residual and row.spatial_forward is not None,
         lacks={**_NOT_IN_RESIDUAL_NETS, "hidden_dims": "a residual conv net has no fully connected hidden layers"},
     ),
 }
