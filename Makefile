@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
 export BNLAB_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install test test-kernels reference-hashes readme lint run gradcheck bench experiments claims clean
+.PHONY: install test test-fast test-kernels reference-hashes readme lint run gradcheck bench experiments claims clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked slow (tests/conftest.py): under a minute, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 # The numerics-sensitive tests and `bnlab gradcheck` under each OpenBLAS kernel set, portable
 # numerics off (BNLAB_BLAS=native): they must pass whatever kernels a machine picks.

@@ -98,3 +98,20 @@ def _prepared_data_in_a_temporary_folder(tmp_path_factory):
     """Data the tests prepare (bnlab.lab.prepared), in this process and its subprocesses, goes to a
     folder of this session, not into the user's cache."""
     os.environ["BNLAB_PREPARED_DIR"] = str(tmp_path_factory.mktemp("prepared"))
+
+
+# The test files whose tests train through the lab (bnlab run, claims, reproduce), start processes
+# (workers, Dask, the CLI in a subprocess) or run the whole gradient-check table: `make test-fast`
+# leaves them out (`-m "not slow"`), `make test` runs everything.
+SLOW_FILES = {
+    "test_bench.py", "test_bench_memory.py", "test_claims.py", "test_claims_across.py", "test_cli.py",
+    "test_cluster.py", "test_dask.py", "test_gradcheck_suite.py", "test_lenet.py", "test_new_user.py",
+    "test_numerics.py", "test_prepared.py", "test_probes.py", "test_provenance.py", "test_report.py",
+    "test_reproduce.py", "test_residual.py", "test_runner.py", "test_toy_rows.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
