@@ -133,7 +133,8 @@ def cluster_options(executor: ExecutorKind, scheduler: str | None, wait: float, 
     return {"wait_for_workers": wait, "allow_unportable": allow_unportable}
 
 
-def download(data_dir: Path | None, name: str = "cifar10") -> Path:
+def download(data_dir: Path | None, name: str) -> Path:
+    """Data set `name` fetched into the user cache, with a progress bar (asked for only when a run trains)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from bnlab.lab import datasets

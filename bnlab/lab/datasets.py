@@ -204,6 +204,7 @@ DATASETS: dict[str, Dataset] = {
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
 }
+DEFAULT_DATASET = "cifar10"  # what a spec or a run recorded before there were others trains on
 
 
 def get(name: str) -> Dataset:
@@ -372,7 +373,7 @@ class Request(NamedTuple):
         recorded before there were others; no preprocess: the data set's default) and its model's dtype."""
         d = config["data"]
         splits = d["num_train"], d["num_val"], d["num_test"]
-        return cls(d.get("dataset", "cifar10"), *splits, config["model"]["dtype"], d.get("preprocess"))
+        return cls(d.get("dataset", DEFAULT_DATASET), *splits, config["model"]["dtype"], d.get("preprocess"))
 
 
 def load_dataset(request: Request, data_dir: str | Path | None = None) -> dict[str, np.ndarray]:

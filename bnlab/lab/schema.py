@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from bnlab.lab.data import PREPROCESS
-from bnlab.lab.datasets import DATASETS
+from bnlab.lab.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.formatting import did_you_mean
 from bnlab.nn.layers import ACTIVATIONS
@@ -41,8 +41,8 @@ def _dataset(value: Any) -> Any:
 
 
 class DataSpec(_Section):
-    dataset: Annotated[str, BeforeValidator(_dataset)] = "cifar10"
-    # None: the data set's own default (mean_image for cifar10, scale for mnist and fashion_mnist)
+    dataset: Annotated[str, BeforeValidator(_dataset)] = DEFAULT_DATASET
+    # None: the data set's own default preprocessing (its row's default_preprocess)
     preprocess: Literal[tuple(PREPROCESS)] | None = None
     num_train: PositiveInt = 1000
     num_val: PositiveInt = 1000

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.lab.datasets import DATASETS
+from bnlab.lab.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
@@ -75,8 +75,8 @@ def train_run(
     recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
-        # noisy batch norm's layers draw their noise from generators seeded with the run's seed
-        classes = len(DATASETS[config.get("data", {}).get("dataset", "cifar10")].classes)
+        # a normalization that draws noise draws it from generators seeded with the run's seed
+        classes = len(DATASETS[config.get("data", {}).get("dataset", DEFAULT_DATASET)].classes)
         model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng, classes)
         solver = Solver(
             model,
