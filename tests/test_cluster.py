@@ -23,6 +23,11 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is part 
 pytestmark = needs_shared_data
 
 DASK = Path(sys.executable).parent / "dask"
+# What bnlab does to workers serves portable numerics; with BNLAB_BLAS=native every machine computes
+# with its own kernels, by request, and nothing is made the same.
+portable_only = pytest.mark.skipif(
+    os.environ.get("BNLAB_BLAS", "portable") == "native", reason="BNLAB_BLAS=native asks for each machine's kernels"
+)
 
 CONV = """\
 name: conv_smoke
@@ -110,6 +115,7 @@ def kernels(folder: Path) -> list[tuple[str, bool]]:
     return [(m["blas"]["kernel"], m["portable"]) for m in metas]
 
 
+@portable_only
 def test_plain_workers_give_the_local_bytes_for_runs_and_claims(tmp_path, smoke_results):
     """Two workers started plainly (nanny on, nothing set, each with its own prepared-data folder as
     on hosts that share no disk): histories of a fully connected and a conv spec, and the claims'
@@ -157,6 +163,7 @@ def _prepared_copy(data_dir: str) -> tuple[str, dict[str, str]]:
     return str(prepared.path), digests
 
 
+@portable_only
 def test_a_worker_that_cannot_be_made_portable_is_refused_or_accepted_and_flagged(tmp_path):
     """A worker without a nanny, forced to other kernels: no run reaches it, the message names it and
     the fix; --allow-unportable-workers trains on it, and `bnlab results` says the runs are not portable."""
