@@ -202,7 +202,7 @@ def test_spatial_norms_give_the_same_result_for_channels_last_input():
     for name, norm in NORMALIZATIONS.items():
         if norm.spatial_forward is None:
             continue
-        param = {"mode": "train", "num_groups": 2}
+        (param,) = norm.layer_params({"num_groups": 2, "ghost_batch_size": 1}, 1)
         out_a, cache_a = norm.spatial_forward(x, gamma, beta, dict(param))
         out_b, cache_b = norm.spatial_forward(x_last, gamma, beta, dict(param))
         np.testing.assert_allclose(out_a, out_b, rtol=1e-12, err_msg=name)

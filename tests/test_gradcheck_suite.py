@@ -72,7 +72,7 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
     for net in NETS:
         if "no norm" not in net:
             assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
-    assert len(NETS) == 4 * (1 + 6 * 2) * 2
+    assert len(NETS) == 4 * (1 + 7 * 2) * 2
     for net in CONVNETS:
         assert any(name.startswith(f"{net}W (worst: W") for name in names), net
     for layer in ("avg_pool 2x2 dx", "global_avg_pool dx", "projection fc dp", "projection 1x1 conv dp"):
@@ -110,7 +110,7 @@ def test_gradcheck_passes_strictly_below_its_threshold_and_never_on_nan():
 
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm")
+NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm", "ghost_batchnorm")
 
 
 def nets(activation: str | None = None, norm: str | None = None) -> list[str]:
@@ -152,7 +152,11 @@ def scale_output(function, index, factor):
     return broken
 
 
-CONVNETS = [f"convnet {n} reg={r} " for n in ("no norm", "batchnorm", "layernorm", "groupnorm") for r in ("0", "3.14")]
+CONVNETS = [
+    f"convnet {n} reg={r} "
+    for n in ("no norm", "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm")
+    for r in ("0", "3.14")
+]
 LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
 RESIDUAL_NETS = [
     f"residual {kind} {form} {norm or 'no norm'}{' skipinit' if skip else ''} reg={reg:g} "
@@ -206,6 +210,11 @@ def same_net(case: str, prefix: str) -> bool:
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
                 "convnet batchnorm reg=0 gamma/beta",
                 "convnet batchnorm reg=3.14 gamma/beta",
+                # ghost batch norm is batch norm per virtual batch, flat and conv form
+                *(f"{net}gamma/beta" for net in nets(norm="ghost_batchnorm")),
+                "convnet ghost_batchnorm reg=0 gamma/beta",
+                "convnet ghost_batchnorm reg=3.14 gamma/beta",
+                "ghost_batchnorm conv form dgamma",
                 "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
                 *(f"{net}gamma/beta" for net in residual_nets("batchnorm")),
             ],

@@ -41,7 +41,8 @@ def test_every_figure_kind_has_a_draw_function():
 def test_architectures_name_their_nets_and_normalizations():
     assert ARCHITECTURES["fc"].net is FullyConnectedNet and ARCHITECTURES["conv"].net is ConvNet
     assert ARCHITECTURES["fc"].normalizations == (None, *NORMALIZATIONS)
-    assert ARCHITECTURES["conv"].normalizations == (None, "batchnorm", "layernorm", "groupnorm")  # their conv forms
+    conv_forms = (None, "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm")
+    assert ARCHITECTURES["conv"].normalizations == conv_forms
     # the options are the constructors' own: conv has no dropout, fc no channels
     assert "dropout_keep_ratio" in ARCHITECTURES["fc"].options - ARCHITECTURES["conv"].options
     assert "channels" in ARCHITECTURES["conv"].options - ARCHITECTURES["fc"].options

@@ -217,6 +217,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             # the data set's default stays implicit, so configs (and results) made before the key match
             del config["data"]["preprocess"]
         _check_conv_fits(config, source, text, point)
+        _check_batch_statistics(config, source, text, point)
         # conv options added later stay out of the configs that keep their defaults (and so match earlier results)
         for key, default in CONV_DEFAULTS.items():
             if config["model"][key] == default:
@@ -273,6 +274,27 @@ def _check_conv_fits(config: dict, source: str, text: str, point: dict) -> None:
             f"{source}{yaml_position(text, ('model',))}: model{values}: {len(model['channels'])} conv blocks of kernel "
             f"{model['kernel_size']}, padding {model['padding']} leave nothing of {config['data']['dataset']}'s "
             f"{h}x{w} images (sizes {sizes}); use fewer channels entries, a smaller kernel_size or padding same"
+        )
+
+
+def _check_batch_statistics(config: dict, source: str, text: str, point: dict) -> None:
+    """A normalization over the samples of a (virtual) batch needs two of them in a fully connected
+    layer: over one, every feature is its own mean and the output is beta, whatever the input. A conv
+    layer's conv form has H*W values per channel even then."""
+    model, solver = config["model"], config["solver"]
+    row = NORMALIZATIONS.get(model["normalization"])
+    if row is None or not row.batch_statistics:
+        return
+    samples = solver["batch_size"]
+    if isinstance(row.batch_statistics, str):
+        samples = min(samples, model[row.batch_statistics])
+    fully_connected = model["architecture"] == "fc" or (bool(model.get("hidden_dims")) and not model.get("residual"))
+    if samples == 1 and fully_connected:
+        values = "".join(f" ({k}={v!r})" for k, v in point.items()) or ""
+        raise SpecError(
+            f"{source}{yaml_position(text, ('solver',))}: run{values}: {model['normalization']} would normalize each "
+            f"feature of a fully connected layer over 1 sample, so its output would be beta whatever the input; "
+            f"use batches of 2 or more, or a normalization within each sample (layernorm, groupnorm)"
         )
 
 

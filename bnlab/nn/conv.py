@@ -398,3 +398,23 @@ def _group_mean(channel_sums: Array, G: int, positions: int) -> Array:
     n, c = channel_sums.shape
     means = channel_sums.reshape(n, G, c // G).sum(axis=2) / (positions * (c // G))
     return np.repeat(means, c // G, axis=1)[:, None, :]
+
+
+def spatial_ghost_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Ghost batch norm of x (N, C, H, W): spatial batch norm of each virtual batch of
+    bn_param['ghost_batch_size'] images, over its images' positions (norms.virtual_batches_forward);
+    test mode is spatial_batchnorm_forward's. out is channels-last in memory."""
+    if bn_param["mode"] != "train":
+        return spatial_batchnorm_forward(x, gamma, beta, bn_param)
+    outs, caches = norms.virtual_batches_forward(spatial_batchnorm_forward, x, gamma, beta, bn_param)
+    return _join_channels_last(outs), caches
+
+
+def spatial_ghost_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    return norms.virtual_batches_backward(spatial_batchnorm_backward, dout, cache, _join_channels_last)
+
+
+def _join_channels_last(parts: list[Array]) -> Array:
+    """(n_i, C, H, W) arrays joined along N, channels-last in memory as each part is."""
+    return np.concatenate([p.transpose(0, 2, 3, 1) for p in parts]).transpose(0, 3, 1, 2)

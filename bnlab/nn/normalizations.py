@@ -41,13 +41,15 @@ class Option:
 @dataclass(frozen=True)
 class Normalization:
     """One normalization. forward/backward take x (N, D) and gamma, beta (D,); spatial_forward and
-        spatial_backward x (N, C, H, W) and gamma, beta (C,) (None: conv nets do not take it).
-        `divides` names an option that must divide every width the norm sees (group norm's groups).
-        `cancels_bias`: the output ignores a per-feature shift of the input, so the bias before it gets an
-        exactly zero gradient. `residual`: residual nets take it. `noisy`: it draws noise, from a generator
-    per layer seeded with (the net's noise seed, NOISE_STREAM, layer). `gradcheck_options`: the options of the
-        gradient checks' small nets; `gradcheck_setup(bn_params, widths)` puts the layers in the state the
-        checks differentiate (a fixed function)."""
+    spatial_backward x (N, C, H, W) and gamma, beta (C,) (None: conv nets do not take it).
+    `divides` names an option that must divide every width the norm sees (group norm's groups).
+    `cancels_bias`: the output ignores a per-feature shift of the input, so the bias before it gets
+    an exactly zero gradient. `residual`: residual nets take it. `noisy`: it draws noise, from a
+    generator per layer seeded with (the net's noise seed, NOISE_STREAM, layer). `batch_statistics`:
+    it normalizes each feature over the samples of a batch (True), or of a virtual batch as large as
+    its option of that name says, so a batch of one leaves it one value per feature.
+    `gradcheck_options`: the options of the gradient checks' small nets; `gradcheck_setup(bn_params,
+    widths)` puts the layers in the state the checks differentiate (a fixed function)."""
 
     forward: Forward
     backward: Backward
@@ -58,6 +60,7 @@ class Normalization:
     cancels_bias: bool = False
     residual: bool = True
     noisy: bool = False
+    batch_statistics: bool | str = False
     gradcheck_options: dict = field(default_factory=dict)
     gradcheck_setup: Callable[[list[dict], Sequence[int]], None] | None = None
 
@@ -115,6 +118,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         conv.spatial_batchnorm_forward,
         conv.spatial_batchnorm_backward,
         cancels_bias=True,
+        batch_statistics=True,
     ),
     "layernorm": Normalization(
         norms.layernorm_forward, norms.layernorm_backward, _spatial_layernorm, conv.spatial_groupnorm_backward
@@ -139,6 +143,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
             "renorm_warmup": Option(100, int, {"ge": 0}, "warmup", True, doc="iterations of the ramp"),
         },
         cancels_bias=True,
+        batch_statistics=True,
         # clipped to 1.5 and 0.5: a ReLU after it still sees inputs of both signs
         gradcheck_options={"renorm_rmax": 1.5, "renorm_dmax": 0.5, "renorm_warmup": 0},
         gradcheck_setup=_clipped_renorm,
@@ -154,9 +159,21 @@ NORMALIZATIONS: dict[str, Normalization] = {
             "noise_growth": Option(1000, float, {"gt": 0}, doc="steps over which the spread doubles"),
         },
         cancels_bias=True,
+        batch_statistics=True,
         residual=False,
         noisy=True,
         gradcheck_setup=_rewound_noise,
+    ),
+    "ghost_batchnorm": Normalization(
+        norms.ghost_batchnorm_forward,
+        norms.ghost_batchnorm_backward,
+        conv.spatial_ghost_batchnorm_forward,
+        conv.spatial_ghost_batchnorm_backward,
+        # Hoffer et al. 2017: each virtual batch of ghost_batch_size samples normalized by its own statistics
+        options={"ghost_batch_size": Option(32, int, {"ge": 1}, doc="samples per virtual batch")},
+        cancels_bias=True,
+        batch_statistics="ghost_batch_size",
+        gradcheck_options={"ghost_batch_size": 4},
     ),
 }
 

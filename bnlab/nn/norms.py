@@ -108,6 +108,60 @@ def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Arr
     return dx, dgamma, dbeta
 
 
+# --- ghost batch normalization (Hoffer et al. 2017) ------------------------------------------
+
+
+def virtual_batches_forward(forward, x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[list, list]:
+    """`forward` (a batch norm's train pass) on consecutive virtual batches of
+    bn_param['ghost_batch_size'] samples of x (the last may be smaller): their outputs, and each
+    one's (samples, cache).
+    The running statistics blend, as batchnorm_forward's do, the mean over the virtual batches of
+    their means and biased variances."""
+    size = bn_param["ghost_batch_size"]
+    outs, caches, means, variances = [], [], [], []
+    for start in range(0, len(x), size):
+        # momentum 0: the virtual batch's own statistics land in `own`, exactly
+        own = {"mode": "train", "eps": bn_param.get("eps", 1e-5), "momentum": 0.0}
+        out, cache = forward(x[start : start + size], gamma, beta, own)
+        outs.append(out)
+        caches.append((len(out), cache))
+        means.append(own["running_mean"])
+        variances.append(own["running_var"])
+    momentum = bn_param.get("momentum", 0.9)
+    zeros = np.zeros_like(means[0])
+    bn_param["running_mean"] = momentum * bn_param.get("running_mean", zeros) + (1 - momentum) * np.mean(means, 0)
+    bn_param["running_var"] = momentum * bn_param.get("running_var", zeros) + (1 - momentum) * np.mean(variances, 0)
+    return outs, caches
+
+
+def ghost_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Ghost batch norm: batch norm of each virtual batch of bn_param['ghost_batch_size'] rows of
+    x (N, D) with its own statistics (see virtual_batches_forward); test mode is batchnorm_forward's,
+    with the running statistics. Shapes: x (N, D), gamma, beta (D,) -> out (N, D)."""
+    if bn_param["mode"] != "train":
+        return batchnorm_forward(x, gamma, beta, bn_param)
+    outs, caches = virtual_batches_forward(batchnorm_forward, x, gamma, beta, bn_param)
+    return np.concatenate(outs), caches
+
+
+def ghost_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Each virtual batch's batch-norm backward; gamma and beta sum over them.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
+    return virtual_batches_backward(batchnorm_backward_alt, dout, cache, np.concatenate)
+
+
+def virtual_batches_backward(backward, dout: Array, caches: list, join) -> tuple[Array, Array, Array]:
+    """`backward` on each virtual batch's slice of dout ((samples, cache) in order, as
+    virtual_batches_forward gives them), the input gradients joined by `join`, dgamma and dbeta summed."""
+    dxs, dgamma, dbeta, start = [], 0, 0, 0
+    for rows, cache in caches:
+        part = backward(dout[start : start + rows], cache)
+        start += rows
+        dxs.append(part[0])
+        dgamma, dbeta = dgamma + part[1], dbeta + part[2]
+    return join(dxs), dgamma, dbeta
+
+
 # --- noisy batch normalization (Santurkar et al. 2018, Figure 2) -----------------------------
 
 
