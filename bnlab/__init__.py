@@ -12,7 +12,12 @@ from bnlab import numerics as _numerics  # noqa: E402
 
 _numerics.pin()
 
-_EXPORTS = {"FullyConnectedNet": "bnlab.nn.nets", "ConvNet": "bnlab.nn.nets", "Solver": "bnlab.nn.solver"}
+_EXPORTS = {
+    "FullyConnectedNet": "bnlab.nn.nets",
+    "ConvNet": "bnlab.nn.nets",
+    "Solver": "bnlab.nn.solver",
+    "recompute_bn_statistics": "bnlab.nn.statistics",
+}
 
 
 def __getattr__(name: str):

@@ -48,6 +48,8 @@ class Normalization:
     generator per layer seeded with (the net's noise seed, NOISE_STREAM, layer). `batch_statistics`:
     it normalizes each feature over the samples of a batch (True), or of a virtual batch as large as
     its option of that name says, so a batch of one leaves it one value per feature.
+    `running_statistics`: test mode uses a running mean and variance (bn_param's running_mean and
+    running_var), which bnlab.nn.statistics.recompute_bn_statistics can set exactly.
     `gradcheck_options`: the options of the gradient checks' small nets; `gradcheck_setup(bn_params,
     widths)` puts the layers in the state the checks differentiate (a fixed function)."""
 
@@ -61,6 +63,7 @@ class Normalization:
     residual: bool = True
     noisy: bool = False
     batch_statistics: bool | str = False
+    running_statistics: bool = False
     gradcheck_options: dict = field(default_factory=dict)
     gradcheck_setup: Callable[[list[dict], Sequence[int]], None] | None = None
 
@@ -118,6 +121,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         conv.spatial_batchnorm_forward,
         conv.spatial_batchnorm_backward,
         cancels_bias=True,
+        running_statistics=True,
         batch_statistics=True,
     ),
     "layernorm": Normalization(
@@ -159,6 +163,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
             "noise_growth": Option(1000, float, {"gt": 0}, doc="steps over which the spread doubles"),
         },
         cancels_bias=True,
+        running_statistics=True,
         batch_statistics=True,
         residual=False,
         noisy=True,
@@ -172,6 +177,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         # Hoffer et al. 2017: each virtual batch of ghost_batch_size samples normalized by its own statistics
         options={"ghost_batch_size": Option(32, int, {"ge": 1}, doc="samples per virtual batch")},
         cancels_bias=True,
+        running_statistics=True,
         batch_statistics="ghost_batch_size",
         gradcheck_options={"ghost_batch_size": 4},
     ),

@@ -1,0 +1,63 @@
+"""Precise batch-norm statistics (issue 30): recompute_bn_statistics sets each layer's running
+statistics to its input's population mean and biased variance over the data, layer by layer, as an
+independent forward pass computes them, for fully connected and conv nets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnlab import ConvNet, FullyConnectedNet, recompute_bn_statistics
+from bnlab.layers import conv_forward_naive, max_pool_forward_naive
+
+EPS = 1e-5
+
+
+def normalized(a: np.ndarray, mean, var, gamma, beta) -> np.ndarray:
+    return gamma * (a - mean) / np.sqrt(var + EPS) + beta
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_a_fully_connected_nets_statistics_are_its_inputs_population_statistics(batch_size):
+    rng = np.random.RandomState(0)
+    net = FullyConnectedNet([6, 5], input_dim=4, num_classes=3, normalization="batchnorm", weight_scale=0.5,
+                            dtype=np.float64, seed=1)  # fmt: skip
+    for name in ("gamma1", "beta1"):  # away from the identity, so layer 2's input depends on them
+        net.params[name] = rng.randn(6)
+    X = rng.randn(50, 4) * 3 + 2
+    assert recompute_bn_statistics(net, X, batch_size) == [0, 1]
+    p = net.params
+    a1 = X @ p["W1"] + p["b1"]
+    first = net.bn_params[0]
+    np.testing.assert_allclose(first["running_mean"], a1.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(first["running_var"], a1.var(0), rtol=1e-9)
+    h1 = np.maximum(normalized(a1, a1.mean(0), a1.var(0), p["gamma1"], p["beta1"]), 0)
+    a2 = h1 @ p["W2"] + p["b2"]
+    np.testing.assert_allclose(net.bn_params[1]["running_mean"], a2.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(net.bn_params[1]["running_var"], a2.var(0), rtol=1e-9)
+
+
+def test_a_conv_nets_statistics_are_per_channel_over_images_and_positions():
+    rng = np.random.RandomState(2)
+    net = ConvNet([2, 3], input_dim=(1, 6, 6), num_classes=3, normalization="batchnorm", dtype=np.float64, seed=3)
+    net.params["gamma1"], net.params["beta1"] = rng.randn(2), rng.randn(2)
+    X = rng.randn(5, 1, 6, 6)
+    assert recompute_bn_statistics(net, X) == [0, 1]
+    p, conv_param = net.params, {"stride": 1, "pad": 1}
+    a1, _ = conv_forward_naive(X, p["W1"], p["b1"], conv_param)
+    mean1, var1 = a1.mean(axis=(0, 2, 3)), a1.var(axis=(0, 2, 3))
+    np.testing.assert_allclose(net.bn_params[0]["running_mean"], mean1, rtol=1e-9)
+    np.testing.assert_allclose(net.bn_params[0]["running_var"], var1, rtol=1e-9)
+    shape = (1, 2, 1, 1)
+    h1 = np.maximum(normalized(a1, mean1.reshape(shape), var1.reshape(shape), p["gamma1"].reshape(shape),
+                               p["beta1"].reshape(shape)), 0)  # fmt: skip
+    h1, _ = max_pool_forward_naive(h1, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    a2, _ = conv_forward_naive(h1, p["W2"], p["b2"], conv_param)
+    np.testing.assert_allclose(net.bn_params[1]["running_mean"], a2.mean(axis=(0, 2, 3)), rtol=1e-9)
+    np.testing.assert_allclose(net.bn_params[1]["running_var"], a2.var(axis=(0, 2, 3)), rtol=1e-9)
+
+
+def test_nets_without_running_statistics_are_left_alone():
+    net = FullyConnectedNet([4], input_dim=3, normalization="layernorm", dtype=np.float64, seed=0)
+    before = [dict(p) for p in net.bn_params]
+    assert recompute_bn_statistics(net, np.ones((4, 3))) == [] and net.bn_params == before
