@@ -150,6 +150,7 @@ class SolverSpec(_Section):
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     batch_size: PositiveInt = 100
     num_epochs: PositiveInt = 10
+    accumulate: PositiveInt = 1  # micro-batches of batch_size per update (gradient accumulation)
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 

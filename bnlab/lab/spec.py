@@ -218,10 +218,10 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             del config["data"]["preprocess"]
         _check_conv_fits(config, source, text, point)
         _check_batch_statistics(config, source, text, point)
-        # conv options added later stay out of the configs that keep their defaults (and so match earlier results)
-        for key, default in CONV_DEFAULTS.items():
-            if config["model"][key] == default:
-                del config["model"][key]
+        for section, defaults in ADDED_LATER.items():
+            for key, default in defaults.items():
+                if config[section][key] == default:
+                    del config[section][key]
         # a normalization's options stay out of the configs of runs that do not use it (and so out
         # of results made before them), but those every config has recorded since the start
         used = NORMALIZATIONS.get(config["model"]["normalization"])
@@ -257,7 +257,9 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     return Experiment(spec, source, swept_keys, runs, skipped_plots)
 
 
-CONV_DEFAULTS = {"padding": "same", "pool": "max"}
+# Options added after results existed: at their defaults they stay out of a run's config, so those
+# configs (and the results made before the option) still match.
+ADDED_LATER = {"model": {"padding": "same", "pool": "max"}, "solver": {"accumulate": 1}}
 
 
 def _check_conv_fits(config: dict, source: str, text: str, point: dict) -> None:

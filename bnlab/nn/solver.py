@@ -23,7 +23,10 @@ class Solver:
         lr_decay multiplies the learning rate after every epoch. All parameters are updated as one
         flat array (see _flatten_params); `optim_state` holds the rule's state.
     batch_size, num_epochs: each iteration trains on batch_size examples drawn with replacement;
-        an epoch is max(N // batch_size, 1) iterations.
+        an epoch is max(N // (batch_size * accumulate), 1) iterations.
+    accumulate: K; each update averages the losses and gradients of K micro-batches of batch_size,
+        drawn as the same K * batch_size examples one batch that large would be (gradient
+        accumulation: without layers that use batch statistics, the large batch's update to rounding).
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
         accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
         of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
@@ -52,6 +55,7 @@ class Solver:
         lr_decay: float = 1.0,
         batch_size: int = 100,
         num_epochs: int = 10,
+        accumulate: int = 1,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
         check_batch_size: int = 1000,
@@ -69,6 +73,7 @@ class Solver:
         self.lr_decay = lr_decay
         self.batch_size = batch_size
         self.num_epochs = num_epochs
+        self.accumulate = accumulate
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.check_batch_size = check_batch_size
@@ -112,14 +117,23 @@ class Solver:
             offset += size
 
     def _step(self) -> float:
-        """One minibatch: loss, gradients, and one update of all parameters."""
-        batch = self.rng.choice(self.X_train.shape[0], self.batch_size)
+        """One minibatch (in `accumulate` micro-batches): loss, gradients, and one update of all parameters."""
+        batch = self.rng.choice(self.X_train.shape[0], self.batch_size * self.accumulate)
         X, y = self.X_train[batch], self.y_train[batch]
         iteration = len(self.loss_history) + 1
         if self.recorder is not None and self.recorder.due(iteration):
             self.recorder.record(self, iteration, X, y)
-        loss, grads = self.model.loss(X, y)
-        flat_grads = np.concatenate([grads[name].ravel() for name in self._names])
+        if self.accumulate == 1:
+            loss, grads = self.model.loss(X, y)
+            flat_grads = np.concatenate([grads[name].ravel() for name in self._names])
+        else:
+            loss, flat_grads = 0.0, 0.0
+            for start in range(0, len(batch), self.batch_size):
+                part = slice(start, start + self.batch_size)
+                part_loss, grads = self.model.loss(X[part], y[part])
+                loss += part_loss / self.accumulate
+                flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
+            flat_grads /= self.accumulate
         next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
@@ -163,7 +177,7 @@ class Solver:
 
     def train(self) -> None:
         """Run the whole schedule (or until the loss diverges), then load the best parameters."""
-        iterations_per_epoch = max(self.X_train.shape[0] // self.batch_size, 1)
+        iterations_per_epoch = max(self.X_train.shape[0] // (self.batch_size * self.accumulate), 1)
         num_iterations = self.num_epochs * iterations_per_epoch
         for t in range(num_iterations):
             loss = self._step()
