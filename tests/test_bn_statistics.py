@@ -61,3 +61,18 @@ def test_nets_without_running_statistics_are_left_alone():
     net = FullyConnectedNet([4], input_dim=3, normalization="layernorm", dtype=np.float64, seed=0)
     before = [dict(p) for p in net.bn_params]
     assert recompute_bn_statistics(net, np.ones((4, 3))) == [] and net.bn_params == before
+
+
+def test_momentum_is_the_old_values_share_and_a_spec_key(tmp_path):
+    """CS231n's convention: running = momentum * running + (1 - momentum) * batch (PyTorch's
+    momentum 0.1 is 0.9 here); a spec sets it per run, and at its default it stays out of configs."""
+    from bnlab.lab.spec import experiment_from_text
+
+    X = np.random.RandomState(4).randn(30, 3)
+    net = FullyConnectedNet([3], input_dim=3, normalization="batchnorm", momentum=0.25, dtype=np.float64, seed=0)
+    a1 = X @ net.params["W1"] + net.params["b1"]
+    net.loss(X, np.zeros(30, dtype=int))
+    np.testing.assert_allclose(net.bn_params[0]["running_mean"], 0.75 * a1.mean(0), rtol=1e-12)
+    text = "name: m\nmodel: {hidden_dims: [3], normalization: batchnorm}\nsweep: {model.momentum: [0.9, 0.5]}\n"
+    default, set_ = (run.config["model"] for run in experiment_from_text(text, "m.yaml").runs)
+    assert "momentum" not in default and set_["momentum"] == 0.5

@@ -218,24 +218,10 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
             del config["data"]["preprocess"]
         _check_conv_fits(config, source, text, point)
         _check_batch_statistics(config, source, text, point)
-        for section, defaults in ADDED_LATER.items():
-            for key, default in defaults.items():
-                if config[section][key] == default:
-                    del config[section][key]
-        # a normalization's options stay out of the configs of runs that do not use it (and so out
-        # of results made before them), but those every config has recorded since the start
-        used = NORMALIZATIONS.get(config["model"]["normalization"])
-        unused = {
-            name
-            for row in NORMALIZATIONS.values()
-            if row is not used
-            for name, option in row.options.items()
-            if not option.recorded_unused
-        }
-        config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
-        if config["model"]["residual"] is None:  # likewise for plain nets
-            config["model"] = {k: v for k, v in config["model"].items() if k not in ("residual", "skipinit")}
+        config = _implicit_defaults_dropped(config)
+        # a row's option at its default left the config, but names its runs by its value
         swept = {key: _get(config, key) for key in swept_keys}
+        swept.update({k: v for k, v in point.items() if k in ROW_OPTIONS_OMITTED and swept.get(k) is None})
         for seed in seeds:
             run_id = make_run_id(swept, seed)
             identity = yaml.safe_dump({**config, "seed": seed}, sort_keys=True)
@@ -257,9 +243,45 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
     return Experiment(spec, source, swept_keys, runs, skipped_plots)
 
 
+# The rows' options that stay out of a run's config at their default, as spec keys.
+ROW_OPTIONS_OMITTED = {
+    f"model.{name}"
+    for row in NORMALIZATIONS.values()
+    for name, option in row.options.items()
+    if option.omitted_at_default
+}
 # Options added after results existed: at their defaults they stay out of a run's config, so those
 # configs (and the results made before the option) still match.
 ADDED_LATER = {"model": {"padding": "same", "pool": "max"}, "solver": {"accumulate": 1}}
+
+
+def _implicit_defaults_dropped(config: dict) -> dict:
+    """The run's config without the keys whose values it implies: options added later at their
+    defaults, a normalization's options where it is not used (but those every config has recorded
+    since the start), a plain net's residual keys. So configs, and results made before those keys
+    existed, still match."""
+    for section, defaults in ADDED_LATER.items():
+        for key, default in defaults.items():
+            if config[section][key] == default:
+                del config[section][key]
+    for row in NORMALIZATIONS.values():
+        for key, option in row.options.items():
+            if option.omitted_at_default and config["model"].get(key, option.default) == option.default:
+                config["model"].pop(key, None)
+    # a normalization's options stay out of the configs of runs that do not use it (and so out
+    # of results made before them), but those every config has recorded since the start
+    used = NORMALIZATIONS.get(config["model"]["normalization"])
+    unused = {
+        name
+        for row in NORMALIZATIONS.values()
+        if row is not used
+        for name, option in row.options.items()
+        if not option.recorded_unused and name not in (used.options if used else {})
+    }
+    config["model"] = {k: v for k, v in config["model"].items() if k not in unused}
+    if config["model"]["residual"] is None:  # likewise for plain nets
+        config["model"] = {k: v for k, v in config["model"].items() if k not in ("residual", "skipinit")}
+    return config
 
 
 def _check_conv_fits(config: dict, source: str, text: str, point: dict) -> None:

@@ -35,7 +35,14 @@ class Option:
     constraints: dict = field(default_factory=dict)
     param_key: str | None = None  # the key in the layer's param dict (default: the option's name)
     recorded_unused: bool = False
+    omitted_at_default: bool = False  # added after results existed: at its default it stays out of configs
     doc: str = ""
+
+
+# The running statistics' momentum, in CS231n's convention (Keras's too, default 0.99 there): each
+# train step keeps this fraction of the old value, running = momentum * running + (1 - momentum) *
+# batch. PyTorch's BatchNorm `momentum` is the other fraction: PyTorch's 0.1 is 0.9 here.
+MOMENTUM = Option(0.9, float, {"ge": 0, "lt": 1}, omitted_at_default=True, doc="the old running value's share")
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         conv.spatial_batchnorm_backward,
         cancels_bias=True,
         running_statistics=True,
+        options={"momentum": MOMENTUM},
         batch_statistics=True,
     ),
     "layernorm": Normalization(
@@ -142,6 +150,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         norms.batchrenorm_backward,
         # the clipping, ramped from batch norm's (rmax 1, dmax 0) over renorm_warmup iterations
         options={
+            "momentum": MOMENTUM,
             "renorm_rmax": Option(3.0, float, {"ge": 1}, "rmax", True, doc="r clipped to [1/rmax, rmax]"),
             "renorm_dmax": Option(5.0, float, {"ge": 0}, "dmax", True, doc="d clipped to [-dmax, dmax]"),
             "renorm_warmup": Option(100, int, {"ge": 0}, "warmup", True, doc="iterations of the ramp"),
@@ -158,6 +167,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         # the spread of the per-unit shift and extra scale at the first step, and the steps over
         # which that spread grows by itself (bnlab.nn.norms.noisy_batchnorm_forward)
         options={
+            "momentum": MOMENTUM,
             "noise_mean": Option(0.5, float, {"ge": 0}, doc="spread of the per-unit shift at the first step"),
             "noise_scale": Option(0.5, float, {"ge": 0}, doc="spread of the extra per-unit scale at the first step"),
             "noise_growth": Option(1000, float, {"gt": 0}, doc="steps over which the spread doubles"),
@@ -175,7 +185,7 @@ NORMALIZATIONS: dict[str, Normalization] = {
         conv.spatial_ghost_batchnorm_forward,
         conv.spatial_ghost_batchnorm_backward,
         # Hoffer et al. 2017: each virtual batch of ghost_batch_size samples normalized by its own statistics
-        options={"ghost_batch_size": Option(32, int, {"ge": 1}, doc="samples per virtual batch")},
+        options={"momentum": MOMENTUM, "ghost_batch_size": Option(32, int, {"ge": 1}, doc="samples per virtual batch")},
         cancels_bias=True,
         running_statistics=True,
         batch_statistics="ghost_batch_size",
