@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +194,24 @@ def test_a_scheduler_without_workers_is_said_at_once_and_given_up_on(tmp_path):
     assert waiting < text.index(f"no Dask worker connected to {address} in 2 s")
     assert "--wait-for-workers" in text
     assert histories(tmp_path / "out" / "smoke") == {}
+
+
+@portable_only
+def test_a_worker_that_joins_later_is_made_portable_too(tmp_path):
+    """The scheduler keeps bnlab's nanny plugin: a plain worker started after bnlab's first run
+    gets it when it joins, and computes with the portable kernels like the first."""
+    from bnlab.lab.cluster import _worker_numerics
+
+    with cluster(tmp_path, [([], {})]) as address:
+        dask = ("--executor", "dask", "--scheduler", address, "--data-dir", SHARED_DATA)
+        first = bnlab("run", SMOKE, "--out", tmp_path / "out", *dask)
+        assert first.exit_code == 0, first.output
+        command = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
+        with started(command, plain_env(), tmp_path / "late.log"), distributed.Client(address, timeout=30) as client:
+            for _ in range(240):  # the late worker restarts once with the plugin's environment: wait for it
+                client.wait_for_workers(2, timeout=120)
+                reports = client.run(_worker_numerics, on_error="return")
+                if len(reports) == 2 and all(isinstance(r, dict) and r["portable"] for r in reports.values()):
+                    break
+                time.sleep(0.5)
+    assert len(reports) == 2 and all(report["portable"] for report in reports.values()), reports
