@@ -131,9 +131,9 @@ class _ModelOptions(_Section):
 
 
 def _option_field(option) -> tuple:
-    """A normalization's option as a pydantic field: its type, constraints and default."""
+    """A normalization's option as a pydantic field: its type, constraints, default and what it does."""
     finite = {"allow_inf_nan": False} if option.kind is float else {}
-    return Annotated[option.kind, Field(**option.constraints, **finite)], option.default
+    return Annotated[option.kind, Field(**option.constraints, **finite, description=option.doc)], option.default
 
 
 # Every normalization's options as model keys, each with its row's default and limits.
