@@ -25,6 +25,7 @@ def train(normalization: str | None, batch_size: int, accumulate: int) -> Solver
 def test_without_batch_statistics_accumulation_is_the_large_batch():
     large, accumulated = train(None, 24, 1), train(None, 8, 3)
     assert len(large.loss_history) == len(accumulated.loss_history) == 12  # 96 // 24 updates an epoch
+    assert accumulated.iterations_per_epoch == large.iterations_per_epoch == 4  # history.csv's epochs too
     np.testing.assert_allclose(accumulated.loss_history, large.loss_history, rtol=1e-9)
     for name, value in large.model.params.items():
         np.testing.assert_allclose(accumulated.model.params[name], value, rtol=1e-9, atol=1e-12)

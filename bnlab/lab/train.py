@@ -102,7 +102,7 @@ def train_run(
         run_id=run_id,
         status="diverged" if solver.diverged else "done",
         losses=[float(x) for x in solver.loss_history],
-        iterations_per_epoch=max(data["X_train"].shape[0] // solver.batch_size, 1),
+        iterations_per_epoch=solver.iterations_per_epoch,
         epochs=list(solver.epoch_history),
         train_acc=list(solver.train_acc_history),
         val_acc=list(solver.val_acc_history),

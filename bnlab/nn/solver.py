@@ -175,9 +175,14 @@ class Solver:
                 }
             )
 
+    @property
+    def iterations_per_epoch(self) -> int:
+        """Updates per epoch: max(N // (batch_size * accumulate), 1)."""
+        return max(self.X_train.shape[0] // (self.batch_size * self.accumulate), 1)
+
     def train(self) -> None:
         """Run the whole schedule (or until the loss diverges), then load the best parameters."""
-        iterations_per_epoch = max(self.X_train.shape[0] // (self.batch_size * self.accumulate), 1)
+        iterations_per_epoch = self.iterations_per_epoch
         num_iterations = self.num_epochs * iterations_per_epoch
         for t in range(num_iterations):
             loss = self._step()
