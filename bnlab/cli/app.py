@@ -39,15 +39,12 @@ def _main(
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print bnlab's version and exit.")
     ] = False,
 ) -> None:
-    # Before any command loads numpy: a forced BLAS kernel this CPU cannot run would kill it silently.
-    from bnlab.errors import BnlabError
+    # Before any command loads numpy: a bad BNLAB_BLAS is a usage error, and a forced BLAS kernel this
+    # CPU cannot run would kill it silently.
     from bnlab.numerics import check_setting
 
-    try:
+    with reported():
         check_setting()
-    except BnlabError as exc:
-        error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
 
 
 SpecsArg = Annotated[list[Path], typer.Argument(help="Experiment spec files (YAML).", show_default=False)]
@@ -104,10 +101,8 @@ def error(message: str) -> None:
 def reported():
     """Turn a BnlabError into one red line on stderr and its exit code: no traceback for a person."""
     from bnlab.errors import BnlabError
-    from bnlab.numerics import check_setting
 
     try:
-        check_setting()  # a bad BNLAB_BLAS is a usage error, before any work
         yield
     except BnlabError as exc:
         error(str(exc))

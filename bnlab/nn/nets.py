@@ -17,7 +17,7 @@ import numpy as np
 
 from bnlab.nn import conv, layers
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.normalizations import NORMALIZATIONS, Normalization, named
+from bnlab.nn.normalizations import NORMALIZATIONS, Normalization, named, option_names
 
 WeightScale = float | str  # a standard deviation, or 'he' / 'xavier'
 
@@ -85,7 +85,7 @@ class Net:
         that it exists (with a conv form when conv_form), that `options` are options of some
         normalization (TypeError otherwise, as for any unknown keyword) and that they suit the
         widths (`which` names them in the message)."""
-        unknown = sorted(set(options) - {name for row in NORMALIZATIONS.values() for name in row.options})
+        unknown = sorted(set(options) - set(option_names()))
         if unknown:
             raise TypeError(f"unexpected keyword argument {unknown[0]!r} (not an option of any normalization)")
         row = named(normalization, conv_form)
