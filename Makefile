@@ -61,8 +61,11 @@ readme: $(STAMP)
 	$(BIN)/bnlab plot results/
 	$(BIN)/python tools/readme.py
 
+# ruff, and pylint's duplicate-code check: no run of 4+ similar lines twice in bnlab/ (imports,
+# signatures and docstrings aside).
 lint: $(STAMP)
 	$(BIN)/ruff check bnlab tests
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=4 bnlab
 
 run: $(STAMP)
 	$(BIN)/bnlab run configs/deep_bn.yaml

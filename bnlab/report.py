@@ -23,6 +23,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
+from bnlab.claims.stats import holm_sentence
 from bnlab.errors import ResultsError
 from bnlab.figures.experiment import caption, drawn_figures
 from bnlab.lab.atomic import write_text
@@ -38,7 +39,6 @@ from bnlab.lab.results import (
     read_claims,
     read_meta,
 )
-from bnlab.lab.stats import holm_sentence
 from bnlab.numerics import numerics_summary
 
 REPORT_NAME = "report.html"

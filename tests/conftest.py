@@ -95,7 +95,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _prepared_data_in_a_temporary_folder(tmp_path_factory):
-    """Data the tests prepare (bnlab.lab.prepared), in this process and its subprocesses, goes to a
+    """Data the tests prepare (bnlab.data.prepared), in this process and its subprocesses, goes to a
     folder of this session, not into the user's cache."""
     os.environ["BNLAB_PREPARED_DIR"] = str(tmp_path_factory.mktemp("prepared"))
 

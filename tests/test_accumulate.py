@@ -40,7 +40,7 @@ def test_with_batch_norm_it_is_not():
 def test_accumulate_is_a_solver_key_that_stays_out_of_configs_at_its_default(tmp_path):
     spec = write(tmp_path, "acc.yaml", "name: acc\nmodel: {hidden_dims: [4]}\nsolver: {batch_size: 10}\n"
                  "sweep: {solver.accumulate: [1, 4]}\n")  # fmt: skip
-    from bnlab.lab.spec import load_experiment
+    from bnlab.spec.experiment import load_experiment
 
     configs = [run.config["solver"] for run in load_experiment(spec).runs]
     assert "accumulate" not in configs[0] and configs[1]["accumulate"] == 4

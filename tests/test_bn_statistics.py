@@ -66,7 +66,7 @@ def test_nets_without_running_statistics_are_left_alone():
 def test_momentum_is_the_old_values_share_and_a_spec_key(tmp_path):
     """CS231n's convention: running = momentum * running + (1 - momentum) * batch (PyTorch's
     momentum 0.1 is 0.9 here); a spec sets it per run, and at its default it stays out of configs."""
-    from bnlab.lab.spec import experiment_from_text
+    from bnlab.spec.experiment import experiment_from_text
 
     X = np.random.RandomState(4).randn(30, 3)
     net = FullyConnectedNet([3], input_dim=3, normalization="batchnorm", momentum=0.25, dtype=np.float64, seed=0)

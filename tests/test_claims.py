@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, SHARED_DATA, bnlab, read_csv, write
 
 from bnlab.claims import load_claim_file, load_claims, metric_values
+from bnlab.claims.stats import paired_t, verdict
 from bnlab.errors import SpecError
-from bnlab.lab.stats import paired_t, verdict
 from bnlab.results import load_experiment
 
 FIELDS = [

@@ -13,7 +13,7 @@ import pytest
 from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, bnlab, needs_shared_data, write
 
 from bnlab.claims import ClaimSpec, cells, load_claim_file, scope
-from bnlab.lab.stats import holm
+from bnlab.claims.stats import holm
 
 # tiny net, two conditions of two values: four cells; depth [20, 20] with lr 1e-3 is the claim's own
 ACROSS = """\

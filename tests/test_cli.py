@@ -19,7 +19,7 @@ from conftest import ROOT, SHARED_DATA, SMOKE, bnlab, read_csv
 from filelock import FileLock
 
 from bnlab.cli import app
-from bnlab.lab import data
+from bnlab.data import cifar10 as data
 
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 

@@ -156,7 +156,7 @@ def _prepared_copy(data_dir: str) -> tuple[str, dict[str, str]]:
     """On a worker: smoke's data prepared in the worker's own folder, and its arrays' digests."""
     import hashlib
 
-    from bnlab.lab import datasets
+    from bnlab.data import datasets
 
     request = datasets.Request("cifar10", 200, 100, 100, "float32", None)
     prepared = datasets.prepare_dataset(request, data_dir)

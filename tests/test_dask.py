@@ -21,7 +21,7 @@ from bnlab.errors import BnlabError
 from bnlab.lab.cluster import DaskExecutor
 from bnlab.lab.executors import SerialExecutor
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.spec import experiment_from_text
+from bnlab.spec.experiment import experiment_from_text
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the dev install")
 

@@ -17,8 +17,9 @@ import platformdirs
 import pytest
 from conftest import SHARED_DATA, needs_shared_data, write_batch
 
+from bnlab.data import cifar10 as data
+from bnlab.data import datasets
 from bnlab.errors import DataError
-from bnlab.lab import data, datasets
 
 SHARED = SHARED_DATA
 SHARED_BATCHES = SHARED / "cifar-10-batches-py"

@@ -16,9 +16,10 @@ import reference_hashes
 from typer.testing import CliRunner
 
 from bnlab.cli import app
+from bnlab.data import cifar10 as data
+from bnlab.data import datasets
 from bnlab.errors import DataError, SpecError
-from bnlab.lab import data, datasets
-from bnlab.lab.spec import load_experiment
+from bnlab.spec.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -348,7 +349,7 @@ def test_dataset_and_preprocess_are_sweepable():
     text = SMOKE.read_text().replace(
         "sweep:\n", "sweep:\n  data.dataset: [cifar10, mnist]\n  data.preprocess: [null, standardize]\n"
     )
-    from bnlab.lab.spec import experiment_from_text
+    from bnlab.spec.experiment import experiment_from_text
 
     experiment = experiment_from_text(text, "swept.yaml", ["seeds=1"])
     datas = {(r.config["data"]["dataset"], r.config["data"].get("preprocess")) for r in experiment.runs}

@@ -389,7 +389,7 @@ def test_norm_layers_keep_float32(forward, extra):
 
 def test_training_process_tuning_changes_no_normal_number():
     # Flushing subnormals turns only values below float32's smallest normal into zero.
-    from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
+    from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 
     keep_large_arrays_on_heap()  # allocation only: no value can change
     tiny = np.array([1e-39, -1e-40], dtype=np.float32)  # subnormal

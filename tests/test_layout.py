@@ -98,3 +98,71 @@ def test_no_module_over_600_lines_and_no_function_over_80():
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
     ]
     assert long_modules == [] and long_functions == []
+
+
+# --- each concept named in one home (and at most one other module) ------------------------------
+
+# (word, module) -> why the word there names something else, or the concept used, not defined:
+# the measure counts a word wherever it is a string, a name, an argument or an attribute.
+HOMONYMS = {
+    ("batchnorm", "bnlab.bench.sections"): "the bench section timing batch norm, and its nets",
+    ("batchnorm", "bnlab.lab.choices"): "the name of that bench section on the command line",
+    ("batchnorm", "bnlab.figures.kinds"): "Yang et al.'s and De & Smith's predictions are theorems about batch norm",
+    ("batchnorm", "bnlab.nn.gradcheck_suite"): "LeNet and the residual nets are checked with the notes' batch norm",
+    ("momentum", "bnlab.nn.optim"): "SGD's momentum",
+    ("momentum", "bnlab.spec.schema"): "the optimizer's momentum in solver.optim_config",
+    ("history", "bnlab.lab.results"): "history.csv",
+    ("history", "bnlab.claims.evaluate"): "history.csv",
+    ("history", "bnlab.figures.groups"): "history.csv",
+    ("history", "bnlab.report"): "history.csv",
+    ("sweep", "bnlab.spec.experiment"): "the spec's sweep",
+    ("sweep", "bnlab.spec.sweep"): "the spec's sweep",
+    ("sweep", "bnlab.spec.schema"): "the spec's sweep",
+    ("sweep", "bnlab.bench.sections"): "the bench section timing a sweep",
+    ("sweep", "bnlab.bench.memory"): "the bench section timing a sweep",
+    ("sweep", "bnlab.lab.choices"): "the name of that bench section on the command line",
+    ("batch_size", "bnlab.spec.experiment"): "solver.batch_size",
+    ("batch_size", "bnlab.spec.schema"): "solver.batch_size",
+    ("batch_size", "bnlab.nn.solver"): "solver.batch_size",
+    ("batch_size", "bnlab.nn.statistics"): "recompute_bn_statistics' batch_size",
+    ("batch_size", "bnlab.bench.sections"): "the benchmarks' batch sizes",
+}
+
+
+def mentions(name: str, word: str) -> bool:
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if (
+            (isinstance(node, ast.Constant) and node.value == word)
+            or (isinstance(node, ast.keyword | ast.arg) and word in (node.arg,))
+            or (isinstance(node, ast.Attribute) and node.attr == word)
+            or (isinstance(node, ast.Name) and node.id == word)
+        ):
+            return True
+    return False
+
+
+def concept_words() -> list[str]:
+    from bnlab.data.datasets import DATASETS
+    from bnlab.nn.normalizations import NORMALIZATIONS
+    from bnlab.spec.figure_kinds import FIGURE_KINDS
+
+    words = [*DATASETS, *FIGURE_KINDS, *NORMALIZATIONS]
+    words += [option for row in NORMALIZATIONS.values() for option in row.options]
+    return sorted(set(words))
+
+
+def test_the_mention_finder_sees_strings_names_arguments_and_attributes():
+    path = PACKAGE / "nn" / "normalizations.py"
+    assert mentions("bnlab.nn.normalizations", "ghost_batch_size") and "ghost_batch_size" in path.read_text()
+    assert not mentions("bnlab.nn.normalizations", "ghost_batch")  # a word, not a part of one
+
+
+def test_each_normalization_option_data_set_and_figure_kind_is_named_in_at_most_two_modules():
+    spread = {}
+    for word in concept_words():
+        where = [name for name in MODULES if mentions(name, word) and (word, name) not in HOMONYMS]
+        if len(where) > 2:
+            spread[word] = where
+    assert spread == {}
+    stale = [key for key in HOMONYMS if not mentions(key[1], key[0])]
+    assert stale == []  # a homonym no longer there is taken off the list

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bnlab.lab.spec import load_experiment
 from bnlab.lab.train import build_model
 from bnlab.nn import conv
 from bnlab.nn.nets import ConvNet, conv_sizes
+from bnlab.spec.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}

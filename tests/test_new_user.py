@@ -15,7 +15,7 @@ from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, SMOKE, 
 
 from bnlab import __version__
 from bnlab.bench import sections as bench_module
-from bnlab.lab.figure_kinds import FIGURE_KINDS
+from bnlab.spec.figure_kinds import FIGURE_KINDS
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
 
@@ -283,7 +283,7 @@ def cells(output: str, column: int) -> list[str]:
 
 
 def test_plan_in_80_columns_shows_whole_run_ids(monkeypatch):
-    from bnlab.lab.spec import load_experiment
+    from bnlab.spec.experiment import load_experiment
 
     monkeypatch.setenv("COLUMNS", "80")
     config = ROOT / "configs" / "weight_scale.yaml"

@@ -17,7 +17,7 @@ import reference_hashes
 from conftest import bnlab
 
 from bnlab import numerics
-from bnlab.lab import data as datasets
+from bnlab.data import cifar10 as datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "datasets"

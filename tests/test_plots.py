@@ -263,7 +263,7 @@ def test_declared_plots_are_drawn_with_their_titles(weight_scale_folder, tmp_pat
     for item in weight_scale_folder.iterdir():  # a copy whose spec declares its plots
         (folder / item.name).symlink_to(item)
     (folder / "spec.yaml").unlink()
-    plots = [  # as bnlab.lab.spec resolves them: unset keys are null
+    plots = [  # as bnlab.spec.experiment resolves them: unset keys are null
         {"kind": "sweep", "x": "model.weight_scale", "title": "Weight scale, 2 seeds"},
         {"kind": "history", "x": None, "title": None},
         {"kind": "sweep", "x": "model.weight_scale", "title": None},

@@ -1,4 +1,4 @@
-"""Prepared data sets (bnlab.lab.prepared, datasets.prepare_dataset): the same bytes as preprocessing
+"""Prepared data sets (bnlab.data.prepared, datasets.prepare_dataset): the same bytes as preprocessing
 in memory, keyed by the sources and options, one preparation for several processes at once, and
 damaged copies detected and rebuilt."""
 
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import bnlab, write_batch
 
-from bnlab.lab import data, datasets, prepared
+from bnlab.data import cifar10 as data
+from bnlab.data import datasets, prepared
 from bnlab.lab.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent

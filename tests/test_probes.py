@@ -11,11 +11,11 @@ import pytest
 
 from bnlab.lab.executors import make_executor
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.spec import experiment_from_text
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import STATISTICS, Recorder, activation_statistics, saturated_fraction
 from bnlab.nn.solver import Solver
 from bnlab.results import load_experiment
+from bnlab.spec.experiment import experiment_from_text
 
 LR = 0.05
 N, D, H, C = 8, 6, [5, 4], 3

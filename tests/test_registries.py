@@ -10,12 +10,12 @@ import pytest
 
 from bnlab.errors import SpecError
 from bnlab.figures.kinds import DRAW
-from bnlab.lab.figure_kinds import FIGURE_KINDS
-from bnlab.lab.schema import ModelSpec, PlotSpec
-from bnlab.lab.spec import experiment_from_text
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES, ConvNet, FullyConnectedNet
 from bnlab.nn.normalizations import NOISE_STREAM, NORMALIZATIONS
+from bnlab.spec.experiment import experiment_from_text
+from bnlab.spec.figure_kinds import FIGURE_KINDS
+from bnlab.spec.schema import ModelSpec, PlotSpec
 
 
 def allowed(field) -> set:

@@ -18,13 +18,13 @@ from bnlab.errors import SpecError
 from bnlab.figures import plot_experiment
 from bnlab.lab.executors import make_executor
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.spec import experiment_from_text
 from bnlab.lab.train import build_model
 from bnlab.nn.conv import conv_forward_naive
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.probes import Recorder, growth_factor
 from bnlab.nn.residual import ResidualConvNet, ResidualMLP
 from bnlab.nn.solver import Solver
+from bnlab.spec.experiment import experiment_from_text
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 EPS = 1e-5

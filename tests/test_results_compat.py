@@ -13,8 +13,8 @@ from conftest import SMOKE
 
 from bnlab.figures import plot_experiment
 from bnlab.lab.results import finished_on_disk, group_summary, plan_rows, read_meta
-from bnlab.lab.spec import load_experiment as load_spec
 from bnlab.results import load_experiment
+from bnlab.spec.experiment import load_experiment as load_spec
 
 OLD = Path(__file__).parent / "data" / "results_v1_smoke"
 

@@ -17,15 +17,15 @@ from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
 import bnlab
+from bnlab.data.datasets import load_cifar10
 from bnlab.errors import ResultsError
 from bnlab.lab import results
-from bnlab.lab.datasets import load_cifar10
 from bnlab.lab.executors import make_executor
 from bnlab.lab.results import finished_on_disk
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.spec import experiment_from_text, load_experiment
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
+from bnlab.spec.experiment import experiment_from_text, load_experiment
 
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
 RUN_FILES = ("config.yaml", "history.csv", "epochs.csv", "meta.json")

@@ -1,4 +1,4 @@
-"""bnlab.lab.spec: YAML experiment specs, their validation, sweep expansion, --set overrides and run ids.
+"""bnlab.spec.experiment: YAML experiment specs, their validation, sweep expansion, --set overrides and run ids.
 
 Expected values are written out by hand (the runs a sweep must give, the ids a reader expects) or come
 from numpy (logspace / linspace); every bad input must be a SpecError whose one message names the
@@ -19,15 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnlab.errors import SpecError
-from bnlab.lab.schema import ExperimentSpec
-from bnlab.lab.spec import (
-    Experiment,
-    experiment_from_text,
-    field_paths,
-    load_experiment,
-    make_run_id,
-    parse_yaml,
-)
+from bnlab.spec.experiment import Experiment, experiment_from_text, load_experiment, make_run_id
+from bnlab.spec.schema import ExperimentSpec
+from bnlab.spec.sweep import field_paths
+from bnlab.spec.yaml_text import parse_yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOURCE = "bad.yaml"
@@ -286,10 +281,18 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "resnet_norm": (
         8,
         3,
-        ["model.normalization", "model.skipinit", "model.architecture", "model.channels", "model.hidden_dims",
-         "model.residual"],
+        [
+            "model.normalization",
+            "model.skipinit",
+            "model.architecture",
+            "model.channels",
+            "model.hidden_dims",
+            "model.residual",
+        ],
     ),  # fmt: skip
 }
+
+
 def test_every_config_is_listed_here():
     assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
 

@@ -1,4 +1,4 @@
-"""Known-answer tests of the claims lab's statistics (bnlab.lab.stats)."""
+"""Known-answer tests of the claims lab's statistics (bnlab.claims.stats)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bnlab.lab.stats import (
+from bnlab.claims.stats import (
     cohens_dz,
     holm,
     paired_power,

@@ -32,7 +32,8 @@ normalizations.NORMALIZATIONS["centre"] = normalizations.Normalization(
     options={"centre_scale": normalizations.Option(1.0, float, {"gt": 0})},
 )
 
-from bnlab.lab import datasets, figure_kinds
+from bnlab.data import datasets
+from bnlab.spec import figure_kinds
 
 figure_kinds.FIGURE_KINDS["final_loss"] = figure_kinds.FigureKind("final_loss", "Each run's final training loss.")
 
@@ -46,7 +47,7 @@ datasets.DATASETS["toy"] = datasets.Dataset(
 
 from bnlab.errors import SpecError
 from bnlab.figures import kinds
-from bnlab.lab.spec import experiment_from_text
+from bnlab.spec.experiment import experiment_from_text
 from matplotlib.figure import Figure
 
 def final_loss(results, plot):

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab.errors import BnlabError
-from bnlab.lab.tuning import flush_subnormals
+from bnlab.lab.process_setup import flush_subnormals
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds bnlab/ and, in a checkout, configs/
 

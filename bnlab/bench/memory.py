@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from bnlab.bench.measure import BenchRow, median_iqr, subprocess_env
+from bnlab.data import cifar10 as datasets
+from bnlab.data import prepared
 from bnlab.errors import BnlabError
-from bnlab.lab import data as datasets
-from bnlab.lab import prepared
 
 FULL_TRAIN, FULL_TEST, PER_BATCH = 50_000, 10_000, 10_000
 MB = 1e6  # bytes: the bars are in decimal units
@@ -46,7 +46,7 @@ sweep:
 
 READY = """\
 import sys, time
-from bnlab.lab.datasets import load_cifar10
+from bnlab.data.datasets import load_cifar10
 start = time.perf_counter()
 load_cifar10(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 print(time.perf_counter() - start)

@@ -34,8 +34,8 @@ from bnlab.bench.measure import (
     timed_subprocess,
 )
 from bnlab.bench.memory import bench_memory
+from bnlab.data import cifar10 as datasets
 from bnlab.errors import BnlabError
-from bnlab.lab import data as datasets
 from bnlab.lab.choices import BenchSection
 from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder

@@ -1,6 +1,6 @@
 """A claim evaluated: the metrics of runs (METRICS in bnlab.claims.files), the paired differences
 per seed, the verdict of each condition and cell, Holm's adjustment over the family and where
-the claim holds (bnlab.lab.stats has the statistics)."""
+the claim holds (bnlab.claims.stats has the statistics)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bnlab.claims.files import METRIC_HELP, METRIC_PATTERN, Cell, ClaimSpec, cell_label, cell_where, select_runs
-from bnlab.errors import SpecError
-from bnlab.lab.results import ExperimentResults
-from bnlab.lab.spec import (
-    Experiment,
-    Run,
-)
-from bnlab.lab.stats import (
+from bnlab.claims.stats import (
     cohens_dz,
     holm,
     paired_t,
@@ -25,6 +19,12 @@ from bnlab.lab.stats import (
     sequential_p,
     verdict,
     verdict_adjusted,
+)
+from bnlab.errors import SpecError
+from bnlab.lab.results import ExperimentResults
+from bnlab.spec.experiment import (
+    Experiment,
+    Run,
 )
 
 # --- metrics ---------------------------------------------------------------------------------

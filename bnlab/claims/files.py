@@ -44,7 +44,7 @@ A cell is the claim's experiment with the cell's values set as `bnlab run --set`
 the claim says (a `where` key the cell sets is the cell's). Every claim has `cells` in claims.json
 (one, with `where: {}`, without `across`), each with its own paired statistics, d_z, p_sequential
 and, after Holm's adjustment over every cell of every claim in claims.json (the family),
-p_adjusted and verdict_adjusted; `scope` says where the claim holds (bnlab.lab.stats has the
+p_adjusted and verdict_adjusted; `scope` says where the claim holds (bnlab.claims.stats has the
 statistics). The top-level fields are the claim's own condition, as before cells existed.
 
 Experiments run under <out>/claims/<experiment name>/ (a cell's under <experiment name>__<cell>/)
@@ -68,15 +68,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import SpecError
 from bnlab.lab.formatting import did_you_mean
-from bnlab.lab.spec import (
-    Experiment,
-    YamlLoader,
-    experiment_from_text,
-    load_experiment,
-    parse_yaml,
-    read_text,
-    yaml_position,
-)
+from bnlab.spec.experiment import Experiment, experiment_from_text, load_experiment
+from bnlab.spec.yaml_text import YamlLoader, parse_yaml, read_text, yaml_position
 
 MIN_SEEDS = 5
 METRIC_PATTERN = re.compile(

@@ -16,17 +16,17 @@ import yaml
 
 from bnlab.claims.evaluate import adjust_family, evaluate, evaluate_cell, metric_values, sides
 from bnlab.claims.files import Cell, ClaimGroup, cell_where, cells
+from bnlab.claims.stats import (
+    planned_looks,
+)
 from bnlab.errors import ResultsError
 from bnlab.lab.executors import Executor
 from bnlab.lab.formatting import file_safe
 from bnlab.lab.results import claims_dir, finished_on_disk, read_claims, write_claims
 from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.schema import MAX_NAME_LENGTH
-from bnlab.lab.spec import Experiment, Run
-from bnlab.lab.stats import (
-    planned_looks,
-)
+from bnlab.spec.experiment import Experiment, Run
+from bnlab.spec.schema import MAX_NAME_LENGTH
 
 # --- running ---------------------------------------------------------------------------------
 

@@ -132,7 +132,7 @@ def download(data_dir: Path | None, name: str) -> Path:
     """Data set `name` fetched into the user cache, with a progress bar (asked for only when a run trains)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from bnlab.lab import datasets
+    from bnlab.data import datasets
 
     with Progress(
         "[progress.description]{task.description}",

@@ -217,7 +217,7 @@ def _claims_table(entries: list[dict], where: Path):
     from rich.table import Table
     from rich.text import Text
 
-    from bnlab.lab.stats import holm_sentence
+    from bnlab.claims.stats import holm_sentence
 
     colors = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
     colors.update(everywhere="green", somewhere="yellow", nowhere="red")

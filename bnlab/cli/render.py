@@ -63,7 +63,7 @@ def json_cell(value):
     if value == "":
         return None
     if value.startswith("["):  # a swept list, written in YAML flow style: [100, 100]
-        from bnlab.lab.spec import parse_yaml
+        from bnlab.spec.yaml_text import parse_yaml
 
         return parse_yaml(value, "runs.csv")
     try:

@@ -85,14 +85,14 @@ def data(
 
       bnlab data --dataset mnist --download
     """
-    from bnlab.lab import prepared
+    from bnlab.data import prepared
 
     if clear:
         folders, freed = prepared.clear_prepared()
         console.print(f"deleted {folders} prepared data set(s), {freed:,} bytes, from {prepared.prepared_root()}")
         return
     with reported():
-        from bnlab.lab import datasets
+        from bnlab.data import datasets
 
         if download and datasets.locate(dataset, data_dir) is None:
             download(data_dir, dataset)

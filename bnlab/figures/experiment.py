@@ -46,12 +46,12 @@ from bnlab.figures.draw import save_figure
 from bnlab.figures.groups import axis_name, numeric_key, sweepable
 from bnlab.figures.kinds import DRAW
 from bnlab.lab.choices import FigureFormat
-from bnlab.lab.figure_kinds import BATCH, FIGURE_KINDS
 from bnlab.lab.results import ExperimentResults, load_experiment
+from bnlab.spec.figure_kinds import FIGURE_KINDS
 
 FORMATS = tuple(f.value for f in FigureFormat)
 PLOT_KINDS = tuple(FIGURE_KINDS)
-PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.lab.spec resolves them (x, layers: null where unused)
+PLOT_KEYS = ("kind", "x", "title", "layers")  # as bnlab.spec.experiment resolves them (x, layers: null where unused)
 
 
 def plot_experiment(
@@ -101,23 +101,31 @@ def caption(plot: dict) -> str:
     return FIGURE_KINDS[plot["kind"]].caption.format(x=axis_name(plot["x"]).lower() if plot.get("x") else "")
 
 
+def _default_plan(results: ExperimentResults) -> list[dict]:
+    """Every figure kind that applies, in FIGURE_KINDS' order: one per swept numeric key with more
+    than 3 values for a kind that takes x, a kind that needs a swept key if it is swept, a kind of
+    recorded statistics if they are recorded, every other kind; never a declared_only kind."""
+    recorded = set(results.probes["statistic"])
+    plan: list[dict] = []
+    for name, kind in FIGURE_KINDS.items():
+        if kind.declared_only:
+            continue
+        if kind.takes_x:
+            plan += [{"kind": name, "x": key} for key in results.swept_keys if sweepable(results, key)]
+        elif kind.swept is not None:
+            plan += [{"kind": name}] if kind.swept in results.swept_keys else []
+        elif kind.statistics:
+            plan += [{"kind": name}] if recorded >= set(kind.statistics) else []
+        else:
+            plan.append({"kind": name})
+    return plan
+
+
 def figure_plan(results: ExperimentResults) -> list[dict]:
-    """The spec's `plots` entries, checked; without them: a history figure, a sweep figure per swept
-    numeric key with more than 3 distinct values, a batch_size figure if the batch size is swept."""
+    """The spec's `plots` entries, checked; without them, the kinds that apply (_default_plan)."""
     declared = results.spec.get("plots")
     if declared is None:
-        plan = [{"kind": "history"}]
-        plan += [{"kind": "sweep", "x": key} for key in results.swept_keys if sweepable(results, key)]
-        if BATCH in results.swept_keys:
-            plan.append({"kind": "batch_size"})
-        recorded = set(results.probes["statistic"])
-        probed = [
-            k
-            for k, kind in FIGURE_KINDS.items()
-            if kind.statistics and not kind.declared_only and recorded >= set(kind.statistics)
-        ]
-        plan += [{"kind": k} for k in probed]
-        return plan
+        return _default_plan(results)
     spec_file = results.path / "spec.yaml"
     if not isinstance(declared, list):
         raise ResultsError(

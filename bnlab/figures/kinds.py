@@ -1,4 +1,4 @@
-"""The draw function of each figure kind of bnlab.lab.figure_kinds.FIGURE_KINDS (DRAW), and the
+"""The draw function of each figure kind of bnlab.spec.figure_kinds.FIGURE_KINDS (DRAW), and the
 figures they draw."""
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from bnlab.figures.groups import (
     smoothed_loss,
     smoothing_window,
 )
-from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.results import ExperimentResults
 from bnlab.nn.probes import growth_factor
+from bnlab.spec.figure_kinds import FIGURE_KINDS
 
 YANG_FACTOR = math.pi / (math.pi - 1)  # Yang et al. 2019: BN ReLU nets, squared gradient norm per layer
 MAX_DEFAULT_LAYERS = 3  # without `layers`, probe figures show the first, a middle and the last layer
@@ -363,7 +363,7 @@ def _log_if_spread(ax: Axes, probes: pd.DataFrame, statistic: str) -> None:
         ax.set_yscale("log")
 
 
-# --- the draw function of each figure kind (bnlab.lab.figure_kinds.FIGURE_KINDS) -------------------
+# --- the draw function of each figure kind (bnlab.spec.figure_kinds.FIGURE_KINDS) -------------------
 
 
 def _stem(kind: str, **fill: str) -> str:

@@ -33,7 +33,7 @@ except ImportError:  # the dask extra is optional: DaskExecutor says what to ins
     NannyPlugin = object
 
 if TYPE_CHECKING:
-    from bnlab.lab.spec import Run
+    from bnlab.spec.experiment import Run
 
 PLUGIN_NAME = "bnlab-portable-numerics"
 NOTICE_EVERY_S = 10.0

@@ -1,8 +1,8 @@
 """Where runs execute. An executor takes runs and yields their outcomes as they finish.
 
 Every executor trains with one BLAS thread per run, so a run's numbers never depend on how many
-runs share the machine, in a process set up as bnlab.lab.tuning describes (subnormals flushed, large
-temporaries on the heap). Each process maps the prepared data (bnlab.lab.prepared: the caller prepares
+runs share the machine, in a process set up as bnlab.lab.process_setup describes (subnormals flushed, large
+temporaries on the heap). Each process maps the prepared data (bnlab.data.prepared: the caller prepares
 it before starting workers; the operating system shares its pages between them) and reuses it for
 every run it gets. Results are written by the caller, never here.
 """
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
-from bnlab.lab import datasets
+from bnlab.data import datasets
+from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 from bnlab.lab.train import RunOutcome, train_run
-from bnlab.lab.tuning import flush_subnormals, keep_large_arrays_on_heap
 
 if TYPE_CHECKING:  # workers receive plain ids and configs: they need not import pydantic
-    from bnlab.lab.spec import Run
+    from bnlab.spec.experiment import Run
 
 Progress = Callable[[dict], None]
 

@@ -18,12 +18,13 @@ from pathlib import Path
 import yaml
 
 from bnlab import numerics
+from bnlab.data import datasets
 from bnlab.errors import BnlabError, ResultsError
-from bnlab.lab import datasets, results
+from bnlab.lab import results
 from bnlab.lab.results import FINISHED
 from bnlab.lab.runner import run_record, source_provenance
 from bnlab.lab.session import OnDemand
-from bnlab.lab.spec import Run
+from bnlab.spec.experiment import Run
 
 COMPARED = ("history.csv", "epochs.csv", "probes.csv")
 

@@ -39,7 +39,7 @@ from bnlab.lab import atomic
 from bnlab.lab.formatting import format_cell, format_mean_std
 
 if TYPE_CHECKING:  # readers of results need not import the spec's pydantic models
-    from bnlab.lab.spec import Run
+    from bnlab.spec.experiment import Run
 
 STATUSES = ("done", "diverged", "failed", "pending")
 FINISHED = ("done", "diverged")

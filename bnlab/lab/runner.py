@@ -23,8 +23,8 @@ from bnlab import numerics
 from bnlab.errors import ResultsError
 from bnlab.lab import results
 from bnlab.lab.executors import Executor
-from bnlab.lab.spec import Experiment, Run
 from bnlab.lab.train import RunOutcome
+from bnlab.spec.experiment import Experiment, Run
 
 
 @dataclass

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from bnlab.data import cifar10 as data
+from bnlab.data import datasets
 from bnlab.errors import DataError, SpecError
-from bnlab.lab import data, datasets, results
+from bnlab.lab import results
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
-from bnlab.lab.spec import Experiment, Run, load_experiment
+from bnlab.spec.experiment import Experiment, Run, load_experiment
 
 
 def load_experiments(specs: list[Path], overrides: list[str] | None = None) -> list[Experiment]:
@@ -55,7 +57,7 @@ def prepare_data(
 ) -> Path:
     """Find every data set of `requests` ((where the request comes from, the request) pairs;
     download(data_dir, name) fetches one into the cache when it is nowhere and no folder was named),
-    check every request's splits fit it, and prepare each split (bnlab.lab.prepared) once, here, so
+    check every request's splits fit it, and prepare each split (bnlab.data.prepared) once, here, so
     that every worker maps the same copy instead of making its own; on_notice(message) hears when a
     damaged copy was rebuilt. Returns the data folder, absolute, for the workers."""
     for name in sorted({request.dataset for _, request in requests}):

@@ -1,6 +1,6 @@
 """Train one run of an experiment: a resolved config and the data in, its histories out.
 
-This is what a worker executes. It knows the config layout of bnlab.lab.spec and the numerics, but
+This is what a worker executes. It knows the config layout of bnlab.spec.experiment and the numerics, but
 neither files nor how runs are scheduled.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnlab.lab.datasets import DATASETS, DEFAULT_DATASET
+from bnlab.data.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES

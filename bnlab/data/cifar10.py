@@ -24,8 +24,8 @@ from typing import NamedTuple
 import numpy as np
 import platformdirs
 
+from bnlab.data import prepared
 from bnlab.errors import DataError
-from bnlab.lab import prepared
 
 DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 DEFAULT_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -399,12 +399,6 @@ def sum_of_squares(rows: np.ndarray, chunk: int = 256) -> np.ndarray:
     return total
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """`array`, marked read-only so that runs sharing it cannot change it."""
-    array.flags.writeable = False
-    return array
-
-
 def preprocess_chunks(images: np.ndarray, preprocess: Preprocess, stats: PoolStats, dtype) -> prepared.Streamed:
     """uint8 images (n, C, H, W) -> (n, C, H, W) of `dtype`, preprocessed in float64
     PREPROCESS_ROWS images at a time: the same arithmetic per element as on the whole, without a
@@ -419,7 +413,7 @@ def sources_and_build(
     batches: Path, num_train: int, num_val: int, num_test: int, dtype: np.dtype, step: Preprocess
 ) -> tuple[list[Path], Callable[[], dict]]:
     """The batch files of the folder `batches`, which a prepared copy of CIFAR-10 is keyed on, and
-    the function that computes the splits from them (bnlab.lab.datasets.prepare_dataset)."""
+    the function that computes the splits from them (bnlab.data.datasets.prepare_dataset)."""
     train_files, test_file = _batch_files(batches)
     build = functools.partial(_build, batches, train_files, test_file, num_train, num_val, num_test, dtype, step)
     return [*train_files, test_file], build

@@ -23,25 +23,22 @@ repeated for every seed. Nothing here trains or writes files.
 
 from __future__ import annotations
 
-import itertools
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bnlab.data.datasets import DATASETS
 from bnlab.errors import SpecError
-from bnlab.lab.datasets import DATASETS
-from bnlab.lab.figure_kinds import FIGURE_KINDS
 from bnlab.lab.formatting import did_you_mean, file_safe
-from bnlab.lab.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
 from bnlab.nn.nets import conv_sizes
 from bnlab.nn.normalizations import NORMALIZATIONS
-from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
+from bnlab.spec.figure_kinds import FIGURE_KINDS
+from bnlab.spec.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
+from bnlab.spec.sweep import apply_override, expand_sweep, get_key, with_values
+from bnlab.spec.yaml_text import parse_yaml, read_text, yaml_position
 
 # --- a run -----------------------------------------------------------------------------------
 
@@ -79,80 +76,6 @@ class Experiment:
         return resolved
 
 
-# --- YAML with YAML 1.2 floats and positions -------------------------------------------------
-
-
-class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-3 as a float (YAML 1.2), not as the string '1e-3' (YAML 1.1)."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-class _Yaml11Boolean(yaml.MarkedYAMLError):
-    """yes/no/on/off: booleans to YAML 1.1 (and PyYAML), strings to YAML 1.2; `normalization: no`
-    would silently become False."""
-
-
-def _construct_bool(loader: YamlLoader, node: yaml.ScalarNode) -> bool:
-    if node.value.lower() in ("true", "false"):
-        return loader.construct_yaml_bool(node)
-    raise _Yaml11Boolean(problem=node.value, problem_mark=node.start_mark)
-
-
-YamlLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> Python values; a syntax error becomes a SpecError with line and column."""
-    try:
-        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-    except _Yaml11Boolean as exc:
-        mark = exc.problem_mark
-        raise SpecError(
-            f"{source}:{mark.line + 1}:{mark.column + 1}: {exc.problem!r} is a boolean in YAML 1.1 but a word in "
-            f"YAML 1.2, so bnlab does not guess; write true or false, null for none, or quote the word"
-        ) from None
-    except (yaml.YAMLError, ValueError, AttributeError, RecursionError) as exc:  # 2001-13-45, !!int abc, [[[...
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{where}: invalid YAML: {problem}") from None
-
-
-def yaml_position(text: str, path: tuple) -> str:
-    """':line:col' of the node at a key path in the YAML text, or '' if it cannot be found."""
-    try:
-        node = yaml.compose(text, Loader=YamlLoader)
-    except yaml.YAMLError:
-        return ""
-    best = node
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if k.value == str(part)]
-            if not match:
-                break
-            best, node = match[0]  # point at the key, where a reader looks
-            continue
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        best = node
-    return f":{best.start_mark.line + 1}:{best.start_mark.column + 1}" if best is not None else ""
-
-
 # --- loading and validation ------------------------------------------------------------------
 
 
@@ -165,14 +88,6 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     if path.is_dir():
         raise SpecError(f"{source}: is a directory, not a spec file; name a .yaml file inside it")
     return experiment_from_text(read_text(path, "spec file"), source, overrides)
-
-
-def read_text(path: Path, what: str) -> str:
-    """A spec or claims file's text (UTF-8); SpecError naming `what` when it cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read the {what}: {exc}") from None
 
 
 def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
@@ -203,7 +118,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         base["record"] = spec.record.model_dump(mode="json")
     runs, seen = [], {}
     for point in points:
-        config = _with_values(base, point)
+        config = with_values(base, point)
         for section, model in SECTIONS.items():
             try:
                 # store the validated values: a swept weight_scale of 1 becomes the float 1.0
@@ -220,7 +135,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         _check_batch_statistics(config, source, text, point)
         config = _implicit_defaults_dropped(config)
         # a row's option at its default left the config, but names its runs by its value
-        swept = {key: _get(config, key) for key in swept_keys}
+        swept = {key: get_key(config, key) for key in swept_keys}
         swept.update({k: v for k, v in point.items() if k in ROW_OPTIONS_OMITTED and swept.get(k) is None})
         for seed in seeds:
             run_id = make_run_id(swept, seed)
@@ -387,153 +302,6 @@ def _schema_at(loc: tuple) -> type[BaseModel] | None:
 
 
 # --- dotted keys ------------------------------------------------------------------------------
-
-
-def field_paths() -> list[str]:
-    """Every dotted key a sweep or an override may name, e.g. 'model.weight_scale'."""
-    paths = [f"{section}.{name}" for section, model in SECTIONS.items() for name in model.model_fields]
-    paths += sorted({f"solver.optim_config.{k}" for rule in OPTIM_DEFAULTS.values() for k in rule})
-    return paths
-
-
-def _check_key(key: Any, source: str, where: str) -> str:
-    if not isinstance(key, str) or key not in field_paths():
-        raise SpecError(
-            f"{source}{where}: {key!r} names no field{did_you_mean(str(key), field_paths())}; "
-            f"keys look like model.weight_scale or solver.optim_config.learning_rate"
-        )
-    return key
-
-
-def _get(config: dict, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _with_values(base: dict, values: dict[str, Any]) -> dict:
-    """A deep copy of the sections with dotted keys set."""
-    config = yaml.safe_load(yaml.safe_dump(base))
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
-
-
-def apply_override(raw: dict, item: str) -> str:
-    """Apply one `--set key=value` to the raw spec and return the key; the value is read as YAML
-    (1e-3, null, [1, 2]). A swept key is fixed to the given value: its sweep axis keeps just that.
-    """
-    where = f"--set {item}"
-    if "=" not in item:
-        raise SpecError(f"{where}: expected KEY=VALUE, e.g. --set solver.num_epochs=2")
-    key, _, text = item.partition("=")
-    key = key.strip()
-    value = parse_yaml(text, where) if text.strip() else None
-    if key in ("name", "description", "seeds", "record", "plots"):
-        raw[key] = value
-        return key
-    if not key.startswith("record."):  # record.* is validated with the record section
-        _check_key(key, where, "")
-    sweep = raw.get("sweep")
-    blocks = sweep if isinstance(sweep, list) else [sweep] if isinstance(sweep, dict) else []
-    for block in blocks:
-        if isinstance(block, dict) and key in block:
-            block[key] = [value]
-        if isinstance(block, dict) and isinstance(block.get("zip"), dict) and key in block["zip"]:
-            raise SpecError(f"{where}: {key} is zipped with other keys in the sweep; edit the spec instead")
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"{where}: {part} is not a mapping in the spec, cannot set {key}")
-        node = child
-    node[leaf] = value
-    return key
-
-
-# --- sweeps ----------------------------------------------------------------------------------
-
-
-def expand_sweep(sweep: Any, source: str, text: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The swept keys (in order of first appearance) and the list of points (key -> value)."""
-    if sweep is None:
-        return [], [{}]
-    blocks = sweep if isinstance(sweep, list) else [sweep]
-    if not blocks:
-        raise SpecError(f"{source}{yaml_position(text, ('sweep',))}: sweep: an empty list sweeps nothing; remove it")
-    keys: list[str] = []
-    points: list[dict[str, Any]] = []
-    for i, block in enumerate(blocks):
-        at = ("sweep", i) if isinstance(sweep, list) else ("sweep",)
-        where = f"{source}{yaml_position(text, at)}"
-        if not isinstance(block, dict) or not block:
-            raise SpecError(f"{where}: sweep entries must be non-empty mappings of keys to value lists")
-        axes: list[list[dict[str, Any]]] = []
-        for key, values in block.items():
-            if key == "zip":
-                axes.append(_zip_axis(values, source, text, (*at, "zip")))
-                continue
-            _check_key(key, source, yaml_position(text, (*at, key)))
-            axes.append([{key: v} for v in _values(values, f"{source}{yaml_position(text, (*at, key))}", key)])
-        if len(points) + math.prod(len(axis) for axis in axes) > MAX_RUNS:
-            raise SpecError(f"{where}: the sweep expands to more than {MAX_RUNS} runs; sweep fewer values")
-        for combo in itertools.product(*axes):
-            point = {k: v for part in combo for k, v in part.items()}
-            points.append(point)
-            keys += [k for k in point if k not in keys]
-    return keys, points
-
-
-def _zip_axis(block: Any, source: str, text: str, at: tuple) -> list[dict[str, Any]]:
-    where = f"{source}{yaml_position(text, at)}"
-    if not isinstance(block, dict) or len(block) < 2:
-        raise SpecError(f"{where}: zip needs a mapping of at least two keys to value lists of equal length")
-    columns = {}
-    for key, values in block.items():
-        _check_key(key, source, yaml_position(text, (*at, key)))
-        columns[key] = _values(values, f"{source}{yaml_position(text, (*at, key))}", key)
-    lengths = {key: len(v) for key, v in columns.items()}
-    if len(set(lengths.values())) != 1:
-        raise SpecError(f"{where}: zipped lists must have equal lengths, got {lengths}")
-    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-
-
-def _values(spec: Any, where: str, key: str) -> list[Any]:
-    """A value list, or one generated by {logspace: [a, b, n]} / {linspace: [a, b, n]}."""
-    if isinstance(spec, list):
-        if not spec:
-            raise SpecError(f"{where}: sweep.{key}: the value list is empty; give at least one value")
-        return spec
-    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("logspace", "linspace"):
-        kind, args = next(iter(spec.items()))
-        ok = (
-            isinstance(args, list)
-            and len(args) == 3
-            and all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) < 1e308 for a in args)
-            and isinstance(args[2], int)
-            and 1 <= args[2] <= MAX_RUNS
-        )
-        if not ok:
-            raise SpecError(
-                f"{where}: sweep.{key}: {kind} takes [start, stop, count] with finite numbers and a whole count "
-                f"from 1 to {MAX_RUNS}, got {args!r}"
-            )
-        start, stop, count = args
-        with np.errstate(over="ignore", invalid="ignore"):  # 10**400 is inf, which validation then rejects
-            grid = (np.logspace if kind == "logspace" else np.linspace)(start, stop, count)
-        return grid.tolist()  # numpy's values (stop exactly, not start + (n-1) * step), as plain floats
-    raise SpecError(
-        f"{where}: sweep.{key}: expected a list of values or {{logspace: [a, b, n]}} / "
-        f"{{linspace: [a, b, n]}}, got {spec!r}"
-    )
 
 
 def _check_plots(

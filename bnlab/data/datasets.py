@@ -3,10 +3,10 @@
 Each entry of DATASETS says: the folder under the data directory, the files it holds, where to
 download them and their checksums, the image shape (C, H, W), the class names, the preprocessing a
 spec gets by default, and the reader. Reading and preprocessing are separate steps: a reader gives
-the raw uint8 images and int64 labels (read_raw), bnlab.lab.data.PREPROCESS turns uint8 into floats
+the raw uint8 images and int64 labels (read_raw), bnlab.data.cifar10.PREPROCESS turns uint8 into floats
 (load_dataset does both), so a cache of raw arrays can sit between them.
 
-    cifar10        cifar-10-batches-py/   the official "python version" (bnlab.lab.data)
+    cifar10        cifar-10-batches-py/   the official "python version" (bnlab.data.cifar10)
     mnist          mnist/                 the four gzip'd IDX files of the official distribution
     fashion_mnist  fashion-mnist/         the same format and file names
 
@@ -19,9 +19,6 @@ the files, never assumed.
 from __future__ import annotations
 
 import functools
-import gzip
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +27,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
+from bnlab.data import cifar10 as cifar
+from bnlab.data import idx, prepared
 from bnlab.errors import DataError
-from bnlab.lab import data as cifar
-from bnlab.lab import prepared
-
-IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, columns)
-IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
-# role -> the official file name, the same for MNIST and Fashion-MNIST
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 
 
 class Raw(NamedTuple):
@@ -65,8 +52,8 @@ class Dataset:
     checksums: dict[str, str]  # file -> "md5:..." as the official distribution publishes them
     image_shape: tuple[int, int, int]  # (C, H, W)
     classes: tuple[str, ...]
-    default_preprocess: str  # a key of bnlab.lab.data.PREPROCESS
-    read: Callable[[Path], Raw] | None  # folder -> raw arrays; None: read by bnlab.lab.data (CIFAR-10)
+    default_preprocess: str  # a key of bnlab.data.cifar10.PREPROCESS
+    read: Callable[[Path], Raw] | None  # folder -> raw arrays; None: read by bnlab.data.cifar10 (CIFAR-10)
 
     @property
     def input_dim(self) -> int:
@@ -74,85 +61,19 @@ class Dataset:
         return int(np.prod(self.image_shape))
 
 
-# --- IDX files ---------------------------------------------------------------------------------
-
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """The uint8 array of a gzip'd IDX file, its shape read from the header.
-
-    The header is big-endian: a magic number (two zero bytes, the type 0x08 for unsigned bytes,
-    the number of dimensions), then each dimension as a 32-bit integer; the values follow, row-major.
-    """
-    fix = f"Delete it and put the official {path.name} there (or run `bnlab data` to see where bnlab looks)"
-    try:
-        with gzip.open(path, "rb") as f:
-            payload = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path.name} is missing from {path.parent}: {fix}") from None
-    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
-        raise DataError(f"{path} is truncated or not gzip'd ({type(error).__name__}: {error}). {fix}") from None
-    if len(payload) < 4:
-        raise DataError(f"{path} is truncated: {len(payload)} bytes, shorter than an IDX header. {fix}")
-    found = struct.unpack(">I", payload[:4])[0]
-    if found != magic:
-        kind = {IDX_IMAGES_MAGIC: "images", IDX_LABELS_MAGIC: "labels"}[magic]
-        raise DataError(
-            f"{path} has magic number {found}, expected {magic} (IDX {kind}): it is not an IDX {kind} file "
-            f"or is corrupt. {fix}"
-        )
-    ndim = payload[3]
-    header = 4 + 4 * ndim
-    if len(payload) < header:
-        raise DataError(f"{path} is truncated inside its header. {fix}")
-    shape = struct.unpack(f">{ndim}I", payload[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(payload) != expected:
-        what = "truncated" if len(payload) < expected else "longer than its header says"
-        raise DataError(
-            f"{path} is {what}: its header announces shape {shape} ({expected:,} bytes) but it holds "
-            f"{len(payload):,} bytes. {fix}"
-        )
-    return np.frombuffer(payload, np.uint8, offset=header).reshape(shape)
-
-
-def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(images_path, IDX_IMAGES_MAGIC)
-    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise DataError(
-            f"{images_path} has shape {images.shape} and {labels_path} {labels.shape}: expected "
-            "(count, rows, columns) images and (count,) labels"
-        )
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path.name} holds {len(images):,} images but {labels_path.name} {len(labels):,} labels "
-            f"(in {images_path.parent}): the files come from different sets; put the four files of one set there"
-        )
-    if labels.size and labels.max() >= num_classes:
-        raise DataError(f"{labels_path} has label {labels.max()}, expected 0..{num_classes - 1}: it is corrupt")
-    return images[:, None, :, :], labels.astype(np.int64)
-
-
-def read_idx_folder(folder: Path, num_classes: int = 10) -> Raw:
-    """The four IDX files of an MNIST-format folder as raw arrays (images (n, 1, rows, columns))."""
-    train_x, train_y = _read_idx_pair(
-        folder / IDX_FILES["train_images"], folder / IDX_FILES["train_labels"], num_classes
-    )
-    test_x, test_y = _read_idx_pair(folder / IDX_FILES["test_images"], folder / IDX_FILES["test_labels"], num_classes)
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DataError(f"{folder}: training images are {train_x.shape[2:]} but test images {test_x.shape[2:]}")
-    return Raw(train_x, train_y, test_x, test_y)
-
-
 # --- the registry ------------------------------------------------------------------------------
 
 DIGITS = tuple(str(d) for d in range(10))
 
 
+def _read_idx(folder: Path) -> Raw:
+    return Raw(*idx.read_idx_folder(folder))
+
+
 def _idx_dataset(name: str, folder: str, base_url: str, md5s: tuple[str, ...], classes: tuple[str, ...]) -> Dataset:
-    """An MNIST-format data set: 28x28 grey images in the four files of IDX_FILES (md5s in that
-    order, as the distribution publishes them), read by read_idx_folder, scaled by default."""
-    files = tuple(IDX_FILES.values())
+    """An MNIST-format data set: 28x28 grey images in the four files of bnlab.data.idx.IDX_FILES (md5s in that
+    order, as the distribution publishes them), read by bnlab.data.idx, scaled by default."""
+    files = tuple(idx.IDX_FILES.values())
     return Dataset(
         name=name,
         folder=folder,
@@ -162,7 +83,7 @@ def _idx_dataset(name: str, folder: str, base_url: str, md5s: tuple[str, ...], c
         image_shape=(1, 28, 28),
         classes=classes,
         default_preprocess="scale",
-        read=read_idx_folder,
+        read=_read_idx,
     )
 
 
@@ -322,7 +243,7 @@ def describe(name: str, data_dir: str | Path | None = None) -> dict:
     except DataError as error:
         report["problem"] = str(error)
         return report
-    train_files = {IDX_FILES["train_images"], IDX_FILES["train_labels"]}
+    train_files = {idx.IDX_FILES["train_images"], idx.IDX_FILES["train_labels"]}
     for file in dataset.files:
         images = report["num_train"] if file in train_files else report["num_test"]
         report["files"].append({"file": file, "images": images, "bytes": (found / file).stat().st_size})
@@ -345,10 +266,10 @@ def counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int]:
 
 
 def read_raw(name: str, data_dir: str | Path | None = None) -> Raw:
-    """The raw arrays of an MNIST-format data set (cifar10 is read by bnlab.lab.data)."""
+    """The raw arrays of an MNIST-format data set (cifar10 is read by bnlab.data.cifar10)."""
     dataset = get(name)
     if dataset.read is None:
-        raise ValueError("cifar10's raw batches are read by bnlab.lab.data")
+        raise ValueError("cifar10's raw batches are read by bnlab.data.cifar10")
     folder = locate(name, data_dir)
     if folder is None:
         raise DataError(not_found_message(name, data_dir))
@@ -407,7 +328,7 @@ def load_cifar10(
 
 
 def prepare_dataset(request: Request, data_dir: str | Path | None = None, verify: bool = True) -> prepared.Prepared:
-    """The splits of load_dataset, prepared in the cache (bnlab.lab.prepared) unless they are
+    """The splits of load_dataset, prepared in the cache (bnlab.data.prepared) unless they are
     already, keyed by the files' contents, every option of the request and PREPROCESS_VERSION;
     verify: check the prepared files' checksums too (what a sweep's parent does once)."""
     name, num_train, num_val, num_test, dtype, preprocess = request

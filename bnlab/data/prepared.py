@@ -40,7 +40,7 @@ from filelock import FileLock
 
 from bnlab.errors import DataError
 from bnlab.lab import atomic
-from bnlab.lab.tuning import release_free_memory
+from bnlab.lab.process_setup import release_free_memory
 
 ENV_VAR = "BNLAB_PREPARED_DIR"
 MANIFEST = "manifest.json"

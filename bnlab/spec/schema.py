@@ -9,9 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
-from bnlab.lab.data import PREPROCESS
-from bnlab.lab.datasets import DATASETS, DEFAULT_DATASET
-from bnlab.lab.figure_kinds import FIGURE_KINDS
+from bnlab.data.cifar10 import PREPROCESS
+from bnlab.data.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.lab.formatting import did_you_mean
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES
@@ -19,6 +18,7 @@ from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
+from bnlab.spec.figure_kinds import FIGURE_KINDS
 
 
 class _Section(BaseModel):
