@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 KERNELS := Haswell SkylakeX Sandybridge Prescott
 NUMERIC_TESTS := tests/test_layers.py tests/test_conv.py tests/test_nets.py tests/test_solver.py \
 	tests/test_optim.py tests/test_gradcheck_suite.py tests/test_notebook_cells.py tests/test_probes.py \
-	tests/test_noisy_batchnorm.py tests/test_ghost_batchnorm.py
+	tests/test_noisy_batchnorm.py tests/test_ghost_batchnorm.py tests/test_fused.py
 # A set this CPU cannot execute (SkylakeX without AVX-512) is replaced by the next one down that it
 # can (tools/kernels.py says which, on stderr): forcing it would kill the process.
 test-kernels: $(STAMP)

@@ -27,6 +27,10 @@ import platform
 import sys
 import warnings
 
+# The arithmetic of bnlab.nn.kernels' compiled loops: raise it when any loop's order of operations
+# changes. Runs record it with numba's version; the kernel cache is keyed by both and by bnlab's.
+KERNELS_VERSION = 1
+
 PORTABLE_KERNEL = "Haswell"
 # Kernel names threadpoolctl reports whose arithmetic is Haswell's (OpenBLAS's Zen target reuses the
 # Haswell kernels: smoke's histories measured byte-identical under both).
@@ -196,6 +200,7 @@ def provenance() -> dict:
         "numpy_simd": _numpy_simd(),
         "cpu": cpu_model(),
         "machine": platform.machine(),
+        "kernels": _kernels(),
     }
     if _pin["mode"] == "portable" and not portable:
         why = _pin["why_not"] or f"the BLAS in use is {blas.get('internal_api') or 'unknown'}, kernel {kernel}"
@@ -230,8 +235,37 @@ def _numpy_simd() -> list[str]:
     return [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
 
 
+def kernel_cache_dir() -> str:
+    """Where numba keeps bnlab's compiled kernels: the user's cache folder, one folder per bnlab,
+    numba and kernels version (numba keys its files by CPU and source within it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import platformdirs
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "unknown"
+
+    name = f"bnlab-{installed('bnlab')}-numba-{installed('numba')}-kernels-{KERNELS_VERSION}"
+    return os.path.join(platformdirs.user_cache_dir("bnlab"), "kernels", name)
+
+
+def _kernels() -> dict:
+    """The compiled kernels' version, numba's, and the CPU numba compiles for."""
+    numba = sys.modules.get("numba")
+    return {
+        "version": KERNELS_VERSION,
+        "numba": getattr(numba, "__version__", None),
+        "cpu_name": os.environ.get("NUMBA_CPU_NAME", "host"),
+    }
+
+
 # The keys of a run's provenance that can change its numbers, as shown when runs differ.
 DIFFERENCE_KEYS = {
+    "kernels": ("numerics", "kernels", "version"),
+    "numba": ("numerics", "kernels", "numba"),
     "bnlab": ("versions", "bnlab"),
     "commit": ("git_commit",),
     "numpy": ("versions", "numpy"),

@@ -124,23 +124,29 @@ def test_bad_arguments(sections, repeats):
 
 
 def test_conv_rows_with_and_without_torch(monkeypatch):
-    import bnlab.bench.sections as bench
+    import bnlab.bench.conv as bench
 
     rows = run_benchmarks({"conv"}, quick=True)
     by_name = {row.name: row for row in rows}
-    assert_measured(by_name["bnlab ConvNet (numpy)"])
-    assert by_name["bnlab ConvNet (numpy)"].unit == "img/s"
+    assert_measured(by_name["bnlab ConvNet, batch 2"])
+    assert by_name["bnlab ConvNet, batch 2"].unit == "img/s"
     memory = by_name["peak memory of a training step"]
     assert memory.unit == "MB" and memory.median > 0
+    for layer in ("conv forward", "conv backward", "batch norm + max pool forward", "batch norm + max pool backward"):
+        numpy_time, compiled = by_name[f"{layer}, numpy"], by_name[f"{layer}, compiled"]
+        assert_measured(numpy_time)
+        assert_measured(compiled)
+        speedup = by_name[f"{layer}: numpy / compiled time"]
+        assert speedup.unit == "x" and speedup.repeats == numpy_time.repeats == compiled.repeats
     if bench._torch_conv_step(2) is not None:  # torch installed: measured beside, and the ratio of the two
-        assert_measured(by_name["PyTorch (same net)"])
-        assert by_name["bnlab / PyTorch"].unit == "x"
+        assert_measured(by_name["PyTorch (same net), batch 2"])
+        assert by_name["bnlab / PyTorch, batch 2"].unit == "x"
 
     monkeypatch.setattr(bench, "_torch_conv_step", lambda batch: None)
     rows = run_benchmarks({"conv"}, quick=True)
-    torch_row = next(row for row in rows if row.name == "PyTorch (same net)")
+    torch_row = next(row for row in rows if row.name == "PyTorch (same net), batch 2")
     assert torch_row.median is None and "pip install 'bnlab[bench]'" in torch_row.note
-    assert not any(row.name == "bnlab / PyTorch" for row in rows)
+    assert not any(row.name.startswith("bnlab / PyTorch") for row in rows)
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="OpenBLAS coretypes are x86-64")

@@ -327,13 +327,16 @@ def test_existing_configs_keep_their_run_configs():
                 assert "pool" not in run.config["model"] and "padding" not in run.config["model"], path
 
 
-def test_smoke_results_are_byte_identical_to_before_the_registry(tmp_path):
+def test_smoke_results_are_byte_identical_to_before_the_registry_but_for_the_kernels(tmp_path):
     """sha256 of each run's history.csv and epochs.csv of configs/smoke.yaml, made with the code before
-    data.dataset and data.preprocess existed (commit 4eb2948, OPENBLAS_CORETYPE=Haswell)."""
+    data.dataset and data.preprocess existed (commit 4eb2948, OPENBLAS_CORETYPE=Haswell). One file
+    moved since, on purpose: batchnorm seed 0's epochs.csv, once batch norm's compiled kernels
+    (bnlab.nn.kernels, KERNELS_VERSION 1) summed the variance in float64, which rounds the running
+    variance, and so an eval-mode accuracy, differently (was e4949d075cf0c4ea)."""
     before = {
         "normalization=none__seed=0": ("3ae22b632b52a4fc", "aa51156687acf118"),
         "normalization=none__seed=1": ("618a6df93f4c736c", "b9e1ca44c9d81a96"),
-        "normalization=batchnorm__seed=0": ("14f1980d1f9adc98", "e4949d075cf0c4ea"),
+        "normalization=batchnorm__seed=0": ("14f1980d1f9adc98", "70f67d541451b8e5"),
         "normalization=batchnorm__seed=1": ("8cdb8ab708d8d120", "53c075a7328d9420"),
     }
     # in a fresh process with portable numerics, whatever kernels this test session runs on

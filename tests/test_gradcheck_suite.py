@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab import layers
-from bnlab.nn import conv, gradcheck_suite, normalizations, norms
+from bnlab.nn import conv, fused, gradcheck_suite, normalizations, norms
 from bnlab.nn import layers as nn_layers
 from bnlab.nn.gradcheck_suite import GradCheck, run_gradchecks
 
@@ -127,12 +127,16 @@ NETS = nets()
 
 
 def break_function(monkeypatch, name, broken):
-    """Replace a layer function where it is defined and in the rows that nets look it up in."""
-    module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
+    """Replace a layer function where it is defined and in the rows that nets look it up in
+    ("fused.name": bnlab.nn.fused's, whose names the numpy layers share)."""
+    if name.startswith("fused."):
+        module, name = fused, name.removeprefix("fused.")
+    else:
+        module = next(m for m in (nn_layers, norms, conv) if hasattr(m, name))
     original = getattr(module, name)
     monkeypatch.setattr(module, name, broken)
     for key, row in normalizations.NORMALIZATIONS.items():
-        for part in ("backward", "spatial_backward"):
+        for part in ("backward", "spatial_backward", "maxpool_backward"):
             if getattr(row, part) is original:
                 row = dataclasses.replace(row, **{part: broken})
                 monkeypatch.setitem(normalizations.NORMALIZATIONS, key, row)
@@ -196,7 +200,8 @@ def same_net(case: str, prefix: str) -> bool:
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
             ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS + RESIDUAL_NETS],
         ),
-        # Spatial batch norm, noisy batch norm and the net use the closed form.
+        # The numpy closed form: its layer rows, spatial batch norm's, batch renorm's at rmax 1,
+        # noisy and ghost batch norm (flat and conv form), and the compiled layer's comparison.
         (
             [("batchnorm_backward_alt", scale_output(layers.batchnorm_backward_alt, 1, 1.01))],
             [
@@ -204,17 +209,31 @@ def same_net(case: str, prefix: str) -> bool:
                 "batchnorm_backward_alt = batchnorm_backward",
                 "spatial batchnorm dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
-                "batchnorm conv form dgamma",
-                *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
+                "compiled batchnorm = batchnorm_backward_alt",
                 "noisy_batchnorm (noise fixed) dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
-                "convnet batchnorm reg=0 gamma/beta",
-                "convnet batchnorm reg=3.14 gamma/beta",
-                # ghost batch norm is batch norm per virtual batch, flat and conv form
                 *(f"{net}gamma/beta" for net in nets(norm="ghost_batchnorm")),
                 "convnet ghost_batchnorm reg=0 gamma/beta",
                 "convnet ghost_batchnorm reg=3.14 gamma/beta",
                 "ghost_batchnorm conv form dgamma",
+            ],
+        ),
+        # Batch norm's row runs the compiled layers: flat (the nets, LeNet's hidden layer, the
+        # residual nets), conv form (the row's check, the conv net's second block, whose 4x3 map
+        # a 2x2 pool does not tile) and fused with the max pool (the conv net's first block).
+        (
+            [
+                ("fused.batchnorm_backward", scale_output(fused.batchnorm_backward, 1, 1.01)),
+                ("fused.batchnorm_maxpool_backward", scale_output(fused.batchnorm_maxpool_backward, 1, 1.01)),
+            ],
+            [
+                "compiled batchnorm dgamma",
+                "compiled batchnorm = batchnorm_backward_alt",
+                "compiled batchnorm + max pool dgamma",
+                "batchnorm conv form dgamma",
+                *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),
+                "convnet batchnorm reg=0 gamma/beta",
+                "convnet batchnorm reg=3.14 gamma/beta",
                 "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
                 *(f"{net}gamma/beta" for net in residual_nets("batchnorm")),
             ],
@@ -236,7 +255,13 @@ def same_net(case: str, prefix: str) -> bool:
             ],
         ),
     ],
-    ids=["layernorm-dx+dropout", "affine-dw", "batchnorm_alt-dgamma", "sigmoid-dx+batchrenorm-dgamma"],
+    ids=[
+        "layernorm-dx+dropout",
+        "affine-dw",
+        "batchnorm_alt-dgamma",
+        "compiled-batchnorm-dgamma",
+        "sigmoid-dx+batchrenorm-dgamma",
+    ],
 )
 def test_a_broken_backward_fails_exactly_its_checks(monkeypatch, breakages, failing):
     """Runs the groups that must fail (about 12 of them, evenly spread) and every 8th of the
@@ -262,7 +287,7 @@ def test_the_groups_of_checks_partition_the_table(checks):
     """Each group's rows, run alone, are the full table's rows in its order: running a few groups
     (the CLI's --only, the broken-backward tests) checks what the full run checks."""
     cases = gradcheck_suite.gradcheck_cases()
-    assert len(cases) == 2 + len(NETS) + len(CONVNETS) + len(LENETS) + 1 + len(RESIDUAL_NETS)
+    assert len(cases) == len(gradcheck_suite.LAYER_CASES) + len(NETS) + len(CONVNETS) + len(LENETS) + len(RESIDUAL_NETS)
     names = [c.name for c in checks]
     order = [name for name in cases if name not in gradcheck_suite.LAYER_CASES]
     # every net's row begins with its group's name, the groups in the table's order

@@ -109,6 +109,8 @@ HOMONYMS = {
     ("batchnorm", "bnlab.lab.choices"): "the name of that bench section on the command line",
     ("batchnorm", "bnlab.figures.kinds"): "Yang et al.'s and De & Smith's predictions are theorems about batch norm",
     ("batchnorm", "bnlab.nn.gradcheck_suite"): "LeNet and the residual nets are checked with the notes' batch norm",
+    ("layernorm", "bnlab.nn.gradcheck_layers"): "the label of layernorm_forward's own checks",
+    ("rmsnorm", "bnlab.nn.gradcheck_layers"): "the label of rmsnorm_forward's own checks",
     ("momentum", "bnlab.nn.optim"): "SGD's momentum",
     ("momentum", "bnlab.spec.schema"): "the optimizer's momentum in solver.optim_config",
     ("history", "bnlab.lab.results"): "history.csv",
@@ -126,6 +128,11 @@ HOMONYMS = {
     ("batch_size", "bnlab.nn.solver"): "solver.batch_size",
     ("batch_size", "bnlab.nn.statistics"): "recompute_bn_statistics' batch_size",
     ("batch_size", "bnlab.bench.sections"): "the benchmarks' batch sizes",
+    ("batch_size", "bnlab.bench.torch_peer"): "solver.batch_size",
+    ("batch_size", "bnlab.bench.conv"): "the benchmark's batch sizes",
+    ("batchnorm", "bnlab.bench.conv"): "the benchmark's net has batch norm",
+    ("batchnorm", "bnlab.bench.torch_peer"): "the runs it repeats in PyTorch have batch norm or none",
+    ("momentum", "bnlab.bench.torch_peer"): "PyTorch's BatchNorm1d momentum, the other share (bnlab's 0.9 is its 0.1)",
 }
 
 

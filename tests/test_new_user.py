@@ -14,6 +14,7 @@ import pytest
 from conftest import HAS_SHARED_DATA, NO_SHARED_DATA, ROOT, SHARED_DATA, SMOKE, bnlab
 
 from bnlab import __version__
+from bnlab.bench import conv as bench_conv
 from bnlab.bench import sections as bench_module
 from bnlab.spec.figure_kinds import FIGURE_KINDS
 
@@ -68,14 +69,14 @@ def test_version():
 def test_bench_without_torch_prints_the_install_command_whole(monkeypatch):
     # a real conv section (its quick size) on a machine without PyTorch
     real_conv = bench_module.bench_conv
-    monkeypatch.setattr(bench_module, "_torch_conv_step", lambda batch: None)
+    monkeypatch.setattr(bench_conv, "_torch_conv_step", lambda batch: None)
     monkeypatch.setattr(bench_module, "bench_conv", lambda quick=False: real_conv(quick=True))
     monkeypatch.setenv("COLUMNS", "80")
     result = bnlab("bench", "--section", "conv")
     assert result.exit_code == 0, result.output
     command = "pip install 'bnlab[bench]' --extra-index-url https://download.pytorch.org/whl/cpu"
     assert command in result.stdout  # on one line, the [bench] extra included
-    assert "bnlab ConvNet (numpy)" in result.stdout and "PyTorch (same net)" in result.stdout
+    assert "bnlab ConvNet, batch 2" in result.stdout and "PyTorch (same net), batch 2" in result.stdout
     assert all(len(line) <= 80 for line in result.stdout.splitlines() if "│" in line)
 
 

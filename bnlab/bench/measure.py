@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab.errors import BnlabError
-from bnlab.lab.process_setup import flush_subnormals
+from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # holds bnlab/ and, in a checkout, configs/
 
@@ -63,8 +63,10 @@ def row(group: str, name: str, samples: Sequence[float], unit: str = "s", **fiel
 
 @contextlib.contextmanager
 def single_core() -> Iterator[None]:
-    """As a sweep worker computes (one BLAS thread, subnormals flushed), without the garbage
-    collector's pauses in the middle of a measurement (as timeit does)."""
+    """As a sweep worker computes (one BLAS thread, subnormals flushed, large arrays on the heap:
+    bnlab.lab.process_setup), without the garbage collector's pauses in the middle of a
+    measurement (as timeit does)."""
+    keep_large_arrays_on_heap()  # for the whole process, as in a worker
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:

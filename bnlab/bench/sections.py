@@ -10,18 +10,19 @@ run_benchmarks returns rows and the CLI renders them.
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from bnlab import layers
+from bnlab.bench.conv import CONV_BATCHES, TORCH_HINT, bench_conv, conv_solver
 from bnlab.bench.measure import (
     PACKAGE_ROOT,
     BenchRow,
@@ -37,7 +38,7 @@ from bnlab.bench.memory import bench_memory
 from bnlab.data import cifar10 as datasets
 from bnlab.errors import BnlabError
 from bnlab.lab.choices import BenchSection
-from bnlab.nn.nets import ConvNet, FullyConnectedNet
+from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
 
@@ -107,6 +108,8 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
 
     seconds: dict[int, list[float]] = {1: [], 2: []}
     peak_mb: dict[int, list[float]] = {1: [], 2: []}
+    torch_seconds: list[float] = []
+    with_torch = importlib.util.find_spec("torch") is not None
     num_runs = 0
     for _ in range(repeats):
         for workers in (1, 2):  # interleaved, so both worker counts share the machine's drifts
@@ -121,6 +124,18 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
             peaks = [m["peak_rss_mb"] for m in metas if m.get("peak_rss_mb") is not None]
             if peaks:
                 peak_mb[workers].append(max(peaks))
+        if with_torch:  # the same runs in PyTorch, 2 workers, in the same round
+            peer = [
+                sys.executable,
+                "-m",
+                "bnlab.bench.torch_peer",
+                str(spec),
+                "--workers",
+                "2",
+                "--data-dir",
+                str(batches),
+            ]
+            torch_seconds.append(timed_subprocess(peer))
 
     note = f"{num_runs} runs, process start and data loading included"
     speedups = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
@@ -129,6 +144,13 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
         row("sweep", names[1], seconds[2], note=note),
         row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
     ]
+    if with_torch:
+        peer_note = "bnlab.bench.torch_peer: the same runs, data and checks"
+        rows.append(row("sweep", "PyTorch (same runs), 2 workers", torch_seconds, note=peer_note))
+        ratios = [theirs / ours for theirs, ours in zip(torch_seconds, seconds[2], strict=True)]
+        rows.append(row("sweep", "PyTorch / bnlab time, 2 workers", ratios, unit="x", note="median of paired ratios"))
+    else:
+        rows.append(BenchRow("sweep", "PyTorch (same runs), 2 workers", None, None, 0, note=TORCH_HINT))
     memory_names = {1: "peak RSS, 1 worker (the bnlab process)", 2: "peak RSS of a worker, 2 workers"}
     for workers, name in memory_names.items():
         if peak_mb[workers]:
@@ -217,117 +239,6 @@ def _batchnorm_rows(shape: tuple[int, int], dtype: type, rounds: int) -> list[Be
     return rows
 
 
-# --- 4. the convolutional net against PyTorch ------------------------------------------------
-
-CONV_CHANNELS = [32, 64, 128]
-CONV_BATCH = 64
-TORCH_HINT = (
-    "PyTorch not installed: pip install 'bnlab[bench]' --extra-index-url https://download.pytorch.org/whl/cpu"
-    " (the CPU build) to compare"
-)
-
-
-def bench_conv(quick: bool = False) -> list[BenchRow]:
-    """Training images per second of ConvNet(channels=[32, 64, 128], hidden_dims=[],
-    normalization='batchnorm', weight_scale='he') on random (64, 3, 32, 32) float32 batches, one
-    thread: a Solver step (forward, backward, Adam). When torch is importable, the same
-    architecture in PyTorch (Conv2d-BatchNorm2d-ReLU-MaxPool2d x 3, Linear 2048 -> 10, Adam, one
-    thread) is timed in the same rounds, alternating, and the ratio is the median of the rounds'
-    ratios. Also the peak memory numpy allocates during one training step (tracemalloc)."""
-    rounds, steps, warmup = (3, 1, 1) if quick else (15, 4, 5)
-    solver = _conv_solver(CONV_BATCH if not quick else 8)
-    batch = solver.batch_size
-    contenders: dict[str, Callable[[], object]] = {"bnlab ConvNet (numpy)": solver._step}
-    torch_step = _torch_conv_step(batch)
-    if torch_step is not None:
-        contenders["PyTorch (same net)"] = torch_step
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    with single_core(), _torch_threads(1):
-        for step in contenders.values():
-            for _ in range(warmup):
-                step()
-        for _ in range(rounds):  # alternating, so both see the same machine load
-            for name, step in contenders.items():
-                samples[name].append(batch / seconds_per_call(step, steps))
-        peak_mb = _peak_traced_mb(solver._step)
-
-    arch = f"batch {batch}, float32, 1 thread"
-    rows = [row("conv", name, s, unit="img/s", note=arch) for name, s in samples.items()]
-    if torch_step is None:
-        rows.append(BenchRow("conv", "PyTorch (same net)", None, None, 0, "img/s", note=TORCH_HINT))
-    else:
-        ours, theirs = samples.values()
-        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-        rows.append(row("conv", "bnlab / PyTorch", ratios, unit="x", note="median of paired ratios"))
-    rows.append(BenchRow("conv", "peak memory of a training step", peak_mb, 0.0, 1, "MB", note="numpy, tracemalloc"))
-    return rows
-
-
-def _conv_solver(batch: int) -> Solver:
-    rng = np.random.RandomState(0)
-    X = rng.randn(8 * batch, 3, 32, 32).astype(np.float32)
-    y = rng.randint(10, size=len(X))
-    model = ConvNet(CONV_CHANNELS, hidden_dims=[], normalization="batchnorm", weight_scale="he", rng=rng)
-    data = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
-    return Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3}, batch_size=batch, rng=rng)
-
-
-def _peak_traced_mb(fn: Callable[[], object]) -> float:
-    """Peak of the memory allocated while fn runs, above what was allocated before (numpy
-    reports its array buffers to tracemalloc)."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        fn()
-        return (tracemalloc.get_traced_memory()[1] - before) / 2**20
-    finally:
-        tracemalloc.stop()
-
-
-def _torch_conv_step(batch: int) -> Callable[[], object] | None:
-    """One PyTorch training step of the benchmark architecture on a fixed random batch, or None
-    without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    nn = torch.nn
-    blocks: list = []
-    c = 3
-    for f in CONV_CHANNELS:
-        blocks += [nn.Conv2d(c, f, 3, padding=1), nn.BatchNorm2d(f), nn.ReLU(), nn.MaxPool2d(2)]
-        c = f
-    net = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c * 4 * 4, 10))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    X, y = torch.randn(batch, 3, 32, 32), torch.randint(10, (batch,))
-
-    def step() -> None:
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(X), y).backward()
-        optimizer.step()
-
-    return step
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's own intra-op thread count (threadpoolctl does not reach it), when torch is loaded."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --- 5. start-up time --------------------------------------------------------------------------
 
 
@@ -389,12 +300,12 @@ def _blas_env(mode: str) -> dict[str, str]:
     return env
 
 
-def conv_rate(steps: int = 8, warmup: int = 3, batch: int = CONV_BATCH) -> dict:
+def conv_rate(steps: int = 8, warmup: int = 3, batch: int = CONV_BATCHES[1]) -> dict:
     """Training images per second of the conv bench's net (one thread), and the BLAS kernel in use:
     what `bench_blas` measures in a fresh process per numerics mode."""
     from bnlab.numerics import provenance
 
-    solver = _conv_solver(batch)
+    solver = conv_solver(batch)
     with single_core():
         for _ in range(warmup):
             solver._step()

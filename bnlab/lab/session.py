@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from bnlab.data import cifar10 as data
 from bnlab.data import datasets
 from bnlab.errors import DataError, SpecError
@@ -25,6 +27,7 @@ from bnlab.lab import results
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
+from bnlab.nn import fused
 from bnlab.spec.experiment import Experiment, Run, load_experiment
 
 
@@ -84,6 +87,18 @@ def prepare_data(
     return data.find_data_dir(data_dir).resolve()
 
 
+def ready_kernels(dtypes: set[str], on_notice: Callable[[str], None] | None = None) -> None:
+    """Compile bnlab's kernels for `dtypes` here, once, before any worker starts (they then load
+    them from the disk cache), or load them; on_notice hears when they are compiled, and how long
+    it took."""
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR", "."))
+    if on_notice is not None and not any(cache.rglob("*.nbi")):
+        on_notice(f"compiling bnlab's kernels, once for this machine (cached in {cache})")
+    compiled, seconds = fused.warm_up(tuple(np.dtype(name).type for name in sorted(dtypes)))
+    if compiled and on_notice is not None:
+        on_notice(f"compiled {compiled} kernel signatures in {seconds:.1f} s; later runs load them from the cache")
+
+
 class OnDemand:
     """An executor whose data is found and prepared only when runs are to train, the first time
     each data request is seen: a rerun of finished work reads and downloads nothing."""
@@ -110,6 +125,7 @@ class OnDemand:
             root = prepare_data(self._data_dir, pairs, self._download, self._on_notice)
             self._ready |= requests
             if self._executor is None:
+                ready_kernels({run.config["model"]["dtype"] for run in runs}, self._on_notice)
                 self._executor = self._make(root)
 
     def execute(self, runs: list[Run], progress=None) -> Iterator:

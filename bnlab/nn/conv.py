@@ -28,7 +28,7 @@ def _output_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     return 1 + (size + 2 * pad - kernel) // stride
 
 
-def _conv_output_shape(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_param: dict) -> tuple[int, ...]:
+def conv_output_shape(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_param: dict) -> tuple[int, ...]:
     """(N, F, H', W') of the convolution of x (N, C, H, W) with filters w (F, C, HH, WW)."""
     stride, pad = conv_param["stride"], conv_param["pad"]
     h_out = _output_size(x_shape[2], w_shape[2], stride, pad)
@@ -51,7 +51,7 @@ def conv_forward_naive(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[
     H' = 1 + (H + 2 * pad - HH) // stride, W' likewise. x is zero-padded by `pad` on each side.
     """
     stride, pad = conv_param["stride"], conv_param["pad"]
-    n, f, h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)
+    n, f, h_out, w_out = conv_output_shape(x.shape, w.shape, conv_param)
     hh, ww = w.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.zeros((n, f, h_out, w_out), dtype=x.dtype)
@@ -98,7 +98,7 @@ def conv_forward_fast(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[A
     stride, pad = conv_param["stride"], conv_param["pad"]
     n, c, h, w_in = x.shape
     f, _, hh, ww = w.shape
-    h_out, w_out = _conv_output_shape(x.shape, w.shape, conv_param)[2:]
+    h_out, w_out = conv_output_shape(x.shape, w.shape, conv_param)[2:]
 
     xp = np.zeros((n, h + 2 * pad, w_in + 2 * pad, c), dtype=x.dtype)
     xp[:, pad : pad + h, pad : pad + w_in, :] = x.transpose(0, 2, 3, 1)

@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from bnlab.nn import conv, layers
+from bnlab.nn import conv, fused, layers
 from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.normalizations import NORMALIZATIONS, Normalization, named, option_names
 
@@ -177,11 +177,11 @@ def affine_backward_into(dout: np.ndarray, cache, i: int, grads: dict) -> np.nda
 
 
 def conv_backward_into(dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
-    """conv.conv_backward_fast of weight layer i, as affine_backward_into (None for the first)."""
+    """fused.conv_backward of weight layer i, as affine_backward_into (None for the first)."""
     if i == 1:
         grads["W1"], grads["b1"] = conv.conv_backward_fast_params(dout, cache)
         return None
-    dx, grads[f"W{i}"], grads[f"b{i}"] = conv.conv_backward_fast(dout, cache)
+    dx, grads[f"W{i}"], grads[f"b{i}"] = fused.conv_backward(dout, cache)
     return dx
 
 
@@ -405,9 +405,16 @@ class ConvNet(Net):
         """conv - [norm] - activation - pool for conv block i (1-based).
 
         A non-decreasing activation commutes with max pooling (max f(x) = f(max x), with the same
-        gradients), so it is applied after the pool, to a quarter of the values."""
+        gradients), so it is applied after the pool, to a quarter of the values. A norm with a
+        compiled form fused with the 2x2 max pool (batch norm, in train mode) runs as one pass."""
         p = self.params
-        h, conv_cache = conv.conv_forward_fast(x, p[f"W{i}"], p[f"b{i}"], self.conv_param)
+        h, conv_cache = fused.conv_forward(x, p[f"W{i}"], p[f"b{i}"], self.conv_param)
+        if self._pool_fused(h, i):
+            h, norm_cache = self.norm.maxpool_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+            if self.activation_inputs is not None:  # recorded beside the step, which stays as it is
+                self.activation_inputs[i] = fused.normalized(norm_cache)
+            h, act_cache = self.activation[0](h)
+            return h, (conv_cache, norm_cache, act_cache, None)
         norm_cache = None
         if self.norm is not None:
             h, norm_cache = self.norm.spatial_forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
@@ -421,9 +428,25 @@ class ConvNet(Net):
             h, pool_cache = self.pool_forward(h, self.pool_param)
         return h, (conv_cache, norm_cache, act_cache, pool_cache)
 
+    def _pool_fused(self, h: np.ndarray, i: int) -> bool:
+        """Whether block i's norm and max pool run as one pass: the row has that form, the pool
+        comes before the activation and tiles h, and the layer trains."""
+        return (
+            self.norm is not None
+            and self.norm.maxpool_forward is not None
+            and self.pool_first
+            and h.shape[2] % 2 == 0
+            and h.shape[3] % 2 == 0
+            and self.bn_params[i - 1]["mode"] == "train"
+        )
+
     def _conv_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
         """Backward of _conv_forward; None for the first block, whose input gradient nobody needs."""
         conv_cache, norm_cache, act_cache, pool_cache = cache
+        if pool_cache is None:  # the norm and the pool fused
+            dout = self.activation[1](dout, act_cache)
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.maxpool_backward(dout, norm_cache)
+            return conv_backward_into(dout, conv_cache, i, grads)
         if self.pool_first:
             dout = self.pool_backward(self.activation[1](dout, act_cache), pool_cache)
         else:

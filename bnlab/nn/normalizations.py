@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.nn import conv, norms
+from bnlab.nn import conv, fused, norms
 
 Array = np.ndarray
 Forward = Callable[[Array, Array, Array, dict], tuple[Array, Any]]  # (x, gamma, beta, param) -> (out, cache)
@@ -57,6 +57,8 @@ class Normalization:
     its option of that name says, so a batch of one leaves it one value per feature.
     `running_statistics`: test mode uses a running mean and variance (bn_param's running_mean and
     running_var), which bnlab.nn.statistics.recompute_bn_statistics can set exactly.
+    `maxpool_forward`/`maxpool_backward`: the conv form in train mode followed by a 2x2 max pool, as
+    one pass (None: the conv net runs the two).
     `gradcheck_options`: the options of the gradient checks' small nets; `gradcheck_setup(bn_params,
     widths)` puts the layers in the state the checks differentiate (a fixed function)."""
 
@@ -64,6 +66,8 @@ class Normalization:
     backward: Backward
     spatial_forward: Forward | None = None
     spatial_backward: Backward | None = None
+    maxpool_forward: Forward | None = None
+    maxpool_backward: Backward | None = None
     options: dict[str, Option] = field(default_factory=dict)
     divides: str | None = None
     cancels_bias: bool = False
@@ -122,11 +126,13 @@ def _rewound_noise(bn_params: list[dict], widths: Sequence[int]) -> None:
 
 
 NORMALIZATIONS: dict[str, Normalization] = {
-    "batchnorm": Normalization(
-        norms.batchnorm_forward,
-        norms.batchnorm_backward_alt,
-        conv.spatial_batchnorm_forward,
-        conv.spatial_batchnorm_backward,
+    "batchnorm": Normalization(  # compiled: the functions of norms.batchnorm_* and conv.spatial_batchnorm_*
+        fused.batchnorm_forward,
+        fused.batchnorm_backward,
+        fused.spatial_batchnorm_forward,
+        fused.spatial_batchnorm_backward,
+        maxpool_forward=fused.batchnorm_maxpool_forward,
+        maxpool_backward=fused.batchnorm_maxpool_backward,
         cancels_bias=True,
         running_statistics=True,
         options={"momentum": MOMENTUM},

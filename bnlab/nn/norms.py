@@ -28,10 +28,7 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
     """
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
     n, d = x.shape
-    running_mean = bn_param.get("running_mean", np.zeros(d, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.zeros(d, dtype=x.dtype))
 
     if mode == "train":
         mean = x.mean(axis=0)
@@ -42,20 +39,26 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
         out = x_hat * gamma
         out += beta
         cache = (x_hat, gamma, inv_std, eps)
-        running_mean = momentum * running_mean + (1 - momentum) * mean
-        running_var = momentum * running_var + (1 - momentum) * var
+        blend_running(bn_param, mean, var)
     elif mode == "test":
         # gamma * (x - mean) / std + beta as one scale and one shift per feature: two passes
-        scale = gamma / np.sqrt(running_var + eps)
+        running_mean = bn_param.setdefault("running_mean", np.zeros(d, dtype=x.dtype))
+        scale = gamma / np.sqrt(bn_param.setdefault("running_var", np.zeros(d, dtype=x.dtype)) + eps)
         out = x * scale
         out += beta - running_mean * scale
         cache = ()
     else:
         raise ValueError(f"invalid batchnorm mode {mode!r}: expected 'train' or 'test'")
-
-    bn_param["running_mean"] = running_mean
-    bn_param["running_var"] = running_var
     return out, cache
+
+
+def blend_running(bn_param: dict, mean: Array, var: Array) -> None:
+    """running = momentum * running + (1 - momentum) * batch statistic, for the mean and the
+    variance in bn_param (zeros before the first step; momentum 0.9 unless bn_param says)."""
+    momentum = bn_param.get("momentum", 0.9)
+    zeros = np.zeros_like(mean)
+    bn_param["running_mean"] = momentum * bn_param.get("running_mean", zeros) + (1 - momentum) * mean
+    bn_param["running_var"] = momentum * bn_param.get("running_var", zeros) + (1 - momentum) * var
 
 
 def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
@@ -127,10 +130,7 @@ def virtual_batches_forward(forward, x: Array, gamma: Array, beta: Array, bn_par
         caches.append((len(out), cache))
         means.append(own["running_mean"])
         variances.append(own["running_var"])
-    momentum = bn_param.get("momentum", 0.9)
-    zeros = np.zeros_like(means[0])
-    bn_param["running_mean"] = momentum * bn_param.get("running_mean", zeros) + (1 - momentum) * np.mean(means, 0)
-    bn_param["running_var"] = momentum * bn_param.get("running_var", zeros) + (1 - momentum) * np.mean(variances, 0)
+    blend_running(bn_param, np.mean(means, 0), np.mean(variances, 0))
     return outs, caches
 
 

@@ -1,0 +1,147 @@
+"""Batch norm, convolution and batch norm + max pooling as layer functions over bnlab.nn.kernels'
+compiled loops: the same functions as the CS231n numpy layers (bnlab.nn.norms, bnlab.nn.conv),
+with the same (out, cache) / (dout, cache) interface, in fewer passes over memory.
+
+The nets use these where they apply (batch norm in train mode, convolution, batch norm followed by
+a 2x2 max pool that tiles its input); the numpy layers stay the readable reference they are
+tested against (tests/test_fused.py) and what every other case runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bnlab.nn import conv, kernels, norms
+
+Array = np.ndarray
+Cache = tuple[Any, ...]
+
+
+def _statistics(flat: Array, bn_param: dict) -> tuple[Array, Array]:
+    """The batch mean and inv_std of flat (M, C) in its dtype, and the running statistics blended
+    as batchnorm_forward blends them."""
+    mean64, var64 = kernels.mean_var(flat)
+    mean, var = mean64.astype(flat.dtype), var64.astype(flat.dtype)
+    norms.blend_running(bn_param, mean, var)
+    return mean, (1.0 / np.sqrt(var64 + bn_param.get("eps", 1e-5))).astype(flat.dtype)
+
+
+def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """norms.batchnorm_forward: statistics in float64 in one call, x_hat and out in another. Test
+    mode is the numpy layer's. Shapes: x (N, D), gamma, beta (D,) -> out (N, D)."""
+    if bn_param["mode"] != "train":
+        return norms.batchnorm_forward(x, gamma, beta, bn_param)
+    x = np.ascontiguousarray(x)
+    mean, inv_std = _statistics(x, bn_param)
+    x_hat, out = kernels.normalize(x, mean, inv_std, gamma, beta)
+    return out, (x_hat, gamma, inv_std)
+
+
+def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """norms.batchnorm_backward_alt in one pass for the sums and one for dx.
+    Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
+    x_hat, gamma, inv_std = cache
+    return kernels.normalize_backward(np.ascontiguousarray(dout), x_hat, gamma, inv_std)
+
+
+def spatial_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """conv.spatial_batchnorm_forward on the (N*H*W, C) view of channels-last x; out is
+    channels-last in memory. Shapes: x (N, C, H, W) -> out (N, C, H, W)."""
+    n, c, h, w = x.shape
+    out, cache = batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, c), gamma, beta, bn_param)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), cache
+
+
+def spatial_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Shapes: dout (N, C, H, W) -> dx (N, C, H, W) (channels-last in memory), dgamma, dbeta (C,)."""
+    n, c, h, w = dout.shape
+    dx, dgamma, dbeta = batchnorm_backward(dout.transpose(0, 2, 3, 1).reshape(-1, c), cache)
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def batchnorm_maxpool_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Spatial batch norm (train mode) then a 2x2 max pool of stride 2, without materializing the
+    normalized map: the same function as conv.spatial_batchnorm_forward followed by
+    conv.max_pool_forward_fast. The cache keeps x (the conv output) and the winners, not x_hat.
+    Shapes: x (N, C, H, W) with H, W even -> out (N, C, H/2, W/2), channels-last in memory."""
+    n, c, h, w = x.shape
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    mean, inv_std = _statistics(x_last.reshape(-1, c), bn_param)
+    out, won = kernels.normalize_maxpool(x_last, mean, inv_std, gamma, beta)
+    return out.transpose(0, 3, 1, 2), (x_last, won, mean, inv_std, gamma, beta)
+
+
+def batchnorm_maxpool_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Shapes: dout (N, C, H/2, W/2) -> dx (N, C, H, W) (channels-last in memory), dgamma, dbeta (C,)."""
+    x_last, won, mean, inv_std, gamma, _ = cache
+    dpool = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
+    dx, dgamma, dbeta = kernels.normalize_maxpool_backward(dpool, won, x_last, mean, inv_std, gamma)
+    return dx.transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def normalized(cache: Cache) -> Array:
+    """The normalized map (N, C, H, W) of a batchnorm_maxpool_forward cache, as the unfused
+    spatial batch norm outputs it: for recording what the activation sees, beside the step."""
+    x_last, _, mean, inv_std, gamma, beta = cache
+    n, h, w, c = x_last.shape
+    out = kernels.normalize(x_last.reshape(-1, c), mean, inv_std, gamma, beta)[1]
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def conv_forward(x: Array, w: Array, b: Array, conv_param: dict) -> tuple[Array, Cache]:
+    """conv.conv_forward_fast with im2col as one compiled pass (windows read from x channels-last,
+    padding written as zeros, no padded copy). Same cache, same bytes.
+    Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,) -> out (N, F, H', W'), channels-last in memory."""
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    n, _, _, _ = x.shape
+    f, c, hh, ww = w.shape
+    h_out, w_out = conv.conv_output_shape(x.shape, w.shape, conv_param)[2:]
+    cols = kernels.im2col(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), hh, ww, pad, stride, h_out, w_out)
+    out = cols @ w.transpose(2, 3, 1, 0).reshape(hh * ww * c, f)
+    out += b
+    return out.reshape(n, h_out, w_out, f).transpose(0, 3, 1, 2), (cols, w, x.shape, conv_param)
+
+
+def conv_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """conv.conv_backward_fast with the windows' gradient as one matrix product and col2im as one
+    compiled pass that adds each window back in a fixed order.
+    Shapes: dout (N, F, H', W') -> dx (N, C, H, W) (channels-last in memory), dw (F, C, HH, WW), db (F,)."""
+    cols, w, x_shape, conv_param = cache
+    n, c, h, w_in = x_shape
+    f, _, hh, ww = w.shape
+    dw, db = conv.conv_backward_fast_params(dout, cache)
+    dout_flat = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, f)
+    dcols = dout_flat @ w.transpose(0, 2, 3, 1).reshape(f, hh * ww * c)
+    h_out, w_out = dout.shape[2:]
+    dx = kernels.col2im(dcols, n, h, w_in, c, hh, ww, conv_param["pad"], conv_param["stride"], h_out, w_out)
+    return dx.transpose(0, 3, 1, 2), dw, db
+
+
+def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, float]:
+    """Run every layer above once on tiny arrays of each dtype, so that its kernels are compiled
+    (or loaded from the disk cache) now rather than inside the first training step. Returns how
+    many kernel signatures had to be compiled (0: all came from the cache) and the seconds it took."""
+    start = time.perf_counter()
+    before = _compiled()
+    rng = np.random.RandomState(0)
+    for dtype in dtypes:
+        x = rng.randn(2, 3, 4, 4).astype(dtype)
+        w = rng.randn(4, 3, 3, 3).astype(dtype)
+        h, conv_cache = conv_forward(x, w, np.zeros(4, dtype), {"stride": 1, "pad": 1})  # x: (N, C, H, W) layout
+        gamma, beta = np.ones(4, dtype), np.zeros(4, dtype)
+        out, cache = batchnorm_maxpool_forward(h, gamma, beta, {"mode": "train"})
+        dh = batchnorm_maxpool_backward(out, cache)[0]
+        conv_backward(dh, conv_cache)
+        conv_forward(dh, w.repeat(2, axis=1)[:, :4], np.zeros(4, dtype), {"stride": 1, "pad": 1})  # channels-last x
+        flat, flat_cache = batchnorm_forward(rng.randn(3, 4).astype(dtype), gamma, beta, {"mode": "train"})
+        batchnorm_backward(flat, flat_cache)
+    return _compiled() - before, time.perf_counter() - start
+
+
+def _compiled() -> int:
+    """Kernel signatures compiled in this process (numba counts the cache's misses)."""
+    dispatchers = [getattr(kernels, name) for name in dir(kernels)]
+    return sum(sum(d.stats.cache_misses.values()) for d in dispatchers if hasattr(d, "stats"))

@@ -1,0 +1,232 @@
+"""Compiled loops (numba) for the memory-bound passes of a training step: batch norm's statistics
+and normalization, batch norm fused with 2x2 max pooling, and im2col / col2im. Each loop reads its
+inputs once or twice and writes each output once, where numpy makes a pass per operation.
+
+Portable bytes: compiled without fastmath and without parallel, so LLVM neither reassociates nor
+contracts a multiply and an add into an FMA; every sum runs in a fixed order (over rows, in
+float64) and is vectorized only across channels, whose lanes are independent; no transcendental
+function (sqrt is exact). The bytes are then the same whatever CPU the code is compiled for
+(NUMBA_CPU_NAME), while the host's vector width still speeds up the loops. A change to any loop's
+order of operations raises bnlab.numerics.KERNELS_VERSION, which runs record.
+
+The layer-style functions built on these (forward returns (out, cache)) are bnlab.nn.fused's; the
+CS231n numpy layers stay the readable reference they are tested against.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bnlab.numerics import kernel_cache_dir
+
+# before numba loads, which reads it once: compiled kernels are cached in bnlab's cache folder
+os.environ.setdefault("NUMBA_CACHE_DIR", kernel_cache_dir())
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+# Flat indices are unsigned: numba then skips the check for negative (wrap-around) indices, which
+# would keep LLVM from vectorizing the loops.
+U = numba.uint64
+# cache=True: compiled once per signature and CPU, on disk (bnlab.numerics.kernel_cache_dir)
+jit = numba.njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
+
+
+@jit
+def mean_var(x):
+    """Per column of x (M, C) (C-contiguous): the mean and the biased variance, in float64, two passes."""
+    m, c = x.shape
+    src, cu = x.reshape(-1), U(c)
+    total = np.zeros(c)
+    for r in range(U(m)):
+        for k in range(cu):
+            total[k] += src[r * cu + k]
+    mean = total / m
+    squares = np.zeros(c)
+    for r in range(U(m)):
+        for k in range(cu):
+            d = src[r * cu + k] - mean[k]
+            squares[k] += d * d
+    return mean, squares / m
+
+
+@jit
+def normalize(x, mean, inv_std, gamma, beta):
+    """x_hat = (x - mean) * inv_std and out = x_hat * gamma + beta for x (M, C), in one pass."""
+    m, c = x.shape
+    x_hat, out = np.empty_like(x), np.empty_like(x)
+    src, hat, dst, cu = x.reshape(-1), x_hat.reshape(-1), out.reshape(-1), U(c)
+    for r in range(U(m)):
+        for k in range(cu):
+            v = (src[r * cu + k] - mean[k]) * inv_std[k]
+            hat[r * cu + k] = v
+            dst[r * cu + k] = v * gamma[k] + beta[k]
+    return x_hat, out
+
+
+@jit
+def normalize_backward(dout, x_hat, gamma, inv_std):
+    """Batch norm's backward in closed form for (M, C): dgamma, dbeta summed in float64, then
+    dx = dout * a - x_hat * b - c with a = gamma * inv_std, b = a * dgamma / M, c = a * dbeta / M."""
+    m, c = dout.shape
+    grad, hat, cu = dout.reshape(-1), x_hat.reshape(-1), U(c)
+    dbeta, dgamma = np.zeros(c), np.zeros(c)
+    for r in range(U(m)):
+        for k in range(cu):
+            dbeta[k] += grad[r * cu + k]
+            dgamma[k] += grad[r * cu + k] * hat[r * cu + k]
+    a = gamma * inv_std
+    b = (a * (dgamma / m)).astype(dout.dtype)
+    shift = (a * (dbeta / m)).astype(dout.dtype)
+    dx = np.empty_like(dout)
+    dst = dx.reshape(-1)
+    for r in range(U(m)):
+        for k in range(cu):
+            dst[r * cu + k] = grad[r * cu + k] * a[k] - hat[r * cu + k] * b[k] - shift[k]
+    return dx, dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
+
+
+@jit
+def _window(i, r, s, height, width, c):
+    """Flat offsets in (N, H, W, C) of the 2x2 window (r, s)'s top left, top right, bottom left and
+    bottom right pixels, channel 0."""
+    top_left = U(((i * height + 2 * r) * width + 2 * s) * c)
+    return top_left, top_left + U(c), top_left + U(width * c), top_left + U(width * c + c)
+
+
+@jit
+def normalize_maxpool(h, mean, inv_std, gamma, beta):
+    """Batch norm's output (x - mean) * inv_std * gamma + beta of h (N, H, W, C) (C-contiguous),
+    2x2 max-pooled with stride 2: out (N, H/2, W/2, C) and the winning offset (uint8: 0 top left,
+    1 top right, 2 bottom left, 3 bottom right; the first in that order on ties)."""
+    n, height, width, c = h.shape
+    out = np.empty((n, height // 2, width // 2, c), h.dtype)
+    won = np.empty((n, height // 2, width // 2, c), np.uint8)
+    src, dst, which_of, cu = h.reshape(-1), out.reshape(-1), won.reshape(-1), U(c)
+    q = U(0)
+    for i in range(n):
+        for r in range(height // 2):
+            for s in range(width // 2):
+                o0, o1, o2, o3 = _window(i, r, s, height, width, c)
+                for k in range(cu):
+                    v0 = (src[o0 + k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                    v1 = (src[o1 + k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                    v2 = (src[o2 + k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                    v3 = (src[o3 + k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                    best, which = v0, 0
+                    if v1 > best:
+                        best, which = v1, 1
+                    if v2 > best:
+                        best, which = v2, 2
+                    if v3 > best:
+                        best, which = v3, 3
+                    dst[q + k] = best
+                    which_of[q + k] = which
+                q += cu
+    return out, won
+
+
+@jit
+def normalize_maxpool_backward(dpool, won, h, mean, inv_std, gamma):
+    """Backward of normalize_maxpool: the pooled gradient reaches each window's winner, then batch
+    norm's closed form over all N*H*W positions (x_hat recomputed from h). dgamma and dbeta are
+    summed over the winners only (the other positions' gradient is 0), in float64."""
+    n, height, width, c = h.shape
+    grad, which_of, src, cu = dpool.reshape(-1), won.reshape(-1), h.reshape(-1), U(c)
+    dbeta, dgamma = np.zeros(c), np.zeros(c)
+    q = U(0)
+    for i in range(n):
+        for r in range(height // 2):
+            for s in range(width // 2):
+                top_left = _window(i, r, s, height, width, c)[0]
+                for k in range(cu):
+                    d = grad[q + k]
+                    o = U(which_of[q + k])
+                    winner = top_left + (o >> U(1)) * U(width * c) + (o & U(1)) * cu + k
+                    x_hat = (src[winner] - mean[k]) * inv_std[k]
+                    dbeta[k] += d
+                    dgamma[k] += d * x_hat
+                q += cu
+    m = n * height * width
+    a = gamma * inv_std
+    b = (a * (dgamma / m)).astype(h.dtype)
+    shift = (a * (dbeta / m)).astype(h.dtype)
+    dx = np.empty_like(h)
+    dst = dx.reshape(-1)
+    zero = np.zeros(1, h.dtype)[0]
+    q = U(0)
+    for i in range(n):
+        for r in range(height // 2):
+            for s in range(width // 2):
+                offsets = _window(i, r, s, height, width, c)
+                for o in range(4):
+                    base = offsets[o]
+                    for k in range(cu):
+                        d = grad[q + k] if which_of[q + k] == o else zero
+                        x_hat = (src[base + k] - mean[k]) * inv_std[k]
+                        dst[base + k] = d * a[k] - x_hat * b[k] - shift[k]
+                q += cu
+    return dx, dgamma.astype(h.dtype), dbeta.astype(h.dtype)
+
+
+@jit
+def im2col(x, kh, kw, pad, stride, h_out, w_out):
+    """The windows of x (N, H, W, C) (C-contiguous), zero-padded by `pad`, as the rows of
+    cols (N*h_out*w_out, kh*kw*C), each row in (kh, kw, C) order; every value written once."""
+    n, height, width, c = x.shape
+    cols = np.empty((n * h_out * w_out, kh * kw * c), x.dtype)
+    src, dst = x.reshape(-1), cols.reshape(-1)
+    zero = np.zeros(1, x.dtype)[0]
+    p = U(0)
+    for i in range(n):
+        for r in range(h_out):
+            for s in range(w_out):
+                for a in range(kh):
+                    y = r * stride + a - pad
+                    x0 = s * stride - pad
+                    if 0 <= y < height and stride == 1 and 0 <= x0 and x0 + kw <= width:
+                        run = U(kw * c)  # stride 1, inside: the window row is contiguous in x
+                        start = U(((i * height + y) * width + x0) * c)
+                        for k in range(run):
+                            dst[p + k] = src[start + k]
+                        p += run
+                        continue
+                    for b in range(kw):
+                        if 0 <= y < height and 0 <= x0 + b < width:
+                            start = U(((i * height + y) * width + x0 + b) * c)
+                            for k in range(U(c)):
+                                dst[p + k] = src[start + k]
+                        else:
+                            for k in range(U(c)):
+                                dst[p + k] = zero
+                        p += U(c)
+    return cols
+
+
+@jit
+def col2im(dcols, n, height, width, c, kh, kw, pad, stride, h_out, w_out):
+    """The adjoint of im2col: each row of dcols (N*h_out*w_out, kh*kw*C) added back to its window
+    of dx (N, H, W, C), rows in order, offsets in (kh, kw) order (a fixed order of the sums)."""
+    dx = np.zeros((n, height, width, c), dcols.dtype)
+    src, dst = dcols.reshape(-1), dx.reshape(-1)
+    p = U(0)
+    for i in range(n):
+        for r in range(h_out):
+            for s in range(w_out):
+                for a in range(kh):
+                    y = r * stride + a - pad
+                    x0 = s * stride - pad
+                    if 0 <= y < height and stride == 1 and 0 <= x0 and x0 + kw <= width:
+                        run = U(kw * c)
+                        start = U(((i * height + y) * width + x0) * c)
+                        for k in range(run):
+                            dst[start + k] += src[p + k]
+                        p += run
+                        continue
+                    for b in range(kw):
+                        if 0 <= y < height and 0 <= x0 + b < width:
+                            start = U(((i * height + y) * width + x0 + b) * c)
+                            for k in range(U(c)):
+                                dst[start + k] += src[p + k]
+                        p += U(c)
+    return dx

@@ -1,0 +1,134 @@
+"""The compiled layers (bnlab.nn.fused over bnlab.nn.kernels) against the numpy layers they stand
+for, in float64; and their bytes, the same whatever CPU numba compiles them for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bnlab.nn import conv, fused, norms
+from bnlab.nn.nets import ConvNet
+
+POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+
+def close(a, b, tol=1e-12):
+    return np.allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "stride, pad, k, shape", [(1, 1, 3, (3, 4, 6, 5)), (2, 0, 3, (2, 3, 7, 6)), (2, 2, 5, (2, 2, 6, 5))]
+)
+def test_compiled_conv_is_the_numpy_conv(stride, pad, k, shape):
+    rng = np.random.RandomState(0)
+    x, w, b = rng.randn(*shape), rng.randn(4, shape[1], k, k), rng.randn(4)
+    param = {"stride": stride, "pad": pad}
+    out, cache = fused.conv_forward(x, w, b, param)
+    ref, ref_cache = conv.conv_forward_fast(x, w, b, param)
+    assert np.array_equal(out, ref)  # im2col copies: the same windows, the same product
+    dout = rng.randn(*out.shape)
+    for got, want in zip(fused.conv_backward(dout, cache), conv.conv_backward_fast(dout, ref_cache), strict=True):
+        assert got.shape == want.shape and close(got, want)
+    # against the loops of the naive layer too, from a channels-last input (a later block's)
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert close(fused.conv_forward(x_last, w, b, param)[0], conv.conv_forward_naive(x, w, b, param)[0])
+
+
+def test_compiled_batchnorm_is_the_numpy_batchnorm_with_its_running_statistics():
+    rng = np.random.RandomState(1)
+    x, gamma, beta = rng.randn(40, 7) * 3 + 2, rng.randn(7), rng.randn(7)
+    ours, theirs = {"mode": "train", "momentum": 0.8}, {"mode": "train", "momentum": 0.8}
+    for _ in range(3):
+        out, cache = fused.batchnorm_forward(x, gamma, beta, ours)
+        ref, ref_cache = norms.batchnorm_forward(x, gamma, beta, theirs)
+        assert close(out, ref)
+    assert close(ours["running_mean"], theirs["running_mean"]) and close(ours["running_var"], theirs["running_var"])
+    dout = rng.randn(*x.shape)
+    for got, want in zip(
+        fused.batchnorm_backward(dout, cache), norms.batchnorm_backward_alt(dout, ref_cache), strict=True
+    ):
+        assert close(got, want)
+    ours["mode"] = theirs["mode"] = "test"
+    assert np.array_equal(
+        fused.batchnorm_forward(x, gamma, beta, ours)[0], norms.batchnorm_forward(x, gamma, beta, theirs)[0]
+    )
+
+
+def test_batchnorm_fused_with_max_pooling_is_the_two_layers():
+    rng = np.random.RandomState(2)
+    x = rng.randn(3, 5, 6, 8)
+    x[0, 0, :2, :2] = 1.5  # a tied window: the first offset wins in both
+    gamma, beta = rng.randn(5), rng.randn(5)
+    ours, theirs = {"mode": "train"}, {"mode": "train"}
+    out, cache = fused.batchnorm_maxpool_forward(x, gamma, beta, ours)
+    normalized, bn_cache = conv.spatial_batchnorm_forward(x, gamma, beta, theirs)
+    ref, pool_cache = conv.max_pool_forward_fast(normalized, POOL)
+    assert close(out, ref) and close(fused.normalized(cache), normalized)
+    assert close(ours["running_var"], theirs["running_var"])
+    dout = rng.randn(*out.shape)
+    want = conv.spatial_batchnorm_backward(conv.max_pool_backward_fast(dout, pool_cache), bn_cache)
+    for got, expected in zip(fused.batchnorm_maxpool_backward(dout, cache), want, strict=True):
+        assert close(got, expected)
+
+
+def test_a_conv_net_step_is_the_same_whether_or_not_activations_are_recorded():
+    """The fused block computes the normalized map for the record beside the step: recording
+    changes no byte of the loss or the gradients."""
+    rng = np.random.RandomState(3)
+    X, y = rng.randn(6, 3, 8, 8).astype(np.float32), rng.randint(10, size=6)
+    results = []
+    for record in (None, {}):
+        net = ConvNet([4, 6], input_dim=(3, 8, 8), normalization="batchnorm", seed=0)
+        net.activation_inputs = record
+        loss, grads = net.loss(X, y)
+        results.append((loss, {k: g.tobytes() for k, g in grads.items()}))
+        if record is not None:
+            assert set(record) == {1, 2} and record[1].shape == (6, 4, 8, 8)
+    assert results[0] == results[1]
+
+
+# A float32 conv net's training steps and every compiled kernel's output on fixed inputs, hashed
+# in a fresh process compiled for the CPU named by NUMBA_CPU_NAME.
+BYTES_SCRIPT = r"""
+import hashlib, json, numpy as np
+from bnlab.nn import fused
+from bnlab.nn.nets import ConvNet
+from bnlab.nn.solver import Solver
+rng = np.random.RandomState(0)
+digest = hashlib.sha256()
+x = rng.randn(4, 6, 8, 10).astype(np.float32)
+gamma, beta = rng.randn(6).astype(np.float32), rng.randn(6).astype(np.float32)
+out, cache = fused.batchnorm_maxpool_forward(x, gamma, beta, {"mode": "train"})
+for array in (out, *fused.batchnorm_maxpool_backward(rng.randn(*out.shape).astype(np.float32), cache)):
+    digest.update(array.tobytes())
+X, y = rng.randn(64, 3, 16, 16).astype(np.float32), rng.randint(10, size=64)
+net = ConvNet([8, 16], input_dim=(3, 16, 16), hidden_dims=[12], normalization="batchnorm", seed=0)
+solver = Solver(net, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="adam", batch_size=16,
+                num_epochs=1, rng=np.random.RandomState(0))
+solver.train()
+digest.update(np.array(solver.loss_history, dtype=np.float64).tobytes())
+for name in sorted(net.params):
+    digest.update(net.params[name].tobytes())
+print(json.dumps(digest.hexdigest()))
+"""
+
+
+@pytest.mark.slow  # compiles the kernels once per CPU name (then numba's disk cache has them)
+def test_the_kernels_bytes_do_not_depend_on_the_cpu_they_are_compiled_for():
+    digests = {}
+    for cpu in ("host", "generic", "haswell", "skylake-avx512", "znver2"):
+        env = dict(os.environ)
+        env.pop("NUMBA_CPU_NAME", None)
+        if cpu != "host":
+            env["NUMBA_CPU_NAME"] = cpu
+        done = subprocess.run(
+            [sys.executable, "-c", BYTES_SCRIPT], env=env, capture_output=True, text=True, timeout=240
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests[cpu] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(set(digests.values())) == 1, digests
