@@ -76,7 +76,7 @@ def _layer_rows(quick: bool) -> list[BenchRow]:
     w, b = (rng.randn(64, 32, 3, 3) * 0.06).astype(np.float32), np.zeros(64, np.float32)
     gamma, beta, param = np.ones(64, np.float32), np.zeros(64, np.float32), {"stride": 1, "pad": 1}
     h, conv_cache = conv.conv_forward_fast(x, w, b, param)
-    dh = rng.randn(*h.shape).astype(np.float32)
+    dh = np.ascontiguousarray(rng.randn(n, 16, 16, 64).astype(np.float32)).transpose(0, 3, 1, 2)  # as a net's
     pooled_grad = rng.randn(n, 64, 8, 8).astype(np.float32)
 
     def numpy_norm_pool():

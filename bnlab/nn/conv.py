@@ -127,7 +127,7 @@ def conv_backward_fast(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     n, c, h, w_in = x_shape
     f, _, hh, ww = w.shape
     dout_flat = _channels_last(dout).reshape(-1, f)
-    dw, db = _conv_param_grads(dout_flat, cols, w.shape)
+    dw, db = conv_param_grads(dout_flat, cols, w.shape)
 
     h_out, w_out = dout.shape[2:]
     dcols = np.matmul(dout_flat, w.transpose(2, 3, 0, 1)).reshape(hh, ww, n, h_out, w_out, c)
@@ -144,10 +144,12 @@ def conv_backward_fast_params(dout: Array, cache: Cache) -> tuple[Array, Array]:
     Shapes: dout (N, F, H', W') -> dw (F, C, HH, WW), db (F,).
     """
     cols, w, _, _ = cache
-    return _conv_param_grads(_channels_last(dout).reshape(-1, w.shape[0]), cols, w.shape)
+    return conv_param_grads(_channels_last(dout).reshape(-1, w.shape[0]), cols, w.shape)
 
 
-def _conv_param_grads(dout_flat: Array, cols: Array, w_shape: tuple[int, ...]) -> tuple[Array, Array]:
+def conv_param_grads(dout_flat: Array, cols: Array, w_shape: tuple[int, ...]) -> tuple[Array, Array]:
+    """dw (F, C, HH, WW) and db (F,) from the output gradient, channels-last (N*H'*W', F), and the
+    windows cols of the forward pass."""
     f, c, hh, ww = w_shape
     dw = (cols.T @ dout_flat).reshape(hh, ww, c, f).transpose(3, 2, 0, 1)
     return np.ascontiguousarray(dw), dout_flat.sum(axis=0)

@@ -112,8 +112,8 @@ def conv_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     cols, w, x_shape, conv_param = cache
     n, c, h, w_in = x_shape
     f, _, hh, ww = w.shape
-    dw, db = conv.conv_backward_fast_params(dout, cache)
     dout_flat = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, f)
+    dw, db = conv.conv_param_grads(dout_flat, cols, w.shape)
     dcols = dout_flat @ w.transpose(0, 2, 3, 1).reshape(f, hh * ww * c)
     h_out, w_out = dout.shape[2:]
     dx = kernels.col2im(dcols, n, h, w_in, c, hh, ww, conv_param["pad"], conv_param["stride"], h_out, w_out)
