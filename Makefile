@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED_DATA)/cifar-10-batches-py),)
 export BNLAB_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install test test-fast test-kernels reference-hashes readme lint run gradcheck bench experiments claims clean
+.PHONY: install docs test test-fast test-kernels reference-hashes readme lint run gradcheck bench experiments claims clean
 
 install: $(STAMP)
 
@@ -26,6 +26,17 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The documentation site into site/: the reference pages written from the code (tools/docs.py),
+# the notebook executed, every link and anchor checked (--strict: a warning fails the build).
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python tools/docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Everything but the tests marked slow (tests/conftest.py): under a minute, for the edit-test loop.
 test-fast: $(STAMP)
@@ -90,5 +101,5 @@ bench: $(STAMP)
 	$(BIN)/bnlab bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

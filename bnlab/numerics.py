@@ -189,7 +189,9 @@ def provenance() -> dict:
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    blas = next((lib for lib in threadpool_info() if lib.get("user_api") == "blas"), {})
+    # numpy's own BLAS: scipy (which numba and the claims lab load) brings another OpenBLAS
+    libraries = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    blas = next((lib for lib in libraries if "numpy" in lib.get("filepath", "")), libraries[0] if libraries else {})
     kernel = blas.get("architecture")
     portable = _pin["mode"] == "portable" and kernel in PORTABLE_KERNELS
     record = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -60,14 +59,6 @@ def assert_one_error(result, code: int, *phrases: str, stdout: bool = False) -> 
 # --- help --------------------------------------------------------------------------------------
 
 COMMANDS = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
-
-
-def test_the_commands_the_readme_names_exist():
-    readme = (ROOT / "README.md").read_text()
-    # in code spans (`bnlab run configs/...`) and console lines ($ bnlab plot results/)
-    named = {*re.findall(r"`bnlab ([a-z][a-z-]*)", readme), *re.findall(r"^\$ bnlab ([a-z][a-z-]*)", readme, re.M)}
-    assert {"run", "plan", "plot", "results", "gradcheck", "data"} <= named  # the README still names them
-    assert named <= set(COMMANDS), named - set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

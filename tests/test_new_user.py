@@ -377,8 +377,8 @@ def test_report_names_claims_by_their_cli_id_and_says_none_as_the_tables_do(smok
     assert "no normalization" not in html
 
 
-def test_the_readme_quotes_the_changed_set_error_as_the_cli_prints_it(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
+def test_the_guide_quotes_the_changed_set_error_as_the_cli_prints_it(tmp_path, monkeypatch):
+    readme = (ROOT / "docs" / "guide" / "first-experiment.md").read_text()
     quoted = next(line for line in readme.splitlines() if "this run was made with a different config" in line)
     monkeypatch.chdir(tmp_path)
     assert bnlab("run", SMOKE, "--workers", 1).exit_code == 0

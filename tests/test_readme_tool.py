@@ -53,7 +53,7 @@ def test_blocks_are_rebuilt_from_results_and_prose_is_kept(tmp_path, monkeypatch
         "<!-- bnlab:claims -->\nold claims\n<!-- /bnlab:claims -->\n"
         "<!-- bnlab:provenance -->\n<!-- /bnlab:provenance -->\n"
     )
-    monkeypatch.setattr(readme, "README", file)
+    monkeypatch.setattr(readme, "PAGES", [file])
     monkeypatch.setattr(readme, "RESULTS", results)
     monkeypatch.setattr(readme, "FIGURES", figures)
     assert readme.main() == 0

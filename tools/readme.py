@@ -1,5 +1,5 @@
-"""Rebuild the README's generated parts from results/: `make readme` (after `make experiments`,
-and `make claims` for the claims table).
+"""Rebuild the generated parts of the results pages (docs/results/*.md, and the README if it has
+any) from results/: `make readme` (after `make experiments`, and `make claims` for the claims table).
 
 Generated blocks sit between `<!-- bnlab:NAME -->` and `<!-- /bnlab:NAME -->`; everything outside
 them is prose and left alone (its numbers are updated by hand, citing the command beside them).
@@ -26,6 +26,7 @@ from bnlab.numerics import numerics_summary  # noqa: E402
 from bnlab.results import group_summary  # noqa: E402
 
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]  # the pages whose blocks are rebuilt
 RESULTS = ROOT / "results"
 FIGURES = ROOT / "docs" / "figures"
 # README figures whose experiment is not their name's prefix
@@ -152,25 +153,31 @@ def copy_figures(results: Path, figures: Path) -> list[str]:
 
 def main() -> int:
     start = time.perf_counter()
-    text = README.read_text()
     builders = {"provenance": provenance_block, "cnn_norm": cnn_norm_block, "claims": claims_block}
+    rebuilt = []
+    for page in PAGES:
+        text = page.read_text()
 
-    def rebuild(match: re.Match) -> str:
-        name = match["name"]
-        if name not in builders:
-            raise SystemExit(f"README.md: unknown generated block {name!r}; known: {', '.join(builders)}")
-        body = builders[name](RESULTS)
-        if body is None:
-            print(f"kept block {name}: its results are not in {RESULTS}", file=sys.stderr)
-            return match.group(0)
-        return f"{match.group(1)}{body}{match.group(4)}"
+        def rebuild(match: re.Match, page: Path = page) -> str:
+            name = match["name"]
+            if name not in builders:
+                raise SystemExit(f"{page.name}: unknown generated block {name!r}; known: {', '.join(builders)}")
+            body = builders[name](RESULTS)
+            if body is None:
+                print(f"kept block {name}: its results are not in {RESULTS}", file=sys.stderr)
+                return match.group(0)
+            return f"{match.group(1)}{body}{match.group(4)}"
 
-    README.write_text(BLOCK.sub(rebuild, text))
+        new_text = BLOCK.sub(rebuild, text)
+        if new_text != text:
+            page.write_text(new_text)
+            rebuilt.append(page.name)
     missing = copy_figures(RESULTS, FIGURES)  # "folder/name.png"
     for name in missing:
         if name != "figures/report.png":
             print(f"kept docs/figures/{name.removeprefix('figures/')}: no figure for it in {RESULTS}", file=sys.stderr)
-    print(f"README.md and docs/figures rebuilt from {RESULTS} in {time.perf_counter() - start:.1f} s")
+    pages = ", ".join(rebuilt) or "no page changed"
+    print(f"generated blocks ({pages}) and docs/figures rebuilt from {RESULTS} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
