@@ -76,3 +76,34 @@ def test_momentum_is_the_old_values_share_and_a_spec_key(tmp_path):
     text = "name: m\nmodel: {hidden_dims: [3], normalization: batchnorm}\nsweep: {model.momentum: [0.9, 0.5]}\n"
     default, set_ = (run.config["model"] for run in experiment_from_text(text, "m.yaml").runs)
     assert "momentum" not in default and set_["momentum"] == 0.5
+
+
+@pytest.mark.parametrize("scale, shift", [(0.5, 3.0), (-2.0, -1.0)])
+def test_adabn_undoes_an_affine_shift_of_the_inputs_to_the_size_of_eps(scale, shift):
+    """AdaBN (Li et al. 2016): statistics re-estimated on shifted inputs x' = a x + b. The first
+    affine layer turns the shift into a per-feature one, a * h + c_j, which batch norm removes
+    exactly but for eps: (a h + c - mean') / sqrt(var' + eps) = (h - mean) / sqrt(var + eps / a**2)
+    (with a < 0 the features flip sign: the first layer is made odd by zero biases and no ReLU
+    before the norm sees it). The stored statistics do not undo it."""
+    rng = np.random.RandomState(4)
+    net = FullyConnectedNet([8, 6], input_dim=5, num_classes=4, normalization="batchnorm", weight_scale=0.5,
+                            dtype=np.float64, seed=2)  # fmt: skip
+    X = rng.randn(200, 5) * 2 + 1
+    recompute_bn_statistics(net, X)
+    scores = net.loss(X)
+    shifted = scale * X + shift
+    stale = net.loss(shifted)
+    recompute_bn_statistics(net, shifted)
+    adapted = net.loss(shifted)
+    if scale > 0:
+        # the only difference left is eps / a**2 against eps, relative to the features' variance
+        bound = 4 * EPS / scale**2 / net.bn_params[0]["running_var"].min()
+        assert np.max(np.abs(adapted - scores)) <= bound * np.max(np.abs(scores)) + 1e-12
+    else:  # a negative scale flips every first-layer feature: the norm's output is -x_hat
+        a1 = X @ net.params["W1"] + net.params["b1"]
+        flipped = -(a1 - a1.mean(0)) / np.sqrt(a1.var(0) + EPS / scale**2)
+        first = net.bn_params[0]
+        a1_shifted = shifted @ net.params["W1"] + net.params["b1"]
+        x_hat = (a1_shifted - first["running_mean"]) / np.sqrt(first["running_var"] + EPS)
+        np.testing.assert_allclose(x_hat, flipped, rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(stale - scores)) > 0.1  # with the stored statistics the shift is not undone

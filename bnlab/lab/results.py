@@ -46,6 +46,8 @@ FINISHED = ("done", "diverged")
 METRICS = ("best_val_acc", "best_train_acc", "final_train_loss", "wall_s")
 HISTORY_COLUMNS = ("iteration", "epoch", "loss")
 EPOCH_COLUMNS = ("epoch", "train_acc", "val_acc", "learning_rate")
+# after them, when the run measured its accuracies in train mode too (solver.train_mode_accuracy)
+TRAIN_MODE_COLUMNS = ("train_acc_train_mode", "val_acc_train_mode")
 PROBE_COLUMNS = ("iteration", "layer", "statistic", "value")
 TEXT_COLUMNS = ("statistic",)
 RERUN = "rerun `bnlab run SPEC` for this experiment (it resumes and redoes unfinished runs)"
@@ -94,7 +96,7 @@ class RunRecord:
     metrics: dict
     losses: Sequence[float]
     iterations_per_epoch: int
-    epochs: Sequence[tuple]  # (epoch, train_acc, val_acc, learning_rate)
+    epochs: Sequence[tuple]  # (epoch, train_acc, val_acc, learning_rate[, train_acc_train_mode, val_acc_train_mode])
     probes: Sequence[tuple] | None  # (iteration, layer, statistic, value); None when not recording
     meta: dict  # the rest of meta.json: started, wall_s, peak_rss_mb, error, provenance
 
@@ -106,7 +108,10 @@ def write_run(path: Path, run: Run, record: RunRecord) -> None:
     (staging / "config.yaml").write_text(yaml.safe_dump(plain(run.config), sort_keys=False))
     history = [[i + 1, i // ipe + 1, loss] for i, loss in enumerate(record.losses)]
     (staging / "history.csv").write_text(_csv(list(HISTORY_COLUMNS), history))
-    (staging / "epochs.csv").write_text(_csv(list(EPOCH_COLUMNS), [list(row) for row in record.epochs]))
+    epoch_columns = (
+        [*EPOCH_COLUMNS, *TRAIN_MODE_COLUMNS] if record.epochs and len(record.epochs[0]) > 4 else EPOCH_COLUMNS
+    )
+    (staging / "epochs.csv").write_text(_csv(list(epoch_columns), [list(row) for row in record.epochs]))
     if record.probes is not None:
         (staging / "probes.csv").write_text(_csv(list(PROBE_COLUMNS), [list(row) for row in record.probes]))
     meta = {
@@ -313,7 +318,7 @@ def load_experiment(path: str | Path) -> ExperimentResults:
         history = _read_run_table(run_dir / "history.csv", HISTORY_COLUMNS, ("iteration", "epoch"), status)
         if status == "done" and history.empty:
             raise ResultsError(f"{run_dir / 'history.csv'}: has no iterations but the run is done; {RERUN}.")
-        epoch_table = _read_run_table(run_dir / "epochs.csv", EPOCH_COLUMNS, ("epoch",), status)
+        epoch_table = _read_run_table(run_dir / "epochs.csv", EPOCH_COLUMNS, ("epoch",), status, TRAIN_MODE_COLUMNS)
         if epoch_table.empty:
             raise ResultsError(f"{run_dir / 'epochs.csv'}: has no rows (the first iteration is checked); {RERUN}.")
         histories.append(history.assign(run_id=run_id))
@@ -326,7 +331,7 @@ def load_experiment(path: str | Path) -> ExperimentResults:
         spec=spec,
         runs=runs,
         history=_concat(histories, HISTORY_COLUMNS),
-        epochs=_concat(epochs, EPOCH_COLUMNS),
+        epochs=_concat(epochs, (*EPOCH_COLUMNS, *(c for c in TRAIN_MODE_COLUMNS if any(c in t for t in epochs)))),
         swept_keys=swept_keys,
         probes=_concat(probes, PROBE_COLUMNS),
     )
@@ -496,11 +501,11 @@ def _swept_column(cells: pd.Series) -> pd.Series:
 
 
 def _read_run_table(
-    file: Path, columns: tuple[str, ...], integer_columns: tuple[str, ...], status: str
+    file: Path, columns: tuple[str, ...], integer_columns: tuple[str, ...], status: str, optional: tuple[str, ...] = ()
 ) -> pd.DataFrame:
-    """Reads a run's history.csv, epochs.csv or probes.csv, checking that `columns` hold numbers
-    (integers in `integer_columns`; nan/inf are numbers: a diverged run's last loss is one), except
-    the TEXT_COLUMNS, which hold names."""
+    """Reads a run's history.csv, epochs.csv or probes.csv, checking that `columns` (and those of
+    `optional` that it has) hold numbers (integers in `integer_columns`; nan/inf are numbers: a
+    diverged run's last loss is one), except the TEXT_COLUMNS, which hold names."""
     if not file.is_file():
         raise ResultsError(f"{file}: missing, but runs.csv lists this run as {status}; {RERUN}.")
     try:
@@ -510,6 +515,7 @@ def _read_run_table(
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ResultsError(f"{file}: missing column(s) {', '.join(missing)} (expected {', '.join(columns)}); {RERUN}.")
+    columns = (*columns, *(c for c in optional if c in table.columns))
     for column in columns:
         if column in TEXT_COLUMNS:
             table[column] = table[column].astype(str)
@@ -531,7 +537,7 @@ def _concat(tables: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
     order = ["run_id", *columns]
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("run_id", *TEXT_COLUMNS) else "float64") for c in order})
-    return pd.concat([t[order] for t in tables], ignore_index=True)
+    return pd.concat([t.reindex(columns=order) for t in tables], ignore_index=True)
 
 
 def provenance_note(path: str | Path) -> str | None:

@@ -109,13 +109,16 @@ def _metrics(outcome: RunOutcome) -> dict:
 
 
 def run_record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecord:
+    train_mode = (outcome.train_acc_train_mode, outcome.val_acc_train_mode) if outcome.train_acc_train_mode else ()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None
     return results.RunRecord(
         status=outcome.status,
         metrics=_metrics(outcome),
         losses=outcome.losses,
         iterations_per_epoch=outcome.iterations_per_epoch,
-        epochs=list(zip(outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, strict=True)),
+        epochs=list(
+            zip(outcome.epochs, outcome.train_acc, outcome.val_acc, outcome.learning_rates, *train_mode, strict=True)
+        ),
         probes=outcome.probes if run.config.get("record") else None,
         meta={
             "started": started,

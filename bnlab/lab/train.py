@@ -35,6 +35,8 @@ class RunOutcome:
     train_acc: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)
+    train_acc_train_mode: list[float] = field(default_factory=list)  # with solver.train_mode_accuracy
+    val_acc_train_mode: list[float] = field(default_factory=list)
     started: float = 0.0
     wall_s: float = 0.0
     peak_rss_mb: float | None = None  # of the process that trained it, at the end of the run
@@ -107,6 +109,8 @@ def train_run(
         train_acc=list(solver.train_acc_history),
         val_acc=list(solver.val_acc_history),
         learning_rates=[float(x) for x in solver.lr_history],
+        train_acc_train_mode=list(solver.train_acc_train_mode_history),
+        val_acc_train_mode=list(solver.val_acc_train_mode_history),
         started=started,
         wall_s=time.perf_counter() - clock,
         peak_rss_mb=_peak_rss_mb(),

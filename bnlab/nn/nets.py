@@ -8,6 +8,7 @@ hidden layer, affine - softmax.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,14 +133,13 @@ class Net:
         mode = "test" if y is None else "train"
         for bn_param in self.bn_params:
             bn_param["mode"] = mode
-        h, cache = self._body(self._input(X))
-        last = self.num_layers
-        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        scores, cache, last_cache = self._scores(X)
         if y is None:
             return scores
 
         loss, dscores = layers.softmax_loss(scores, y)
         grads: dict[str, np.ndarray] = {}
+        last = self.num_layers
         dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
         self._body_backward(dh, cache, grads)
         for name, w in self.params.items():
@@ -147,6 +147,30 @@ class Net:
                 loss += 0.5 * self.reg * float(np.sum(w * w))
                 grads[name] += self.reg * w
         return loss, grads
+
+    def _scores(self, X: np.ndarray):
+        """Class scores of X in the layers' current modes, with the body's and the output layer's caches."""
+        h, cache = self._body(self._input(X))
+        last = self.num_layers
+        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        return scores, cache, last_cache
+
+    def batch_statistics_scores(self, X: np.ndarray) -> np.ndarray:
+        """Class scores (N, num_classes) for X with every normalization in train mode, normalizing
+        with X's own statistics (as during training; dropout off), its running statistics and noise
+        streams left exactly as they were: what model.train() gives in PyTorch, beside test mode's
+        running statistics."""
+        kept = self.bn_params
+        self.bn_params = copy.deepcopy(kept)
+        dropout = getattr(self, "dropout_param", None)
+        try:
+            for bn_param in self.bn_params:
+                bn_param["mode"] = "train"
+            if dropout is not None:
+                dropout["mode"] = "test"
+            return self._scores(X)[0]
+        finally:
+            self.bn_params = kept
 
     def _body(self, h: np.ndarray):
         """Everything below the output layer: hidden layers 1 .. L-1 (_layer_forward(h, i) ->

@@ -27,6 +27,10 @@ class Solver:
     accumulate: K; each update averages the losses and gradients of K micro-batches of batch_size,
         drawn as the same K * batch_size examples one batch that large would be (gradient
         accumulation: without layers that use batch statistics, the large batch's update to rounding).
+    train_mode_accuracy: at every accuracy check, also measure both accuracies in train mode on the
+        same samples (normalizations use each chunk's batch statistics; running statistics and noise
+        untouched): train_acc_train_mode_history, val_acc_train_mode_history. The gap between the
+        modes is what model.eval() versus model.train() shows in PyTorch.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
         accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
         of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
@@ -56,6 +60,7 @@ class Solver:
         batch_size: int = 100,
         num_epochs: int = 10,
         accumulate: int = 1,
+        train_mode_accuracy: bool = False,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
         check_batch_size: int = 1000,
@@ -74,6 +79,7 @@ class Solver:
         self.batch_size = batch_size
         self.num_epochs = num_epochs
         self.accumulate = accumulate
+        self.train_mode_accuracy = train_mode_accuracy
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.check_batch_size = check_batch_size
@@ -90,6 +96,8 @@ class Solver:
         self.loss_history: list[float] = []
         self.train_acc_history: list[float] = []
         self.val_acc_history: list[float] = []
+        self.train_acc_train_mode_history: list[float] = []
+        self.val_acc_train_mode_history: list[float] = []
         self.lr_history: list[float] = []
         self.epoch_history: list[int] = []
         self.diverged = False
@@ -138,21 +146,35 @@ class Solver:
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
 
-    def check_accuracy(self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None) -> float:
-        """Fraction of X classified as y in test mode, on a random subset of num_samples if given."""
-        n = X.shape[0]
-        if num_samples is not None and n > num_samples:
-            subset = self.rng.choice(n, num_samples)
-            X, y, n = X[subset], y[subset], num_samples
+    def check_accuracy(
+        self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None, batch_statistics: bool = False
+    ) -> float:
+        """Fraction of X classified as y in test mode (with batch_statistics: in train mode, each
+        chunk of check_batch_size samples normalized with its own statistics), on a random subset
+        of num_samples if given."""
+        return self._accuracy(*self._subset(X, y, num_samples), batch_statistics)
+
+    def _subset(self, X: np.ndarray, y: np.ndarray, num_samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if num_samples is not None and X.shape[0] > num_samples:
+            subset = self.rng.choice(X.shape[0], num_samples)
+            return X[subset], y[subset]
+        return X, y
+
+    def _accuracy(self, X: np.ndarray, y: np.ndarray, batch_statistics: bool = False) -> float:
+        scores_of = self.model.batch_statistics_scores if batch_statistics else self.model.loss
         correct = 0
-        for start in range(0, n, self.check_batch_size):
-            scores = self.model.loss(X[start : start + self.check_batch_size])
+        for start in range(0, X.shape[0], self.check_batch_size):
+            scores = scores_of(X[start : start + self.check_batch_size])
             correct += int((scores.argmax(axis=1) == y[start : start + self.check_batch_size]).sum())
-        return correct / n
+        return correct / X.shape[0]
 
     def _record_accuracy(self, iteration: int, num_iterations: int) -> None:
-        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
+        train_X, train_y = self._subset(self.X_train, self.y_train, self.num_train_samples)
+        val_X, val_y = self._subset(self.X_val, self.y_val, self.num_val_samples)
+        train_acc, val_acc = self._accuracy(train_X, train_y), self._accuracy(val_X, val_y)
+        if self.train_mode_accuracy:  # the same samples, in train mode
+            self.train_acc_train_mode_history.append(self._accuracy(train_X, train_y, batch_statistics=True))
+            self.val_acc_train_mode_history.append(self._accuracy(val_X, val_y, batch_statistics=True))
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         self.lr_history.append(self.optim_state["learning_rate"])

@@ -151,6 +151,7 @@ class SolverSpec(_Section):
     batch_size: PositiveInt = 100
     num_epochs: PositiveInt = 10
     accumulate: PositiveInt = 1  # micro-batches of batch_size per update (gradient accumulation)
+    train_mode_accuracy: bool = False  # also measure the accuracies with batch statistics (train mode)
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 
