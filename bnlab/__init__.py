@@ -17,6 +17,7 @@ _EXPORTS = {
     "ConvNet": "bnlab.nn.nets",
     "Solver": "bnlab.nn.solver",
     "recompute_bn_statistics": "bnlab.nn.statistics",
+    "load_net": "bnlab.lab.weights",
 }
 
 

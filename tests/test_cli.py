@@ -364,7 +364,7 @@ def test_rerun_says_nothing_was_left_to_train(tmp_path):
         and "nothing to train" in again.stdout
     )
     assert {p: p.stat().st_mtime_ns for p in (out / "smoke").glob("normalization=*/*")} == mtimes
-    assert len(mtimes) == 4 * 4 and (out / "smoke" / "runs.csv").read_bytes() == runs
+    assert len(mtimes) == 4 * 5 and (out / "smoke" / "runs.csv").read_bytes() == runs  # 5 files per run
 
 
 # --- real processes: SIGKILL and Ctrl-C ------------------------------------------------------------

@@ -23,12 +23,13 @@ from bnlab.lab import results
 from bnlab.lab.executors import make_executor
 from bnlab.lab.results import finished_on_disk
 from bnlab.lab.runner import run_experiment
+from bnlab.lab.weights import differing_weights
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
 from bnlab.spec.experiment import experiment_from_text, load_experiment
 
 SMOKE_IDS = [f"normalization={norm}__seed={seed}" for norm in ("none", "batchnorm") for seed in (0, 1)]
-RUN_FILES = ("config.yaml", "history.csv", "epochs.csv", "meta.json")
+RUN_FILES = ("config.yaml", "history.csv", "epochs.csv", "meta.json", "weights.npz")
 
 
 pytestmark = pytest.mark.usefixtures("shared_data")  # without the data every test here skips, saying so
@@ -177,6 +178,8 @@ def test_same_histories_with_one_or_two_workers(tmp_path):
     for name in one:
         if name.endswith(("history.csv", "epochs.csv", "config.yaml")):
             assert one[name] == two[name], name
+    for run in (tmp_path / "one" / "smoke").glob("*/"):  # the trained nets too, array for array
+        assert differing_weights(run, tmp_path / "two" / "smoke" / run.name) is None, run.name
 
 
 @pytest.mark.parametrize("normalization", [None, "batchnorm"])

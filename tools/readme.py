@@ -13,6 +13,7 @@ browser screenshot, not regenerated). A block whose results are missing is left 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -81,9 +82,10 @@ def cnn_norm_block(results: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def claims_block(results: Path) -> str | None:
-    """The claims' table as the README shows it: led by the verdict after Holm's adjustment (for a
-    claim with cells, where it holds), then the unadjusted one, with the counts of each."""
+def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
+    """The claims' table: led by the verdict after Holm's adjustment (for a claim with cells, where
+    it holds), then the unadjusted one, with the counts of each; `figures`: the figures folder as
+    the page links it."""
     file = results / "claims" / "claims.json"
     if not file.is_file():
         return None
@@ -111,7 +113,7 @@ def claims_block(results: Path) -> str | None:
         effect = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
         figure = f"{c['id']}-cells" if len(own) > 1 else c["id"]
         lines.append(
-            f"| [`{c['id']}`](docs/figures/claims/{figure}.png) | {c['statement']} <br><sub>{compared}</sub> "
+            f"| [`{c['id']}`]({figures}/claims/{figure}.png) | {c['statement']} <br><sub>{compared}</sub> "
             f"| {shown} | {scope} | {effect} | {c['n']} | {c['verdict']} |"
         )
     order = ("supported", "contradicted", "inconclusive", "everywhere", "somewhere", "nowhere")
@@ -162,7 +164,8 @@ def main() -> int:
             name = match["name"]
             if name not in builders:
                 raise SystemExit(f"{page.name}: unknown generated block {name!r}; known: {', '.join(builders)}")
-            body = builders[name](RESULTS)
+            figures = os.path.relpath(FIGURES, page.parent)
+            body = builders[name](RESULTS, figures) if name == "claims" else builders[name](RESULTS)
             if body is None:
                 print(f"kept block {name}: its results are not in {RESULTS}", file=sys.stderr)
                 return match.group(0)

@@ -138,7 +138,14 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
         experiment = group.make(overrides)
         start = (lambda total, todo, e=experiment: on_experiment(e, total, todo)) if on_experiment else None
         run_experiment(
-            experiment, root, executor, on_start=start, on_outcome=on_outcome, progress=progress, only=folder["need"]
+            experiment,
+            root,
+            executor,
+            on_start=start,
+            on_outcome=on_outcome,
+            progress=progress,
+            only=folder["need"],
+            keep_weights=False,
         )
         folder["results"] = load_results(root / experiment.name)
     values: dict[tuple[str, str], pd.Series] = {}

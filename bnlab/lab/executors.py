@@ -12,7 +12,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -20,10 +22,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
 from bnlab.data import datasets
+from bnlab.lab import weights
 from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 from bnlab.lab.train import RunOutcome, train_run
 
@@ -47,9 +51,11 @@ def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progr
     """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
     this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
     data = datasets.load_dataset(datasets.Request.of_run(config), data_dir)
+    init_from = config["model"].get("init_from")
+    init_state = weights.read_state(init_from) if init_from else None
     keep_large_arrays_on_heap()
     with threadpool_limits(limits=1), flush_subnormals():
-        outcome = train_run(run_id, config, data, progress)
+        outcome = train_run(run_id, config, data, progress, init_state)
     outcome.numerics = numerics.provenance()
     return outcome
 
@@ -88,8 +94,16 @@ def _exit_with_parent() -> None:
     os._exit(1)
 
 
-def _worker_execute(run_id: str, config: dict, data_dir: str | None) -> RunOutcome:
-    return execute_run(run_id, config, data_dir, _progress_queue.put if _progress_queue is not None else None)
+def _worker_execute(run_id: str, config: dict, data_dir: str | None, spill_dir: str) -> RunOutcome:
+    outcome = execute_run(run_id, config, data_dir, _progress_queue.put if _progress_queue is not None else None)
+    # The trained net goes back as a file in spill_dir, not through the pool's pipe: a worker
+    # terminated in the middle of writing a large result (Ctrl-C) would leave the coordinator
+    # waiting forever for the rest of it.
+    if outcome.weights is not None:
+        outcome.weights_file = os.path.join(spill_dir, f"{os.getpid()}-{run_id}.npz")
+        np.savez(outcome.weights_file, **outcome.weights)
+        outcome.weights = None
+    return outcome
 
 
 class ProcessExecutor:
@@ -114,8 +128,9 @@ class ProcessExecutor:
             initializer=_init_worker,
             initargs=(progress_queue,),
         )
+        spill_dir = tempfile.mkdtemp(prefix="bnlab-weights-")
         pending: dict[Future, Run] = {
-            pool.submit(_worker_execute, run.run_id, run.config, self.data_dir): run for run in runs
+            pool.submit(_worker_execute, run.run_id, run.config, self.data_dir, spill_dir): run for run in runs
         }
         try:
             while pending:
@@ -132,6 +147,7 @@ class ProcessExecutor:
                     process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
             progress_queue.close()
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
     def close(self) -> None:
         pass  # each execute() starts and stops its own pool
@@ -140,11 +156,17 @@ class ProcessExecutor:
 def outcome_of(future, run: Run) -> RunOutcome:
     """The future's outcome, or a failed one saying why (a dead worker, missing data)."""
     try:
-        return future.result()
+        outcome = future.result()
     except BrokenProcessPool:
         return RunOutcome(run.run_id, "failed", error="its worker process died (killed or out of memory)")
     except Exception as exc:  # noqa: BLE001 - e.g. dask's KilledWorker, or data missing on a worker
         return RunOutcome(run.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+    if outcome.weights_file is not None:  # a worker process's weights (_worker_execute)
+        with np.load(outcome.weights_file) as arrays:
+            outcome.weights = {name: arrays[name] for name in arrays.files}
+        os.remove(outcome.weights_file)
+        outcome.weights_file = None
+    return outcome
 
 
 def _drain(progress_queue: multiprocessing.Queue, progress: Progress | None) -> None:

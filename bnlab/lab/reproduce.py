@@ -20,7 +20,7 @@ import yaml
 from bnlab import numerics
 from bnlab.data import datasets
 from bnlab.errors import BnlabError, ResultsError
-from bnlab.lab import results
+from bnlab.lab import results, weights
 from bnlab.lab.results import FINISHED
 from bnlab.lab.runner import run_record, source_provenance
 from bnlab.lab.session import OnDemand
@@ -149,6 +149,8 @@ def compare(original: Path, rerun: Path) -> Comparison:
         if a.read_bytes() != b.read_bytes():
             difference = first_difference(name, a.read_text(), b.read_text())
             break
+    if difference is None and (original / weights.FILE).exists():
+        difference = weights.differing_weights(original, rerun)
     differing = numerics.provenance_differences([_meta(original), _meta(rerun)])
     # two runs: each differing field has two values, the original's first
     return Comparison(original.name, difference, {label: tuple(counts) for label, counts in differing.items()})

@@ -99,6 +99,7 @@ class RunRecord:
     epochs: Sequence[tuple]  # (epoch, train_acc, val_acc, learning_rate[, train_acc_train_mode, val_acc_train_mode])
     probes: Sequence[tuple] | None  # (iteration, layer, statistic, value); None when not recording
     meta: dict  # the rest of meta.json: started, wall_s, peak_rss_mb, error, provenance
+    weights: bytes | None = None  # weights.npz's content (bnlab.lab.weights), None: none kept
 
 
 def write_run(path: Path, run: Run, record: RunRecord) -> None:
@@ -112,6 +113,8 @@ def write_run(path: Path, run: Run, record: RunRecord) -> None:
         [*EPOCH_COLUMNS, *TRAIN_MODE_COLUMNS] if record.epochs and len(record.epochs[0]) > 4 else EPOCH_COLUMNS
     )
     (staging / "epochs.csv").write_text(_csv(list(epoch_columns), [list(row) for row in record.epochs]))
+    if record.weights is not None:
+        (staging / "weights.npz").write_bytes(record.weights)
     if record.probes is not None:
         (staging / "probes.csv").write_text(_csv(list(PROBE_COLUMNS), [list(row) for row in record.probes]))
     meta = {

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 import bnlab
 from bnlab import numerics
 from bnlab.errors import ResultsError
-from bnlab.lab import results
+from bnlab.lab import results, weights
 from bnlab.lab.executors import Executor
 from bnlab.lab.train import RunOutcome
 from bnlab.spec.experiment import Experiment, Run
@@ -46,9 +46,11 @@ def run_experiment(
     on_outcome: Callable[[RunOutcome], None] | None = None,
     progress: Callable[[dict], None] | None = None,
     only: set[str] | None = None,
+    keep_weights: bool = True,
 ) -> SweepReport:
     """Train every run of `experiment` that is not already finished under out_root/<name>; with
-    `only`, just those of the run ids in it (the others stay as they are: kept, or pending).
+    `only`, just those of the run ids in it (the others stay as they are: kept, or pending). Each
+    run keeps its weights.npz unless keep_weights is False (the claims lab needs only metrics).
 
     on_start(total, to_train) is called once the plan is known, on_outcome after each run is on
     disk, progress with the per-epoch events of runs under way. Ctrl-C (KeyboardInterrupt)
@@ -82,7 +84,7 @@ def run_experiment(
         try:
             for outcome in executor.execute(todo, progress):
                 run = by_id[outcome.run_id]
-                results.write_run(path, run, run_record(run, outcome, provenance))
+                results.write_run(path, run, run_record(run, outcome, provenance, keep_weights))
                 rows[run.run_id] = results.runs_row(run, outcome.status, _metrics(outcome))
                 results.write_runs_csv(path, experiment.swept_keys, experiment.runs, rows)
                 report.outcomes.append(outcome)
@@ -108,7 +110,7 @@ def _metrics(outcome: RunOutcome) -> dict:
     }
 
 
-def run_record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRecord:
+def run_record(run: Run, outcome: RunOutcome, provenance: dict, keep_weights: bool = True) -> results.RunRecord:
     train_mode = (outcome.train_acc_train_mode, outcome.val_acc_train_mode) if outcome.train_acc_train_mode else ()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(outcome.started)) if outcome.started else None
     return results.RunRecord(
@@ -129,6 +131,7 @@ def run_record(run: Run, outcome: RunOutcome, provenance: dict) -> results.RunRe
             # the trainer's numerics; a run that failed before training has the coordinator's
             "numerics": outcome.numerics or numerics.provenance(),
         },
+        weights=weights.to_bytes(outcome.weights) if keep_weights and outcome.weights is not None else None,
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from bnlab.data import cifar10 as data
 from bnlab.data import datasets
 from bnlab.errors import DataError, SpecError
-from bnlab.lab import results
+from bnlab.lab import results, weights
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
@@ -157,7 +157,9 @@ class Session:
         callbacks: on_start, on_outcome, progress). Their data is made ready first, before anything
         is written."""
         rows = results.plan_rows(experiment.runs, out / experiment.name, force)
-        self.executor.prepare([run for run in experiment.runs if rows[run.run_id]["status"] == "pending"])
+        pending = [run for run in experiment.runs if rows[run.run_id]["status"] == "pending"]
+        weights.check_init_from(pending, experiment.source)
+        self.executor.prepare(pending)
         return run_experiment(experiment, out, self.executor, force, **callbacks)
 
     def claims(self, groups: list, out: Path, ids: set[str] | None = None, **callbacks) -> list[dict]:

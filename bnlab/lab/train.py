@@ -43,6 +43,8 @@ class RunOutcome:
     error: str | None = None
     probes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (iteration, layer, statistic, value)
     numerics: dict | None = None  # bnlab.numerics.provenance() of the process that trained it
+    weights: dict | None = None  # the trained net's state() (solver.save_weights), for weights.npz
+    weights_file: str | None = None  # where a worker process left them instead (bnlab.lab.executors)
 
     @property
     def best_val_acc(self) -> float:
@@ -64,22 +66,28 @@ def train_run(
     config: dict,
     data: dict[str, np.ndarray],
     progress: Callable[[dict], None] | None = None,
+    init_state: dict[str, np.ndarray] | None = None,
 ) -> RunOutcome:
     """Train the run described by `config` (sections model and solver, and seed).
 
     One RandomState seeded with the run's seed draws the initial weights, then the minibatches and
     dropout masks: the same as a notebook cell that calls np.random.seed(seed), builds the net and
-    trains it. Exceptions are reported in the outcome, not raised, so a sweep goes on.
+    trains it. init_state (model.init_from's weights) then replaces the initial weights and running
+    statistics. Exceptions are reported in the outcome, not raised, so a sweep goes on.
     """
     started = time.time()
     clock = time.perf_counter()
     model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
+    model_cfg.pop("init_from", None)  # the caller read it: init_state
+    save_weights = solver_cfg.pop("save_weights", True)
     recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
         # a normalization that draws noise draws it from generators seeded with the run's seed
         classes = len(DATASETS[config.get("data", {}).get("dataset", DEFAULT_DATASET)].classes)
         model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng, classes)
+        if init_state is not None:
+            model.load_state(init_state)
         solver = Solver(
             model,
             data,
@@ -115,6 +123,7 @@ def train_run(
         wall_s=time.perf_counter() - clock,
         peak_rss_mb=_peak_rss_mb(),
         probes=recorder.rows if recorder is not None else [],
+        weights=model.state() if save_weights else None,
     )
 
 

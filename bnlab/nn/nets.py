@@ -172,6 +172,38 @@ class Net:
         finally:
             self.bn_params = kept
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What makes the net what it is after training: 'param/NAME' for every parameter and
+        'norm/LAYER/KEY' for every array a normalization layer keeps (running_mean, running_var)."""
+        state = {f"param/{name}": value for name, value in self.params.items()}
+        for layer, bn_param in enumerate(self.bn_params):
+            state.update({f"norm/{layer}/{k}": v for k, v in bn_param.items() if isinstance(v, np.ndarray)})
+        return state
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy a state() into this net. ValueError naming every array whose shape differs, or a
+        parameter one side lacks, before anything is copied."""
+        own = self.state()
+        problems = [
+            f"{name.removeprefix('param/')} is {tuple(value.shape)} there but {tuple(own[name].shape)} here"
+            for name, value in state.items()
+            if name in own and value.shape != own[name].shape
+        ]
+        for side, names in (("here", own.keys() - state.keys()), ("there", state.keys() - own.keys())):
+            params = sorted(name.removeprefix("param/") for name in names if name.startswith("param/"))
+            problems += [f"{', '.join(params)} exist only {side}"] if params else []
+        layers = sorted({int(name.split("/")[1]) for name in state if name.startswith("norm/")})
+        if layers and layers[-1] >= len(self.bn_params):
+            problems.append(f"normalization layer {layers[-1] + 1} exists only there")
+        if problems:
+            raise ValueError("the weights do not fit this net: " + "; ".join(problems))
+        for name, value in state.items():
+            kind, *key = name.split("/")
+            if kind == "param":
+                self.params[key[0]][...] = value
+            else:
+                self.bn_params[int(key[0])][key[1]] = value.astype(self.dtype, copy=True)
+
     def _body(self, h: np.ndarray):
         """Everything below the output layer: hidden layers 1 .. L-1 (_layer_forward(h, i) ->
         (h, cache)), each output recorded in layer_outputs when that is a dict. Returns (h, caches)."""

@@ -167,7 +167,10 @@ ROW_OPTIONS_OMITTED = {
 }
 # Options added after results existed: at their defaults they stay out of a run's config, so those
 # configs (and the results made before the option) still match.
-ADDED_LATER = {"model": {"padding": "same", "pool": "max"}, "solver": {"accumulate": 1, "train_mode_accuracy": False}}
+ADDED_LATER = {
+    "model": {"padding": "same", "pool": "max", "init_from": None},
+    "solver": {"accumulate": 1, "train_mode_accuracy": False, "save_weights": True},
+}
 
 
 def _implicit_defaults_dropped(config: dict) -> dict:

@@ -84,6 +84,7 @@ class _ModelOptions(_Section):
     # residual nets (bnlab.nn.residual): each entry of hidden_dims (fc) or channels (conv) is a block
     residual: Literal["pre", "post"] | None = None
     skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
+    init_from: str | None = None  # a finished run's folder: start from its weights.npz (fine-tuning)
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> _ModelOptions:
@@ -97,7 +98,7 @@ class _ModelOptions(_Section):
         if not getattr(self, widths):
             raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
         for name, spec_field in type(self).model_fields.items():
-            if name in arch.options or name == "architecture":
+            if name in arch.options or name in ("architecture", "init_from"):  # not a net's options: every net's
                 continue
             default, value = spec_field.get_default(call_default_factory=True), getattr(self, name)
             if value == default or (default is None and value == []):  # hidden_dims: [] says "none" too
@@ -152,6 +153,7 @@ class SolverSpec(_Section):
     num_epochs: PositiveInt = 10
     accumulate: PositiveInt = 1  # micro-batches of batch_size per update (gradient accumulation)
     train_mode_accuracy: bool = False  # also measure the accuracies with batch statistics (train mode)
+    save_weights: bool = True  # keep the trained net in the run's weights.npz
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 
