@@ -131,10 +131,12 @@ def _only(paths) -> list[Path]:
 
 
 def copy_figures(results: Path, figures: Path) -> list[str]:
-    """Copy each figure the README shows from its experiment's figures/ folder; returns the ones
-    with no source."""
+    """Copy each figure the pages show from its experiment's figures/ folder, and every claim's
+    figure; returns the ones with no source."""
     missing = []
-    for target in sorted(figures.glob("*.png")) + sorted(figures.glob("claims/*.png")):
+    # every claim's figures: the claims table links each one
+    claims_figures = {figures / "claims" / p.name for p in (results / "claims" / "figures").glob("*.png")}
+    for target in sorted(figures.glob("*.png")) + sorted(set(figures.glob("claims/*.png")) | claims_figures):
         if target.parent.name == "claims":
             sources = [results / "claims" / "figures" / target.name]
         elif target.name in NAMED_FIGURES:

@@ -40,6 +40,12 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
         return runs[m["column"]].astype(float)
     if m["final"]:
         return results.epochs.groupby("run_id")[f"{m['final']}_acc"].last().reindex(runs.index)
+    if m["gap"]:  # the last check's accuracy in train mode (batch statistics) minus in eval mode
+        column = f"{m['gap']}_acc_train_mode"
+        if column not in results.epochs:
+            raise SpecError(f"{results.path}: metric {metric} needs solver.train_mode_accuracy: true in the experiment")
+        last = results.epochs.groupby("run_id")[[column, f"{m['gap']}_acc"]].last()
+        return (last[column] - last[f"{m['gap']}_acc"]).reindex(runs.index)
     if m["acc"]:
         rows = results.epochs[results.epochs["epoch"] == int(m["acc_epoch"])]
         return rows.groupby("run_id")[f"{m['acc']}_acc"].last().reindex(runs.index)

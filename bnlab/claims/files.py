@@ -75,12 +75,14 @@ MIN_SEEDS = 5
 METRIC_PATTERN = re.compile(
     r"^(?:(?P<column>best_val_acc|best_train_acc|final_train_loss)"
     r"|final_(?P<final>val|train)_acc"
+    r"|(?P<gap>val|train)_acc_mode_gap"
     r"|(?P<acc>val|train)_acc@(?P<acc_epoch>\d+)"
     r"|train_loss@(?P<loss_epoch>\d+)"
     r"|probe:(?P<stat>[a-z0-9_]+)(?:@(?P<layer>\d+)(?:/(?P<over>\d+))?)?)$"
 )
 METRIC_HELP = (
     "best_val_acc, best_train_acc, final_train_loss, final_val_acc, final_train_acc, val_acc@K, train_acc@K, "
+    "val_acc_mode_gap, train_acc_mode_gap (final train-mode minus eval-mode accuracy), "
     "train_loss@K, probe:STAT, probe:STAT@LAYER or probe:STAT@LAYER/LAYER"
 )
 
