@@ -107,3 +107,28 @@ def test_adabn_undoes_an_affine_shift_of_the_inputs_to_the_size_of_eps(scale, sh
         x_hat = (a1_shifted - first["running_mean"]) / np.sqrt(first["running_var"] + EPS)
         np.testing.assert_allclose(x_hat, flipped, rtol=1e-9, atol=1e-12)
     assert np.max(np.abs(stale - scores)) > 0.1  # with the stored statistics the shift is not undone
+
+
+def test_precise_bn_checks_use_population_statistics_and_leave_training_as_it_was():
+    from bnlab import Solver
+
+    rng = np.random.RandomState(6)
+    X, y = rng.randn(120, 10), rng.randint(3, size=120)
+    data = {"X_train": X[:80], "y_train": y[:80], "X_val": X[80:], "y_val": y[80:]}
+    solvers = []
+    for precise in (False, True):
+        net = FullyConnectedNet([12, 8], input_dim=10, num_classes=3, normalization="batchnorm", dtype=np.float64,
+                                seed=0)  # fmt: skip
+        solver = Solver(net, data, update_rule="adam", batch_size=8, num_epochs=3, rng=np.random.RandomState(1),
+                        precise_bn=precise)  # fmt: skip
+        solver.train()
+        solvers.append(solver)
+    plain, precise = solvers
+    assert precise.loss_history == plain.loss_history  # the updates are the same
+    # the best model keeps the precise statistics: those of its own inputs over the training set
+    kept = [dict(p) for p in precise.model.bn_params]
+    recompute_bn_statistics(precise.model, data["X_train"])
+    for before, after in zip(kept, precise.model.bn_params, strict=True):
+        np.testing.assert_array_equal(before["running_mean"], after["running_mean"])
+        np.testing.assert_array_equal(before["running_var"], after["running_var"])
+    assert precise.best_val_acc == precise.check_accuracy(data["X_val"], data["y_val"])

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bnlab.nn import optim
+from bnlab.nn.statistics import recompute_bn_statistics
 
 
 class Solver:
@@ -31,6 +32,10 @@ class Solver:
         same samples (normalizations use each chunk's batch statistics; running statistics and noise
         untouched): train_acc_train_mode_history, val_acc_train_mode_history. The gap between the
         modes is what model.eval() versus model.train() shows in PyTorch.
+    precise_bn: every accuracy check in eval mode uses precise statistics (Wu & Johnson 2021): each
+        batch norm's running mean and variance recomputed over all of X_train first
+        (bnlab.nn.statistics.recompute_bn_statistics); training then goes on with its own running
+        averages, so nothing else changes. The best model keeps the precise ones.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
         accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
         of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
@@ -61,6 +66,7 @@ class Solver:
         num_epochs: int = 10,
         accumulate: int = 1,
         train_mode_accuracy: bool = False,
+        precise_bn: bool = False,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
         check_batch_size: int = 1000,
@@ -80,6 +86,7 @@ class Solver:
         self.num_epochs = num_epochs
         self.accumulate = accumulate
         self.train_mode_accuracy = train_mode_accuracy
+        self.precise_bn = precise_bn
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.check_batch_size = check_batch_size
@@ -169,6 +176,14 @@ class Solver:
         return correct / X.shape[0]
 
     def _record_accuracy(self, iteration: int, num_iterations: int) -> None:
+        running = copy.deepcopy(self.model.bn_params) if self.precise_bn else None
+        if self.precise_bn:
+            recompute_bn_statistics(self.model, self.X_train)
+        self._check(iteration, num_iterations)
+        if running is not None:  # training goes on with its own running averages
+            self.model.bn_params = running
+
+    def _check(self, iteration: int, num_iterations: int) -> None:
         train_X, train_y = self._subset(self.X_train, self.y_train, self.num_train_samples)
         val_X, val_y = self._subset(self.X_val, self.y_val, self.num_val_samples)
         train_acc, val_acc = self._accuracy(train_X, train_y), self._accuracy(val_X, val_y)

@@ -134,9 +134,9 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         _check_conv_fits(config, source, text, point)
         _check_batch_statistics(config, source, text, point)
         config = _implicit_defaults_dropped(config)
-        # a row's option at its default left the config, but names its runs by its value
+        # an option at its default (a row's, or one added later) left the config, but names its runs by its value
         swept = {key: get_key(config, key) for key in swept_keys}
-        swept.update({k: v for k, v in point.items() if k in ROW_OPTIONS_OMITTED and swept.get(k) is None})
+        swept.update({k: v for k, v in point.items() if k in IMPLIED_AT_DEFAULT and swept.get(k) is None})
         for seed in seeds:
             run_id = make_run_id(swept, seed)
             identity = yaml.safe_dump({**config, "seed": seed}, sort_keys=True)
@@ -169,8 +169,11 @@ ROW_OPTIONS_OMITTED = {
 # configs (and the results made before the option) still match.
 ADDED_LATER = {
     "model": {"padding": "same", "pool": "max", "init_from": None},
-    "solver": {"accumulate": 1, "train_mode_accuracy": False, "save_weights": True},
+    "solver": {"accumulate": 1, "train_mode_accuracy": False, "save_weights": True, "precise_bn": False},
 }
+
+
+IMPLIED_AT_DEFAULT = ROW_OPTIONS_OMITTED | {f"{section}.{key}" for section, keys in ADDED_LATER.items() for key in keys}
 
 
 def _implicit_defaults_dropped(config: dict) -> dict:

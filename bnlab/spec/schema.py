@@ -154,6 +154,7 @@ class SolverSpec(_Section):
     accumulate: PositiveInt = 1  # micro-batches of batch_size per update (gradient accumulation)
     train_mode_accuracy: bool = False  # also measure the accuracies with batch statistics (train mode)
     save_weights: bool = True  # keep the trained net in the run's weights.npz
+    precise_bn: bool = False  # eval-mode checks with batch norm's statistics recomputed over the training set
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 
