@@ -1,0 +1,83 @@
+"""Scale invariance of the weights below a batch norm (issue 31: van Laarhoven 2017, Hoffer et al.
+2018), exact where the theory is: with eps made negligible (1e-12), the loss does not depend on the
+scale of a weight matrix feeding a batch norm, so its gradient is orthogonal to it and scales as
+1/||W||, and plain SGD without weight decay only grows its norm, by exactly eta^2 ||g||^2 a step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnlab import ConvNet, FullyConnectedNet, Solver
+
+EPS = 1e-12  # batch norm's eps, made negligible: the invariance is exact but for eps
+
+
+def tiny_eps(net) -> None:
+    for bn_param in net.bn_params:
+        bn_param["eps"] = EPS
+
+
+def fc_net(seed: int = 0) -> FullyConnectedNet:
+    net = FullyConnectedNet([9, 7, 6], input_dim=5, num_classes=4, normalization="batchnorm", weight_scale=0.3,
+                            dtype=np.float64, seed=seed)  # fmt: skip
+    tiny_eps(net)
+    return net
+
+
+def conv_net(seed: int = 0) -> ConvNet:
+    net = ConvNet([3, 4], input_dim=(2, 8, 8), num_classes=4, hidden_dims=[6], normalization="batchnorm",
+                  dtype=np.float64, seed=seed)  # fmt: skip
+    tiny_eps(net)
+    return net
+
+
+def feeding_a_norm(net) -> list[str]:
+    """The weight matrices whose output goes into a batch norm: every layer but the output one."""
+    return [f"W{i}" for i in range(1, net.num_layers)]
+
+
+@pytest.mark.parametrize("make, shape", [(fc_net, (10, 5)), (conv_net, (6, 2, 8, 8))], ids=["fc", "conv"])
+def test_the_gradient_of_a_weight_feeding_batch_norm_is_orthogonal_to_it_and_scales_as_one_over_its_norm(make, shape):
+    rng = np.random.RandomState(1)
+    X, y = rng.randn(*shape), rng.randint(4, size=shape[0])
+    net = make()
+    _, grads = net.loss(X, y)
+    for name in feeding_a_norm(net):
+        w, g = net.params[name], grads[name]
+        cosine = np.sum(w * g) / (np.linalg.norm(w) * np.linalg.norm(g))
+        assert abs(cosine) < 1e-9, (name, cosine)
+    last = f"W{net.num_layers}"  # the output layer feeds the softmax, not a norm: no such identity
+    assert (
+        abs(np.sum(net.params[last] * grads[last])) / (np.linalg.norm(net.params[last]) * np.linalg.norm(grads[last]))
+        > 1e-3
+    )
+    for name in feeding_a_norm(net):
+        scaled = make()
+        scaled.params[name] = 2.5 * scaled.params[name]
+        _, scaled_grads = scaled.loss(X, y)
+        np.testing.assert_allclose(scaled_grads[name], grads[name] / 2.5, rtol=1e-7, atol=1e-14)
+
+
+def test_plain_sgd_grows_the_norm_by_eta_squared_times_the_squared_gradient_at_every_step():
+    """||W_{t+1}||^2 = ||W_t||^2 + eta^2 ||g_t||^2 for every weight feeding a batch norm, 100 steps
+    of SGD without weight decay (the cross term -2 eta <W, g> vanishes with the orthogonality)."""
+    rng = np.random.RandomState(2)
+    X, y = rng.randn(200, 5), rng.randint(4, size=200)
+    net, eta = fc_net(), 0.5
+    solver = Solver(net, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="sgd",
+                    optim_config={"learning_rate": eta}, batch_size=20, rng=np.random.RandomState(3))  # fmt: skip
+    worst = 0.0
+    for _ in range(100):
+        before = {name: net.params[name].copy() for name in feeding_a_norm(net)}
+        batch_rng_state = solver.rng.get_state()
+        batch = solver.rng.choice(len(X), solver.batch_size)
+        solver.rng.set_state(batch_rng_state)  # the step draws the same batch
+        _, grads = net.loss(X[batch], y[batch])
+        grads = {name: grads[name].copy() for name in before}
+        solver._step()
+        for name, w in before.items():
+            expected = np.sum(w * w) + eta**2 * np.sum(grads[name] ** 2)
+            worst = max(worst, abs(np.sum(net.params[name] ** 2) - expected) / expected)
+    assert worst < 1e-10
+    assert all(np.sum(net.params[n] ** 2) > np.sum(fc_net().params[n] ** 2) for n in feeding_a_norm(net))
