@@ -332,3 +332,27 @@ def test_histories_equal_the_cs231n_solvers(update_rule, optim_config, normaliza
     assert ours.loss_history == reference.loss_history
     assert ours.train_acc_history == reference.train_acc_history
     assert ours.val_acc_history == reference.val_acc_history
+
+
+def test_linear_warmup_scales_the_first_updates_learning_rate_by_t_over_T():
+    """solver.warmup_iters = T: SGD's update t is w - (lr * t / T) g while t < T, then w - lr g."""
+    from bnlab import FullyConnectedNet
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(60, 5), rng.randint(3, size=60)
+    net = FullyConnectedNet([6], input_dim=5, num_classes=3, dtype=np.float64, seed=1)
+    lr, warmup = 0.1, 4
+    solver = Solver(net, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="sgd",
+                    optim_config={"learning_rate": lr}, batch_size=10, rng=np.random.RandomState(2),
+                    warmup_iters=warmup)  # fmt: skip
+    for t in range(1, 7):
+        state = solver.rng.get_state()
+        batch = solver.rng.choice(len(X), solver.batch_size)
+        solver.rng.set_state(state)  # the step draws the same batch
+        before = {name: w.copy() for name, w in net.params.items()}
+        _, grads = net.loss(X[batch], y[batch])
+        solver.loss_history.append(solver._step())  # as train() does: the step counts the updates so far
+        rate = lr * (t / warmup) if t < warmup else lr
+        for name, w in before.items():
+            np.testing.assert_array_equal(net.params[name], w - rate * grads[name])
+    assert solver.optim_state["learning_rate"] == lr

@@ -36,6 +36,8 @@ class Solver:
         batch norm's running mean and variance recomputed over all of X_train first
         (bnlab.nn.statistics.recompute_bn_statistics); training then goes on with its own running
         averages, so nothing else changes. The best model keeps the precise ones.
+    warmup_iters: T; update t (1-based) uses t / T of the learning rate while t < T (linear
+        warm-up, as post-norm Transformers need), the full rate from update T on; 0: none.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
         accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
         of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
@@ -67,6 +69,7 @@ class Solver:
         accumulate: int = 1,
         train_mode_accuracy: bool = False,
         precise_bn: bool = False,
+        warmup_iters: int = 0,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
         check_batch_size: int = 1000,
@@ -87,6 +90,7 @@ class Solver:
         self.accumulate = accumulate
         self.train_mode_accuracy = train_mode_accuracy
         self.precise_bn = precise_bn
+        self.warmup_iters = warmup_iters
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.check_batch_size = check_batch_size
@@ -149,7 +153,13 @@ class Solver:
                 loss += part_loss / self.accumulate
                 flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
             flat_grads /= self.accumulate
-        next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
+        if self.warmup_iters and iteration < self.warmup_iters:  # linear warm-up: t / T of the rate
+            base = self.optim_state["learning_rate"]
+            self.optim_state["learning_rate"] = base * (iteration / self.warmup_iters)
+            next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
+            self.optim_state["learning_rate"] = base
+        else:
+            next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
 

@@ -169,7 +169,13 @@ ROW_OPTIONS_OMITTED = {
 # configs (and the results made before the option) still match.
 ADDED_LATER = {
     "model": {"padding": "same", "pool": "max", "init_from": None},
-    "solver": {"accumulate": 1, "train_mode_accuracy": False, "save_weights": True, "precise_bn": False},
+    "solver": {
+        "accumulate": 1,
+        "train_mode_accuracy": False,
+        "save_weights": True,
+        "precise_bn": False,
+        "warmup_iters": 0,
+    },
 }
 
 

@@ -27,6 +27,7 @@ class _Section(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what numpy.random.RandomState accepts
 MAX_CONV_BLOCKS = 5  # each block halves CIFAR-10's 32x32 images
 MAX_RUNS = 10_000  # a guard against typos such as {linspace: [0, 1, 1000000]}, far above any real sweep
@@ -155,6 +156,7 @@ class SolverSpec(_Section):
     train_mode_accuracy: bool = False  # also measure the accuracies with batch statistics (train mode)
     save_weights: bool = True  # keep the trained net in the run's weights.npz
     precise_bn: bool = False  # eval-mode checks with batch norm's statistics recomputed over the training set
+    warmup_iters: NonNegativeInt = 0  # linear learning-rate warm-up over this many updates (0: none)
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 
