@@ -77,15 +77,12 @@ def train_run(
     """
     started = time.time()
     clock = time.perf_counter()
-    model_cfg, solver_cfg = dict(config["model"]), dict(config["solver"])
-    model_cfg.pop("init_from", None)  # the caller read it: init_state
+    solver_cfg = dict(config["solver"])
     save_weights = solver_cfg.pop("save_weights", True)
     recorder = Recorder(**config["record"]) if config.get("record") else None
     try:
         rng = np.random.RandomState(config["seed"])
-        # a normalization that draws noise draws it from generators seeded with the run's seed
-        classes = len(DATASETS[config.get("data", {}).get("dataset", DEFAULT_DATASET)].classes)
-        model = build_model({**model_cfg, "noise_seed": config["seed"]}, data["X_train"].shape[1:], rng, classes)
+        model = run_net(config, rng, data["X_train"].shape[1:])
         if init_state is not None:
             model.load_state(init_state)
         solver = Solver(
@@ -125,6 +122,15 @@ def train_run(
         probes=recorder.rows if recorder is not None else [],
         weights=model.state() if save_weights else None,
     )
+
+
+def run_net(config: dict, rng: np.random.RandomState, input_shape: tuple[int, ...] | None = None):
+    """The net of a run's config for its data set's classes and images (of input_shape when given:
+    the data it trains on), its weights drawn from rng; a normalization that draws noise draws it
+    from generators seeded with the run's seed."""
+    dataset = DATASETS[config.get("data", {}).get("dataset", DEFAULT_DATASET)]
+    model = {**config["model"], "noise_seed": config["seed"]}
+    return build_model(model, input_shape or dataset.image_shape, rng, len(dataset.classes))
 
 
 def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bnlab.data.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.errors import ResultsError, SpecError
-from bnlab.lab.train import build_model
+from bnlab.lab.train import run_net
 
 FILE = "weights.npz"
 
@@ -41,12 +40,8 @@ def read_state(folder: str | Path) -> dict[str, np.ndarray]:
 
 
 def net_for(config: dict):
-    """A fresh net of a run's config (its model section, data set and seed), as train_run builds it."""
-    dataset = DATASETS[config.get("data", {}).get("dataset", DEFAULT_DATASET)]
-    rng = np.random.RandomState(config["seed"])
-    return build_model(
-        {**config["model"], "noise_seed": config["seed"]}, dataset.image_shape, rng, len(dataset.classes)
-    )
+    """A fresh net of a run's config, with the initial weights train_run draws first."""
+    return run_net(config, np.random.RandomState(config["seed"]))
 
 
 def load_net(run_folder: str | Path):

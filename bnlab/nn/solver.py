@@ -153,13 +153,11 @@ class Solver:
                 loss += part_loss / self.accumulate
                 flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
             flat_grads /= self.accumulate
+        rate = self.optim_state["learning_rate"]
         if self.warmup_iters and iteration < self.warmup_iters:  # linear warm-up: t / T of the rate
-            base = self.optim_state["learning_rate"]
-            self.optim_state["learning_rate"] = base * (iteration / self.warmup_iters)
-            next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
-            self.optim_state["learning_rate"] = base
-        else:
-            next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
+            self.optim_state["learning_rate"] = rate * (iteration / self.warmup_iters)
+        next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
+        self.optim_state["learning_rate"] = rate
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
 
