@@ -1,6 +1,6 @@
 """Gradient accumulation (issue 30): K micro-batches per update train as one batch K times as large
 (the same samples) where no layer uses batch statistics, to rounding in float64; with batch norm
-they do not, since each micro-batch is normalized by its own statistics."""
+they do not, since each micro-batch is normalized by its own statistics: that is ghost batch norm."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from conftest import bnlab, write
 from bnlab import FullyConnectedNet, Solver
 
 
-def train(normalization: str | None, batch_size: int, accumulate: int) -> Solver:
+def train(normalization: str | None, batch_size: int, accumulate: int, **norm_options) -> Solver:
     rng = np.random.RandomState(0)
     data = {"X_train": rng.randn(96, 5), "y_train": rng.randint(3, size=96), "X_val": rng.randn(20, 5),
             "y_val": rng.randint(3, size=20)}  # fmt: skip
     net = FullyConnectedNet([8, 8], input_dim=5, num_classes=3, normalization=normalization, reg=0.1,
-                            weight_scale=0.3, dtype=np.float64, seed=1)  # fmt: skip
+                            weight_scale=0.3, dtype=np.float64, seed=1, **norm_options)  # fmt: skip
     solver = Solver(net, data, update_rule="adam", optim_config={"learning_rate": 1e-2}, batch_size=batch_size,
                     accumulate=accumulate, num_epochs=3, rng=np.random.RandomState(2))  # fmt: skip
     solver.train()
@@ -46,3 +46,14 @@ def test_accumulate_is_a_solver_key_that_stays_out_of_configs_at_its_default(tmp
     assert "accumulate" not in configs[0] and configs[1]["accumulate"] == 4
     result = bnlab("plan", spec, "--set", "solver.accumulate=0")
     assert result.exit_code == 2 and "solver.accumulate" in result.stderr
+
+
+def test_with_batch_norm_accumulation_is_ghost_batch_norm():
+    """K micro-batches of B, each normalized on its own, then averaged: the loss and gradient of
+    ghost batch norm with virtual batches of B in one batch of K * B. The updates agree to rounding;
+    the running statistics do not (K blends of the momentum against one of the virtual batches' mean)."""
+    accumulated, ghost = train("batchnorm", 8, 3), train("ghost_batchnorm", 24, 1, ghost_batch_size=8)
+    assert len(accumulated.loss_history) == len(ghost.loss_history) == 12
+    np.testing.assert_allclose(accumulated.loss_history, ghost.loss_history, rtol=1e-9)
+    # the best model of each kept its own running statistics: they differ
+    assert not np.allclose(accumulated.model.bn_params[0]["running_var"], ghost.model.bn_params[0]["running_var"])

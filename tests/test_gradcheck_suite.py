@@ -72,7 +72,7 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
     for net in NETS:
         if "no norm" not in net:
             assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
-    assert len(NETS) == 4 * (1 + 7 * 2) * 2
+    assert len(NETS) == 4 * (1 + 8 * 2) * 2
     for net in CONVNETS:
         assert any(name.startswith(f"{net}W (worst: W") for name in names), net
     for layer in ("avg_pool 2x2 dx", "global_avg_pool dx", "projection fc dp", "projection 1x1 conv dp"):
@@ -110,7 +110,8 @@ def test_gradcheck_passes_strictly_below_its_threshold_and_never_on_nan():
 
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm", "ghost_batchnorm")
+NORMS = ("batchnorm", "layernorm", "groupnorm", "rmsnorm", "batchrenorm", "noisy_batchnorm", "ghost_batchnorm",
+         "frozen_batchnorm")  # fmt: skip
 
 
 def nets(activation: str | None = None, norm: str | None = None) -> list[str]:
@@ -158,7 +159,7 @@ def scale_output(function, index, factor):
 
 CONVNETS = [
     f"convnet {n} reg={r} "
-    for n in ("no norm", "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm")
+    for n in ("no norm", "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm", "frozen_batchnorm")
     for r in ("0", "3.14")
 ]
 LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]

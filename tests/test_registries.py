@@ -41,7 +41,7 @@ def test_every_figure_kind_has_a_draw_function():
 def test_architectures_name_their_nets_and_normalizations():
     assert ARCHITECTURES["fc"].net is FullyConnectedNet and ARCHITECTURES["conv"].net is ConvNet
     assert ARCHITECTURES["fc"].normalizations == (None, *NORMALIZATIONS)
-    conv_forms = (None, "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm")
+    conv_forms = (None, "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm", "frozen_batchnorm")
     assert ARCHITECTURES["conv"].normalizations == conv_forms
     # the options are the constructors' own: conv has no dropout, fc no channels
     assert "dropout_keep_ratio" in ARCHITECTURES["fc"].options - ARCHITECTURES["conv"].options

@@ -26,7 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
-from bnlab.data import datasets
+from bnlab.data import datasets, views
 from bnlab.lab import weights
 from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 from bnlab.lab.train import RunOutcome, train_run
@@ -50,7 +50,7 @@ class Executor(Protocol):
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
     """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
     this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
-    data = datasets.load_dataset(datasets.Request.of_run(config), data_dir)
+    data = views.run_view(datasets.load_dataset(datasets.Request.of_run(config), data_dir), config["data"])
     init_from = config["model"].get("init_from")
     init_state = weights.read_state(init_from) if init_from else None
     keep_large_arrays_on_heap()

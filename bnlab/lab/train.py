@@ -20,6 +20,7 @@ from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
 from bnlab.nn.solver import Solver
+from bnlab.nn.statistics import recompute_bn_statistics
 
 
 @dataclass
@@ -73,7 +74,8 @@ def train_run(
     One RandomState seeded with the run's seed draws the initial weights, then the minibatches and
     dropout masks: the same as a notebook cell that calls np.random.seed(seed), builds the net and
     trains it. init_state (model.init_from's weights) then replaces the initial weights and running
-    statistics. Exceptions are reported in the outcome, not raised, so a sweep goes on.
+    statistics, and model.recompute_statistics sets the latter to the training set's. Exceptions
+    are reported in the outcome, not raised, so a sweep goes on.
     """
     started = time.time()
     clock = time.perf_counter()
@@ -85,6 +87,8 @@ def train_run(
         model = run_net(config, rng, data["X_train"].shape[1:])
         if init_state is not None:
             model.load_state(init_state)
+        if config["model"].get("recompute_statistics"):
+            recompute_bn_statistics(model, data["X_train"])
         solver = Solver(
             model,
             data,

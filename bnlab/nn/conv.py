@@ -358,6 +358,21 @@ def spatial_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
 
 
+def spatial_frozen_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Batch norm of x (N, C, H, W) per channel with fixed statistics (norms.frozen_batchnorm_forward
+    on the (N*H*W, C) view); out is channels-last in memory."""
+    n, c, h, w = x.shape
+    out, cache = norms.frozen_batchnorm_forward(_channels_last(x).reshape(-1, c), gamma, beta, bn_param)
+    return out.reshape(n, h, w, c).transpose(0, 3, 1, 2), cache
+
+
+def spatial_frozen_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Shapes: dout (N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    n, c, h, w = dout.shape
+    dx, dgamma, dbeta = norms.frozen_batchnorm_backward(_channels_last(dout).reshape(-1, c), cache)
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
 def spatial_groupnorm_forward(x: Array, gamma: Array, beta: Array, G: int, gn_param: dict) -> tuple[Array, Cache]:
     """Group normalization of x (N, C, H, W): channels split into G groups, each group normalized
     over its channels and all H, W positions of one sample. G = 1 is layer normalization over

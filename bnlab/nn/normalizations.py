@@ -125,6 +125,12 @@ def _rewound_noise(bn_params: list[dict], widths: Sequence[int]) -> None:
         param.update(noise_rng=np.random.RandomState(231 + layer), noise_step=0)
 
 
+def _set_statistics(bn_params: list[dict], widths: Sequence[int]) -> None:
+    """Statistics away from zero and one, as a pre-trained net's are."""
+    for param, width in zip(bn_params, widths, strict=True):
+        param.update(running_mean=np.linspace(-0.5, 0.5, width), running_var=np.linspace(0.5, 2.0, width))
+
+
 NORMALIZATIONS: dict[str, Normalization] = {
     "batchnorm": Normalization(  # compiled: the functions of norms.batchnorm_* and conv.spatial_batchnorm_*
         fused.batchnorm_forward,
@@ -196,6 +202,16 @@ NORMALIZATIONS: dict[str, Normalization] = {
         running_statistics=True,
         batch_statistics="ghost_batch_size",
         gradcheck_options={"ghost_batch_size": 4},
+    ),
+    "frozen_batchnorm": Normalization(
+        norms.frozen_batchnorm_forward,
+        norms.frozen_batchnorm_backward,
+        conv.spatial_frozen_batchnorm_forward,
+        conv.spatial_frozen_batchnorm_backward,
+        # normalizes with running statistics it never updates (from model.init_from's run, or
+        # recomputed by model.recompute_statistics): fine-tuning with frozen statistics
+        running_statistics=True,
+        gradcheck_setup=_set_statistics,
     ),
 }
 

@@ -111,6 +111,30 @@ def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Arr
     return dx, dgamma, dbeta
 
 
+# --- batch norm with frozen statistics (fine-tuning) -----------------------------------------
+
+
+def frozen_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """Batch norm whose statistics do not move: in train and test mode alike, x (N, D) is
+    normalized with bn_param's running_mean and running_var (zeros and ones until set, e.g. by a
+    pre-trained run's weights) and they are never updated; gamma, beta (D,) still learn. What
+    Keras's `trainable = False` does to the statistics, and torchvision's FrozenBatchNorm2d (which
+    freezes gamma and beta too). Shapes: x (N, D) -> out (N, D)."""
+    d = x.shape[1]
+    mean = bn_param.setdefault("running_mean", np.zeros(d, dtype=x.dtype))
+    var = bn_param.setdefault("running_var", np.ones(d, dtype=x.dtype))
+    inv_std = 1.0 / np.sqrt(var + bn_param.get("eps", 1e-5))
+    x_hat = (x - mean) * inv_std
+    return x_hat * gamma + beta, (x_hat, gamma, inv_std)
+
+
+def frozen_batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """A fixed affine map per feature: dx = dout * gamma / std, dgamma = sum(dout * x_hat),
+    dbeta = sum(dout). Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
+    x_hat, gamma, inv_std = cache
+    return dout * (gamma * inv_std), np.einsum("nd,nd->d", dout, x_hat), dout.sum(axis=0)
+
+
 # --- ghost batch normalization (Hoffer et al. 2017) ------------------------------------------
 
 

@@ -36,6 +36,9 @@ class Solver:
         batch norm's running mean and variance recomputed over all of X_train first
         (bnlab.nn.statistics.recompute_bn_statistics); training then goes on with its own running
         averages, so nothing else changes. The best model keeps the precise ones.
+    adabn: the validation checks in eval mode use statistics recomputed over all of X_val, its
+        images only (AdaBN, Li et al. 2016: adapt batch norm to a shifted test set); the training
+        checks keep theirs. The best model keeps the validation set's.
     warmup_iters: T; update t (1-based) uses t / T of the learning rate while t < T (linear
         warm-up, as post-norm Transformers need), the full rate from update T on; 0: none.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
@@ -69,6 +72,7 @@ class Solver:
         accumulate: int = 1,
         train_mode_accuracy: bool = False,
         precise_bn: bool = False,
+        adabn: bool = False,
         warmup_iters: int = 0,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
@@ -90,6 +94,7 @@ class Solver:
         self.accumulate = accumulate
         self.train_mode_accuracy = train_mode_accuracy
         self.precise_bn = precise_bn
+        self.adabn = adabn
         self.warmup_iters = warmup_iters
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
@@ -184,17 +189,21 @@ class Solver:
         return correct / X.shape[0]
 
     def _record_accuracy(self, iteration: int, num_iterations: int) -> None:
-        running = copy.deepcopy(self.model.bn_params) if self.precise_bn else None
+        train_X, train_y = self._subset(self.X_train, self.y_train, self.num_train_samples)
+        val_X, val_y = self._subset(self.X_val, self.y_val, self.num_val_samples)
+        running = copy.deepcopy(self.model.bn_params) if self.precise_bn or self.adabn else None
         if self.precise_bn:
             recompute_bn_statistics(self.model, self.X_train)
-        self._check(iteration, num_iterations)
+        train_acc = self._accuracy(train_X, train_y)
+        if self.adabn:
+            recompute_bn_statistics(self.model, self.X_val)
+        self._check(iteration, num_iterations, train_acc, (train_X, train_y), (val_X, val_y))
         if running is not None:  # training goes on with its own running averages
             self.model.bn_params = running
 
-    def _check(self, iteration: int, num_iterations: int) -> None:
-        train_X, train_y = self._subset(self.X_train, self.y_train, self.num_train_samples)
-        val_X, val_y = self._subset(self.X_val, self.y_val, self.num_val_samples)
-        train_acc, val_acc = self._accuracy(train_X, train_y), self._accuracy(val_X, val_y)
+    def _check(self, iteration: int, num_iterations: int, train_acc: float, train: tuple, val: tuple) -> None:
+        (train_X, train_y), (val_X, val_y) = train, val
+        val_acc = self._accuracy(val_X, val_y)
         if self.train_mode_accuracy:  # the same samples, in train mode
             self.train_acc_train_mode_history.append(self._accuracy(train_X, train_y, batch_statistics=True))
             self.val_acc_train_mode_history.append(self._accuracy(val_X, val_y, batch_statistics=True))

@@ -168,12 +168,14 @@ ROW_OPTIONS_OMITTED = {
 # Options added after results existed: at their defaults they stay out of a run's config, so those
 # configs (and the results made before the option) still match.
 ADDED_LATER = {
-    "model": {"padding": "same", "pool": "max", "init_from": None},
+    "data": {"classes": None, "shift_scale": 1.0, "shift_offset": 0.0},
+    "model": {"padding": "same", "pool": "max", "init_from": None, "recompute_statistics": False},
     "solver": {
         "accumulate": 1,
         "train_mode_accuracy": False,
         "save_weights": True,
         "precise_bn": False,
+        "adabn": False,
         "warmup_iters": 0,
     },
 }

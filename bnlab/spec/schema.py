@@ -48,6 +48,23 @@ class DataSpec(_Section):
     num_train: PositiveInt = 1000
     num_val: PositiveInt = 1000
     num_test: Annotated[int, Field(ge=0)] = 1000
+    # each split keeps the images of these classes only (labels unchanged: a pre-training subset, say)
+    classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+    # validation and test images (not training) become shift_scale * x + shift_offset, in the
+    # preprocessed units the net sees: a shifted test set (bnlab.data.views)
+    shift_scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    shift_offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _classes_exist(self) -> DataSpec:
+        names = DATASETS[self.dataset].classes
+        if self.classes is not None:
+            if len(set(self.classes)) != len(self.classes) or max(self.classes) >= len(names):
+                raise ValueError(
+                    f"classes: {self.classes} must name distinct classes of {self.dataset}, "
+                    f"numbered 0 to {len(names) - 1} ({', '.join(names)})"
+                )
+        return self
 
 
 def _weight_scale(value: Any) -> Any:
@@ -86,6 +103,8 @@ class _ModelOptions(_Section):
     residual: Literal["pre", "post"] | None = None
     skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
     init_from: str | None = None  # a finished run's folder: start from its weights.npz (fine-tuning)
+    # before the first update, every running mean and variance set to the training set's (AdaBN on it)
+    recompute_statistics: bool = False
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> _ModelOptions:
@@ -98,8 +117,9 @@ class _ModelOptions(_Section):
         widths, what = arch.widths
         if not getattr(self, widths):
             raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
+        every_nets = ("architecture", "init_from", "recompute_statistics")  # not a net's options: every net's
         for name, spec_field in type(self).model_fields.items():
-            if name in arch.options or name in ("architecture", "init_from"):  # not a net's options: every net's
+            if name in arch.options or name in every_nets:
                 continue
             default, value = spec_field.get_default(call_default_factory=True), getattr(self, name)
             if value == default or (default is None and value == []):  # hidden_dims: [] says "none" too
@@ -120,6 +140,13 @@ class _ModelOptions(_Section):
             raise ValueError(
                 f"normalization {self.normalization!r} is for architecture {' or '.join(others)} only; "
                 f"{self.architecture} nets take {', '.join(map(str, arch.normalizations))}"
+            )
+        row = NORMALIZATIONS.get(self.normalization)
+        if self.recompute_statistics and (row is None or not row.running_statistics):
+            keeping = [name for name, r in NORMALIZATIONS.items() if r.running_statistics]
+            raise ValueError(
+                f"recompute_statistics sets running statistics, which normalization {self.normalization!r} does not "
+                f"keep; use one that does ({', '.join(keeping)}) or remove it"
             )
         if self.architecture == "conv" and self.padding == "same" and self.kernel_size % 2 == 0:
             raise ValueError(
@@ -156,6 +183,7 @@ class SolverSpec(_Section):
     train_mode_accuracy: bool = False  # also measure the accuracies with batch statistics (train mode)
     save_weights: bool = True  # keep the trained net in the run's weights.npz
     precise_bn: bool = False  # eval-mode checks with batch norm's statistics recomputed over the training set
+    adabn: bool = False  # eval-mode validation checks with the statistics recomputed over the validation images
     warmup_iters: NonNegativeInt = 0  # linear learning-rate warm-up over this many updates (0: none)
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
