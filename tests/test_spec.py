@@ -693,7 +693,7 @@ BAD_SPECS = [
     ("optim-key-typo", _replace("learning_rate: 1.0e-3", "learnig_rate: 1.0e-3"),
      ["no 'learnig_rate'", "did you mean 'learning_rate'", "beta1, beta2, epsilon"]),
     ("unknown-normalization", _replace("weight_scale: 1.0e-2", "normalization: batch"),
-     [":4:3: model.normalization:", "'rmsnorm', 'batchrenorm', 'ghost_batchnorm' or 'frozen_batchnorm'", "'batch'"]),
+     [":4:3: model.normalization:", "'noisy_batchnorm', 'ghost_batchnorm' or 'frozen_batchnorm'", "'batch'"]),
     ("unknown-update-rule", _replace("update_rule: adam", "update_rule: adamw"),
      [":6:3: solver.update_rule:", "'sgd_momentum'", "'adamw'"]),
     ("unknown-dtype", _replace("weight_scale: 1.0e-2", "dtype: float16"), ["model.dtype:", "'float32'"]),
