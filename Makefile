@@ -94,6 +94,7 @@ experiments: $(STAMP)
 	$(BIN)/bnlab report results/
 
 claims: $(STAMP)
+	$(BIN)/bnlab run configs/finetune_pretrain.yaml --workers 2  # the fine-tuning claims start from it
 	$(BIN)/bnlab claims --workers 2
 
 gradcheck: $(STAMP)

@@ -115,3 +115,20 @@ def test_classes_a_data_set_lacks_are_one_clear_line(tmp_path):
     result = run_spec(tmp_path, "bad", "data.classes=[3, 10]")
     assert result.exit_code == 2, result.output
     assert "classes" in result.stderr and "0 to 9" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_new_head_keeps_the_fresh_output_layer_and_may_have_other_classes():
+    """new_head: every parameter and statistic comes from the state but the output layer's, which
+    keeps this net's own initial weights, so a net for 5 classes starts from one trained for 10."""
+    rng = np.random.RandomState(0)
+    trained = FullyConnectedNet([6, 5], input_dim=4, num_classes=10, normalization="batchnorm", seed=1)
+    trained.loss(rng.randn(8, 4).astype(np.float32), np.arange(8))  # running statistics exist
+    fresh = FullyConnectedNet([6, 5], input_dim=4, num_classes=5, normalization="batchnorm", seed=2)
+    head = {name: fresh.params[name].copy() for name in ("W3", "b3")}
+    with pytest.raises(ValueError, match=r"W3 is \(5, 10\) there but \(5, 5\) here"):
+        fresh.load_state(trained.state())
+    fresh.load_state(trained.state(), new_head=True)
+    for name, value in trained.state().items():
+        if name not in ("param/W3", "param/b3"):
+            np.testing.assert_array_equal(fresh.state()[name], value)
+    assert all(np.array_equal(fresh.params[name], value) for name, value in head.items())

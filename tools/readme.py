@@ -4,7 +4,10 @@ any) from results/: `make readme` (after `make experiments`, and `make claims` f
 Generated blocks sit between `<!-- bnlab:NAME -->` and `<!-- /bnlab:NAME -->`; everything outside
 them is prose and left alone (its numbers are updated by hand, citing the command beside them).
 Blocks: `provenance` (what made the numbers), `cnn_norm` (best validation accuracy per
-normalization and batch size), `claims` (the verdict table and its counts). Figures: every
+normalization and batch size), `claims` (the verdict table and its counts), and
+`table FOLDER... -- METRIC...` (any experiment's groups of runs, each metric of the claims lab as
+mean ± std over seeds: `<!-- bnlab:table claims/claims_shift -- final_val_acc -->`), `claim ID`
+(one claim's verdict, where it holds and its effect, in a sentence). Figures: every
 docs/figures/EXPERIMENT_KIND.png is copied from results/EXPERIMENT/figures/KIND.png, and
 docs/figures/claims/ID.png from results/claims/figures/ID.png (docs/figures/report.png is a
 browser screenshot, not regenerated). A block whose results are missing is left as it is, and said.
@@ -23,8 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bnlab.claims.evaluate import metric_values  # noqa: E402
+from bnlab.claims.files import cell_label  # noqa: E402
+from bnlab.lab.formatting import format_cell, format_mean_std  # noqa: E402
 from bnlab.numerics import numerics_summary  # noqa: E402
-from bnlab.results import group_summary  # noqa: E402
+from bnlab.results import group_summary, load_experiment  # noqa: E402
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]  # the pages whose blocks are rebuilt
@@ -35,7 +41,9 @@ NAMED_FIGURES = {
     "batch_size_batchnorm.png": "batch_size/figures/batch_size_batchnorm.png",
     "batch_size_layernorm.png": "layernorm_batch_size/figures/batch_size_layernorm.png",
 }
-BLOCK = re.compile(r"(<!-- bnlab:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bnlab:(?P=name) -->)", re.DOTALL)
+BLOCK = re.compile(
+    r"(<!-- bnlab:(?P<name>[a-z_]+)(?P<args>[^>]*?) -->\n)(?P<body>.*?)(?P<close><!-- /bnlab:(?P=name) -->)", re.DOTALL
+)
 
 
 def provenance_block(results: Path) -> str | None:
@@ -121,6 +129,56 @@ def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
     return "\n".join(lines) + f"\n\nCounts after the adjustment: {total}.\n"
 
 
+def table_block(results: Path, args: str) -> str | None:
+    """`FOLDER... -- METRIC...`: one row per group of runs (the same swept values) of each
+    experiment folder under results/ (a claim's cells are folders too: the first column names the
+    folder's cell, after its '__'; groups with no finished run are left out), its runs done, and
+    each metric (bnlab.claims.evaluate's, e.g. final_val_acc, val_acc_mode_gap) as mean ± std over
+    the group's seeds."""
+    folders, _, metrics = (part.split() for part in args.partition(" -- "))
+    if not folders or not metrics:
+        raise SystemExit(f"table block {args!r}: give FOLDER... -- METRIC...")
+    if not all((results / folder / "runs.csv").is_file() for folder in folders):
+        return None
+    lines, header = [], None
+    for folder in folders:
+        experiment = load_experiment(results / folder)
+        keys = experiment.swept_keys
+        if header is None:
+            header = ["cell", *(k.rsplit(".", 1)[-1] for k in keys), "runs", *metrics]
+            lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        runs = experiment.runs.set_index("run_id")
+        values = {m: metric_values(experiment, m) for m in metrics}
+        cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "—"
+        groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False) if keys else [((), runs)]
+        for swept, group in groups:
+            swept = swept if isinstance(swept, tuple) else (swept,)
+            done = int((group["status"] == "done").sum())
+            if not done:  # runs no claim needed: never trained
+                continue
+            shown = [format_mean_std(values[m].reindex(group.index).tolist()) for m in metrics]
+            lines.append("| " + " | ".join([cell, *map(format_cell, swept), str(done), *shown]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def claim_block(results: Path, claim_id: str) -> str | None:
+    """One claim from claims.json in a line: its verdict after Holm's adjustment (where it holds,
+    for a claim with cells), the mean difference a − b with its 95% interval and the seeds, per cell."""
+    file = results / "claims" / "claims.json"
+    claims = {c["id"]: c for c in json.loads(file.read_text())} if file.is_file() else {}
+    if claim_id not in claims:
+        return None
+    c = claims[claim_id]
+    cells = c.get("cells") or []
+    verdict = cells[0]["verdict_adjusted"] if len(cells) == 1 else c["scope"]["text"]
+    effects = "; ".join(
+        f"{(cell_label(cell['where']) or 'its condition') + ': ' if len(cells) > 1 else ''}{cell['mean_diff']:+.3f} "
+        f"[{cell['ci_low']:+.3f}, {cell['ci_high']:+.3f}], {cell['n']} seeds"
+        for cell in cells
+    )
+    return f"`{claim_id}` ({c['metric']}, {_value(c['a'])} − {_value(c['b'])}): **{verdict}** after Holm; {effects}.\n"
+
+
 def _value(value) -> str:
     return "none" if value is None else str(value)
 
@@ -157,7 +215,13 @@ def copy_figures(results: Path, figures: Path) -> list[str]:
 
 def main() -> int:
     start = time.perf_counter()
-    builders = {"provenance": provenance_block, "cnn_norm": cnn_norm_block, "claims": claims_block}
+    builders = {
+        "provenance": provenance_block,
+        "cnn_norm": cnn_norm_block,
+        "claims": claims_block,
+        "table": table_block,
+        "claim": claim_block,
+    }
     rebuilt = []
     for page in PAGES:
         text = page.read_text()
@@ -167,11 +231,14 @@ def main() -> int:
             if name not in builders:
                 raise SystemExit(f"{page.name}: unknown generated block {name!r}; known: {', '.join(builders)}")
             figures = os.path.relpath(FIGURES, page.parent)
-            body = builders[name](RESULTS, figures) if name == "claims" else builders[name](RESULTS)
+            if name in ("table", "claim"):
+                body = builders[name](RESULTS, match["args"].strip())
+            else:
+                body = builders[name](RESULTS, figures) if name == "claims" else builders[name](RESULTS)
             if body is None:
                 print(f"kept block {name}: its results are not in {RESULTS}", file=sys.stderr)
                 return match.group(0)
-            return f"{match.group(1)}{body}{match.group(4)}"
+            return f"{match.group(1)}{body}{match['close']}"
 
         new_text = BLOCK.sub(rebuild, text)
         if new_text != text:

@@ -73,8 +73,9 @@ def train_run(
 
     One RandomState seeded with the run's seed draws the initial weights, then the minibatches and
     dropout masks: the same as a notebook cell that calls np.random.seed(seed), builds the net and
-    trains it. init_state (model.init_from's weights) then replaces the initial weights and running
-    statistics, and model.recompute_statistics sets the latter to the training set's. Exceptions
+    trains it. init_state (model.init_from's weights) then replaces the initial weights (but the
+    output layer's, with model.new_head) and running statistics, and model.recompute_statistics
+    sets the latter to the training set's. Exceptions
     are reported in the outcome, not raised, so a sweep goes on.
     """
     started = time.time()
@@ -86,7 +87,7 @@ def train_run(
         rng = np.random.RandomState(config["seed"])
         model = run_net(config, rng, data["X_train"].shape[1:])
         if init_state is not None:
-            model.load_state(init_state)
+            model.load_state(init_state, new_head=config["model"].get("new_head", False))
         if config["model"].get("recompute_statistics"):
             recompute_bn_statistics(model, data["X_train"])
         solver = Solver(

@@ -88,7 +88,7 @@ def check_init_from(runs: list, source: str) -> None:
         except ResultsError as exc:
             raise SpecError(f"{source}: model.init_from: {exc}") from None
         try:
-            net_for(run.config).load_state(state)
+            net_for(run.config).load_state(state, new_head=run.config["model"].get("new_head", False))
         except ValueError as exc:
             raise SpecError(
                 f"{source}: model.init_from {folder}: {exc}; name a run of the same net, or change this model to match"

@@ -180,10 +180,13 @@ class Net:
             state.update({f"norm/{layer}/{k}": v for k, v in bn_param.items() if isinstance(v, np.ndarray)})
         return state
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def load_state(self, state: dict[str, np.ndarray], new_head: bool = False) -> None:
         """Copy a state() into this net. ValueError naming every array whose shape differs, or a
-        parameter one side lacks, before anything is copied."""
-        own = self.state()
+        parameter one side lacks, before anything is copied. new_head: the output layer keeps its
+        own weights (a new classifier on transferred features), whatever the state holds for it."""
+        head = {f"param/W{self.num_layers}", f"param/b{self.num_layers}"} if new_head else set()
+        state = {name: value for name, value in state.items() if name not in head}
+        own = {name: value for name, value in self.state().items() if name not in head}
         problems = [
             f"{name.removeprefix('param/')} is {tuple(value.shape)} there but {tuple(own[name].shape)} here"
             for name, value in state.items()

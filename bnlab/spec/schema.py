@@ -103,6 +103,7 @@ class _ModelOptions(_Section):
     residual: Literal["pre", "post"] | None = None
     skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
     init_from: str | None = None  # a finished run's folder: start from its weights.npz (fine-tuning)
+    new_head: bool = False  # init_from's weights but the output layer's: a fresh classifier for new classes
     # before the first update, every running mean and variance set to the training set's (AdaBN on it)
     recompute_statistics: bool = False
 
@@ -117,7 +118,7 @@ class _ModelOptions(_Section):
         widths, what = arch.widths
         if not getattr(self, widths):
             raise ValueError(f"{widths} is required for architecture {self.architecture}{what}")
-        every_nets = ("architecture", "init_from", "recompute_statistics")  # not a net's options: every net's
+        every_nets = ("architecture", "init_from", "new_head", "recompute_statistics")  # every net's options
         for name, spec_field in type(self).model_fields.items():
             if name in arch.options or name in every_nets:
                 continue
