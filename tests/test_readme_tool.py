@@ -93,7 +93,7 @@ def test_a_table_block_shows_each_group_of_runs_with_its_metrics(smoke_results, 
             f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
             for v in ([final[r] for r in group["run_id"]], group["best_train_acc"].tolist())
         ]
-        assert row == f"| — | {norm} | 2 | {shown[0]} | {shown[1]} |"
+        assert row == f"| as specified | {norm} | 2 | {shown[0]} | {shown[1]} |"
     assert lines[6] == "<!-- /bnlab:table -->"
 
 

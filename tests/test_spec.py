@@ -1086,12 +1086,15 @@ def test_run_configs_hold_validated_values():
 
 
 def test_record_section_defaults_and_run_configs():
-    from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
+    from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS
 
     assert "record" not in expt(BASE).runs[0].config  # off unless asked for: old results stay valid
     experiment = expt(BASE + "record: {}\n")
+    # the statistics recorded by default since before update_angle and effective_lr: old results match
+    recorded_before = ["mean", "std", "p15", "p50", "p85", "saturated", "out_std", "grad_norm", "weight_norm",
+                       "update_ratio", "ics_l2", "ics_cos", "loss_range", "grad_change", "beta_smoothness"]
     assert experiment.runs[0].config["record"] == {
-        "statistics": list(STATISTICS), "every": DEFAULT_EVERY, "landscape_steps": list(DEFAULT_LANDSCAPE_STEPS)
+        "statistics": recorded_before, "every": DEFAULT_EVERY, "landscape_steps": list(DEFAULT_LANDSCAPE_STEPS)
     }  # fmt: skip
     experiment = expt(BASE + "record: {statistics: [p50, ics_l2], every: 7, landscape_steps: [1, 3]}\n")
     assert experiment.runs[0].config["record"] == {"statistics": ["p50", "ics_l2"], "every": 7,

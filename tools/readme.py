@@ -132,7 +132,7 @@ def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
 def table_block(results: Path, args: str) -> str | None:
     """`FOLDER... -- METRIC...`: one row per group of runs (the same swept values) of each
     experiment folder under results/ (a claim's cells are folders too: the first column names the
-    folder's cell, after its '__'; groups with no finished run are left out), its runs done, and
+    folder's cell, after its '__', or says "as specified"; groups with no finished run are left out), its runs done, and
     each metric (bnlab.claims.evaluate's, e.g. final_val_acc, val_acc_mode_gap) as mean ± std over
     the group's seeds."""
     folders, _, metrics = (part.split() for part in args.partition(" -- "))
@@ -149,7 +149,7 @@ def table_block(results: Path, args: str) -> str | None:
             lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         runs = experiment.runs.set_index("run_id")
         values = {m: metric_values(experiment, m) for m in metrics}
-        cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "—"
+        cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "as specified"
         groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False) if keys else [((), runs)]
         for swept, group in groups:
             swept = swept if isinstance(swept, tuple) else (swept,)

@@ -28,6 +28,11 @@ Rows are tidy: (iteration, layer, statistic, value); layer 0 is the whole net. S
         grad_norm                    ||dL/dW_i||
         weight_norm                  ||W_i||
         update_ratio                 ||W_i(t+1) - W_i(t)|| / ||W_i(t)||, the update the Solver applies
+        update_angle                 the angle between W_i(t) and W_i(t+1), in radians: for weights
+                                     feeding a batch norm, where only the direction matters, the
+                                     step that counts (Wan et al. 2021's angular update)
+        effective_lr                 lr / ||W_i(t)||^2: the learning rate of a scale-invariant
+                                     weight's direction (van Laarhoven 2017)
         ics_l2, ics_cos              Santurkar et al. (2018), Definition 2.1: G = dL/dW_i at the
                                      current parameters, G' = dL/dW_i after every parameter of the
                                      layers below i (W, b, gamma, beta of layers 1..i-1) took this
@@ -54,10 +59,13 @@ import numpy as np
 
 ACTIVATION_STATISTICS = ("mean", "std", "p15", "p50", "p85", "saturated")
 OUTPUT_STATISTICS = ("out_std",)
-WEIGHT_STATISTICS = ("grad_norm", "weight_norm", "update_ratio")
+WEIGHT_STATISTICS = ("grad_norm", "weight_norm", "update_ratio", "update_angle", "effective_lr")
 ICS_STATISTICS = ("ics_l2", "ics_cos")
 LANDSCAPE_STATISTICS = ("loss_range", "grad_change", "beta_smoothness")
 STATISTICS = ACTIVATION_STATISTICS + OUTPUT_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
+# What a Recorder records unless told: all but the statistics added after results recorded "all"
+# (those results keep matching their specs); name them to record them.
+DEFAULT_STATISTICS = tuple(s for s in STATISTICS if s not in ("update_angle", "effective_lr"))
 # A recorded iteration of a six-layer net with every statistic costs about 11 training steps: every
 # 100th keeps the wall time at 1.05-1.1x that of training alone (`bnlab bench --section record`).
 DEFAULT_EVERY = 100
@@ -125,6 +133,14 @@ def _layer_of(name: str) -> int:
     return int(match.group(1))
 
 
+def angle_between(a: np.ndarray, b: np.ndarray) -> float:
+    """The angle between two arrays as vectors, in radians, accurate for tiny angles too:
+    2 atan2(||u - v||, ||u + v||) for their unit vectors u, v (arccos of the cosine loses half the digits)."""
+    u = a.astype(np.float64).ravel() / _norm(a)
+    v = b.astype(np.float64).ravel() / _norm(b)
+    return 2.0 * float(np.arctan2(np.linalg.norm(u - v), np.linalg.norm(u + v)))
+
+
 def _norm(v: np.ndarray) -> float:
     return float(np.sqrt(np.dot(v.astype(np.float64).ravel(), v.astype(np.float64).ravel())))
 
@@ -132,13 +148,13 @@ def _norm(v: np.ndarray) -> float:
 class Recorder:
     """Collects `rows` of the chosen statistics every `every` iterations (see the module docstring).
 
-    statistics: names from STATISTICS (default all); every: the cadence; landscape_steps: the step
+    statistics: names from STATISTICS (default DEFAULT_STATISTICS); every: the cadence; landscape_steps: the step
     multiples m (of the learning rate) at which the landscape is probed.
     """
 
     def __init__(
         self,
-        statistics: Sequence[str] = STATISTICS,
+        statistics: Sequence[str] = DEFAULT_STATISTICS,
         every: int = DEFAULT_EVERY,
         landscape_steps: Sequence[float] = DEFAULT_LANDSCAPE_STEPS,
     ) -> None:
@@ -171,8 +187,9 @@ class Recorder:
             for layer in sorted(outputs):
                 self._add(iteration, layer, "out_std", float(outputs[layer].astype(np.float64).std()))
             flat_grads = np.concatenate([grads[name].ravel() for name in solver._names])
-            next_flat, _ = solver.update_rule(saved.flat.copy(), flat_grads.copy(), copy.deepcopy(solver.optim_state))
-            self._weights(iteration, saved, grads, next_flat)
+            state = {**copy.deepcopy(solver.optim_state), "learning_rate": solver.rate_at(iteration)}
+            next_flat, _ = solver.update_rule(saved.flat.copy(), flat_grads.copy(), state)
+            self._weights(iteration, saved, grads, next_flat, state["learning_rate"])
             if self.statistics & set(ICS_STATISTICS):
                 self._ics(iteration, saved, grads, next_flat, X, y)
             if self.statistics & set(LANDSCAPE_STATISTICS):
@@ -192,14 +209,16 @@ class Recorder:
             for statistic, value in activation_statistics(inputs[layer], name, slope).items():
                 self._add(iteration, layer, statistic, value)
 
-    def _weights(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray) -> None:
+    def _weights(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray, lr: float) -> None:
         for layer in saved.layers:
             name = f"W{layer}"
-            weight = saved.flat[saved.slices[name]]
+            weight, updated = saved.flat[saved.slices[name]], next_flat[saved.slices[name]]
             weight_norm = _norm(weight)
             self._add(iteration, layer, "grad_norm", _norm(grads[name]))
             self._add(iteration, layer, "weight_norm", weight_norm)
-            self._add(iteration, layer, "update_ratio", _norm(next_flat[saved.slices[name]] - weight) / weight_norm)
+            self._add(iteration, layer, "update_ratio", _norm(updated - weight) / weight_norm)
+            self._add(iteration, layer, "update_angle", angle_between(weight, updated))
+            self._add(iteration, layer, "effective_lr", lr / weight_norm**2)
 
     def _ics(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray, X, y) -> None:
         """Definition 2.1: layer i's weight gradient after the layers below it are updated."""

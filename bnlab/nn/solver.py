@@ -159,12 +159,19 @@ class Solver:
                 flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
             flat_grads /= self.accumulate
         rate = self.optim_state["learning_rate"]
-        if self.warmup_iters and iteration < self.warmup_iters:  # linear warm-up: t / T of the rate
-            self.optim_state["learning_rate"] = rate * (iteration / self.warmup_iters)
+        self.optim_state["learning_rate"] = self.rate_at(iteration)
         next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
         self.optim_state["learning_rate"] = rate
         self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
+
+    def rate_at(self, iteration: int) -> float:
+        """The learning rate update `iteration` (1-based) applies: the current rate, or t / T of it
+        during a linear warm-up of T updates."""
+        rate = self.optim_state["learning_rate"]
+        if self.warmup_iters and iteration < self.warmup_iters:
+            return rate * (iteration / self.warmup_iters)
+        return rate
 
     def check_accuracy(
         self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None, batch_statistics: bool = False

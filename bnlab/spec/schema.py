@@ -16,7 +16,7 @@ from bnlab.nn.layers import ACTIVATIONS
 from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
-from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, STATISTICS
+from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, DEFAULT_STATISTICS, STATISTICS
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
 from bnlab.spec.figure_kinds import FIGURE_KINDS
 
@@ -210,7 +210,7 @@ class RecordSpec(_Section):
     multiples (of the learning rate) of the landscape probes."""
 
     statistics: Annotated[list[Literal[STATISTICS]], Field(min_length=1)] = Field(
-        default_factory=lambda: list(STATISTICS)
+        default_factory=lambda: list(DEFAULT_STATISTICS)
     )
     every: PositiveInt = DEFAULT_EVERY
     landscape_steps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] = Field(
