@@ -252,6 +252,8 @@ class FullyConnectedNet(Net):
         input_dim, num_classes: input features (3*32*32 for CIFAR-10, or the shape (3, 32, 32) of a
             sample) and classes.
         dropout_keep_ratio: probability of keeping a hidden unit; 1 disables dropout.
+        dropout_position: 'every' hidden layer's output, or the 'last' one's only: after every
+            normalization, so that none sees dropout's variance shift (Li et al. 2019).
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS.
         activation: a name in bnlab.nn.layers.ACTIVATIONS: 'relu', 'leaky_relu', 'sigmoid', 'tanh'.
         negative_slope: the slope of 'leaky_relu' for negative inputs.
@@ -275,6 +277,7 @@ class FullyConnectedNet(Net):
         input_dim: int | tuple[int, ...] = 3 * 32 * 32,
         num_classes: int = 10,
         dropout_keep_ratio: float = 1.0,
+        dropout_position: str = "every",
         normalization: str | None = None,
         activation: str = "relu",
         negative_slope: float = 0.01,
@@ -291,9 +294,12 @@ class FullyConnectedNet(Net):
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
+        if dropout_position not in ("every", "last"):
+            raise ValueError(f"unknown dropout_position {dropout_position!r}: expected 'every' or 'last'")
         self.norm_position = norm_position
-        self.use_dropout = dropout_keep_ratio != 1
         self.num_layers = 1 + len(hidden_dims)
+        every = range(1, self.num_layers) if dropout_position == "every" else [self.num_layers - 1]
+        self.dropout_layers = frozenset(every if dropout_keep_ratio != 1 else ())
 
         dims = [int(np.prod(input_dim)), *hidden_dims, num_classes]
         for i in range(1, self.num_layers + 1):
@@ -325,7 +331,7 @@ class FullyConnectedNet(Net):
         if self.norm is not None and self.norm_position == "after":
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         dropout_cache = None
-        if self.use_dropout:
+        if i in self.dropout_layers:
             h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
         return h, (affine_cache, norm_cache, activation_cache, dropout_cache)
 
@@ -333,7 +339,7 @@ class FullyConnectedNet(Net):
         """Backward of _layer_forward; stores the parameter gradients in grads and returns dx,
         except for the first layer, whose input gradient nobody needs (None)."""
         affine_cache, norm_cache, activation_cache, dropout_cache = cache
-        if self.use_dropout:
+        if dropout_cache is not None:
             dout = layers.dropout_backward(dout, dropout_cache)
         if self.norm is not None and self.norm_position == "after":
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
@@ -574,6 +580,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         takes=lambda row: row.spatial_forward is not None,
         lacks={
             "dropout_keep_ratio": "the conv net has no dropout; leave it at 1",
+            "dropout_position": "the conv net has no dropout; leave it at every",
             "norm_position": "conv nets normalize before the activation only; leave it at before",
         },
     ),

@@ -169,7 +169,14 @@ ROW_OPTIONS_OMITTED = {
 # configs (and the results made before the option) still match.
 ADDED_LATER = {
     "data": {"classes": None, "shift_scale": 1.0, "shift_offset": 0.0},
-    "model": {"padding": "same", "pool": "max", "init_from": None, "new_head": False, "recompute_statistics": False},
+    "model": {
+        "padding": "same",
+        "pool": "max",
+        "dropout_position": "every",
+        "init_from": None,
+        "new_head": False,
+        "recompute_statistics": False,
+    },
     "solver": {
         "accumulate": 1,
         "train_mode_accuracy": False,

@@ -93,6 +93,7 @@ class _ModelOptions(_Section):
     weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
+    dropout_position: Literal["every", "last"] = "every"  # after every hidden layer, or the last one's only
     dtype: Literal["float32", "float64"] = "float32"
     architecture: Literal[tuple(ARCHITECTURES)] = "fc"
     channels: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_CONV_BLOCKS)] | None = None
