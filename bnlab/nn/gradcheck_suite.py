@@ -173,7 +173,8 @@ def _model_checks(
     """A net's gradients against numerical ones: one row per kind of parameter (weights, biases,
     gammas and betas) with the worst parameter named, and a row for the entries whose gradient is
     zero by structure, showing that both gradients vanish there (see _ignored_entries); when batch
-    (re)norm follows the hidden affine layers, their biases must be among them. With
+    (re)norm follows the hidden affine layers, their biases must be among them (but those the net
+    names unnormalized_biases). With
     initial_bn_params, every evaluation starts from those normalization states."""
     cancels = model.normalization is not None and NORMALIZATIONS[model.normalization].cancels_bias
     cancelled = cancels and getattr(model, "norm_position", "before") == "before"
@@ -191,7 +192,8 @@ def _model_checks(
         numerical = eval_numerical_gradient(lambda _: loss(), param)
         kind = {"W": "W", "P": "W", "b": "b", "alpha": "alpha"}.get(name.rstrip("0123456789"), "gamma/beta")
         ignored = np.zeros(param.shape, dtype=bool) if kind == "W" else _ignored_entries(loss, param)
-        if cancelled and kind == "b" and name != f"b{model.num_layers}":
+        unnormalized = {f"b{model.num_layers}", *getattr(model, "unnormalized_biases", ())}
+        if cancelled and kind == "b" and name not in unnormalized:
             ignored[...] = True  # expected: a forward pass that failed to cancel them fails the row below
         if ignored.any():
             zero_by_structure.append(name)
@@ -218,11 +220,11 @@ def _model_checks(
 # and once with L2 (the same code for both nets); the conv net with spatial layer norm, the group
 # norm code with one group (group norm over 2 channels of 1x1 maps would see 2 values).
 RESIDUAL_NETS = [
-    *(("mlp", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+    *(("mlp", r, n, s, 0.0) for r in ("pre", "post", "postnorm") for n, s in
       ((None, False), (None, True), ("batchnorm", False), ("layernorm", False), ("rmsnorm", False))),
     ("mlp", "pre", "batchnorm", True, 0.0),
     ("mlp", "pre", "batchnorm", False, REGS[1]),
-    *(("conv", r, n, s, 0.0) for r in ("pre", "post") for n, s in
+    *(("conv", r, n, s, 0.0) for r in ("pre", "post", "postnorm") for n, s in
       ((None, False), (None, True), ("batchnorm", False), ("layernorm", False))),
 ]  # fmt: skip
 RESIDUAL_ALPHA = 0.5  # SkipInit's alpha moved off 0, where every branch gradient is trivially 0

@@ -16,6 +16,13 @@ transformer, whose norm comes after the addition):
     block k: x_k = act(s(x_{k-1}) + alpha_k * [norm](W_{2k+1} act([norm](W_{2k} x_{k-1}))))
     head:    scores = W_L x_B
 
+With `residual='postnorm'` the normalization comes after the addition, as in the original
+Transformer ("post-LN"; Xiong et al. 2020 contrast it with pre-LN), the branch unnormalized:
+
+    stem:    x_0 = [norm](W_1 X)
+    block k: x_k = [norm](s(x_{k-1}) + alpha_k * W_{2k+1} act(W_{2k} x_{k-1}))
+    head:    scores = W_L x_B
+
 [norm] is the net's normalization (absent with None); alpha_k is SkipInit's learnable scalar (De &
 Smith 2020), initialized to 0, only with `skipinit=True` (otherwise the branch is added as it is).
 The stem normalizes in both forms, so that with a normalization the stream starts at unit
@@ -28,7 +35,8 @@ average pooling (linear, so the shortcut stays linear), the stem's KxK convoluti
 resolution, and the head takes the global average over positions before W_L.
 
 Parameters, numbered by weight layer: W_i, b_i (i = 1 .. L); gamma_i, beta_i of the norm next to
-W_i (pre: the norm feeding W_i, and the stem's after W_1; post: the norm after W_i); P_{2k} and
+W_i (pre: the norm feeding W_i, and the stem's after W_1; post: the norm after W_i; postnorm: the
+stem's after W_1 and block k's after its addition, numbered 2k + 1); P_{2k} and
 alpha_{2k+1} of block k. `activation_inputs` (a dict, when set) receives each activation's input
 under the number of its weight layer, `layer_outputs` the stream x_k under the block number k.
 """
@@ -43,7 +51,7 @@ from bnlab.nn import conv, layers
 from bnlab.nn.nets import Architecture, Net, WeightScale, affine_backward_into, conv_backward_into, init_std
 from bnlab.nn.normalizations import Normalization
 
-RESIDUAL_FORMS = ("pre", "post")
+RESIDUAL_FORMS = ("pre", "post", "postnorm")
 Array = np.ndarray
 
 
@@ -128,6 +136,8 @@ class _ResidualNet(Net):
             self.norm_layers: list[int] = []
         elif residual == "pre":
             self.norm_layers = list(range(1, self.num_layers + 1))
+        elif residual == "postnorm":
+            self.norm_layers = [1, *(2 * k + 1 for k in range(1, self.num_blocks + 1))]
         else:
             self.norm_layers = list(range(1, self.num_layers))
         self.bn_params = self._layer_params(len(self.norm_layers))
@@ -153,6 +163,12 @@ class _ResidualNet(Net):
             for k in range(1, self.num_blocks + 1):
                 self.params[f"alpha{2 * k + 1}"] = np.zeros(1)
         self._cast_params()
+
+    @property
+    def unnormalized_biases(self) -> set[str]:
+        """Hidden biases that reach an activation before any normalization (postnorm's first
+        branch layer's): batch norm does not cancel them, unlike every other hidden bias."""
+        return {f"b{2 * k}" for k in range(1, self.num_blocks + 1)} if self.residual == "postnorm" else set()
 
     def _io(self, i: int) -> tuple[int, int]:
         """The features (channels) weight layer i reads and writes."""
@@ -233,6 +249,8 @@ class _ResidualNet(Net):
         h = x
         if self.residual == "pre":
             steps = (("norm", i), ("act", i), ("linear", i), ("norm", j), ("act", j), ("linear", j))
+        elif self.residual == "postnorm":
+            steps = (("linear", i), ("act", i), ("linear", j))
         else:
             steps = (("linear", i), ("norm", i), ("act", i), ("linear", j), ("norm", j))
         for kind, layer in steps:
@@ -245,6 +263,8 @@ class _ResidualNet(Net):
         c_out = None
         if self.residual == "post":
             out, c_out = self._act(out, j)
+        elif self.residual == "postnorm":
+            out, c_out = self._norm(out, j)
         if self.layer_outputs is not None:
             self.layer_outputs[k] = out
         return out, (c_down, c_proj, caches, branch, c_out)
@@ -254,6 +274,8 @@ class _ResidualNet(Net):
         i, j = 2 * k, 2 * k + 1
         if self.residual == "post":
             dout = self.activation[1](dout, c_out)
+        elif self.residual == "postnorm":
+            dout = self._norm_backward(dout, c_out, j, grads)
         dh = dout
         if self.skipinit:
             alpha = self.params[f"alpha{j}"]
@@ -302,7 +324,7 @@ class ResidualMLP(_ResidualNet):
     Args:
         hidden_dims: the stream's width in each block (a change of width gets a projection).
         input_dim, num_classes: input features (or the shape of one sample) and classes.
-        residual: 'pre' or 'post'.
+        residual: 'pre', 'post' or 'postnorm' (the module docstring).
         skipinit: a learnable scalar alpha on each block's branch, initialized to 0.
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
             residual nets.
@@ -436,7 +458,7 @@ class ResidualConvNet(_ResidualNet):
         return global_avg_pool_backward(dout, cache)
 
 
-# --- the residual architectures a spec can name (model.residual: pre | post) ------------------
+# --- the residual architectures a spec can name (model.residual: pre | post | postnorm)-----------------
 
 _NOT_IN_RESIDUAL_NETS = {
     "dropout_keep_ratio": "residual nets have no dropout; leave it at 1",

@@ -101,7 +101,7 @@ class _ModelOptions(_Section):
     padding: Literal["same", "valid"] = "same"  # conv only: 'valid' pads nothing (LeNet)
     pool: Literal["max", "avg"] = "max"  # conv only: 2x2 max or average pooling (LeNet's)
     # residual nets (bnlab.nn.residual): each entry of hidden_dims (fc) or channels (conv) is a block
-    residual: Literal["pre", "post"] | None = None
+    residual: Literal["pre", "post", "postnorm"] | None = None
     skipinit: bool = False  # a learnable scalar on each block's branch, initialized to 0
     init_from: str | None = None  # a finished run's folder: start from its weights.npz (fine-tuning)
     new_head: bool = False  # init_from's weights but the output layer's: a fresh classifier for new classes
