@@ -1091,8 +1091,23 @@ def test_record_section_defaults_and_run_configs():
     assert "record" not in expt(BASE).runs[0].config  # off unless asked for: old results stay valid
     experiment = expt(BASE + "record: {}\n")
     # the statistics recorded by default since before update_angle and effective_lr: old results match
-    recorded_before = ["mean", "std", "p15", "p50", "p85", "saturated", "out_std", "grad_norm", "weight_norm",
-                       "update_ratio", "ics_l2", "ics_cos", "loss_range", "grad_change", "beta_smoothness"]
+    recorded_before = [
+        "mean",
+        "std",
+        "p15",
+        "p50",
+        "p85",
+        "saturated",
+        "out_std",
+        "grad_norm",
+        "weight_norm",
+        "update_ratio",
+        "ics_l2",
+        "ics_cos",
+        "loss_range",
+        "grad_change",
+        "beta_smoothness",
+    ]
     assert experiment.runs[0].config["record"] == {
         "statistics": recorded_before, "every": DEFAULT_EVERY, "landscape_steps": list(DEFAULT_LANDSCAPE_STEPS)
     }  # fmt: skip
