@@ -37,7 +37,7 @@ def test_every_check_passes(checks):
 def test_the_table_covers_every_layer_and_net_configuration(checks):
     names = [c.name for c in checks]
     assert len(names) == len(set(names))
-    assert 400 <= len(names) <= 720
+    assert 400 <= len(names) <= 800
     for layer in (
         "affine dx",
         "affine dw",
@@ -73,7 +73,7 @@ def test_the_table_covers_every_layer_and_net_configuration(checks):
         if "no norm" not in net:
             assert any(name.startswith(f"{net}gamma/beta (worst: ") for name in names), net
     assert len(NETS) == 4 * (1 + 8 * 2) * 2
-    for net in CONVNETS:
+    for net in CONVNETS + WS_NETS:
         assert any(name.startswith(f"{net}W (worst: W") for name in names), net
     for layer in ("avg_pool 2x2 dx", "global_avg_pool dx", "projection fc dp", "projection 1x1 conv dp"):
         assert layer in names, layer
@@ -163,6 +163,8 @@ CONVNETS = [
     for r in ("0", "3.14")
 ]
 LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
+WS_NETS = [f"ws {form} {kind} {n} " for form in ("standard", "scaled") for kind in ("net", "convnet")
+           for n in ("no norm", "groupnorm", "batchnorm")]  # fmt: skip
 RESIDUAL_NETS = [
     f"residual {kind} {form} {norm or 'no norm'}{' skipinit' if skip else ''} reg={reg:g} "
     for kind, form, norm, skip, reg in gradcheck_suite.RESIDUAL_NETS
@@ -199,7 +201,7 @@ def same_net(case: str, prefix: str) -> bool:
         # The net's layers 2..L take dW from affine_backward.
         (
             [("affine_backward", scale_output(layers.affine_backward, 1, 1.01))],
-            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS + RESIDUAL_NETS],
+            ["affine dw"] + [f"{net}W " for net in NETS + CONVNETS + LENETS + RESIDUAL_NETS + WS_NETS],
         ),
         # The numpy closed form: its layer rows, spatial batch norm's, batch renorm's at rmax 1,
         # noisy and ghost batch norm (flat and conv form), and the compiled layer's comparison.
@@ -237,6 +239,7 @@ def same_net(case: str, prefix: str) -> bool:
                 "convnet batchnorm reg=3.14 gamma/beta",
                 "lenet (valid, avg pool, sigmoid) batchnorm gamma/beta",
                 *(f"{net}gamma/beta" for net in residual_nets("batchnorm")),
+                *(f"{net}gamma/beta" for net in WS_NETS if " batchnorm " in net),
             ],
         ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's
@@ -288,7 +291,9 @@ def test_the_groups_of_checks_partition_the_table(checks):
     """Each group's rows, run alone, are the full table's rows in its order: running a few groups
     (the CLI's --only, the broken-backward tests) checks what the full run checks."""
     cases = gradcheck_suite.gradcheck_cases()
-    assert len(cases) == len(gradcheck_suite.LAYER_CASES) + len(NETS) + len(CONVNETS) + len(LENETS) + len(RESIDUAL_NETS)
+    assert len(cases) == (
+        len(gradcheck_suite.LAYER_CASES) + len(NETS) + len(CONVNETS) + len(LENETS) + len(RESIDUAL_NETS) + len(WS_NETS)
+    )
     names = [c.name for c in checks]
     order = [name for name in cases if name not in gradcheck_suite.LAYER_CASES]
     # every net's row begins with its group's name, the groups in the table's order

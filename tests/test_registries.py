@@ -10,8 +10,9 @@ import pytest
 
 from bnlab.errors import SpecError
 from bnlab.figures.kinds import DRAW
+from bnlab.nn.architectures import ARCHITECTURES
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import ARCHITECTURES, ConvNet, FullyConnectedNet
+from bnlab.nn.nets import ConvNet, FullyConnectedNet
 from bnlab.nn.normalizations import NOISE_STREAM, NORMALIZATIONS
 from bnlab.spec.experiment import experiment_from_text
 from bnlab.spec.figure_kinds import FIGURE_KINDS

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 from bnlab.claims.files import load_claims  # noqa: E402
 from bnlab.cli.app import app  # noqa: E402
 from bnlab.data.datasets import DATASETS  # noqa: E402
+from bnlab.nn.architectures import ARCHITECTURES  # noqa: E402
 from bnlab.nn.layers import ACTIVATIONS  # noqa: E402
-from bnlab.nn.nets import ARCHITECTURES  # noqa: E402
 from bnlab.nn.normalizations import NORMALIZATIONS  # noqa: E402
 from bnlab.spec.figure_kinds import FIGURE_KINDS  # noqa: E402
 from bnlab.spec.schema import SECTIONS, ExperimentSpec, RecordSpec  # noqa: E402

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bnlab.data.datasets import DATASETS, DEFAULT_DATASET
-from bnlab.nn.nets import ARCHITECTURES
+from bnlab.nn.architectures import ARCHITECTURES
 from bnlab.nn.probes import Recorder
 from bnlab.nn.residual import RESIDUAL_ARCHITECTURES
 from bnlab.nn.solver import Solver
@@ -139,7 +139,7 @@ def run_net(config: dict, rng: np.random.RandomState, input_shape: tuple[int, ..
 
 
 def build_model(model_cfg: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
-    """The net a run's model section describes (bnlab.nn.nets.ARCHITECTURES, or with `residual`
+    """The net a run's model section describes (bnlab.nn.architectures.ARCHITECTURES, or with `residual`
     bnlab.nn.residual.RESIDUAL_ARCHITECTURES), for inputs of one sample's shape, e.g. (3, 32, 32),
     and num_classes outputs, its weights drawn from rng."""
     table = ARCHITECTURES if model_cfg.get("residual") is None else RESIDUAL_ARCHITECTURES

@@ -4,10 +4,11 @@ Every backward pass in bnlab.nn is compared with centred differences of its forw
 fast convolution and pooling also with the naive loops, over strides, paddings, kernel sizes and
 non-square inputs); the FullyConnectedNet's gradients with centred differences of its loss for
 each activation, normalization and norm position, the ConvNet's for each normalization, with and
-without L2 regularization, a small d2l-style LeNet's (average pooling, valid convolutions), and
-the residual nets' (bnlab.nn.residual) for each form, normalization and SkipInit, with their
-pooling and projection layers. Everything runs in float64 on fixed seeds of private RandomStates,
-so the table is the same on every run and numpy's global RNG is left untouched.
+without L2 regularization, both nets with weight standardization (plain and scaled), a small
+d2l-style LeNet's (average pooling, valid convolutions), and the residual nets' (bnlab.nn.residual)
+for each form, normalization and SkipInit, with their pooling and projection layers. Everything
+runs in float64 on fixed seeds of private RandomStates, so the table is the same on every run and
+numpy's global RNG is left untouched.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def gradcheck_cases() -> dict[str, Callable[[], list[GradCheck]]]:
         for reg in REGS:
             label = f"convnet {normalization or 'no norm'} reg={reg:g}"
             cases[label] = partial(_convnet_checks, label, normalization, reg)
+    for form, kind, normalization in WS_NETS:
+        label = f"ws {form} {kind} {normalization or 'no norm'}"
+        if kind == "net":
+            cases[label] = partial(_net_checks, label, "relu", normalization, "before", 0.0, form)
+        else:
+            cases[label] = partial(_convnet_checks, label, normalization, 0.0, form)
     for normalization in (None, "batchnorm"):
         label = f"lenet (valid, avg pool, sigmoid) {normalization or 'no norm'}"
         cases[label] = partial(_lenet_checks, label, normalization)
@@ -107,8 +114,17 @@ def checks_named(text: str) -> list[GradCheck]:
 # --- the net ---------------------------------------------------------------------------------
 
 
-def _net_checks(label: str, activation: str, normalization: str | None, position: str, reg: float) -> list[GradCheck]:
-    """The fully connected net's gradients against numerical ones (see _model_checks)."""
+# Weight standardization (plain and scaled) in the fully connected and the conv net, without a
+# normalization and with the two it is meant to combine with.
+WS_NETS = [(form, kind, n) for form in ("standard", "scaled") for kind in ("net", "convnet")
+           for n in (None, "groupnorm", "batchnorm")]  # fmt: skip
+
+
+def _net_checks(
+    label: str, activation: str, normalization: str | None, position: str, reg: float, ws: str | None = None
+) -> list[GradCheck]:
+    """The fully connected net's gradients against numerical ones (see _model_checks), its hidden
+    weights standardized with ws."""
     rng = np.random.RandomState(SEED)
     n, d, hidden_dims, c = NET_SIZES
     X, y = rng.randn(n, d), rng.randint(c, size=n)
@@ -119,6 +135,7 @@ def _net_checks(label: str, activation: str, normalization: str | None, position
         activation=activation,
         normalization=normalization,
         norm_position=position,
+        weight_standardization=ws,
         reg=reg,
         weight_scale=NET_SCALE,
         dtype=np.float64,
@@ -136,12 +153,13 @@ def _net_checks(label: str, activation: str, normalization: str | None, position
     return _model_checks(label, model, X, y, initial_bn_params)
 
 
-def _convnet_checks(label: str, normalization: str | None, reg: float) -> list[GradCheck]:
+def _convnet_checks(label: str, normalization: str | None, reg: float, ws: str | None = None) -> list[GradCheck]:
     """The conv net's gradients against numerical ones: two conv blocks (8x6 -> 4x3 -> 2x1, so the
     second pool drops a column) and the affine output. No hidden fully connected layer: batch norm
     there would cancel the last block's beta wherever the ReLU passes every sample, an exact zero
-    that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer)."""
-    options = dict(hidden_dims=[], normalization=normalization, reg=reg, weight_scale="he")
+    that numerical noise cannot match in relative terms (tests/test_nets.py checks that layer).
+    ws: the conv filters standardized so (None: not)."""
+    options = dict(hidden_dims=[], normalization=normalization, reg=reg, weight_scale="he", weight_standardization=ws)
     options.update(NORMALIZATIONS[normalization].gradcheck_options if normalization else {})
     return _conv_model_checks(label, [2, 4], (6, 3, 8, 6), options)
 

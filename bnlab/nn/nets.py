@@ -9,16 +9,15 @@ hidden layer, affine - softmax.
 from __future__ import annotations
 
 import copy
-import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 
-from bnlab.nn import conv, fused, layers
+from bnlab.nn import conv, fused, layers, norms
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.normalizations import NORMALIZATIONS, Normalization, named, option_names
+from bnlab.nn.normalizations import named, option_names
+from bnlab.nn.norms import activation_gain
 
 WeightScale = float | str  # a standard deviation, or 'he' / 'xavier'
 
@@ -133,7 +132,7 @@ class Net:
         mode = "test" if y is None else "train"
         for bn_param in self.bn_params:
             bn_param["mode"] = mode
-        scores, cache, last_cache = self._scores(X)
+        scores, cache, last_cache, standardized = self._scores(X)
         if y is None:
             return scores
 
@@ -142,18 +141,46 @@ class Net:
         last = self.num_layers
         dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
         self._body_backward(dh, cache, grads)
+        for name, ws_cache in standardized.items():
+            grads[name] = norms.weight_standardization_backward(grads[name], ws_cache)
         for name, w in self.params.items():
             if name[0] in "WP":
                 loss += 0.5 * self.reg * float(np.sum(w * w))
                 grads[name] += self.reg * w
         return loss, grads
 
+    weight_standardization: str | None = None  # None, 'standard' or 'scaled'
+
+    def _standardize_weights(self, weight_standardization: str | None) -> None:
+        """Hidden layers' weights standardized per output unit in every pass (Qiao et al. 2019),
+        or 'scaled' by the gain of the activation before them over sqrt(fan_in) (Brock et al. 2021;
+        gain 1 for the first layer, which reads the input); the output layer's as they are.
+        norms.weight_standardization_forward has the formulas."""
+        if weight_standardization not in (None, "standard", "scaled"):
+            raise ValueError(
+                f"unknown weight_standardization {weight_standardization!r}: expected None, 'standard' or 'scaled'"
+            )
+        self.weight_standardization = weight_standardization
+
     def _scores(self, X: np.ndarray):
-        """Class scores of X in the layers' current modes, with the body's and the output layer's caches."""
-        h, cache = self._body(self._input(X))
-        last = self.num_layers
-        scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
-        return scores, cache, last_cache
+        """Class scores of X in the layers' current modes, with the body's, the output layer's and
+        the weight standardizations' caches (the hidden layers see standardized weights)."""
+        kept, standardized = self.params, {}
+        if self.weight_standardization is not None:
+            # scaled: the gain of the activation before the layer; the first layer reads the input
+            gain = activation_gain(self.activation_name, self.negative_slope)
+            self.params = dict(kept)
+            for i in range(1, self.num_layers):
+                scaled = (1.0 if i == 1 else gain) if self.weight_standardization == "scaled" else None
+                w_hat, standardized[f"W{i}"] = norms.weight_standardization_forward(kept[f"W{i}"], scaled)
+                self.params[f"W{i}"] = w_hat
+        try:
+            h, cache = self._body(self._input(X))
+            last = self.num_layers
+            scores, last_cache = layers.affine_forward(h, self.params[f"W{last}"], self.params[f"b{last}"])
+        finally:
+            self.params = kept
+        return scores, cache, last_cache, standardized
 
     def batch_statistics_scores(self, X: np.ndarray) -> np.ndarray:
         """Class scores (N, num_classes) for X with every normalization in train mode, normalizing
@@ -258,6 +285,7 @@ class FullyConnectedNet(Net):
         activation: a name in bnlab.nn.layers.ACTIVATIONS: 'relu', 'leaky_relu', 'sigmoid', 'tanh'.
         negative_slope: the slope of 'leaky_relu' for negative inputs.
         norm_position: 'before' the activation (the notebooks and the BN paper) or 'after' it.
+        weight_standardization: None, 'standard' or 'scaled' (see Net._standardize_weights).
         noise_seed: seeds the generator of each layer of a normalization that draws noise (with
             the layer), so the weights and minibatches are drawn exactly as without the noise
             (without noise_seed, every layer's is RandomState(0)).
@@ -282,6 +310,7 @@ class FullyConnectedNet(Net):
         activation: str = "relu",
         negative_slope: float = 0.01,
         norm_position: str = "before",
+        weight_standardization: str | None = None,
         noise_seed: int | None = None,
         reg: float = 0.0,
         weight_scale: WeightScale = 1e-2,
@@ -294,6 +323,7 @@ class FullyConnectedNet(Net):
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
+        self._standardize_weights(weight_standardization)
         if dropout_position not in ("every", "last"):
             raise ValueError(f"unknown dropout_position {dropout_position!r}: expected 'every' or 'last'")
         self.norm_position = norm_position
@@ -386,7 +416,8 @@ class ConvNet(Net):
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row has a
             conv form: that form in the conv blocks (batch norm per channel over (N, H, W), ...),
             its flat form in the fully connected layers.
-        activation, negative_slope: as FullyConnectedNet.
+        activation, negative_slope, weight_standardization: as FullyConnectedNet (conv filters
+            standardized over (C, K, K)).
         reg, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's fan_in is C*K*K
             and its fan_out F*K*K.
         norm_options: as FullyConnectedNet's; they must suit channels and hidden_dims alike.
@@ -409,6 +440,7 @@ class ConvNet(Net):
         normalization: str | None = None,
         activation: str = "relu",
         negative_slope: float = 0.01,
+        weight_standardization: str | None = None,
         reg: float = 0.0,
         weight_scale: WeightScale = "he",
         dtype: type = np.float32,
@@ -433,6 +465,7 @@ class ConvNet(Net):
                 f"{h}x{w} images: sizes {sizes}"
             )
         self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
+        self._standardize_weights(weight_standardization)
         # max pooling commutes with a non-decreasing activation; averaging does not
         self.pool_first = pool == "max" and activation in NON_DECREASING
         self.pool_forward, self.pool_backward = (
@@ -536,52 +569,3 @@ class ConvNet(Net):
         if self.norm is not None:
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
         return affine_backward_into(dout, affine_cache, i, grads)
-
-
-# --- the architectures a spec can name --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """One net a spec can name: its class, the option that lists its layer widths (required) and
-    what it holds, which rows of bnlab.nn.normalizations its layers take (`takes`), and why it lacks
-    an option the other nets have (options it lacks must stay at their defaults)."""
-
-    net: type
-    widths: tuple[str, str]
-    takes: Callable[[Normalization], bool] = lambda row: True
-    lacks: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def normalizations(self) -> tuple[str | None, ...]:
-        """None and the names of the normalizations it takes, in the table's order."""
-        return (None, *(name for name, row in NORMALIZATIONS.items() if self.takes(row)))
-
-    @property
-    def options(self) -> frozenset[str]:
-        """The model options its constructor takes (not the ones the lab supplies: data shape, rng),
-        its normalizations' options among them."""
-        named_ = frozenset(inspect.signature(self.net).parameters) - {"input_dim", "num_classes", "seed", "rng"}
-        of_norms = {name for n in self.normalizations if n is not None for name in NORMALIZATIONS[n].options}
-        return named_ - {"norm_options"} | of_norms
-
-    def build(self, options: dict, input_shape: tuple[int, ...], rng: np.random.RandomState, num_classes: int = 10):
-        """The net for inputs of one sample's shape, e.g. (3, 32, 32), from `options` (the ones
-        it does not take are left out), its weights drawn from rng."""
-        taken = {k: v for k, v in options.items() if k in self.options}
-        return self.net(input_dim=tuple(input_shape), num_classes=num_classes, rng=rng, **taken)
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "fc": Architecture(FullyConnectedNet, ("hidden_dims", ": at least one width, e.g. [100, 100]")),
-    "conv": Architecture(
-        ConvNet,
-        ("channels", " (the filters of each conv block)"),
-        takes=lambda row: row.spatial_forward is not None,
-        lacks={
-            "dropout_keep_ratio": "the conv net has no dropout; leave it at 1",
-            "dropout_position": "the conv net has no dropout; leave it at every",
-            "norm_position": "conv nets normalize before the activation only; leave it at before",
-        },
-    ),
-}

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.nn.layers import ACTIVATIONS
+
 Array = np.ndarray
 Cache = tuple[Any, ...]
 
@@ -109,6 +111,48 @@ def batchnorm_backward_alt(dout: Array, cache: Cache) -> tuple[Array, Array, Arr
     dx -= x_hat * (a * dgamma / n)
     dx -= a * dbeta / n
     return dx, dgamma, dbeta
+
+
+# --- weight standardization (Qiao et al. 2019; scaled: Brock et al. 2021) -------------------
+
+WS_EPS = 1e-10  # on the variance of a unit's weights: tiny, as weights of std 1e-2 have variance 1e-4
+
+
+def weight_standardization_forward(w: Array, gain: float | None = None) -> tuple[Array, Cache]:
+    """Each output unit's incoming weights standardized to zero mean and unit variance: over the
+    rows of a fully connected w (D, M) or over (C, HH, WW) of a conv filter bank w (F, C, HH, WW).
+    With a gain, scaled weight standardization: gain * (w - mean) / (std * sqrt(fan_in)), so a unit's
+    weights have squared norm gain**2 and, with gain = 1 / std(activation(z)) for z ~ N(0, 1), its
+    output keeps unit variance layer after layer without any normalization. Returns (w_hat, cache)."""
+    axes = 0 if w.ndim == 2 else (1, 2, 3)
+    fan_in = w.size // (w.shape[1] if w.ndim == 2 else w.shape[0])
+    centred = w - w.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt((centred * centred).mean(axis=axes, keepdims=True) + WS_EPS)
+    v = centred * inv_std
+    scale = 1.0 if gain is None else gain / np.sqrt(fan_in)
+    return v * w.dtype.type(scale), (v, inv_std, scale, axes)
+
+
+def weight_standardization_backward(dw_hat: Array, cache: Cache) -> Array:
+    """dw from dw_hat: layer norm's backward over each unit's weights, times the scale.
+    Shapes: dw_hat as w -> dw as w."""
+    v, inv_std, scale, axes = cache
+    dv = dw_hat * dw_hat.dtype.type(scale)
+    return inv_std * (dv - dv.mean(axis=axes, keepdims=True) - v * (dv * v).mean(axis=axes, keepdims=True))
+
+
+def activation_gain(activation: str, negative_slope: float = 0.01) -> float:
+    """1 / std(activation(z)) for z ~ N(0, 1): scaled weight standardization's gain. In closed form
+    for (leaky) ReLU of slope a: var = (1 + a^2) / 2 - (1 - a)^2 / (2 pi), so ReLU's is
+    sqrt(2) / sqrt(1 - 1/pi) = 1.7129; sigmoid's and tanh's by 100-point Gauss-Hermite quadrature."""
+    if activation in ("relu", "leaky_relu"):
+        a = negative_slope if activation == "leaky_relu" else 0.0
+        return float(1.0 / np.sqrt((1 + a * a) / 2 - (1 - a) ** 2 / (2 * np.pi)))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(100)  # for the weight exp(-z^2 / 2)
+    weights = weights / weights.sum()
+    values = ACTIVATIONS[activation][0](nodes)[0]  # (out, cache)
+    mean = np.dot(weights, values)
+    return float(1.0 / np.sqrt(np.dot(weights, (values - mean) ** 2)))
 
 
 # --- batch norm with frozen statistics (fine-tuning) -----------------------------------------

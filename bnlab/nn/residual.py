@@ -48,7 +48,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnlab.nn import conv, layers
-from bnlab.nn.nets import Architecture, Net, WeightScale, affine_backward_into, conv_backward_into, init_std
+from bnlab.nn.architectures import Architecture
+from bnlab.nn.nets import Net, WeightScale, affine_backward_into, conv_backward_into, init_std
 from bnlab.nn.normalizations import Normalization
 
 RESIDUAL_FORMS = ("pre", "post", "postnorm")

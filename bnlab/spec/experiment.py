@@ -173,6 +173,7 @@ ADDED_LATER = {
         "padding": "same",
         "pool": "max",
         "dropout_position": "every",
+        "weight_standardization": None,
         "init_from": None,
         "new_head": False,
         "recompute_statistics": False,

@@ -12,8 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from bnlab.data.cifar10 import PREPROCESS
 from bnlab.data.datasets import DATASETS, DEFAULT_DATASET
 from bnlab.lab.formatting import did_you_mean
+from bnlab.nn.architectures import ARCHITECTURES
 from bnlab.nn.layers import ACTIVATIONS
-from bnlab.nn.nets import ARCHITECTURES
 from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import DEFAULT_EVERY, DEFAULT_LANDSCAPE_STEPS, DEFAULT_STATISTICS, STATISTICS
@@ -90,6 +90,9 @@ class _ModelOptions(_Section):
     activation: Literal[tuple(ACTIVATIONS)] = "relu"
     negative_slope: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     norm_position: Literal["before", "after"] = "before"
+    # hidden weights standardized per output unit (Qiao et al. 2019), or scaled by the activation's
+    # gain over sqrt(fan_in) for nets without normalization (Brock et al. 2021)
+    weight_standardization: Literal["standard", "scaled"] | None = None
     weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -110,7 +113,7 @@ class _ModelOptions(_Section):
 
     @model_validator(mode="after")
     def _fits_architecture(self) -> _ModelOptions:
-        """The rules of bnlab.nn.nets.ARCHITECTURES (with `residual`, of
+        """The rules of bnlab.nn.architectures.ARCHITECTURES (with `residual`, of
         bnlab.nn.residual.RESIDUAL_ARCHITECTURES): the widths option is required, the options of
         other nets stay at their defaults, the normalization is one its layers have."""
         if self.skipinit and self.residual is None:
