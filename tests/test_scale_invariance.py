@@ -123,3 +123,28 @@ def test_weight_decay_settles_the_angular_update_at_its_equilibrium(momentum):
     predicted = np.sqrt(2 * eta * 1e-2 / (1 + momentum))
     assert abs(measured / predicted - 1) < 0.05, (measured, predicted)
     np.testing.assert_allclose(angles.of("effective_lr"), eta / angles.of("weight_norm") ** 2, rtol=1e-12)
+
+
+def test_weight_decay_is_an_exponentially_growing_learning_rate():
+    """Li & Arora 2020: when every trained parameter is scale-invariant (here the weights feeding
+    batch norm; biases, gammas, betas and the output layer held fixed), gradient descent with weight
+    decay, w_{t+1} = (1 - eta lambda) w_t - eta grad L(w_t), is gradient descent without it at the
+    rate eta_t = eta (1 - eta lambda)^(-2t-1), on w~_t = w_t / (1 - eta lambda)^t. In float64, 60
+    steps: the same losses and the same directions, to 1e-9."""
+    rng = np.random.RandomState(1)
+    X, y = rng.randn(40, 5), rng.randint(4, size=40)
+    eta, lam = 0.1, 0.05
+    decayed, grown = fc_net(), fc_net()
+    trained = feeding_a_norm(decayed)
+    for t in range(60):
+        loss_decayed, grads = decayed.loss(X, y)
+        for name in trained:
+            decayed.params[name] = (1 - eta * lam) * decayed.params[name] - eta * grads[name]
+        loss_grown, grads = grown.loss(X, y)
+        for name in trained:
+            grown.params[name] = grown.params[name] - eta * (1 - eta * lam) ** (-2 * t - 1) * grads[name]
+        assert loss_decayed == pytest.approx(loss_grown, rel=1e-9), t
+    for name in trained:  # relative to the matrix's norm: an entry near 0 carries the others' rounding
+        difference = decayed.params[name] / (1 - eta * lam) ** 60 - grown.params[name]
+        assert np.linalg.norm(difference) < 1e-9 * np.linalg.norm(grown.params[name]), name
+    assert np.linalg.norm(grown.params["W1"]) > 1.3 * np.linalg.norm(decayed.params["W1"])  # (1 - eta lam)^-60: 1.35
