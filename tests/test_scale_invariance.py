@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from bnlab import ConvNet, FullyConnectedNet, Solver
+from bnlab.figures import plot_experiment
+from bnlab.figures.groups import finished_runs, run_groups
+from bnlab.figures.kinds import angular_equilibrium
+from bnlab.lab.executors import make_executor
+from bnlab.lab.runner import run_experiment
 from bnlab.nn.probes import Recorder
+from bnlab.results import load_experiment
+from bnlab.spec.experiment import experiment_from_text
 
 EPS = 1e-12  # batch norm's eps, made negligible: the invariance is exact but for eps
 
@@ -148,3 +156,27 @@ def test_weight_decay_is_an_exponentially_growing_learning_rate():
         difference = decayed.params[name] / (1 - eta * lam) ** 60 - grown.params[name]
         assert np.linalg.norm(difference) < 1e-9 * np.linalg.norm(grown.params[name]), name
     assert np.linalg.norm(grown.params["W1"]) > 1.3 * np.linalg.norm(decayed.params["W1"])  # (1 - eta lam)^-60: 1.35
+
+
+ANGULAR_SPEC = """
+name: angular
+data: {num_train: 100, num_val: 50, num_test: 0}
+model: {hidden_dims: [16, 16], normalization: batchnorm, reg: 0.05}
+solver: {update_rule: sgd, optim_config: {learning_rate: 0.05}, batch_size: 25, num_epochs: 3}
+seeds: 1
+sweep:
+  zip: {solver.update_rule: [sgd, sgd_momentum], solver.optim_config.learning_rate: [0.05, 0.005]}
+record: {statistics: [update_angle, effective_lr], every: 2}
+plots: [{kind: angular}]
+"""
+
+
+def test_the_angular_figure_draws_the_recorded_angles_beside_their_equilibrium(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    run_experiment(experiment_from_text(ANGULAR_SPEC, "angular.yaml"), tmp_path, make_executor(1))
+    written = plot_experiment(tmp_path / "angular")
+    assert [path.name for path in written] == ["angular.png"] and written[0].stat().st_size > 10_000
+    results = load_experiment(tmp_path / "angular")
+    groups = run_groups(results, finished_runs(results), results.swept_keys)
+    equilibria = [angular_equilibrium(results, group) for group in groups]
+    assert equilibria == pytest.approx([np.sqrt(2 * 0.05 * 0.05), np.sqrt(2 * 0.005 * 0.05 / 1.9)], rel=1e-12)

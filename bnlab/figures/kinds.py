@@ -38,6 +38,7 @@ from bnlab.figures.groups import (
     smoothing_window,
 )
 from bnlab.lab.results import ExperimentResults
+from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.nn.probes import growth_factor
 from bnlab.spec.figure_kinds import FIGURE_KINDS
 
@@ -284,28 +285,67 @@ def depth_figure(results: ExperimentResults, title: str | None = None) -> Figure
     return fig
 
 
+def angular_figure(results: ExperimentResults, layers: list[int] | None = None, title: str | None = None) -> Figure:
+    """Weight decay's angular equilibrium: per chosen layer (default: the first), the angle of each
+    recorded update (top) and the effective learning rate (bottom, log scale) over training, a line
+    per run group (mean +- std over seeds); dotted, the equilibrium sqrt(2 lr reg / (1 + momentum))
+    of every group trained by SGD (with or without momentum) with reg > 0."""
+    probes = _probe_table(results, FIGURE_KINDS["angular"].statistics)
+    layers = layers or [int(probes["layer"].min())]
+    groups = run_groups(results, finished_runs(results), results.swept_keys)
+    fig = Figure(figsize=(4.8 * len(layers) + 1.5, 7.5), layout="constrained")
+    axes = fig.subplots(2, len(layers), sharex=True, squeeze=False)
+    for col, layer in enumerate(layers):
+        for group in groups:
+            label = group.label if col == 0 else None
+            _draw_probe(axes[0, col], probes, group, layer, "update_angle", label=label)
+            _draw_probe(axes[1, col], probes, group, layer, "effective_lr")
+            equilibrium = angular_equilibrium(results, group)
+            if equilibrium is not None:
+                axes[0, col].axhline(equilibrium, color=group.color, linestyle=":", linewidth=2.5, alpha=0.8)
+        label_axes(axes[0, col], f"Layer {layer}", None, "angle per update (rad)" if col == 0 else "")
+        label_axes(axes[1, col], "", "Iteration", "lr / ||W||^2" if col == 0 else "")
+        axes[1, col].set_yscale("log")
+    default_title = f"{results.name}: angular updates (dotted: the equilibrium under weight decay)"
+    finish_figure(fig, results, title or default_title, axes[0, 0], groups)
+    return fig
+
+
+def angular_equilibrium(results: ExperimentResults, group: RunGroup) -> float | None:
+    """sqrt(2 lr reg / (1 + momentum)) for a group trained by sgd or sgd_momentum (momentum 0.9
+    unless set) with reg > 0 (Wan et al. 2021), else None."""
+    rule = _run_value(results, group, "solver.update_rule") or "sgd"
+    reg = float(_run_value(results, group, "model.reg") or 0.0)
+    if rule not in ("sgd", "sgd_momentum") or reg <= 0:
+        return None
+    config = {key: _run_value(results, group, f"solver.optim_config.{key}") for key in OPTIM_DEFAULTS[rule]}
+    config = {**OPTIM_DEFAULTS[rule], **{key: float(v) for key, v in config.items() if v is not None}}
+    return math.sqrt(2 * config["learning_rate"] * reg / (1 + config.get("momentum", 0.0)))
+
+
+def _run_value(results: ExperimentResults, group: RunGroup, key: str):
+    """A dotted spec key's value for the group: its swept value, else the spec's (None if unset)."""
+    if key in group.runs.columns:
+        value = group.runs[key].iloc[0]
+        return None if is_nan(value) or value == "none" else value
+    value = results.spec
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _layer_means(probes: pd.DataFrame, group: RunGroup, statistic: str) -> pd.Series:
     """The statistic per layer (index), mean over the group's runs."""
     rows = probes[(probes["statistic"] == statistic) & probes["run_id"].isin(group.runs["run_id"])]
     return rows.groupby("layer")["value"].mean().sort_index()
 
 
-def _model_value(results: ExperimentResults, group: RunGroup, key: str):
-    """A model option of the group: its swept value, else the spec's."""
-    column = f"model.{key}"
-    if column in group.runs.columns:
-        value = group.runs[column].iloc[0]
-        return None if is_nan(value) or value == "none" else value
-    model = results.spec.get("model")
-    return model.get(key) if isinstance(model, dict) else None
-
-
 def _depth_prediction(results: ExperimentResults, group: RunGroup, statistic: str, mean: pd.Series):
     """(layers, values, legend text) of the theory's line for this group and panel, or None."""
-    residual = _model_value(results, group, "residual")
-    normalization = _model_value(results, group, "normalization")
-    skipinit = str(_model_value(results, group, "skipinit")).lower() == "true"
-    activation = _model_value(results, group, "activation") or "relu"
+    residual = _run_value(results, group, "model.residual")
+    normalization = _run_value(results, group, "model.normalization")
+    skipinit = str(_run_value(results, group, "model.skipinit")).lower() == "true"
+    activation = _run_value(results, group, "model.activation") or "relu"
     layers = mean.index.to_numpy()
     if activation != "relu" or len(layers) < 3:
         return None
@@ -385,4 +425,7 @@ DRAW = {  # kind -> draw(results, plot entry) -> [(file stem, Figure)]
     "ics": lambda results, plot: [(_stem("ics"), ics_figure(results, plot.get("layers"), plot.get("title")))],
     "landscape": lambda results, plot: [(_stem("landscape"), landscape_figure(results, plot.get("title")))],
     "depth": lambda results, plot: [(_stem("depth"), depth_figure(results, plot.get("title")))],
+    "angular": lambda results, plot: [
+        (_stem("angular"), angular_figure(results, plot.get("layers"), plot.get("title")))
+    ],
 }

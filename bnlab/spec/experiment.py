@@ -354,7 +354,8 @@ def _check_plots(
                 f"add them to record.statistics (or a record: section)"
             )
         if plot.layers is not None and not kind.takes_layers:
-            takers = " and ".join(k for k, other in FIGURE_KINDS.items() if other.takes_layers)
+            takers = [k for k, other in FIGURE_KINDS.items() if other.takes_layers]
+            takers = f"{', '.join(takers[:-1])} and {takers[-1]}" if len(takers) > 1 else takers[0]
             raise SpecError(f"{where}: plots[{i}]: layers is for {takers} figures only; remove it")
     if skipped:  # the figures left, or None (figures chosen from the sweep) if none is left
         spec.plots = [p for p in spec.plots if p.kind not in skipped] or None

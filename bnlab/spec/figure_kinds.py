@@ -61,4 +61,13 @@ FIGURE_KINDS: dict[str, FigureKind] = {
         statistics=("grad_norm", "out_std"),
         declared_only=True,
     ),
+    "angular": FigureKind(
+        "angular",
+        "Over training, for each chosen layer: the angle between its weights before and after each update "
+        "(top) and its effective learning rate lr / ||W||^2 (bottom), a line per run group, with the "
+        "equilibrium angle sqrt(2 lr reg / (1 + momentum)) of Wan et al. 2021 dotted for SGD with weight decay.",
+        statistics=("update_angle", "effective_lr"),
+        takes_layers=True,
+        declared_only=True,
+    ),
 }
