@@ -273,6 +273,7 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "norm_batch_size": (12, 3, ["model.normalization", "solver.batch_size"]),
     "smoke": (2, 2, ["model.normalization"]),
     "finetune_pretrain": (1, 1, []),
+    "norm_placement": (2, 3, ["model.residual"]),
     "weight_decay": (4, 3, ["model.reg", "solver.update_rule", "solver.optim_config.learning_rate"]),
     "cnn_norm": (8, 3, ["model.normalization", "solver.batch_size"]),
     "santurkar": (3, 3, ["model.normalization"]),
