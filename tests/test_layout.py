@@ -113,6 +113,7 @@ HOMONYMS = {
     ("rmsnorm", "bnlab.nn.gradcheck_layers"): "the label of rmsnorm_forward's own checks",
     ("momentum", "bnlab.nn.optim"): "SGD's momentum",
     ("momentum", "bnlab.spec.schema"): "the optimizer's momentum in solver.optim_config",
+    ("momentum", "bnlab.figures.kinds"): "the optimizer's momentum in Wan et al.'s angular equilibrium",
     ("history", "bnlab.lab.results"): "history.csv",
     ("history", "bnlab.claims.evaluate"): "history.csv",
     ("history", "bnlab.figures.groups"): "history.csv",
