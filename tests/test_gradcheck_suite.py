@@ -163,8 +163,8 @@ CONVNETS = [
     for r in ("0", "3.14")
 ]
 LENETS = [f"lenet (valid, avg pool, sigmoid) {n} " for n in ("no norm", "batchnorm")]
-WS_NETS = [f"ws {form} {kind} {n} " for form in ("standard", "scaled") for kind in ("net", "convnet")
-           for n in ("no norm", "groupnorm", "batchnorm")]  # fmt: skip
+WS_COMBOS = (("standard", "groupnorm"), ("standard", "batchnorm"), ("scaled", "no norm"), ("scaled", "groupnorm"))
+WS_NETS = [f"ws {form} {kind} {n} " for kind in ("net", "convnet") for form, n in WS_COMBOS]
 RESIDUAL_NETS = [
     f"residual {kind} {form} {norm or 'no norm'}{' skipinit' if skip else ''} reg={reg:g} "
     for kind, form, norm, skip, reg in gradcheck_suite.RESIDUAL_NETS

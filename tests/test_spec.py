@@ -274,6 +274,7 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "smoke": (2, 2, ["model.normalization"]),
     "finetune_pretrain": (1, 1, []),
     "norm_placement": (2, 3, ["model.residual"]),
+    "ws_depth": (3, 3, ["model.normalization", "model.weight_standardization"]),
     "weight_decay": (4, 3, ["model.reg", "solver.update_rule", "solver.optim_config.learning_rate"]),
     "cnn_norm": (8, 3, ["model.normalization", "solver.batch_size"]),
     "santurkar": (3, 3, ["model.normalization"]),

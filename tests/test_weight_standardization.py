@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SMOKE, bnlab
+from conftest import SHARED_DATA, SMOKE, bnlab
 
 from bnlab import ConvNet, FullyConnectedNet
+from bnlab.figures import plot_experiment
+from bnlab.lab.executors import make_executor
+from bnlab.lab.runner import run_experiment
 from bnlab.layers import activation_gain, weight_standardization_forward
+from bnlab.results import load_experiment
+from bnlab.spec.experiment import experiment_from_text
 
 
 def test_each_units_weights_are_standardized_over_its_fan_in():
@@ -67,3 +72,29 @@ def test_weight_standardization_is_a_spec_key(tmp_path):
     assert result.exit_code == 0, result.output
     result = bnlab("plan", spec, "--set", "model.weight_standardization=yes_please")
     assert result.exit_code == 2 and "weight_standardization" in result.stderr and "'scaled'" in result.stderr
+
+
+WS_DEPTH_SPEC = """
+name: ws_depth
+data: {num_train: 32, num_val: 16, num_test: 0, preprocess: standardize}
+model: {hidden_dims: [32, 32, 32, 32], weight_scale: 2.0e-2}
+solver: {batch_size: 32, num_epochs: 1, num_train_samples: 32}
+seeds: 1
+sweep:
+  zip: {model.normalization: [null, null], model.weight_standardization: [null, scaled]}
+record: {statistics: [grad_norm, out_std], every: 1}
+plots: [{kind: depth}]
+"""
+
+
+def test_the_depth_figure_puts_brock_et_als_constant_beside_scaled_ws(tmp_path, monkeypatch):
+    """The stream's variance at initialization: constant with scaled WS (the prediction, dotted),
+    vanishing layer by layer without it at the notes' small initial scale."""
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    run_experiment(experiment_from_text(WS_DEPTH_SPEC, "ws_depth.yaml"), tmp_path, make_executor(1))
+    assert [p.name for p in plot_experiment(tmp_path / "ws_depth")] == ["depth.png"]
+    probes = load_experiment(tmp_path / "ws_depth").probes
+    out_std = probes[(probes["statistic"] == "out_std") & (probes["iteration"] == 1)]
+    scaled = out_std[out_std["run_id"].str.contains("scaled")].sort_values("layer")["value"].to_numpy()
+    plain = out_std[~out_std["run_id"].str.contains("scaled")].sort_values("layer")["value"].to_numpy()
+    assert scaled.max() / scaled.min() < 1.5 and plain[-1] < 1e-3 * plain[0]

@@ -246,9 +246,11 @@ def depth_figure(results: ExperimentResults, title: str | None = None) -> Figure
     each weight gradient (left) and the variance of each layer's output, for residual nets of the
     stream after each block (right); a line per run group (mean over seeds), log scale. Beside them,
     dotted, the predictions: for plain batch-norm nets Yang et al.'s growth by pi/(pi - 1) per layer
-    towards the input (anchored at the last hidden layer); for pre-activation residual streams
-    De & Smith's doubling per block without normalization (anchored at block 1) and 1 + l with
-    batch norm (the stem's batch norm gives the stream unit variance)."""
+    towards the input (anchored at the last hidden layer); for plain nets with scaled weight
+    standardization and no normalization, Brock et al.'s constant variance (anchored at layer 1);
+    for pre-activation residual streams De & Smith's doubling per block without normalization
+    (anchored at block 1) and 1 + l with batch norm (the stem's batch norm gives the stream unit
+    variance)."""
     probes = _probe_table(results, FIGURE_KINDS["depth"].statistics)
     first = probes[probes["iteration"] == probes["iteration"].min()]
     groups = run_groups(results, finished_runs(results), results.swept_keys)
@@ -355,6 +357,9 @@ def _depth_prediction(results: ExperimentResults, group: RunGroup, statistic: st
         measured = growth_factor(hidden[1:], mean.loc[hidden[1:]].to_numpy())
         values = mean.loc[anchor] * YANG_FACTOR ** (anchor - hidden)
         return hidden, values, f"Yang et al.: x{YANG_FACTOR:.3f}/layer (measured x{measured:.3f})"
+    if statistic == "out_std" and residual is None and normalization is None:
+        if _run_value(results, group, "model.weight_standardization") == "scaled":
+            return layers, np.full(len(layers), mean.iloc[0]), "Brock et al.: constant with depth (scaled WS)"
     if statistic == "out_std" and residual == "pre" and not skipinit:
         if normalization is None:
             return layers, mean.iloc[0] * 2.0 ** (layers - layers[0]), "De & Smith: doubling per block"

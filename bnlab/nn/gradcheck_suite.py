@@ -114,10 +114,11 @@ def checks_named(text: str) -> list[GradCheck]:
 # --- the net ---------------------------------------------------------------------------------
 
 
-# Weight standardization (plain and scaled) in the fully connected and the conv net, without a
-# normalization and with the two it is meant to combine with.
-WS_NETS = [(form, kind, n) for form in ("standard", "scaled") for kind in ("net", "convnet")
-           for n in (None, "groupnorm", "batchnorm")]  # fmt: skip
+# Weight standardization in the fully connected and the conv net as it is used: plain with the
+# normalizations it is meant for (without one, unit-variance weights blow the signal up layer by
+# layer, and centred differences of so steep a loss lose their digits), scaled without one.
+WS_FORMS = (("standard", "groupnorm"), ("standard", "batchnorm"), ("scaled", None), ("scaled", "groupnorm"))
+WS_NETS = [(form, kind, n) for kind in ("net", "convnet") for form, n in WS_FORMS]
 
 
 def _net_checks(

@@ -56,8 +56,8 @@ FIGURE_KINDS: dict[str, FigureKind] = {
         "depth",
         "At initialization (the first recorded iteration), against the layer: the squared norm of each "
         "weight gradient and the variance of each layer's output (for residual nets, of the stream after "
-        "each block), a line per run group, with the predictions of Yang et al. 2019 and De & Smith 2020 "
-        "dotted where one applies.",
+        "each block), a line per run group, with the predictions of Yang et al. 2019, Brock et al. 2021 "
+        "and De & Smith 2020 dotted where one applies.",
         statistics=("grad_norm", "out_std"),
         declared_only=True,
     ),
