@@ -84,7 +84,7 @@ def test_a_table_block_shows_each_group_of_runs_with_its_metrics(smoke_results, 
     monkeypatch.setattr(readme, "FIGURES", tmp_path / "figures")
     assert readme.main() == 0
     lines = file.read_text().splitlines()
-    assert lines[0] == "Prose." and lines[2] == "| cell | normalization | runs | final_val_acc | best_train_acc |"
+    assert lines[0] == "Prose." and lines[2] == "| normalization | runs | final_val_acc | best_train_acc |"
     runs = pd.read_csv(smoke_results / "runs.csv", keep_default_na=False)
     final = {run: pd.read_csv(smoke_results / run / "epochs.csv")["val_acc"].iloc[-1] for run in runs["run_id"]}
     for row, norm in zip(lines[4:6], ("none", "batchnorm"), strict=True):
@@ -93,7 +93,7 @@ def test_a_table_block_shows_each_group_of_runs_with_its_metrics(smoke_results, 
             f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
             for v in ([final[r] for r in group["run_id"]], group["best_train_acc"].tolist())
         ]
-        assert row == f"| as specified | {norm} | 2 | {shown[0]} | {shown[1]} |"
+        assert row == f"| {norm} | 2 | {shown[0]} | {shown[1]} |"
     assert lines[6] == "<!-- /bnlab:table -->"
 
 

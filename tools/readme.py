@@ -131,10 +131,10 @@ def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
 
 def table_block(results: Path, args: str) -> str | None:
     """`FOLDER... -- METRIC...`: one row per group of runs (the same swept values) of each
-    experiment folder under results/ (a claim's cells are folders too: the first column names the
-    folder's cell, after its '__', or says "as specified"; groups with no finished run are left out), its runs done, and
-    each metric (bnlab.claims.evaluate's, e.g. final_val_acc, val_acc_mode_gap) as mean ± std over
-    the group's seeds."""
+    experiment folder under results/, with its runs done and each metric (bnlab.claims.evaluate's,
+    e.g. final_val_acc, val_acc_mode_gap) as mean ± std over the group's seeds; groups with no
+    finished run are left out. A claim's cells are folders too: with several folders, the first
+    column names each one's cell (after its '__'; "as specified" for the file's own condition)."""
     folders, _, metrics = (part.split() for part in args.partition(" -- "))
     if not folders or not metrics:
         raise SystemExit(f"table block {args!r}: give FOLDER... -- METRIC...")
@@ -145,7 +145,7 @@ def table_block(results: Path, args: str) -> str | None:
         experiment = load_experiment(results / folder)
         keys = experiment.swept_keys
         if header is None:
-            header = ["cell", *(k.rsplit(".", 1)[-1] for k in keys), "runs", *metrics]
+            header = ["cell"] * (len(folders) > 1) + [*(k.rsplit(".", 1)[-1] for k in keys), "runs", *metrics]
             lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         runs = experiment.runs.set_index("run_id")
         values = {m: metric_values(experiment, m) for m in metrics}
@@ -157,7 +157,8 @@ def table_block(results: Path, args: str) -> str | None:
             if not done:  # runs no claim needed: never trained
                 continue
             shown = [format_mean_std(values[m].reindex(group.index).tolist()) for m in metrics]
-            lines.append("| " + " | ".join([cell, *map(format_cell, swept), str(done), *shown]) + " |")
+            first = [cell] * (len(folders) > 1)
+            lines.append("| " + " | ".join([*first, *map(format_cell, swept), str(done), *shown]) + " |")
     return "\n".join(lines) + "\n"
 
 
