@@ -196,6 +196,8 @@ class Solver:
         return correct / X.shape[0]
 
     def _record_accuracy(self, iteration: int, num_iterations: int) -> None:
+        """One accuracy check (eval mode, with precise or AdaBN statistics when asked, and train
+        mode when asked), recorded in the histories; the best model so far kept; the callback told."""
         train_X, train_y = self._subset(self.X_train, self.y_train, self.num_train_samples)
         val_X, val_y = self._subset(self.X_val, self.y_val, self.num_val_samples)
         running = copy.deepcopy(self.model.bn_params) if self.precise_bn or self.adabn else None
@@ -204,12 +206,6 @@ class Solver:
         train_acc = self._accuracy(train_X, train_y)
         if self.adabn:
             recompute_bn_statistics(self.model, self.X_val)
-        self._check(iteration, num_iterations, train_acc, (train_X, train_y), (val_X, val_y))
-        if running is not None:  # training goes on with its own running averages
-            self.model.bn_params = running
-
-    def _check(self, iteration: int, num_iterations: int, train_acc: float, train: tuple, val: tuple) -> None:
-        (train_X, train_y), (val_X, val_y) = train, val
         val_acc = self._accuracy(val_X, val_y)
         if self.train_mode_accuracy:  # the same samples, in train mode
             self.train_acc_train_mode_history.append(self._accuracy(train_X, train_y, batch_statistics=True))
@@ -223,6 +219,8 @@ class Solver:
             self.best_params = {name: w.copy() for name, w in self.model.params.items()}
             # test mode reads the running statistics: they belong to the best model too
             self._best_bn_params = copy.deepcopy(getattr(self.model, "bn_params", []))
+        if running is not None:  # training goes on with its own running averages
+            self.model.bn_params = running
         if self.callback is not None:
             self.callback(
                 {
