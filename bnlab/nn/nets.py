@@ -161,6 +161,7 @@ class Net:
                 f"unknown weight_standardization {weight_standardization!r}: expected None, 'standard' or 'scaled'"
             )
         self.weight_standardization = weight_standardization
+        self._ws_gain = activation_gain(self.activation_name, self.negative_slope)
 
     def _scores(self, X: np.ndarray):
         """Class scores of X in the layers' current modes, with the body's, the output layer's and
@@ -168,10 +169,9 @@ class Net:
         kept, standardized = self.params, {}
         if self.weight_standardization is not None:
             # scaled: the gain of the activation before the layer; the first layer reads the input
-            gain = activation_gain(self.activation_name, self.negative_slope)
             self.params = dict(kept)
             for i in range(1, self.num_layers):
-                scaled = (1.0 if i == 1 else gain) if self.weight_standardization == "scaled" else None
+                scaled = (1.0 if i == 1 else self._ws_gain) if self.weight_standardization == "scaled" else None
                 w_hat, standardized[f"W{i}"] = norms.weight_standardization_forward(kept[f"W{i}"], scaled)
                 self.params[f"W{i}"] = w_hat
         try:
