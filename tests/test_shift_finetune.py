@@ -132,3 +132,11 @@ def test_a_new_head_keeps_the_fresh_output_layer_and_may_have_other_classes():
         if name not in ("param/W3", "param/b3"):
             np.testing.assert_array_equal(fresh.state()[name], value)
     assert all(np.array_equal(fresh.params[name], value) for name, value in head.items())
+
+
+def test_classes_that_leave_no_training_image_fail_the_run_in_one_line(tmp_path):
+    result = run_spec(tmp_path, "empty", "data.num_train=3", "data.classes=[7]")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "data.classes [7]: none of the 3 train images is of these classes; raise data.num_train" in " ".join(
+        result.output.split()
+    )

@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -50,7 +51,10 @@ class Executor(Protocol):
 def execute_run(run_id: str, config: dict, data_dir: str | None, progress: Progress | None = None) -> RunOutcome:
     """Load the run's data (once per process) and train it on one BLAS thread; the outcome records
     this process's numerics (a Dask worker's BLAS may not be the coordinator's)."""
-    data = views.run_view(datasets.load_dataset(datasets.Request.of_run(config), data_dir), config["data"])
+    try:
+        data = views.run_view(datasets.load_dataset(datasets.Request.of_run(config), data_dir), config["data"])
+    except ValueError as exc:  # the run's view of the data leaves nothing to train on: this run fails
+        return RunOutcome(run_id, "failed", started=time.time(), error=str(exc))
     init_from = config["model"].get("init_from")
     init_state = weights.read_state(init_from) if init_from else None
     keep_large_arrays_on_heap()

@@ -117,7 +117,9 @@ class _ModelOptions(_Section):
         bnlab.nn.residual.RESIDUAL_ARCHITECTURES): the widths option is required, the options of
         other nets stay at their defaults, the normalization is one its layers have."""
         if self.skipinit and self.residual is None:
-            raise ValueError("skipinit scales residual branches: set residual: pre, post or postnorm, or remove skipinit")
+            raise ValueError(
+                "skipinit scales residual branches: set residual: pre, post or postnorm, or remove skipinit"
+            )
         arch = (ARCHITECTURES if self.residual is None else RESIDUAL_ARCHITECTURES)[self.architecture]
         widths, what = arch.widths
         if not getattr(self, widths):
