@@ -98,3 +98,11 @@ def test_the_depth_figure_puts_brock_et_als_constant_beside_scaled_ws(tmp_path, 
     scaled = out_std[out_std["run_id"].str.contains("scaled")].sort_values("layer")["value"].to_numpy()
     plain = out_std[~out_std["run_id"].str.contains("scaled")].sort_values("layer")["value"].to_numpy()
     assert scaled.max() / scaled.min() < 1.5 and plain[-1] < 1e-3 * plain[0]
+
+
+def test_residual_nets_refuse_it_in_one_line(tmp_path):
+    spec = tmp_path / "ws.yaml"
+    spec.write_text(SMOKE.read_text())
+    result = bnlab("plan", spec, "--set", "model.residual=pre", "--set", "model.weight_standardization=scaled")
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+    assert "weight_standardization is not available in residual nets; remove it, or remove residual" in result.stderr

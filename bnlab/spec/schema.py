@@ -133,6 +133,8 @@ class _ModelOptions(_Section):
                 continue
             if name in arch.lacks:
                 raise ValueError(f"{name}: {arch.lacks[name]}")
+            if self.residual is not None and name in ARCHITECTURES[self.architecture].options:
+                raise ValueError(f"{name} is not available in residual nets; remove it, or remove residual")
             others = [a for a, other in ARCHITECTURES.items() if name in other.options]
             raise ValueError(
                 f"{name} is only for architecture {' or '.join(others)}; remove it or set architecture: {others[0]}"
