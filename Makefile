@@ -88,7 +88,7 @@ experiments: $(STAMP)
 		configs/layernorm_batch_size.yaml configs/norm_batch_size.yaml configs/cnn_norm.yaml \
 		configs/santurkar.yaml configs/bn_paper_fig1.yaml configs/bn_paper_mnist.yaml configs/lenet_bn.yaml \
 		configs/init_depth.yaml configs/resnet_norm.yaml configs/weight_decay.yaml \
-		configs/norm_placement.yaml configs/ws_depth.yaml
+		configs/norm_placement.yaml configs/ws_depth.yaml configs/variance_shift.yaml
 	$(BIN)/bnlab run configs/deep_bn.yaml --set data.dataset=mnist --set name=deep_bn_mnist
 	$(BIN)/bnlab run configs/weight_scale.yaml --set data.dataset=mnist --set name=weight_scale_mnist
 	$(BIN)/bnlab plot results/

@@ -255,8 +255,9 @@ def test_a_run_writes_a_tidy_table_and_the_same_history(tmp_path, shared_data):
     # landscape ones
     assert sorted(probes["iteration"].unique()) == [1, 4, 7]
     assert len(probes) == 2 * 3 * (14 + 9 + 4 + 3)
-    # a spec's record: {} records all but the two added later, which are recorded on request
-    assert set(probes["statistic"]) == set(STATISTICS) - {"update_angle", "effective_lr"}
+    # a spec's record: {} records all but those added later, which are recorded on request
+    later = {"update_angle", "effective_lr", "shift_measured", "shift_predicted"}
+    assert set(probes["statistic"]) == set(STATISTICS) - later
     assert set(probes.loc[probes["layer"] == 0, "statistic"]) == {"loss_range", "grad_change", "beta_smoothness"}
     assert not probes.duplicated(["run_id", "iteration", "layer", "statistic"]).any()
     assert load_experiment(tmp_path / "off/probes").probes.empty

@@ -313,6 +313,26 @@ def angular_figure(results: ExperimentResults, layers: list[int] | None = None, 
     return fig
 
 
+def variance_shift_figure(results: ExperimentResults, layers: list[int] | None = None, title=None) -> Figure:
+    """Dropout's variance shift (Li et al. 2019): per chosen layer (default: every recorded one), the
+    ratio of the training-time to the dropout-free variance of its input to the normalization over
+    training, measured (solid, mean +- std over seeds) and by the formula (dotted), a colour per group."""
+    probes = _probe_table(results, FIGURE_KINDS["variance_shift"].statistics)
+    layers = layers or sorted(int(layer) for layer in probes["layer"].unique())
+    groups = run_groups(results, finished_runs(results), results.swept_keys)
+    fig = Figure(figsize=(4.8 * len(layers) + 1.5, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    for ax, layer in zip(axes, layers, strict=True):
+        for group in groups:
+            _draw_probe(ax, probes, group, layer, "shift_measured", label=group.label if layer == layers[0] else None)
+            predicted = _probe_mean(probes, group, layer, "shift_predicted")
+            ax.plot(predicted.index, predicted["mean"], color=group.color, linestyle=":", linewidth=2.5, alpha=0.8)
+        label_axes(ax, f"Layer {layer}", "Iteration", "training / dropout-free variance" if layer == layers[0] else "")
+    default_title = f"{results.name}: dropout's variance shift before the normalizations (dotted: the formula)"
+    finish_figure(fig, results, title or default_title, axes[0], groups)
+    return fig
+
+
 def angular_equilibrium(results: ExperimentResults, group: RunGroup) -> float | None:
     """sqrt(2 lr reg / (1 + momentum)) for a group trained by sgd or sgd_momentum (momentum 0.9
     unless set) with reg > 0 (Wan et al. 2021), else None."""
@@ -432,5 +452,8 @@ DRAW = {  # kind -> draw(results, plot entry) -> [(file stem, Figure)]
     "depth": lambda results, plot: [(_stem("depth"), depth_figure(results, plot.get("title")))],
     "angular": lambda results, plot: [
         (_stem("angular"), angular_figure(results, plot.get("layers"), plot.get("title")))
+    ],
+    "variance_shift": lambda results, plot: [
+        (_stem("variance_shift"), variance_shift_figure(results, plot.get("layers"), plot.get("title")))
     ],
 }

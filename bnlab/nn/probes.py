@@ -39,6 +39,11 @@ Rows are tidy: (iteration, layer, statistic, value); layer 0 is the whole net. S
                                      iteration's update, layer i and above unchanged, same
                                      minibatch: ||G - G'|| and cos(G, G'). Not for layer 1, which
                                      has no layers below.
+    per hidden layer i >= 2 whose input passes a dropout (fully connected nets; Li et al. 2019,
+    bnlab.nn.variance_shift), on the minibatch, with a mask drawn from a generator of its own:
+        shift_measured               the training-time variance of layer i's affine output over its
+                                     test-time variance (mean over features of each)
+        shift_predicted              the same ratio as the formula gives it
     for the whole net (layer 0), along the gradient g of all parameters: the loss and gradient at
     theta - m * lr * g for each step multiple m of `landscape_steps` (lr: the current learning rate)
         loss_range                   max - min of the losses there and at theta itself
@@ -57,15 +62,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bnlab.nn.variance_shift import dropout_variance_shift
+
 ACTIVATION_STATISTICS = ("mean", "std", "p15", "p50", "p85", "saturated")
 OUTPUT_STATISTICS = ("out_std",)
 WEIGHT_STATISTICS = ("grad_norm", "weight_norm", "update_ratio", "update_angle", "effective_lr")
 ICS_STATISTICS = ("ics_l2", "ics_cos")
 LANDSCAPE_STATISTICS = ("loss_range", "grad_change", "beta_smoothness")
-STATISTICS = ACTIVATION_STATISTICS + OUTPUT_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
+SHIFT_STATISTICS = ("shift_measured", "shift_predicted")
+STATISTICS = (
+    ACTIVATION_STATISTICS + OUTPUT_STATISTICS + WEIGHT_STATISTICS + ICS_STATISTICS + LANDSCAPE_STATISTICS
+) + SHIFT_STATISTICS
 # What a Recorder records unless told: all but the statistics added after results recorded "all"
 # (those results keep matching their specs); name them to record them.
-DEFAULT_STATISTICS = tuple(s for s in STATISTICS if s not in ("update_angle", "effective_lr"))
+DEFAULT_STATISTICS = tuple(s for s in STATISTICS if s not in ("update_angle", "effective_lr", *SHIFT_STATISTICS))
 # A recorded iteration of a six-layer net with every statistic costs about 11 training steps: every
 # 100th keeps the wall time at 1.05-1.1x that of training alone (`bnlab bench --section record`).
 DEFAULT_EVERY = 100
@@ -195,6 +205,11 @@ class Recorder:
             if self.statistics & set(LANDSCAPE_STATISTICS):
                 lr = float(solver.optim_state["learning_rate"])
                 self._landscape(iteration, saved, loss, flat_grads, lr, X, y)
+            if self.statistics & set(SHIFT_STATISTICS) and getattr(model, "dropout_layers", None):
+                # a generator of its own: the run's stream draws exactly what it would without it
+                for row in dropout_variance_shift(model, X, np.random.RandomState(iteration)):
+                    self._add(iteration, row["layer"], "shift_measured", row["train_var"] / row["test_var"])
+                    self._add(iteration, row["layer"], "shift_predicted", row["predicted_train_var"] / row["test_var"])
         finally:
             saved.restore()
 

@@ -11,13 +11,14 @@ import numpy as np
 def dropout_variance_shift(net, X: np.ndarray, rng: np.random.RandomState) -> list[dict]:
     """For every hidden layer i >= 2 whose input passes a dropout (keep p) in training: the mean
     over its features of the variance of h = x W_i + b_i, what its normalization normalizes, over
-    X, with x layer i - 1's test-mode output: `test_var` as at test time, `train_var` with a
-    dropout mask drawn from rng, and `predicted_train_var` = test_var + (1/p - 1) sum_k W_ki^2
-    E[x_k^2] (independent masks of mean 1 and variance 1/p - 1). Computed in float64."""
+    X, with x layer i - 1's output before dropout (normalized with X's own statistics, as in
+    training; running statistics untouched): `test_var` without dropout, `train_var` with a mask
+    drawn from rng, and `predicted_train_var` = test_var + (1/p - 1) sum_k W_ki^2 E[x_k^2]
+    (independent masks of mean 1 and variance 1/p - 1). Computed in float64."""
     p = net.dropout_param["p"]
     net.layer_outputs = {}
     try:
-        net.loss(X)
+        net.batch_statistics_scores(X)
         outputs = net.layer_outputs
     finally:
         net.layer_outputs = None

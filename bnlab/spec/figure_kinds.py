@@ -70,4 +70,13 @@ FIGURE_KINDS: dict[str, FigureKind] = {
         takes_layers=True,
         declared_only=True,
     ),
+    "variance_shift": FigureKind(
+        "variance_shift",
+        "Over training, for each layer after a dropout: the variance its normalization sees in training "
+        "over the variance without dropout, measured on the minibatch (solid) and as Li et al. 2019's "
+        "formula gives it (dotted), a line per run group.",
+        statistics=("shift_measured", "shift_predicted"),
+        takes_layers=True,
+        declared_only=True,
+    ),
 }
