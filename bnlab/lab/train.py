@@ -75,8 +75,8 @@ def train_run(
     dropout masks: the same as a notebook cell that calls np.random.seed(seed), builds the net and
     trains it. init_state (model.init_from's weights) then replaces the initial weights (but the
     output layer's, with model.new_head) and running statistics, and model.recompute_statistics
-    sets the latter to the training set's. Exceptions
-    are reported in the outcome, not raised, so a sweep goes on.
+    sets the latter to the training set's. Exceptions are reported in the outcome, not raised, so a
+    sweep goes on.
     """
     started = time.time()
     clock = time.perf_counter()

@@ -202,9 +202,8 @@ class Recorder:
             self._weights(iteration, saved, grads, next_flat, state["learning_rate"])
             if self.statistics & set(ICS_STATISTICS):
                 self._ics(iteration, saved, grads, next_flat, X, y)
-            if self.statistics & set(LANDSCAPE_STATISTICS):
-                lr = float(solver.optim_state["learning_rate"])
-                self._landscape(iteration, saved, loss, flat_grads, lr, X, y)
+            if self.statistics & set(LANDSCAPE_STATISTICS):  # steps of the rate this update applies
+                self._landscape(iteration, saved, loss, flat_grads, float(state["learning_rate"]), X, y)
             if self.statistics & set(SHIFT_STATISTICS) and getattr(model, "dropout_layers", None):
                 # a generator of its own: the run's stream draws exactly what it would without it
                 for row in dropout_variance_shift(model, X, np.random.RandomState(iteration)):
