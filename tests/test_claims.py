@@ -299,3 +299,51 @@ def test_the_repository_claims_load(tmp_path):
         assert group.problem is None or ": claim " not in group.problem, group.problem
         if group.experiment is not None:
             assert len(group.experiment.spec.seed_list()) >= 5
+
+
+# Distances to a reference run: a claim that weak L2 ends closer to strong L2 than none does.
+REFERENCE = (
+    TINY[: TINY.index("sweep:")]
+    + """\
+sweep:
+  model.reg: [0.0, 0.01, 0.3]
+claims:
+  - id: tiny-near
+    statement: The net with weak L2 ends closer to the one with strong L2 than the one without.
+    source: test
+    metric: final_val_acc
+    reference: {model.reg: 0.3}
+    key: model.reg
+    a: 0.01
+    b: 0.0
+    direction: less
+"""
+)
+
+
+def test_a_claim_with_a_reference_compares_distances_to_the_reference_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    write(tmp_path / "claims", "near.yaml", REFERENCE)
+    result = bnlab("claims", "--dir", tmp_path / "claims", "--out", tmp_path / "results", "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)[0]
+    exp = tmp_path / "results" / "claims" / "tiny"
+    assert len(list(exp.glob("*/meta.json"))) == 15  # the reference runs trained too
+
+    def final_val_acc(reg, seed):
+        return float(read_csv(exp / f"reg={reg}__seed={seed}" / "epochs.csv")[-1]["val_acc"])
+
+    for pair in entry["pairs"]:
+        seed = pair["seed"]
+        assert pair["a"] == pytest.approx(abs(final_val_acc(0.01, seed) - final_val_acc(0.3, seed)), abs=1e-12)
+        assert pair["b"] == pytest.approx(abs(final_val_acc(0, seed) - final_val_acc(0.3, seed)), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("reference", "phrase"),
+    [("{model.reg: 0.3, model.normalization: batchnorm}", "reference.model.normalization is not swept"),
+     ("{model.reg: 0.5}", "picks 0 runs for 5 seeds; it must pick one per seed")],
+)  # fmt: skip
+def test_a_reference_must_pick_one_run_per_seed(tmp_path, reference, phrase):
+    group = load_claim_file(write(tmp_path, "c.yaml", REFERENCE.replace("{model.reg: 0.3}", reference)))
+    assert group.problem is not None and phrase in group.problem and "\n" not in group.problem

@@ -158,6 +158,53 @@ def test_weight_decay_is_an_exponentially_growing_learning_rate():
     assert np.linalg.norm(grown.params["W1"]) > 1.3 * np.linalg.norm(decayed.params["W1"])  # (1 - eta lam)^-60: 1.35
 
 
+def test_the_solvers_lr_growth_is_weight_decay_on_the_scale_invariant_weights():
+    """The same theorem through the Solver, every parameter trained: weight decay (reg, the output
+    layer left out with reg_output) at rate eta, against lr_growth (1 - eta lambda)^-2 at the same
+    rate without it. The weights feeding batch norm agree up to their scale
+    (1 - eta lambda)^t, everything else (output layer, biases, gammas, betas) to rounding, the
+    train-mode scores too. Float64, 50 updates."""
+    rng = np.random.RandomState(3)
+    data = {"X_train": rng.randn(60, 5), "y_train": rng.randint(4, size=60),
+            "X_val": rng.randn(30, 5), "y_val": rng.randint(4, size=30)}  # fmt: skip
+    eta, lam, shrink = 0.1, 0.05, 1 - 0.1 * 0.05
+    nets = {}
+    for name, reg, growth in (("decayed", lam, 1.0), ("grown", 0.0, shrink**-2)):
+        net = fc_net()
+        net.reg, net.reg_output = reg, False
+        solver = Solver(net, data, update_rule="sgd", optim_config={"learning_rate": eta}, lr_growth=growth,
+                        batch_size=20, rng=np.random.RandomState(4))  # fmt: skip
+        for _ in range(50):  # train() would end on the best parameters; these are the last
+            solver.loss_history.append(solver._step())
+        nets[name] = net
+    decayed, grown = nets["decayed"], nets["grown"]
+    invariant = feeding_a_norm(decayed)
+    assert decayed.hidden_weights() == invariant
+    for name, value in grown.params.items():
+        expected = decayed.params[name] / shrink**50 if name in invariant else decayed.params[name]
+        # + 1e-12: the biases before a batch norm get a zero gradient but for rounding (~1e-17)
+        assert np.linalg.norm(value - expected) < 1e-9 * np.linalg.norm(value) + 1e-12, name
+    assert np.linalg.norm(grown.params["W1"]) > 1.2 * np.linalg.norm(decayed.params["W1"])  # shrink^-50: 1.28
+    # in train mode; test mode's running averages mix the scales of past steps, so they differ
+    np.testing.assert_allclose(grown.batch_statistics_scores(data["X_val"]),
+                               decayed.batch_statistics_scores(data["X_val"]), rtol=1e-8)  # fmt: skip
+
+
+def test_lr_growth_needs_plain_sgd_and_leaves_the_output_layer_at_its_rate():
+    net = fc_net()
+    data = {
+        "X_train": np.zeros((4, 5)),
+        "y_train": np.zeros(4, int),
+        "X_val": np.zeros((4, 5)),
+        "y_val": np.zeros(4, int),
+    }
+    with pytest.raises(ValueError, match="lr_growth grows the rate of plain SGD"):
+        Solver(net, data, update_rule="adam", lr_growth=1.01)
+    solver = Solver(net, data, update_rule="sgd", optim_config={"learning_rate": 0.1}, lr_growth=2.0)
+    assert solver.rate_of("W1", 4) == pytest.approx(0.1 * 2.0**3.5, rel=1e-15)
+    assert solver.rate_of(f"W{net.num_layers}", 4) == 0.1 and solver.rate_of("gamma1", 4) == 0.1
+
+
 ANGULAR_SPEC = """
 name: angular
 data: {num_train: 100, num_val: 50, num_test: 0}

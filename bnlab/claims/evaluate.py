@@ -10,7 +10,16 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from bnlab.claims.files import METRIC_HELP, METRIC_PATTERN, Cell, ClaimSpec, cell_label, cell_where, select_runs
+from bnlab.claims.files import (
+    METRIC_HELP,
+    METRIC_PATTERN,
+    Cell,
+    ClaimSpec,
+    cell_label,
+    cell_where,
+    reference_runs,
+    select_runs,
+)
 from bnlab.claims.stats import (
     cohens_dz,
     holm,
@@ -66,7 +75,16 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
 
 
 def _pairs(claim: ClaimSpec, experiment: Experiment, metric_of: Callable[[Run], float], where: dict, seeds: list[int]):
-    """[{seed, a, b}] of the given seeds where both runs have the metric (metric_of(run), NaN if not)."""
+    """[{seed, a, b}] of the given seeds where both runs have the metric (metric_of(run), NaN if not;
+    with a reference, the distance to the reference run's)."""
+    if claim.reference is not None:
+        by_id = {run.run_id: run for run in experiment.runs}
+        reference = {seed: by_id[run_id] for seed, run_id in reference_runs(claim, experiment, where).items()}
+        own_metric = metric_of
+
+        def metric_of(run: Run) -> float:
+            return abs(own_metric(run) - own_metric(reference[run.seed])) if run.seed in reference else math.nan
+
     a_runs, b_runs = (
         {r.seed: r for r in experiment.runs if r.run_id in ids} for ids in sides(claim, experiment, where)
     )
@@ -88,6 +106,11 @@ def sides(claim: ClaimSpec, experiment: Experiment, where: dict) -> tuple[set[st
     """The run ids of the a runs and of the b runs under `where`."""
     a, b = (set(select_runs(claim, experiment, v, where).values()) for v in (claim.a, claim.b))
     return a, b
+
+
+def needed(claim: ClaimSpec, experiment: Experiment, where: dict) -> set[str]:
+    """The run ids the claim compares under `where`: both sides' and the reference runs."""
+    return set().union(*sides(claim, experiment, where), reference_runs(claim, experiment, where).values())
 
 
 def _paired_fields(claim: ClaimSpec, pairs: list[dict]) -> dict:

@@ -37,6 +37,9 @@ Metrics, per run:
                                                      over its iterations, over every layer or layer L
     probe:STAT@L/M                                   the ratio of the means at layers L and M (growth
                                                      with depth, e.g. probe:grad_norm@2/16)
+With `reference: {KEY: VALUE, ...}` (swept keys), each run's metric is its distance to another
+run's: |metric - the metric of the run of the same seed (and cell) with those values, the others
+as `where` says|; `direction: less` then claims that the a runs end closer to that run than the b runs.
 A diverged run keeps what it recorded (its best accuracies so far); a pair whose metric is
 missing (e.g. an epoch a diverged run never reached) is left out, and `n` counts the pairs used.
 
@@ -103,6 +106,7 @@ class ClaimSpec(BaseModel):
     where: dict[str, Any] = Field(default_factory=dict)
     direction: Literal["greater", "less"]
     across: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    reference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -330,9 +334,33 @@ def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str, condition
                 f"{where}: claim {claim.id}: no run has {claim.key}={getattr(claim, side)!r} with {conditions}; "
                 f"values of {claim.key}: {_values(experiment, claim.key)}"
             )
+    if claim.reference is not None:
+        unswept = [k for k in claim.reference if k not in swept]
+        if unswept:
+            raise SpecError(f"{where}: claim {claim.id}: reference.{unswept[0]} is not swept by the experiment {swept}")
+        picked = [
+            r
+            for r in experiment.runs
+            if all(_same(r.swept[k], v) for k, v in {**conditions, **claim.reference}.items())
+        ]
+        if len(picked) != seeds:
+            raise SpecError(
+                f"{where}: claim {claim.id}: reference {claim.reference} with {conditions} picks {len(picked)} runs "
+                f"for {seeds} seeds; it must pick one per seed"
+            )
     probe = METRIC_PATTERN.match(claim.metric)["stat"]
     if probe and not getattr(experiment.spec, "record", None):
         raise SpecError(f"{where}: claim {claim.id}: metric {claim.metric} needs a `record:` section in the experiment")
+
+
+def reference_runs(claim: ClaimSpec, experiment: Experiment, where: dict | None = None) -> dict[int, str]:
+    """seed -> run_id of the runs the claim measures distances to (its `reference`; {} without one)."""
+    if claim.reference is None:
+        return {}
+    conditions = {**(claim.where if where is None else where), **claim.reference}
+    return {
+        run.seed: run.run_id for run in experiment.runs if all(_same(run.swept[k], v) for k, v in conditions.items())
+    }
 
 
 def _follows(experiment: Experiment, key: str, other: str) -> bool:

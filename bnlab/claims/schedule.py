@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bnlab.claims.evaluate import adjust_family, evaluate, evaluate_cell, metric_values, sides
+from bnlab.claims.evaluate import adjust_family, evaluate, evaluate_cell, metric_values, needed
 from bnlab.claims.files import Cell, ClaimGroup, cell_where, cells
 from bnlab.claims.stats import (
     planned_looks,
@@ -117,10 +117,10 @@ def _round(chosen, plan, root: Path, executor, on_experiment, on_outcome, progre
                 folder = folders.setdefault(identity, {"group": group, "cell": cell, "seeds": seeds, "need": set()})
                 if len(seeds) > len(folder["seeds"]):
                     folder["seeds"] = seeds
-                a, b = sides(claim, experiment, claim.where if cell is None else cell_where(claim, cell))
+                compared = needed(claim, experiment, claim.where if cell is None else cell_where(claim, cell))
                 for run in experiment.runs:
                     key = (group.source, _config_key(run))
-                    if run.run_id in a | b and run.seed in seeds and key not in home:
+                    if run.run_id in compared and run.seed in seeds and key not in home:
                         home[key] = (identity, run.run_id)
                         folder["need"].add(run.run_id)
                 conditions.append((claim, cell, seeds, experiment, group))
@@ -241,10 +241,10 @@ def list_claims(groups: list[ClaimGroup], out_root: str | Path) -> list[dict]:
                 done = finished_on_disk(experiment.runs, root / experiment.name)
                 finished |= {_config_key(by_id[run_id]) for run_id in done}
         for claim in group.claims:
-            needed = set()
+            wanted = set()
             for experiment, where in conditions.get(claim.id, []):
-                compared = set().union(*sides(claim, experiment, where))
-                needed |= {_config_key(run) for run in experiment.runs if run.run_id in compared}
+                compared = needed(claim, experiment, where)
+                wanted |= {_config_key(run) for run in experiment.runs if run.run_id in compared}
             rows.append(
                 {
                     "id": claim.id,
@@ -255,8 +255,8 @@ def list_claims(groups: list[ClaimGroup], out_root: str | Path) -> list[dict]:
                     "problem": group.problem,
                     "verdict": _listed_verdict(saved.get(claim.id)),
                     "cells": len(cells(claim)),
-                    "runs_needed": len(needed),
-                    "runs_finished": len(needed & finished),
+                    "runs_needed": len(wanted),
+                    "runs_finished": len(wanted & finished),
                 }
             )
     return rows

@@ -43,6 +43,8 @@ class Net:
     parameters and their dtype, the output layer, the loss and its L2 term. A subclass sets
     bn_params and num_layers and runs the layers below the output layer in _body / _body_backward."""
 
+    reg_output = True  # whether the L2 term covers the output layer's weights too
+
     def _setup(
         self,
         normalization: str | None,
@@ -124,11 +126,16 @@ class Net:
         h = X.reshape(X.shape[0], -1) if self.flat_input else X
         return h if h.dtype == self.dtype else h.astype(self.dtype)
 
+    def hidden_weights(self) -> list[str]:
+        """The weights below the output layer (W_i, P_i): with a normalization after each, the
+        scale-invariant ones, whose learning rate Solver's lr_growth grows."""
+        return [name for name in self.params if name[0] in "WP" and name != f"W{self.num_layers}"]
+
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """Class scores (N, num_classes) for X (N, d_1, ..., d_k) when y is None (test mode);
         otherwise (loss, grads) for labels y (N,) in train mode, grads holding one array per
-        parameter. L2 (0.5 * reg * sum of squares) on every weight W_i (and projection P_i), not on
-        gamma, beta, b or alpha."""
+        parameter. L2 (0.5 * reg * sum of squares) on every weight W_i (and projection P_i), the
+        output layer's only if reg_output, not on gamma, beta, b or alpha."""
         mode = "test" if y is None else "train"
         for bn_param in self.bn_params:
             bn_param["mode"] = mode
@@ -144,7 +151,7 @@ class Net:
         for name, ws_cache in standardized.items():
             grads[name] = norms.weight_standardization_backward(grads[name], ws_cache)
         for name, w in self.params.items():
-            if name[0] in "WP":
+            if name[0] in "WP" and (self.reg_output or name != f"W{last}"):
                 loss += 0.5 * self.reg * float(np.sum(w * w))
                 grads[name] += self.reg * w
         return loss, grads
@@ -290,6 +297,9 @@ class FullyConnectedNet(Net):
             the layer), so the weights and minibatches are drawn exactly as without the noise
             (without noise_seed, every layer's is RandomState(0)).
         reg: L2 strength; the loss adds 0.5 * reg * sum(W**2) over every weight matrix.
+        reg_output: False leaves the output layer's weights out of the L2 term: with a
+            normalization before every activation, it then decays exactly the weights the
+            normalization makes scale-invariant (those Solver's lr_growth grows).
         weight_scale: standard deviation of the initial weights, or 'he' / 'xavier' (see init_std).
         dtype: np.float32 to train fast, np.float64 for gradient checks.
         seed, rng: where the initial weights and the dropout masks come from: a
@@ -313,6 +323,7 @@ class FullyConnectedNet(Net):
         weight_standardization: str | None = None,
         noise_seed: int | None = None,
         reg: float = 0.0,
+        reg_output: bool = True,
         weight_scale: WeightScale = 1e-2,
         dtype: type = np.float32,
         seed: int | None = None,
@@ -323,6 +334,7 @@ class FullyConnectedNet(Net):
         if norm_position not in ("before", "after"):
             raise ValueError(f"unknown norm_position {norm_position!r}: expected 'before' or 'after'")
         self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
+        self.reg_output = reg_output
         self._standardize_weights(weight_standardization)
         if dropout_position not in ("every", "last"):
             raise ValueError(f"unknown dropout_position {dropout_position!r}: expected 'every' or 'last'")
@@ -418,8 +430,8 @@ class ConvNet(Net):
             its flat form in the fully connected layers.
         activation, negative_slope, weight_standardization: as FullyConnectedNet (conv filters
             standardized over (C, K, K)).
-        reg, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's fan_in is C*K*K
-            and its fan_out F*K*K.
+        reg, reg_output, weight_scale, dtype, seed, rng: as FullyConnectedNet; a convolution's
+            fan_in is C*K*K and its fan_out F*K*K.
         norm_options: as FullyConnectedNet's; they must suit channels and hidden_dims alike.
 
     Parameters: W1.. and b1.. in layer order (conv filters (F, C, K, K) first), gamma_i and beta_i
@@ -442,6 +454,7 @@ class ConvNet(Net):
         negative_slope: float = 0.01,
         weight_standardization: str | None = None,
         reg: float = 0.0,
+        reg_output: bool = True,
         weight_scale: WeightScale = "he",
         dtype: type = np.float32,
         seed: int | None = None,
@@ -465,6 +478,7 @@ class ConvNet(Net):
                 f"{h}x{w} images: sizes {sizes}"
             )
         self._setup(normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng)
+        self.reg_output = reg_output
         self._standardize_weights(weight_standardization)
         # max pooling commutes with a non-decreasing activation; averaging does not
         self.pool_first = pool == "max" and activation in NON_DECREASING

@@ -32,7 +32,8 @@ Rows are tidy: (iteration, layer, statistic, value); layer 0 is the whole net. S
                                      feeding a batch norm, where only the direction matters, the
                                      step that counts (Wan et al. 2021's angular update)
         effective_lr                 lr / ||W_i(t)||^2: the learning rate of a scale-invariant
-                                     weight's direction (van Laarhoven 2017)
+                                     weight's direction (van Laarhoven 2017); lr is the rate W_i
+                                     sees (warm-up and the Solver's lr_growth included)
         ics_l2, ics_cos              Santurkar et al. (2018), Definition 2.1: G = dL/dW_i at the
                                      current parameters, G' = dL/dW_i after every parameter of the
                                      layers below i (W, b, gamma, beta of layers 1..i-1) took this
@@ -59,6 +60,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -196,10 +198,10 @@ class Recorder:
             self._activations(iteration, model, inputs)
             for layer in sorted(outputs):
                 self._add(iteration, layer, "out_std", float(outputs[layer].astype(np.float64).std()))
-            flat_grads = np.concatenate([grads[name].ravel() for name in solver._names])
+            flat_grads = solver.grown(np.concatenate([grads[name].ravel() for name in solver._names]), iteration)
             state = {**copy.deepcopy(solver.optim_state), "learning_rate": solver.rate_at(iteration)}
             next_flat, _ = solver.update_rule(saved.flat.copy(), flat_grads.copy(), state)
-            self._weights(iteration, saved, grads, next_flat, state["learning_rate"])
+            self._weights(iteration, saved, grads, next_flat, partial(solver.rate_of, iteration=iteration))
             if self.statistics & set(ICS_STATISTICS):
                 self._ics(iteration, saved, grads, next_flat, X, y)
             if self.statistics & set(LANDSCAPE_STATISTICS):  # steps of the rate this update applies
@@ -223,7 +225,7 @@ class Recorder:
             for statistic, value in activation_statistics(inputs[layer], name, slope).items():
                 self._add(iteration, layer, statistic, value)
 
-    def _weights(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray, lr: float) -> None:
+    def _weights(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray, rate_of) -> None:
         for layer in saved.layers:
             name = f"W{layer}"
             weight, updated = saved.flat[saved.slices[name]], next_flat[saved.slices[name]]
@@ -232,7 +234,7 @@ class Recorder:
             self._add(iteration, layer, "weight_norm", weight_norm)
             self._add(iteration, layer, "update_ratio", _norm(updated - weight) / weight_norm)
             self._add(iteration, layer, "update_angle", angle_between(weight, updated))
-            self._add(iteration, layer, "effective_lr", lr / weight_norm**2)
+            self._add(iteration, layer, "effective_lr", rate_of(name) / weight_norm**2)
 
     def _ics(self, iteration: int, saved: _Snapshot, grads: dict, next_flat: np.ndarray, X, y) -> None:
         """Definition 2.1: layer i's weight gradient after the layers below it are updated."""

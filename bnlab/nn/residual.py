@@ -329,7 +329,7 @@ class ResidualMLP(_ResidualNet):
         skipinit: a learnable scalar alpha on each block's branch, initialized to 0.
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
             residual nets.
-        activation, negative_slope, reg, weight_scale, dtype, seed, rng, norm_options: as
+        activation, negative_slope, reg, reg_output, weight_scale, dtype, seed, rng, norm_options: as
             FullyConnectedNet's (group norm's groups must divide every width).
     """
 
@@ -344,6 +344,7 @@ class ResidualMLP(_ResidualNet):
         activation: str = "relu",
         negative_slope: float = 0.01,
         reg: float = 0.0,
+        reg_output: bool = True,
         weight_scale: WeightScale = "he",
         dtype: type = np.float32,
         seed: int | None = None,
@@ -358,6 +359,7 @@ class ResidualMLP(_ResidualNet):
         self._setup_blocks(
             residual, skipinit, normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng
         )
+        self.reg_output = reg_output
         shapes = {i: self._io(i) for i in range(1, self.num_layers + 1)}
         projections = {
             2 * k: (self._io(2 * k), *self._io(2 * k))
@@ -384,8 +386,8 @@ class ResidualConvNet(_ResidualNet):
         input_dim: (C, H, W); H and W must be divisible by 2 ** len(channels).
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
             residual nets and has a conv form (per channel, per group of channels, ...).
-        residual, skipinit, activation, negative_slope, reg, weight_scale, dtype, seed, rng, norm_options:
-            as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
+        residual, skipinit, activation, negative_slope, reg, reg_output, weight_scale, dtype, seed, rng,
+            norm_options: as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
     """
 
     conv_form = True
@@ -402,6 +404,7 @@ class ResidualConvNet(_ResidualNet):
         activation: str = "relu",
         negative_slope: float = 0.01,
         reg: float = 0.0,
+        reg_output: bool = True,
         weight_scale: WeightScale = "he",
         dtype: type = np.float32,
         seed: int | None = None,
@@ -425,6 +428,7 @@ class ResidualConvNet(_ResidualNet):
         self._setup_blocks(
             residual, skipinit, normalization, norm_options, activation, negative_slope, reg, dtype, seed, rng
         )
+        self.reg_output = reg_output
         self.conv_param = {"stride": 1, "pad": (kernel_size - 1) // 2}
         k2 = kernel_size * kernel_size
         shapes, fans = {}, {}

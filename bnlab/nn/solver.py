@@ -41,6 +41,11 @@ class Solver:
         checks keep theirs. The best model keeps the validation set's.
     warmup_iters: T; update t (1-based) uses t / T of the learning rate while t < T (linear
         warm-up, as post-norm Transformers need), the full rate from update T on; 0: none.
+    lr_growth: gamma; update t (1-based) scales the gradient of the model's hidden_weights() by
+        gamma^(t - 1/2), so with SGD their learning rate grows exponentially. Li & Arora 2020: when
+        they are scale-invariant, SGD at rate eta with weight decay lambda on them is, up to their
+        scale, SGD without it and their rate eta (1 - eta lambda)^(-2t+1): gamma = (1 - eta lambda)^-2.
+        SGD only; 1: off.
     num_train_samples, num_val_samples: at most this many examples (None: all) are used for the
         accuracy checks, which run as in the CS231n Solver: after the first iteration, at the end
         of every epoch (after that epoch's learning-rate decay) and after the last iteration, once
@@ -74,6 +79,7 @@ class Solver:
         precise_bn: bool = False,
         adabn: bool = False,
         warmup_iters: int = 0,
+        lr_growth: float = 1.0,
         num_train_samples: int | None = 1000,
         num_val_samples: int | None = None,
         check_batch_size: int = 1000,
@@ -96,6 +102,9 @@ class Solver:
         self.precise_bn = precise_bn
         self.adabn = adabn
         self.warmup_iters = warmup_iters
+        if lr_growth != 1 and update_rule != "sgd":
+            raise ValueError(f"lr_growth grows the rate of plain SGD; update_rule is {update_rule!r}: use sgd")
+        self.lr_growth = lr_growth
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.check_batch_size = check_batch_size
@@ -139,6 +148,9 @@ class Solver:
             shape, size = params[name].shape, params[name].size
             params[name] = self._flat[offset : offset + size].reshape(shape)
             offset += size
+        if self.lr_growth != 1:  # the flat entries whose rate grows
+            growing = set(self.model.hidden_weights())
+            self._growing = np.concatenate([np.full(params[n].size, n in growing) for n in self._names])
 
     def _step(self) -> float:
         """One minibatch (in `accumulate` micro-batches): loss, gradients, and one update of all parameters."""
@@ -158,6 +170,7 @@ class Solver:
                 loss += part_loss / self.accumulate
                 flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
             flat_grads /= self.accumulate
+        flat_grads = self.grown(flat_grads, iteration)
         rate = self.optim_state["learning_rate"]
         self.optim_state["learning_rate"] = self.rate_at(iteration)
         next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
@@ -172,6 +185,18 @@ class Solver:
         if self.warmup_iters and iteration < self.warmup_iters:
             return rate * (iteration / self.warmup_iters)
         return rate
+
+    def grown(self, flat_grads: np.ndarray, iteration: int) -> np.ndarray:
+        """The flat gradients with the growing entries scaled by lr_growth^(iteration - 1/2) (in place)."""
+        if self.lr_growth != 1:
+            flat_grads[self._growing] *= self.lr_growth ** (iteration - 0.5)
+        return flat_grads
+
+    def rate_of(self, name: str, iteration: int) -> float:
+        """The learning rate parameter `name` sees at update `iteration`: rate_at's, grown if it grows."""
+        if self.lr_growth != 1 and name in self.model.hidden_weights():
+            return self.rate_at(iteration) * self.lr_growth ** (iteration - 0.5)
+        return self.rate_at(iteration)
 
     def check_accuracy(
         self, X: np.ndarray, y: np.ndarray, num_samples: int | None = None, batch_statistics: bool = False

@@ -177,6 +177,7 @@ ADDED_LATER = {
         "init_from": None,
         "new_head": False,
         "recompute_statistics": False,
+        "reg_output": True,
     },
     "solver": {
         "accumulate": 1,
@@ -185,6 +186,7 @@ ADDED_LATER = {
         "precise_bn": False,
         "adabn": False,
         "warmup_iters": 0,
+        "lr_growth": 1.0,
     },
 }
 

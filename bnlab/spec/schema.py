@@ -95,6 +95,7 @@ class _ModelOptions(_Section):
     weight_standardization: Literal["standard", "scaled"] | None = None
     weight_scale: Annotated[float | Literal["he", "xavier"], BeforeValidator(_weight_scale)] = 1e-2
     reg: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    reg_output: bool = True  # false: the L2 term leaves the output layer's weights out
     dropout_keep_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     dropout_position: Literal["every", "last"] = "every"  # after every hidden layer, or the last one's only
     dtype: Literal["float32", "float64"] = "float32"
@@ -194,6 +195,8 @@ class SolverSpec(_Section):
     precise_bn: bool = False  # eval-mode checks with batch norm's statistics recomputed over the training set
     adabn: bool = False  # eval-mode validation checks with the statistics recomputed over the validation images
     warmup_iters: NonNegativeInt = 0  # linear learning-rate warm-up over this many updates (0: none)
+    # sgd only: the hidden weights' rate times lr_growth^(t-1) at update t (Li & Arora 2020; 1: off)
+    lr_growth: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.0
     num_train_samples: PositiveInt | None = 1000
     num_val_samples: PositiveInt | None = None
 
@@ -210,6 +213,8 @@ class SolverSpec(_Section):
                 raise ValueError(f"optim_config.{key} must be a positive number, got {value!r}")
             if key in ("momentum", "decay_rate", "beta1", "beta2") and not 0 <= value < 1:
                 raise ValueError(f"optim_config.{key} is a decay factor in [0, 1), got {value!r}")
+        if self.lr_growth != 1 and self.update_rule != "sgd":
+            raise ValueError(f"lr_growth grows plain SGD's rate; set update_rule: sgd (got {self.update_rule!r})")
         return self
 
 
