@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from conftest import ROOT, SHARED_DATA, bnlab, read_csv, write
 
@@ -347,3 +350,14 @@ def test_a_claim_with_a_reference_compares_distances_to_the_reference_runs(tmp_p
 def test_a_reference_must_pick_one_run_per_seed(tmp_path, reference, phrase):
     group = load_claim_file(write(tmp_path, "c.yaml", REFERENCE.replace("{model.reg: 0.3}", reference)))
     assert group.problem is not None and phrase in group.problem and "\n" not in group.problem
+
+
+def test_a_probe_metric_may_pick_an_iteration_or_a_range_of_them():
+    # layer 1 then 2 at iterations 1, 41, 81: values 1..6
+    probes = pd.DataFrame({"run_id": "r", "iteration": [1, 1, 41, 41, 81, 81], "layer": [1, 2] * 3,
+                           "statistic": "p50", "value": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})  # fmt: skip
+    results = SimpleNamespace(runs=pd.DataFrame({"run_id": ["r"]}), probes=probes, path=Path("x"))
+    expected = {"probe:p50[41]": 3.5, "probe:p50@2[81]": 6.0, "probe:p50[41:]": 4.5, "probe:p50[:41]": 2.5,
+                "probe:p50@1[1:41]": 2.0, "probe:p50@2/1[41:81]": 5.0 / 4.0, "probe:p50": 3.5}  # fmt: skip
+    for metric, value in expected.items():
+        assert metric_values(results, metric)["r"] == pytest.approx(value), metric

@@ -117,7 +117,7 @@ def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
         shown = {"contradicted": "**contradicted**", "nowhere": "**nowhere**"}.get(adjusted, adjusted)
         shown = {"inconclusive": "*inconclusive*", "somewhere": "*somewhere*"}.get(adjusted, shown)
         where = ", ".join(f"{k.rsplit('.', 1)[-1]} {_value(v)}" for k, v in (c.get("where") or {}).items())
-        compared = f"{c['metric']}: {_value(c['a'])} − {_value(c['b'])}" + (f" ({where})" if where else "")
+        compared = f"{_metric(c)}: {_value(c['a'])} − {_value(c['b'])}" + (f" ({where})" if where else "")
         effect = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
         figure = f"{c['id']}-cells" if len(own) > 1 else c["id"]
         lines.append(
@@ -177,7 +177,16 @@ def claim_block(results: Path, claim_id: str) -> str | None:
         f"[{cell['ci_low']:+.3f}, {cell['ci_high']:+.3f}], {cell['n']} seeds"
         for cell in cells
     )
-    return f"`{claim_id}` ({c['metric']}, {_value(c['a'])} − {_value(c['b'])}): **{verdict}** after Holm; {effects}.\n"
+    return f"`{claim_id}` ({_metric(c)}, {_value(c['a'])} − {_value(c['b'])}): **{verdict}** after Holm; {effects}.\n"
+
+
+def _metric(claim: dict) -> str:
+    """The claim's metric, as its distance to the reference run when it has one."""
+    reference = claim.get("reference")
+    if not reference:
+        return claim["metric"]
+    at = ", ".join(f"{key.rsplit('.', 1)[-1]}={_value(value)}" for key, value in reference.items())
+    return f"|{claim['metric']} − its value at {at}|"
 
 
 def _value(value) -> str:

@@ -65,6 +65,10 @@ def metric_values(results: ExperimentResults, metric: str) -> pd.Series:
     if probes is None or probes.empty:
         raise SpecError(f"{results.path}: metric {metric} needs probes.csv; the experiment records no statistics")
     rows = probes[probes["statistic"] == m["stat"]]
+    if m["first"] or m["last"]:
+        first = int(m["first"]) if m["first"] else 0
+        last = (int(m["last"]) if m["last"] else math.inf) if m["colon"] else first
+        rows = rows[rows["iteration"].between(first, last)]
     if m["over"] is not None:
         mean = rows.groupby(["run_id", "layer"])["value"].mean()
         at = {layer: mean.xs(int(m[part]), level="layer") for part, layer in (("layer", "L"), ("over", "M"))}
@@ -143,6 +147,7 @@ def evaluate(
         "b": claim.b,
         "where": claim.where,
         "direction": claim.direction,
+        **({"reference": claim.reference} if claim.reference is not None else {}),
         **_paired_fields(claim, _pairs(claim, experiment, _lookup(results, claim.metric), claim.where, seeds)),
     }
 

@@ -37,6 +37,8 @@ Metrics, per run:
                                                      over its iterations, over every layer or layer L
     probe:STAT@L/M                                   the ratio of the means at layers L and M (growth
                                                      with depth, e.g. probe:grad_norm@2/16)
+    probe:...[I], probe:...[I:J]                     the same at recorded iteration I only, or over
+                                                     iterations I to J (both included; [I:] from I on)
 With `reference: {KEY: VALUE, ...}` (swept keys), each run's metric is its distance to another
 run's: |metric - the metric of the run of the same seed (and cell) with those values, the others
 as `where` says|; `direction: less` then claims that the a runs end closer to that run than the b runs.
@@ -81,12 +83,14 @@ METRIC_PATTERN = re.compile(
     r"|(?P<gap>val|train)_acc_mode_gap"
     r"|(?P<acc>val|train)_acc@(?P<acc_epoch>\d+)"
     r"|train_loss@(?P<loss_epoch>\d+)"
-    r"|probe:(?P<stat>[a-z0-9_]+)(?:@(?P<layer>\d+)(?:/(?P<over>\d+))?)?)$"
+    r"|probe:(?P<stat>[a-z0-9_]+)(?:@(?P<layer>\d+)(?:/(?P<over>\d+))?)?"
+    r"(?:\[(?P<first>\d*)(?P<colon>:?)(?P<last>\d*)\])?)$"
 )
 METRIC_HELP = (
     "best_val_acc, best_train_acc, final_train_loss, final_val_acc, final_train_acc, val_acc@K, train_acc@K, "
     "val_acc_mode_gap, train_acc_mode_gap (final train-mode minus eval-mode accuracy), "
-    "train_loss@K, probe:STAT, probe:STAT@LAYER or probe:STAT@LAYER/LAYER"
+    "train_loss@K, probe:STAT, probe:STAT@LAYER or probe:STAT@LAYER/LAYER, each optionally at iteration "
+    "[I] or over iterations [I:J] (from I, to J, both included; either may be left out)"
 )
 
 
