@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bnlab.claims.evaluate import metric_values  # noqa: E402
 from bnlab.claims.files import cell_label  # noqa: E402
 from bnlab.lab.formatting import format_cell, format_mean_std  # noqa: E402
+from bnlab.nn.probes import growth_factor  # noqa: E402
 from bnlab.numerics import numerics_summary  # noqa: E402
 from bnlab.results import group_summary, load_experiment  # noqa: E402
 
@@ -87,6 +88,44 @@ def cnn_norm_block(results: Path) -> str | None:
     for norm, cells in table.items():
         shown = [f"**{cells[b]}**" if best[b] == norm else cells.get(b, "—") for b in batches]
         lines.append(f"| {names.get(norm, norm)} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def init_depth_block(results: Path) -> str | None:
+    """results/init_depth at iteration 1, theory beside measurement: Yang et al.'s growth factor of
+    the squared weight-gradient norm per layer towards the input (least-squares over layers 2-16)
+    and the range of the layer outputs' variance, per plain net; De & Smith's stream variance after
+    blocks 1, 2, 4, 8 and 16, and its growth per block, per residual net (mean ± std over seeds)."""
+    if not (results / "init_depth" / "runs.csv").is_file():
+        return None
+    experiment = load_experiment(results / "init_depth")
+    probes = experiment.probes.merge(experiment.runs, on="run_id")
+    probes = probes[probes["iteration"] == 1]
+    plain, residual = probes[probes["model.residual"] == "none"], probes[probes["model.residual"] == "pre"]
+    lines = [
+        "| plain net | grad_norm² growth per layer (layers 2–16) | Yang et al. | layer-output variance, min–max |",
+        "|---|---|---|---|",
+    ]
+    for norm, rows in plain.groupby("model.normalization", sort=False):
+        grad = rows[(rows["statistic"] == "grad_norm") & rows["layer"].between(2, 16)]
+        factors = [growth_factor(r["layer"], r["value"] ** 2) for _, r in grad.groupby("seed")]
+        variance = rows[rows["statistic"] == "out_std"].groupby("layer")["value"].apply(lambda v: (v**2).mean())
+        theory = "π/(π−1) = 1.467" if norm == "batchnorm" else "no growth (1)"
+        spread = f"{variance.min():.4g}–{variance.max():.4g}"
+        lines.append(f"| {norm} | {format_mean_std(factors)} | {theory} | {spread} |")
+    blocks = [1, 2, 4, 8, 16]
+    lines += ["", "| residual net (pre) | " + " | ".join(f"block {b}" for b in blocks) + " | per block | De & Smith |"]
+    lines.append("|---" * (len(blocks) + 3) + "|")
+    kinds = {("none", "False"): ("no normalization", "doubling (×2)"),
+             ("batchnorm", "False"): ("batch norm", "1 + l: 2, 3, 5, 9, 17"),
+             ("none", "True"): ("SkipInit (no normalization)", "constant (α = 0)")}  # fmt: skip
+    stream = residual[residual["statistic"] == "out_std"].assign(var=lambda d: d["value"] ** 2)
+    for (norm, skipinit), rows in stream.groupby(["model.normalization", "model.skipinit"], sort=False):
+        name, theory = kinds[norm, str(skipinit)]
+        at = rows.groupby("layer")["var"].mean()
+        per_block = [1 / growth_factor(r["layer"], r["var"]) for _, r in rows.groupby("seed")]
+        growth = "" if norm == "batchnorm" else f"×{format_mean_std(per_block)}"
+        lines.append(f"| {name} | " + " | ".join(f"{at[b]:.4g}" for b in blocks) + f" | {growth} | {theory} |")
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +267,7 @@ def main() -> int:
     builders = {
         "provenance": provenance_block,
         "cnn_norm": cnn_norm_block,
+        "init_depth": init_depth_block,
         "claims": claims_block,
         "table": table_block,
         "claim": claim_block,
