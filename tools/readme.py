@@ -173,7 +173,8 @@ def table_block(results: Path, args: str) -> str | None:
     experiment folder under results/, with its runs done and each metric (bnlab.claims.evaluate's,
     e.g. final_val_acc, val_acc_mode_gap) as mean ± std over the group's seeds; groups with no
     finished run are left out. A claim's cells are folders too: with several folders, the first
-    column names each one's cell (after its '__'; "as specified" for the file's own condition)."""
+    column names each one's cell (after its '__'; "as specified" for the file's own condition), or
+    the folder, when they are different experiments."""
     folders, _, metrics = (part.split() for part in args.partition(" -- "))
     if not folders or not metrics:
         raise SystemExit(f"table block {args!r}: give FOLDER... -- METRIC...")
@@ -184,11 +185,15 @@ def table_block(results: Path, args: str) -> str | None:
         experiment = load_experiment(results / folder)
         keys = experiment.swept_keys
         if header is None:
-            header = ["cell"] * (len(folders) > 1) + [*(k.rsplit(".", 1)[-1] for k in keys), "runs", *metrics]
+            first = "cell" if len({f.split("__")[0] for f in folders}) == 1 else "experiment"
+            header = [first] * (len(folders) > 1) + [*(k.rsplit(".", 1)[-1] for k in keys), "runs", *metrics]
             lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         runs = experiment.runs.set_index("run_id")
         values = {m: metric_values(experiment, m) for m in metrics}
-        cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "as specified"
+        if len({f.split("__")[0] for f in folders}) > 1:  # different experiments: named by their folders
+            cell = folder
+        else:  # one claim's cells
+            cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "as specified"
         groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False) if keys else [((), runs)]
         for swept, group in groups:
             swept = swept if isinstance(swept, tuple) else (swept,)
