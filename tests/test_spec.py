@@ -273,7 +273,7 @@ SHIPPED = {  # name: (points, seeds, swept keys)
     "norm_batch_size": (12, 3, ["model.normalization", "solver.batch_size"]),
     "smoke": (2, 2, ["model.normalization"]),
     "finetune_pretrain": (1, 1, []),
-    "norm_placement": (2, 3, ["model.residual"]),
+    "norm_placement": (8, 3, ["model.residual", "model.hidden_dims"]),
     "ws_depth": (3, 3, ["model.normalization", "model.weight_standardization"]),
     "variance_shift": (2, 3, ["model.dropout_keep_ratio"]),
     "weight_decay": (4, 3, ["model.reg", "solver.update_rule", "solver.optim_config.learning_rate"]),

@@ -7,7 +7,10 @@ Blocks: `provenance` (what made the numbers), `cnn_norm` (best validation accura
 normalization and batch size), `claims` (the verdict table and its counts), and
 `table FOLDER... -- METRIC...` (any experiment's groups of runs, each metric of the claims lab as
 mean ± std over seeds: `<!-- bnlab:table claims/claims_shift -- final_val_acc -->`), `claim ID`
-(one claim's verdict, where it holds and its effect, in a sentence). Figures: every
+(one claim's verdict, where it holds and its effect, in a sentence), `cells ID...` (every cell
+of the named claims, a row each), `init_depth` (Yang et al.'s and De & Smith's predictions beside
+results/init_depth), `norm_placement` (Xiong et al.'s depth scaling beside
+results/norm_placement). Figures: every
 docs/figures/EXPERIMENT_KIND.png is copied from results/EXPERIMENT/figures/KIND.png, and
 docs/figures/claims/ID.png from results/claims/figures/ID.png (docs/figures/report.png is a
 browser screenshot, not regenerated). A block whose results are missing is left as it is, and said.
@@ -22,6 +25,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -129,6 +134,35 @@ def init_depth_block(results: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def norm_placement_block(results: Path) -> str | None:
+    """results/norm_placement at iteration 1, beside Xiong et al.'s bounds: per residual form, the
+    gradient norm of the last block's last weight layer (W_{2B+1}) at each depth B (mean ± std over
+    seeds), its log-log slope against B, and at the largest depth the last block's over the first's."""
+    if not (results / "norm_placement" / "runs.csv").is_file():
+        return None
+    experiment = load_experiment(results / "norm_placement")
+    probes = experiment.probes.merge(experiment.runs, on="run_id")
+    grads = probes[(probes["iteration"] == 1) & (probes["statistic"] == "grad_norm")].copy()
+    grads["blocks"] = grads["model.hidden_dims"].map(lambda dims: len(json.loads(dims)))
+    depths = sorted(grads["blocks"].unique())
+    bound = {"pre": "−0.5 (as 1/√L)", "postnorm": "0 (independent of L)"}
+    lines = [
+        "| residual | " + " | ".join(f"{b} blocks" for b in depths) + " | log-log slope | Xiong et al. "
+        f"| last / first block at {depths[-1]} |",
+        "|---" * (len(depths) + 4) + "|",
+    ]
+    for form, rows in grads.groupby("model.residual", sort=False):
+        last = rows[rows["layer"] == 2 * rows["blocks"] + 1]
+        at = [last[last["blocks"] == b]["value"].tolist() for b in depths]
+        means = [float(np.mean(v)) for v in at]
+        slope = float(np.polyfit(np.log(depths), np.log(means), 1)[0])
+        deepest = rows[rows["blocks"] == depths[-1]].groupby("layer")["value"].mean()
+        ratio = deepest[2 * depths[-1] + 1] / deepest[3]
+        cells = " | ".join(format_mean_std(v) for v in at)
+        lines.append(f"| {form} | {cells} | {slope:+.2f} | {bound.get(form, '')} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def claims_block(results: Path, figures: str = "docs/figures") -> str | None:
     """The claims' table: led by the verdict after Holm's adjustment (for a claim with cells, where
     it holds), then the unadjusted one, with the counts of each; `figures`: the figures folder as
@@ -224,6 +258,33 @@ def claim_block(results: Path, claim_id: str) -> str | None:
     return f"`{claim_id}` ({_metric(c)}, {_value(c['a'])} − {_value(c['b'])}): **{verdict}** after Holm; {effects}.\n"
 
 
+def cells_block(results: Path, claim_ids: str) -> str | None:
+    """Every cell of the named claims in a table: the claim, the cell, a − b with its 95% interval,
+    the seeds and the verdict after Holm's adjustment over the family."""
+    file = results / "claims" / "claims.json"
+    claims = {c["id"]: c for c in json.loads(file.read_text())} if file.is_file() else {}
+    ids = claim_ids.split()
+    if not ids or any(i not in claims for i in ids):
+        return None
+    lines = ["| claim | cell | a − b [95% CI] | seeds | after Holm |", "|---|---|---|---|---|"]
+    for claim_id in ids:
+        c = claims[claim_id]
+        for cell in c.get("cells") or []:
+            verdict = cell["verdict_adjusted"]
+            shown = (
+                f"**{verdict}**"
+                if verdict == "contradicted"
+                else f"*{verdict}*"
+                if verdict == "inconclusive"
+                else verdict
+            )
+            lines.append(
+                f"| `{claim_id}` | {cell_label(cell['where']) or 'its condition'} | {cell['mean_diff']:+.3g} "
+                f"[{cell['ci_low']:+.3g}, {cell['ci_high']:+.3g}] | {cell['n']} | {shown} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _metric(claim: dict) -> str:
     """The claim's metric, as its distance to the reference run when it has one."""
     reference = claim.get("reference")
@@ -273,9 +334,11 @@ def main() -> int:
         "provenance": provenance_block,
         "cnn_norm": cnn_norm_block,
         "init_depth": init_depth_block,
+        "norm_placement": norm_placement_block,
         "claims": claims_block,
         "table": table_block,
         "claim": claim_block,
+        "cells": cells_block,
     }
     rebuilt = []
     for page in PAGES:
@@ -286,7 +349,7 @@ def main() -> int:
             if name not in builders:
                 raise SystemExit(f"{page.name}: unknown generated block {name!r}; known: {', '.join(builders)}")
             figures = os.path.relpath(FIGURES, page.parent)
-            if name in ("table", "claim"):
+            if name in ("table", "claim", "cells"):
                 body = builders[name](RESULTS, match["args"].strip())
             else:
                 body = builders[name](RESULTS, figures) if name == "claims" else builders[name](RESULTS)

@@ -72,7 +72,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import SpecError
-from bnlab.lab.formatting import did_you_mean
+from bnlab.lab.formatting import did_you_mean, format_short
 from bnlab.spec.experiment import Experiment, experiment_from_text, load_experiment
 from bnlab.spec.yaml_text import YamlLoader, parse_yaml, read_text, yaml_position
 
@@ -150,9 +150,7 @@ def cell_label(where: dict[str, Any]) -> str:
     for key, value in where.items():
         if isinstance(value, dict):
             value = next(iter(value.values()), "")
-        if isinstance(value, list) and len(value) > 1 and all(v == value[0] for v in value):
-            value = f"{len(value)}x{value[0]}"
-        parts.append(f"{key.rsplit('.', 1)[-1]}={'null' if value is None else value}")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={format_short(value)}")
     return ", ".join(parts)
 
 

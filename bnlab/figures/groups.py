@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
+from bnlab.lab.formatting import format_short
 from bnlab.lab.results import ExperimentResults
 
 MAX_RAW_GROUPS = 2  # the raw loss is drawn behind the moving average only for this few groups
@@ -88,7 +89,7 @@ def _group_label(results: ExperimentResults, values: dict) -> str:
             text = f"{value:.3g}" if isinstance(value, (float, np.floating)) else str(value)
             parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {text}")
         else:
-            parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {value}")
+            parts.append(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} {format_short(value)}")
     return ", ".join(parts) or _fixed_label(results)
 
 

@@ -4,6 +4,7 @@ the report, so the same value reads the same everywhere."""
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -28,6 +29,19 @@ def file_safe(value: Any) -> str:
     """A value in a run id or folder name: as format_value writes it, with only file-name-safe
     characters (others become -)."""
     return re.sub(r"[^A-Za-z0-9.+-]", "-", format_value(value))
+
+
+def format_short(value: Any) -> str:
+    """A swept value for a label: a list of one repeated value (or a CSV cell's text of one) as
+    'NxV' (hidden_dims 5x100), the rest as text."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list) and len(value) > 1 and all(v == value[0] for v in value):
+        return f"{len(value)}x{value[0]}"
+    return "null" if value is None else str(value)
 
 
 def format_number(x: float, digits: int = 3, sign: bool = False) -> str:
