@@ -102,7 +102,7 @@ gradcheck: $(STAMP)
 	$(BIN)/bnlab gradcheck
 
 bench: $(STAMP)
-	$(BIN)/bnlab bench
+	$(BIN)/bnlab bench --save results/bench.json  # the speed page is generated from it (make readme)
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -172,3 +172,21 @@ def test_blas_rows_pair_portable_and_native_processes(tmp_path):
     assert sweep_price.name == "sweep: portable / native time" and sweep_price.unit == "x"
     assert names[3] == "conv step, portable (Haswell kernels)" and rows[3].unit == "img/s"
     assert rows[5].name == "conv: portable / native time" and rows[5].unit == "x"
+
+
+def test_bench_save_writes_the_rows_and_the_machine_and_refuses_a_missing_folder(tmp_path):
+    from conftest import bnlab
+
+    from bnlab.numerics import cpu_model
+
+    result = bnlab("bench", "--section", "sweep", "--save", tmp_path / "nowhere" / "bench.json")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"no folder {tmp_path / 'nowhere'}" in " ".join(result.stderr.split())
+    file = tmp_path / "bench.json"
+    result = bnlab("bench", "--section", "sweep", "--data-dir", tmp_path / "no-data", "--save", file, "--json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads(file.read_text())
+    assert saved["rows"] == json.loads(result.stdout)  # what --json prints
+    assert [row["median"] for row in saved["rows"]] == [None, None]  # no data: rows that say why
+    assert saved["machine"]["cpu"] == cpu_model() and saved["machine"]["cores"] >= 1
+    assert saved["machine"]["numpy"] == np.__version__

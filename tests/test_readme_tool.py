@@ -125,3 +125,142 @@ def test_a_claim_block_says_the_verdict_and_each_cells_effect(tmp_path, monkeypa
         "<!-- bnlab:claim three -->",  # not in claims.json: kept as it was
         "<!-- /bnlab:claim -->",
     ]
+
+
+def _page(tmp_path, monkeypatch, results: Path, text: str) -> Path:
+    file = tmp_path / "page.md"
+    file.write_text(text)
+    monkeypatch.setattr(readme, "PAGES", [file])
+    monkeypatch.setattr(readme, "RESULTS", results)
+    monkeypatch.setattr(readme, "FIGURES", tmp_path / "figures")
+    assert readme.main() == 0
+    return file
+
+
+def test_a_cells_block_lists_every_cell_and_a_reference_claim_names_its_distance(tmp_path, monkeypatch):
+    cell = {"mean_diff": -0.0577, "ci_low": -0.087, "ci_high": -0.0291, "n": 24, "verdict_adjusted": "inconclusive"}
+    deep = {**cell, "verdict_adjusted": "supported", "where": {"model.hidden_dims": [100] * 5}}
+    claims = [{"id": "near", "metric": "final_train_acc", "a": 1.005, "b": 1.0,
+               "reference": {"model.reg": 0.05, "solver.lr_growth": 1.0}, "scope": {"text": "in 1 of 2 cells"},
+               "cells": [{**cell, "where": {"model.hidden_dims": [100, 100]}}, deep]}]  # fmt: skip
+    (tmp_path / "results" / "claims").mkdir(parents=True)
+    (tmp_path / "results" / "claims" / "claims.json").write_text(json.dumps(claims))
+    text = "<!-- bnlab:cells near -->\n<!-- /bnlab:cells -->\n<!-- bnlab:claim near -->\n<!-- /bnlab:claim -->\n"
+    lines = _page(tmp_path, monkeypatch, tmp_path / "results", text).read_text().splitlines()
+    assert lines[1:5] == [
+        "| claim | cell | a − b [95% CI] | seeds | after Holm |",
+        "|---|---|---|---|---|",
+        "| `near` | hidden_dims=2x100 | -0.0577 [-0.087, -0.0291] | 24 | *inconclusive* |",
+        "| `near` | hidden_dims=5x100 | -0.0577 [-0.087, -0.0291] | 24 | supported |",
+    ]
+    assert lines[7].startswith("`near` (|final_train_acc − its value at reg=0.05, lr_growth=1.0|, 1.005 − 1.0): ")
+
+
+def test_a_bench_block_shows_the_saved_rows_of_its_groups_and_the_machine(tmp_path, monkeypatch):
+    from bnlab.bench import saved_json
+    from bnlab.bench.measure import row
+    from bnlab.numerics import cpu_model
+
+    rows = [row("conv", "bnlab, batch 64", [900.0, 1000.0, 1100.0], unit="img/s", note="1 thread"),
+            row("conv", "bnlab / PyTorch, batch 64", [1.1, 1.2, 1.3], unit="x", note="median of paired ratios"),
+            row("sweep", "bnlab, 2 workers", [10.0, 11.0, 12.0])]  # fmt: skip
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench.json").write_text(saved_json(rows))
+    lines = _page(tmp_path, monkeypatch, tmp_path / "results", "<!-- bnlab:bench conv -->\n<!-- /bnlab:bench -->\n")
+    lines = lines.read_text().splitlines()
+    assert lines[1].startswith(f"*Measured on {cpu_model()}, ")
+    assert lines[3:] == [
+        "| measurement | median | IQR | how |",
+        "|---|---|---|---|",
+        "| bnlab, batch 64 | 1000 images/s | 1e+02 images/s | 1 thread |",  # IQR of 900, 1000, 1100: 100
+        "| bnlab / PyTorch, batch 64 | **1.20×** | 0.1× | median of paired ratios |",
+        "<!-- /bnlab:bench -->",
+    ]
+
+
+def _run(tmp_path, monkeypatch, text: str) -> Path:
+    """A spec trained for real (1 worker) under tmp_path/results; its results folder."""
+    from conftest import SHARED_DATA, bnlab, needs_shared_data  # noqa: F401 - the data must be there
+
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(SHARED_DATA))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    result = bnlab("run", spec, "--out", tmp_path / "results", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "results"
+
+
+def _probes(folder: Path):
+    import pandas as pd
+
+    runs = pd.read_csv(folder / "runs.csv", keep_default_na=False)
+    frames = [pd.read_csv(folder / r / "probes.csv").assign(run_id=r) for r in runs["run_id"]]
+    return pd.concat(frames).merge(runs, on="run_id")
+
+
+TINY_DEPTH = """
+name: init_depth
+data: {num_train: 64, num_val: 16, num_test: 0}
+model: {hidden_dims: [32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32], weight_scale: he}
+solver: {update_rule: sgd, batch_size: 64, num_epochs: 1, num_train_samples: 64}
+seeds: 2
+sweep:
+  - model.residual: [null]
+    model.normalization: [null, batchnorm]
+  - model.residual: [pre]
+    zip: {model.normalization: [null, batchnorm, null], model.skipinit: [false, false, true]}
+record: {statistics: [grad_norm, out_std], every: 1}
+"""
+
+
+def test_the_init_depth_block_fits_the_growth_factor_and_reads_the_stream_variance(tmp_path, monkeypatch):
+    import numpy as np
+
+    results = _run(tmp_path, monkeypatch, TINY_DEPTH)
+    lines = _page(tmp_path, monkeypatch, results, "<!-- bnlab:init_depth -->\n<!-- /bnlab:init_depth -->\n")
+    lines = lines.read_text().splitlines()
+    probes = _probes(results / "init_depth")
+    grads = probes[(probes["statistic"] == "grad_norm") & (probes["model.residual"] == "none")]
+    for norm in ("none", "batchnorm"):
+        factors = []
+        for seed in (0, 1):
+            rows = grads[(grads["model.normalization"] == norm) & (grads["seed"] == seed)]
+            rows = rows[(rows["layer"] >= 2) & (rows["layer"] <= 16)].sort_values("layer")
+            factors.append(np.exp(-np.polyfit(rows["layer"], 2 * np.log(rows["value"]), 1)[0]))
+        row = next(line for line in lines if line.startswith(f"| {norm} |"))
+        assert row.split(" | ")[1] == f"{np.mean(factors):.3f} ± {np.std(factors, ddof=1):.3f}", row
+    stream = probes[(probes["statistic"] == "out_std") & (probes["model.residual"] == "pre")]
+    skip = stream[stream["model.skipinit"].astype(str) == "True"]
+    variance = (skip[skip["layer"] == 16]["value"] ** 2).mean()
+    row = next(line for line in lines if line.startswith("| SkipInit"))
+    assert row.split(" | ")[5] == f"{variance:.4g}"
+
+
+TINY_PLACEMENT = """
+name: norm_placement
+data: {num_train: 16, num_val: 16, num_test: 0}
+model: {hidden_dims: [8, 8], residual: pre, normalization: layernorm, weight_scale: xavier}
+solver: {update_rule: sgd, batch_size: 16, num_epochs: 1, num_train_samples: 16}
+seeds: 2
+sweep:
+  model.residual: [pre, postnorm]
+  model.hidden_dims: [[8, 8], [8, 8, 8, 8]]
+record: {statistics: [grad_norm], every: 1}
+"""
+
+
+def test_the_norm_placement_block_fits_the_last_blocks_gradient_against_depth(tmp_path, monkeypatch):
+    import numpy as np
+
+    results = _run(tmp_path, monkeypatch, TINY_PLACEMENT)
+    text = "<!-- bnlab:norm_placement -->\n<!-- /bnlab:norm_placement -->\n"
+    lines = _page(tmp_path, monkeypatch, results, text).read_text().splitlines()
+    assert lines[1].startswith("| residual | 2 blocks | 4 blocks | log-log slope |")
+    probes = _probes(results / "norm_placement")
+    for form in ("pre", "postnorm"):
+        rows = probes[(probes["model.residual"] == form) & (probes["statistic"] == "grad_norm")]
+        last = [rows[(rows["model.hidden_dims"] == str([8] * b)) & (rows["layer"] == 2 * b + 1)]["value"].mean()
+                for b in (2, 4)]  # fmt: skip
+        slope = np.polyfit(np.log([2, 4]), np.log(last), 1)[0]
+        row = next(line for line in lines if line.startswith(f"| {form} |"))
+        assert row.split(" | ")[3] == f"{slope:+.2f}", row

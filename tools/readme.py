@@ -10,7 +10,8 @@ mean ± std over seeds: `<!-- bnlab:table claims/claims_shift -- final_val_acc -
 (one claim's verdict, where it holds and its effect, in a sentence), `cells ID...` (every cell
 of the named claims, a row each), `init_depth` (Yang et al.'s and De & Smith's predictions beside
 results/init_depth), `norm_placement` (Xiong et al.'s depth scaling beside
-results/norm_placement). Figures: every
+results/norm_placement), `bench GROUP...` (results/bench.json's rows of those groups, from `make
+bench`). Figures: every
 docs/figures/EXPERIMENT_KIND.png is copied from results/EXPERIMENT/figures/KIND.png, and
 docs/figures/claims/ID.png from results/claims/figures/ID.png (docs/figures/report.png is a
 browser screenshot, not regenerated). A block whose results are missing is left as it is, and said.
@@ -285,6 +286,33 @@ def cells_block(results: Path, claim_ids: str) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def bench_block(results: Path, groups: str) -> str | None:
+    """The rows of results/bench.json (`make bench`) of the named groups: median, interquartile
+    range and what was measured, and the machine they were measured on first."""
+    file = results / "bench.json"
+    if not file.is_file():
+        return None
+    saved = json.loads(file.read_text())
+    m = saved["machine"]
+    machine = (
+        f"*Measured on {m['cpu']}, {m['cores']} cores; {m['blas']['name']} {m['blas']['version']} "
+        f"({m['blas']['kernel']} kernels); numpy {m['numpy']}, numba {m['numba']}, "
+        f"PyTorch {m['torch'] or 'not installed'} (`make bench`, then `make readme`).*"
+    )
+    lines = [machine, "", "| measurement | median | IQR | how |", "|---|---|---|---|"]
+    for row in saved["rows"]:
+        if row["group"] not in groups.split():
+            continue
+        unit = {"x": "×", "s": " s", "ms": " ms", "MB": " MB", "img/s": " images/s"}.get(row["unit"], f" {row['unit']}")
+        if row["median"] is None:
+            lines.append(f"| {row['name']} | — | — | {row['note']} |")
+            continue
+        median = f"**{row['median']:.2f}{unit}**" if row["unit"] == "x" else f"{row['median']:.4g}{unit}"
+        how = row["note"] or (f"{row['ratio']:.2f} {row['ratio_of']}" if row["ratio"] is not None else "")
+        lines.append(f"| {row['name']} | {median} | {row['iqr']:.2g}{unit} | {how} |")
+    return "\n".join(lines) + "\n"
+
+
 def _metric(claim: dict) -> str:
     """The claim's metric, as its distance to the reference run when it has one."""
     reference = claim.get("reference")
@@ -339,6 +367,7 @@ def main() -> int:
         "table": table_block,
         "claim": claim_block,
         "cells": cells_block,
+        "bench": bench_block,
     }
     rebuilt = []
     for page in PAGES:
@@ -349,7 +378,7 @@ def main() -> int:
             if name not in builders:
                 raise SystemExit(f"{page.name}: unknown generated block {name!r}; known: {', '.join(builders)}")
             figures = os.path.relpath(FIGURES, page.parent)
-            if name in ("table", "claim", "cells"):
+            if name in ("table", "claim", "cells", "bench"):
                 body = builders[name](RESULTS, match["args"].strip())
             else:
                 body = builders[name](RESULTS, figures) if name == "claims" else builders[name](RESULTS)

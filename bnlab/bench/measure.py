@@ -48,6 +48,22 @@ def rows_to_json(rows: Sequence[BenchRow]) -> str:
     return json.dumps([asdict(row) for row in rows], indent=2)
 
 
+def saved_json(rows: Sequence[BenchRow]) -> str:
+    """What `bnlab bench --save` writes: {"machine": what the numbers depend on (CPU, cores, BLAS,
+    numpy, numba, PyTorch when installed), "rows": the rows}."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bnlab import numerics
+
+    machine = {**numerics.provenance(), "cores": os.cpu_count()}
+    for package in ("numba", "torch"):
+        try:
+            machine[package] = version(package)
+        except PackageNotFoundError:
+            machine[package] = None
+    return json.dumps({"machine": machine, "rows": [asdict(row) for row in rows]}, indent=2)
+
+
 # --- measuring -------------------------------------------------------------------------------
 
 

@@ -159,6 +159,14 @@ def bench(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Repeats of each whole-sweep timing.")] = 3,
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            help="Also write the rows and the machine they were measured on as JSON to this file "
+            "(make bench: results/bench.json, which the speed page is generated from).",
+        ),
+    ] = None,
 ) -> None:
     """Time bnlab: medians of repeated runs, with their spread.
 
@@ -172,9 +180,14 @@ def bench(
       bnlab bench --section step --section batchnorm
 
       bnlab bench --section conv
-    """
-    from bnlab.bench import rows_to_json, run_benchmarks
 
+      bnlab bench --section conv --section sweep --save results/bench.json
+    """
+    from bnlab.bench import rows_to_json, run_benchmarks, saved_json
+
+    if save is not None and not save.parent.is_dir():  # before minutes of measuring, not after
+        error(f"--save {save}: no folder {save.parent}; create it or save elsewhere")
+        raise typer.Exit(2)
     with reported():
         rows = run_benchmarks(
             {s.value for s in section} if section else None,
@@ -182,6 +195,10 @@ def bench(
             data_dir=data_dir,
             on_section=lambda name: errors.print(f"benchmarking {name}…"),
         )
+    if save is not None:
+        from bnlab.lab.atomic import write_text
+
+        write_text(save, saved_json(rows))
     if as_json:
         print(rows_to_json(rows))
         return
