@@ -386,8 +386,9 @@ class ResidualConvNet(_ResidualNet):
         input_dim: (C, H, W); H and W must be divisible by 2 ** len(channels).
         normalization: None or a name in bnlab.nn.normalizations.NORMALIZATIONS whose row takes
             residual nets and has a conv form (per channel, per group of channels, ...).
-        residual, skipinit, activation, negative_slope, reg, reg_output, weight_scale, dtype, seed, rng,
-            norm_options: as ResidualMLP's; a convolution's fans are C*K*K and F*K*K, a projection's C and F.
+        residual, skipinit, norm_options: as ResidualMLP's.
+        activation, negative_slope, reg, reg_output, weight_scale, dtype, seed, rng: as ResidualMLP's;
+            a convolution's fans are C*K*K and F*K*K, a projection's C and F.
     """
 
     conv_form = True
