@@ -796,6 +796,10 @@ BAD_SPECS = [
      ["model:", "num_groups=5 must divide every width (channels and hidden_dims) [8, 12, 100, 100]"]),
     ("swept-architecture-without-channels", BASE + "sweep:\n  model.architecture: [fc, conv]\n",
      ["sweep run (model.architecture='conv'): model:", "channels is required"]),
+    ("lr-growth-with-adam", _replace("num_epochs: 3", "num_epochs: 3\n  lr_growth: 1.01"),
+     ["solver:", "lr_growth grows plain SGD's rate; set update_rule: sgd (got 'adam')"]),
+    ("lr-growth-below-one", _replace("num_epochs: 3", "num_epochs: 3\n  lr_growth: 0.9"),
+     ["solver.lr_growth:", "greater than or equal to 1"]),
 ]  # fmt: skip
 
 
