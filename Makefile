@@ -96,7 +96,7 @@ experiments: $(STAMP)
 
 claims: $(STAMP)
 	$(BIN)/bnlab run configs/finetune_pretrain.yaml --workers 2  # the fine-tuning claims start from it
-	$(BIN)/bnlab claims --until-decided --workers 2  # undecided cells get seeds, up to 24
+	$(BIN)/bnlab claims --workers 2
 
 gradcheck: $(STAMP)
 	$(BIN)/bnlab gradcheck

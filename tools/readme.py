@@ -228,7 +228,7 @@ def table_block(results: Path, args: str) -> str | None:
         if len({f.split("__")[0] for f in folders}) > 1:  # different experiments: named by their folders
             cell = folder
         else:  # one claim's cells
-            cell = ", ".join("=".join(part.split("-", 1)) for part in folder.split("__")[1:]) or "as specified"
+            cell = ", ".join(_cell_part(part) for part in folder.split("__")[1:]) or "as specified"
         groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False) if keys else [((), runs)]
         for swept, group in groups:
             swept = swept if isinstance(swept, tuple) else (swept,)
@@ -239,6 +239,13 @@ def table_block(results: Path, args: str) -> str | None:
             first = [cell] * (len(folders) > 1)
             lines.append("| " + " | ".join([*first, *map(format_cell, swept), str(done), *shown]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell_part(part: str) -> str:
+    """A cell folder's part as a label: 'hidden_dims-100-100-100' -> 'hidden_dims=3x100'."""
+    key, _, value = part.partition("-")
+    values = value.split("-")
+    return f"{key}={len(values)}x{values[0]}" if len(values) > 1 and len(set(values)) == 1 else f"{key}={value}"
 
 
 def claim_block(results: Path, claim_id: str) -> str | None:
