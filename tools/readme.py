@@ -316,7 +316,7 @@ def bench_block(results: Path, groups: str) -> str | None:
             continue
         median = f"**{row['median']:.2f}{unit}**" if row["unit"] == "x" else f"{row['median']:.4g}{unit}"
         how = row["note"] or (f"{row['ratio']:.2f} {row['ratio_of']}" if row["ratio"] is not None else "")
-        lines.append(f"| {row['name']} | {median} | {row['iqr']:.2g}{unit} | {how} |")
+        lines.append(f"| {row['name']} | {median} | {row['iqr']:.3g}{unit} | {how} |")
     return "\n".join(lines) + "\n"
 
 
