@@ -279,13 +279,7 @@ def cells_block(results: Path, claim_ids: str) -> str | None:
         c = claims[claim_id]
         for cell in c.get("cells") or []:
             verdict = cell["verdict_adjusted"]
-            shown = (
-                f"**{verdict}**"
-                if verdict == "contradicted"
-                else f"*{verdict}*"
-                if verdict == "inconclusive"
-                else verdict
-            )
+            shown = {"contradicted": "**contradicted**", "inconclusive": "*inconclusive*"}.get(verdict, verdict)
             lines.append(
                 f"| `{claim_id}` | {cell_label(cell['where']) or 'its condition'} | {cell['mean_diff']:+.3g} "
                 f"[{cell['ci_low']:+.3g}, {cell['ci_high']:+.3g}] | {cell['n']} | {shown} |"

@@ -340,11 +340,7 @@ def _check_claim(claim: ClaimSpec, experiment: Experiment, where: str, condition
         unswept = [k for k in claim.reference if k not in swept]
         if unswept:
             raise SpecError(f"{where}: claim {claim.id}: reference.{unswept[0]} is not swept by the experiment {swept}")
-        picked = [
-            r
-            for r in experiment.runs
-            if all(_same(r.swept[k], v) for k, v in {**conditions, **claim.reference}.items())
-        ]
+        picked = _runs_with(experiment, {**conditions, **claim.reference})
         if len(picked) != seeds:
             raise SpecError(
                 f"{where}: claim {claim.id}: reference {claim.reference} with {conditions} picks {len(picked)} runs "
@@ -360,9 +356,12 @@ def reference_runs(claim: ClaimSpec, experiment: Experiment, where: dict | None 
     if claim.reference is None:
         return {}
     conditions = {**(claim.where if where is None else where), **claim.reference}
-    return {
-        run.seed: run.run_id for run in experiment.runs if all(_same(run.swept[k], v) for k, v in conditions.items())
-    }
+    return {run.seed: run.run_id for run in _runs_with(experiment, conditions)}
+
+
+def _runs_with(experiment: Experiment, conditions: dict) -> list:
+    """The experiment's runs whose swept keys have the conditions' values."""
+    return [run for run in experiment.runs if all(_same(run.swept[k], v) for k, v in conditions.items())]
 
 
 def _follows(experiment: Experiment, key: str, other: str) -> bool:
@@ -394,6 +393,4 @@ def _same(x: Any, y: Any) -> bool:
 def select_runs(claim: ClaimSpec, experiment: Experiment, value: Any, where: dict | None = None) -> dict[int, str]:
     """seed -> run_id of the runs with key = value and the `where` conditions (the claim's own)."""
     conditions = {**(claim.where if where is None else where), claim.key: value}
-    return {
-        run.seed: run.run_id for run in experiment.runs if all(_same(run.swept[k], v) for k, v in conditions.items())
-    }
+    return {run.seed: run.run_id for run in _runs_with(experiment, conditions)}
