@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bnlab.nn import conv, fused, norms
+from bnlab.nn import conv, fused, norms, optim
 from bnlab.nn.nets import ConvNet
 
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
@@ -90,6 +90,23 @@ def test_a_conv_net_step_is_the_same_whether_or_not_activations_are_recorded():
         if record is not None:
             assert set(record) == {1, 2} and record[1].shape == (6, 4, 8, 8)
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_is_the_numpy_adam_byte_for_byte(dtype):
+    """The same passes' roundings in one loop: every step's weights and moments equal optim.adam's
+    exactly, over gradients that span many magnitudes (so that a cast of a scalar to another
+    precision, or a fused multiply-add, would show), on a (3, 5, 7) array as on a flat one."""
+    rng = np.random.RandomState(0)
+    w = (rng.randn(3, 5, 7) * 10.0 ** rng.randint(-6, 3, (3, 5, 7))).astype(dtype)
+    ours, theirs = (w, {"learning_rate": 3e-3}), (w.copy(), {"learning_rate": 3e-3})
+    for _ in range(6):
+        dw = (rng.randn(*w.shape) * 10.0 ** rng.randint(-8, 2, w.shape)).astype(dtype)
+        ours, theirs = fused.adam(ours[0], dw, ours[1]), optim.adam(theirs[0], dw, theirs[1])
+        for a, b in ((ours[0], theirs[0]), (ours[1]["m"], theirs[1]["m"]), (ours[1]["v"], theirs[1]["v"])):
+            assert a.dtype == dtype and a.shape == w.shape and a.tobytes() == b.tobytes()
+    assert ours[1]["t"] == theirs[1]["t"] == 6
+    assert not np.array_equal(ours[0], w)  # it did move
 
 
 # A float32 conv net's training steps and every compiled kernel's output on fixed inputs, hashed

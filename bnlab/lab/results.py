@@ -37,6 +37,7 @@ import yaml
 from bnlab.errors import ResultsError
 from bnlab.lab import atomic
 from bnlab.lab.formatting import format_cell, format_mean_std
+from bnlab.spec.yaml_text import as_yaml_gives_back
 
 if TYPE_CHECKING:  # readers of results need not import the spec's pydantic models
     from bnlab.spec.experiment import Run
@@ -146,7 +147,7 @@ def remove_leftovers(path: Path) -> None:
 
 def plain(config: dict) -> dict:
     """The config as YAML gives it back (tuples as lists, and so on), for comparison with disk."""
-    return yaml.safe_load(yaml.safe_dump(config))
+    return as_yaml_gives_back(config)
 
 
 def _csv(columns: list[str], rows: list[list]) -> str:

@@ -27,7 +27,7 @@ from bnlab.lab import results, weights
 from bnlab.lab.choices import ExecutorKind
 from bnlab.lab.executors import Executor, default_workers, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
-from bnlab.nn import fused
+from bnlab.nn import fused, kernels
 from bnlab.spec.experiment import Experiment, Run, load_experiment
 
 
@@ -89,14 +89,21 @@ def prepare_data(
 
 def ready_kernels(dtypes: set[str], on_notice: Callable[[str], None] | None = None) -> None:
     """Compile bnlab's kernels for `dtypes` here, once, before any worker starts (they then load
-    them from the disk cache), or load them; on_notice hears when they are compiled, and how long
-    it took."""
+    them from the disk cache); on_notice hears when they are compiled, and how long it took. Once
+    done for this CPU and these dtypes, a marker in the cache says so and later sweeps skip this
+    (their workers load just the kernels they use)."""
     cache = Path(os.environ.get("NUMBA_CACHE_DIR", "."))
+    marker = cache / f"ready-{kernels.target_key()}-{'-'.join(sorted(dtypes))}"
+    if marker.exists():
+        return
     if on_notice is not None and not any(cache.rglob("*.nbi")):
         on_notice(f"compiling bnlab's kernels, once for this machine (cached in {cache})")
     compiled, seconds = fused.warm_up(tuple(np.dtype(name).type for name in sorted(dtypes)))
     if compiled and on_notice is not None:
         on_notice(f"compiled {compiled} kernel signatures in {seconds:.1f} s; later runs load them from the cache")
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next sweep this warm-up
+        cache.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 class OnDemand:

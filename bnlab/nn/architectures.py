@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class Architecture:
         """None and the names of the normalizations it takes, in the table's order."""
         return (None, *(name for name, row in NORMALIZATIONS.items() if self.takes(row)))
 
-    @property
+    @cached_property  # a row never changes; specs ask for every key of every run
     def options(self) -> frozenset[str]:
         """The model options its constructor takes (not the ones the lab supplies: data shape, rng),
         its normalizations' options among them."""

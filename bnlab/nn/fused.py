@@ -9,12 +9,13 @@ tested against (tests/test_fused.py) and what every other case runs.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 
-from bnlab.nn import conv, kernels, norms
+from bnlab.nn import conv, kernels, norms, optim
 
 Array = np.ndarray
 Cache = tuple[Any, ...]
@@ -120,6 +121,29 @@ def conv_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     return dx.transpose(0, 3, 1, 2), dw, db
 
 
+def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
+    """optim.adam in one compiled pass instead of twelve: the same state in config and the same
+    bytes (each numpy pass's scalar, cast to w's dtype as numpy casts it, in the same order)."""
+    config = optim.with_defaults("adam", config)
+    # contiguous, so that the flat views below are the state the kernel updates in place
+    m, v = (np.ascontiguousarray(optim.state(config, key, w)) for key in ("m", "v"))
+    beta1, beta2 = config["beta1"], config["beta2"]
+    t = config["t"] = config.get("t", 0) + 1
+    scalar = w.dtype.type
+    next_w = kernels.adam_update(
+        w.reshape(-1), np.ascontiguousarray(dw).reshape(-1), m.reshape(-1), v.reshape(-1),
+        scalar(beta1), scalar(1 - beta1), scalar(beta2), scalar(1 - beta2),
+        scalar(1 / math.sqrt(1 - beta2**t)), scalar(config["epsilon"]),
+        scalar(config["learning_rate"] / (1 - beta1**t)),
+    )  # fmt: skip
+    config["m"], config["v"] = m, v
+    return next_w.reshape(w.shape), config
+
+
+# The update rules the Solver applies: optim's numpy rules, Adam compiled.
+UPDATE_RULES = {**optim.UPDATE_RULES, "adam": adam}
+
+
 def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, float]:
     """Run every layer above once on tiny arrays of each dtype, so that its kernels are compiled
     (or loaded from the disk cache) now rather than inside the first training step. Returns how
@@ -138,6 +162,7 @@ def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, f
         conv_forward(dh, w.repeat(2, axis=1)[:, :4], np.zeros(4, dtype), {"stride": 1, "pad": 1})  # channels-last x
         flat, flat_cache = batchnorm_forward(rng.randn(3, 4).astype(dtype), gamma, beta, {"mode": "train"})
         batchnorm_backward(flat, flat_cache)
+        adam(gamma, beta)
     return _compiled() - before, time.perf_counter() - start
 
 

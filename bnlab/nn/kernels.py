@@ -15,6 +15,7 @@ CS231n numpy layers stay the readable reference they are tested against.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from bnlab.numerics import kernel_cache_dir
@@ -24,6 +25,16 @@ os.environ.setdefault("NUMBA_CACHE_DIR", kernel_cache_dir())
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def target_key() -> str:
+    """A short name for what numba compiles for here (target, CPU name and features), as its
+    cache keys compiled kernels."""
+    from numba.core.registry import cpu_target
+
+    magic = cpu_target.target_context.codegen().magic_tuple()
+    return hashlib.sha256(repr(magic).encode()).hexdigest()[:12]
+
 
 # Flat indices are unsigned: numba then skips the check for negative (wrap-around) indices, which
 # would keep LLVM from vectorizing the loops.
@@ -230,3 +241,17 @@ def col2im(dcols, n, height, width, c, kh, kw, pad, stride, h_out, w_out):
                                 dst[start + k] += src[p + k]
                         p += U(c)
     return dx
+
+
+@jit
+def adam_update(w, dw, m, v, beta1, keep1, beta2, keep2, inv_root_c2, epsilon, step):
+    """One Adam update of flat w (in one pass; m and v updated in place), with the operations and
+    roundings of bnlab.nn.optim.adam's numpy passes: m = m*beta1 + dw*keep1, v = v*beta2 +
+    dw*dw*keep2, next_w = w - m / (sqrt(v)*inv_root_c2 + epsilon) * step. Scalars in w's dtype."""
+    next_w = np.empty_like(w)
+    for i in range(U(w.size)):
+        g = dw[i]
+        m[i] = m[i] * beta1 + g * keep1
+        v[i] = v[i] * beta2 + g * g * keep2
+        next_w[i] = w[i] - m[i] / (np.sqrt(v[i]) * inv_root_c2 + epsilon) * step
+    return next_w

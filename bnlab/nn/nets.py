@@ -150,10 +150,11 @@ class Net:
         self._body_backward(dh, cache, grads)
         for name, ws_cache in standardized.items():
             grads[name] = norms.weight_standardization_backward(grads[name], ws_cache)
-        for name, w in self.params.items():
-            if name[0] in "WP" and (self.reg_output or name != f"W{last}"):
-                loss += 0.5 * self.reg * float(np.sum(w * w))
-                grads[name] += self.reg * w
+        if self.reg:  # reg 0 adds nothing: skip a pass over every weight
+            for name, w in self.params.items():
+                if name[0] in "WP" and (self.reg_output or name != f"W{last}"):
+                    loss += 0.5 * self.reg * float(np.sum(w * w))
+                    grads[name] += self.reg * w
         return loss, grads
 
     weight_standardization: str | None = None  # None, 'standard' or 'scaled'

@@ -21,14 +21,14 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-def _with_defaults(rule: str, config: dict | None) -> dict:
+def with_defaults(rule: str, config: dict | None) -> dict:
     config = {} if config is None else config
     for key, value in DEFAULTS[rule].items():
         config.setdefault(key, value)
     return config
 
 
-def _state(config: dict, key: str, w: Array) -> Array:
+def state(config: dict, key: str, w: Array) -> Array:
     """The rule's state array `key` in config, zeros like w before the first step."""
     state = config.get(key)
     return np.zeros_like(w) if state is None else state
@@ -36,14 +36,14 @@ def _state(config: dict, key: str, w: Array) -> Array:
 
 def sgd(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     """Vanilla SGD: next_w = w - learning_rate * dw."""
-    config = _with_defaults("sgd", config)
+    config = with_defaults("sgd", config)
     return w - config["learning_rate"] * dw, config
 
 
 def sgd_momentum(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     """SGD with momentum: v = momentum * v - learning_rate * dw; next_w = w + v (v starts at 0)."""
-    config = _with_defaults("sgd_momentum", config)
-    v = _state(config, "velocity", w)
+    config = with_defaults("sgd_momentum", config)
+    v = state(config, "velocity", w)
     v = config["momentum"] * v - config["learning_rate"] * dw
     config["velocity"] = v
     return w + v, config
@@ -53,8 +53,8 @@ def rmsprop(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dic
     """RMSProp: cache = decay_rate * cache + (1 - decay_rate) * dw**2 (cache starts at 0);
     next_w = w - learning_rate * dw / (sqrt(cache) + epsilon).
     """
-    config = _with_defaults("rmsprop", config)
-    cache = _state(config, "cache", w)
+    config = with_defaults("rmsprop", config)
+    cache = state(config, "cache", w)
     cache = config["decay_rate"] * cache + (1 - config["decay_rate"]) * (dw * dw)
     config["cache"] = cache
     return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
@@ -66,8 +66,8 @@ def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
     m = beta1 * m + (1 - beta1) * dw;  v = beta2 * v + (1 - beta2) * dw**2
     next_w = w - learning_rate * (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + epsilon)
     """
-    config = _with_defaults("adam", config)
-    m, v = _state(config, "m", w), _state(config, "v", w)
+    config = with_defaults("adam", config)
+    m, v = state(config, "m", w), state(config, "v", w)
     beta1, beta2 = config["beta1"], config["beta2"]
     t = config["t"] = config.get("t", 0) + 1
     # Memory-bound: each line is a pass over all parameters, so the moments are updated in place

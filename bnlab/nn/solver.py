@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bnlab.nn import optim
+from bnlab.nn import fused, optim
 from bnlab.nn.statistics import recompute_bn_statistics
 
 
@@ -92,7 +92,7 @@ class Solver:
         self.model = model
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
-        self.update_rule = optim.UPDATE_RULES[update_rule]
+        self.update_rule = fused.UPDATE_RULES[update_rule]
         self.optim_config = {**optim.DEFAULTS[update_rule], **(optim_config or {})}
         self.lr_decay = lr_decay
         self.batch_size = batch_size

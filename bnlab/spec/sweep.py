@@ -8,13 +8,12 @@ import math
 from typing import Any
 
 import numpy as np
-import yaml
 
 from bnlab.errors import SpecError
 from bnlab.lab.formatting import did_you_mean
 from bnlab.nn.optim import DEFAULTS as OPTIM_DEFAULTS
 from bnlab.spec.schema import MAX_RUNS, SECTIONS
-from bnlab.spec.yaml_text import parse_yaml, yaml_position
+from bnlab.spec.yaml_text import as_yaml_gives_back, parse_yaml, yaml_position
 
 
 def field_paths() -> list[str]:
@@ -42,7 +41,7 @@ def get_key(config: dict, key: str) -> Any:
 
 def with_values(base: dict, values: dict[str, Any]) -> dict:
     """A deep copy of the sections with dotted keys set."""
-    config = yaml.safe_load(yaml.safe_dump(base))
+    config = as_yaml_gives_back(base)
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = config
