@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bnlab.nn import conv, fused, norms, optim
+from bnlab.nn import conv, fused, kernels, layers, norms, optim
 from bnlab.nn.nets import ConvNet
 
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
@@ -90,6 +90,40 @@ def test_a_conv_net_step_is_the_same_whether_or_not_activations_are_recorded():
         if record is not None:
             assert set(record) == {1, 2} and record[1].shape == (6, 4, 8, 8)
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_batchnorm_relu_is_batchnorm_then_relu_byte_for_byte(dtype):
+    """One call for batch norm and the ReLU after it: the output, the running statistics (blended
+    over three steps, numpy's way) and the gradients equal the numpy passes' bytes, with exact
+    zeros, -0 and NaN among the values the ReLU and its gradient see."""
+    rng = np.random.RandomState(1)
+    gamma, beta = rng.randn(7).astype(dtype), rng.randn(7).astype(dtype)
+    beta[:2] = 0.0  # columns whose normalized value can be exactly 0
+    ours, theirs = {"mode": "train", "momentum": 0.8}, {"mode": "train", "momentum": 0.8}
+    for _ in range(3):
+        x = (rng.randn(9, 7) * 10.0 ** rng.randint(-3, 4, 7)).astype(dtype)
+        x[:, 0] = 2.5  # a constant column: x_hat is exactly 0 there
+        out, cache = fused.batchnorm_relu_forward(x, gamma, beta, ours)
+        # the numpy passes: mean_var's float64 sums, norms.blend_running, then layers.relu_forward
+        mean64, var64 = kernels.mean_var(x)
+        norms.blend_running(theirs, mean64.astype(dtype), var64.astype(dtype))
+        inv_std = (1.0 / np.sqrt(var64 + 1e-5)).astype(dtype)
+        x_hat, normalized = kernels.normalize(x, mean64.astype(dtype), inv_std, gamma, beta)
+        want, relu_cache = layers.relu_forward(normalized)
+        assert out.tobytes() == want.tobytes() and cache[-1].tobytes() == normalized.tobytes()
+        for key in ("running_mean", "running_var"):
+            assert ours[key].dtype == dtype and ours[key].tobytes() == theirs[key].tobytes()
+    dout = rng.randn(*out.shape).astype(dtype)
+    dout[0, :3] = [-0.0, np.nan, -2.0]
+    got = fused.batchnorm_relu_backward(dout, cache)
+    want = fused.batchnorm_backward(layers.relu_backward(dout, relu_cache), (x_hat, gamma, inv_std))
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == dtype and a.tobytes() == b.tobytes()
+    special = np.array([[-0.0, np.nan, -np.inf, 0.0, 3.0]], dtype)  # np.maximum's edge cases
+    one, zero = np.ones(5, dtype), np.zeros(5, dtype)
+    relu_out = kernels.normalize_relu(special, zero, one, one, zero)[2]
+    assert relu_out.tobytes() == np.maximum(special, 0).tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -90,10 +90,13 @@ def prepare_data(
 def ready_kernels(dtypes: set[str], on_notice: Callable[[str], None] | None = None) -> None:
     """Compile bnlab's kernels for `dtypes` here, once, before any worker starts (they then load
     them from the disk cache); on_notice hears when they are compiled, and how long it took. Once
-    done for this CPU and these dtypes, a marker in the cache says so and later sweeps skip this
-    (their workers load just the kernels they use)."""
+    done for this CPU, these dtypes and this kernels.py (numba's cache keys the source by its time
+    and size too), a marker in the cache says so and later sweeps skip this: their workers load
+    just the kernels they use."""
     cache = Path(os.environ.get("NUMBA_CACHE_DIR", "."))
-    marker = cache / f"ready-{kernels.target_key()}-{'-'.join(sorted(dtypes))}"
+    source = os.stat(kernels.__file__)
+    stamp = f"{kernels.target_key()}-{int(source.st_mtime)}-{source.st_size}"
+    marker = cache / f"ready-{stamp}-{'-'.join(sorted(dtypes))}"
     if marker.exists():
         return
     if on_notice is not None and not any(cache.rglob("*.nbi")):

@@ -1,10 +1,11 @@
-"""Batch norm, convolution and batch norm + max pooling as layer functions over bnlab.nn.kernels'
-compiled loops: the same functions as the CS231n numpy layers (bnlab.nn.norms, bnlab.nn.conv),
-with the same (out, cache) / (dout, cache) interface, in fewer passes over memory.
+"""Batch norm, batch norm + ReLU, convolution, batch norm + max pooling and Adam over bnlab.nn.kernels'
+compiled loops: the same functions as the CS231n numpy layers (bnlab.nn.norms, bnlab.nn.conv,
+bnlab.nn.optim), with the same interfaces, in fewer passes over memory and fewer calls.
 
-The nets use these where they apply (batch norm in train mode, convolution, batch norm followed by
-a 2x2 max pool that tiles its input); the numpy layers stay the readable reference they are
-tested against (tests/test_fused.py) and what every other case runs.
+The nets use these where they apply (batch norm in train mode, alone or before a ReLU, convolution,
+batch norm followed by a 2x2 max pool that tiles its input; the Solver's Adam); the numpy layers
+stay the readable reference they are tested against (tests/test_fused.py) and what every other
+case runs.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ Cache = tuple[Any, ...]
 
 def _statistics(flat: Array, bn_param: dict) -> tuple[Array, Array]:
     """The batch mean and inv_std of flat (M, C) in its dtype, and the running statistics blended
-    as batchnorm_forward blends them."""
-    mean64, var64 = kernels.mean_var(flat)
-    mean, var = mean64.astype(flat.dtype), var64.astype(flat.dtype)
-    norms.blend_running(bn_param, mean, var)
-    return mean, (1.0 / np.sqrt(var64 + bn_param.get("eps", 1e-5))).astype(flat.dtype)
+    as batchnorm_forward blends them (kernels.batch_statistics: one call)."""
+    zeros = np.zeros(flat.shape[1], flat.dtype)
+    running_mean, running_var = bn_param.get("running_mean", zeros), bn_param.get("running_var", zeros)
+    momentum = bn_param.get("momentum", 0.9)
+    mean, inv_std, bn_param["running_mean"], bn_param["running_var"] = kernels.batch_statistics(
+        flat, running_mean, running_var, running_mean.dtype.type(momentum), flat.dtype.type(1 - momentum),
+        bn_param.get("eps", 1e-5),
+    )  # fmt: skip
+    return mean, inv_std
 
 
 def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
@@ -46,6 +51,22 @@ def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     Shapes: dout (N, D) -> dx (N, D), dgamma (D,), dbeta (D,)."""
     x_hat, gamma, inv_std = cache
     return kernels.normalize_backward(np.ascontiguousarray(dout), x_hat, gamma, inv_std)
+
+
+def batchnorm_relu_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
+    """batchnorm_forward (train mode) then layers.relu_forward, in one call: the same bytes.
+    Shapes: x (N, D), gamma, beta (D,) -> out (N, D); the cache's last entry is the relu's input."""
+    x = np.ascontiguousarray(x)
+    mean, inv_std = _statistics(x, bn_param)
+    x_hat, normalized_x, out = kernels.normalize_relu(x, mean, inv_std, gamma, beta)
+    return out, (x_hat, gamma, inv_std, normalized_x)
+
+
+def batchnorm_relu_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    """Backward of batchnorm_relu_forward: layers.relu_backward then batchnorm_backward, in one call.
+    Shapes: dout (N, D) -> dx (N, D), dgamma, dbeta (D,)."""
+    x_hat, gamma, inv_std, normalized_x = cache
+    return kernels.normalize_relu_backward(np.ascontiguousarray(dout), normalized_x, x_hat, gamma, inv_std)
 
 
 def spatial_batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
@@ -162,6 +183,8 @@ def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, f
         conv_forward(dh, w.repeat(2, axis=1)[:, :4], np.zeros(4, dtype), {"stride": 1, "pad": 1})  # channels-last x
         flat, flat_cache = batchnorm_forward(rng.randn(3, 4).astype(dtype), gamma, beta, {"mode": "train"})
         batchnorm_backward(flat, flat_cache)
+        flat, flat_cache = batchnorm_relu_forward(flat, gamma, beta, {"mode": "train"})
+        batchnorm_relu_backward(flat, flat_cache)
         adam(gamma, beta)
     return _compiled() - before, time.perf_counter() - start
 

@@ -1,6 +1,8 @@
 """Compiled loops (numba) for the memory-bound passes of a training step: batch norm's statistics
-and normalization, batch norm fused with 2x2 max pooling, and im2col / col2im. Each loop reads its
-inputs once or twice and writes each output once, where numpy makes a pass per operation.
+and normalization, alone or fused with a ReLU or a 2x2 max pooling, im2col / col2im, and Adam.
+Each loop reads its inputs once or twice and writes each output once, where numpy makes a pass per
+operation; where a loop stands for numpy passes (Adam, the ReLU, the running statistics' blend) it
+makes their roundings in their order, so the bytes are numpy's.
 
 Portable bytes: compiled without fastmath and without parallel, so LLVM neither reassociates nor
 contracts a multiply and an add into an FMA; every sum runs in a fixed order (over rows, in
@@ -73,6 +75,48 @@ def normalize(x, mean, inv_std, gamma, beta):
             hat[r * cu + k] = v
             dst[r * cu + k] = v * gamma[k] + beta[k]
     return x_hat, out
+
+
+@jit
+def batch_statistics(x, running_mean, running_var, momentum, keep, eps):
+    """Batch norm's train-mode statistics of x (M, C) in one call, in x's dtype: the mean and
+    inv_std = 1 / sqrt(var + eps) (mean_var's float64 sums, cast once), and the running statistics
+    blended as norms.blend_running blends them: momentum * running + keep * statistic, momentum in
+    the running statistics' dtype and keep (1 - momentum) in x's, as numpy casts the two scalars."""
+    mean64, var64 = mean_var(x)
+    c = x.shape[1]
+    mean, var, inv_std = np.empty(c, x.dtype), np.empty(c, x.dtype), np.empty(c, x.dtype)
+    blended_mean, blended_var = np.empty_like(running_mean), np.empty_like(running_var)
+    for k in range(c):
+        mean[k], var[k] = mean64[k], var64[k]  # rounded to x's dtype
+        inv_std[k] = 1.0 / np.sqrt(var64[k] + eps)
+        blended_mean[k] = momentum * running_mean[k] + keep * mean[k]
+        blended_var[k] = momentum * running_var[k] + keep * var[k]
+    return mean, inv_std, blended_mean, blended_var
+
+
+@jit
+def normalize_relu(x, mean, inv_std, gamma, beta):
+    """normalize's x_hat and out, and relu(out) as np.maximum(out, 0) gives it (NaN kept, -0 to 0)."""
+    x_hat, out = normalize(x, mean, inv_std, gamma, beta)
+    act = np.empty_like(out)
+    src, dst, zero = out.reshape(-1), act.reshape(-1), np.zeros(1, out.dtype)[0]
+    for i in range(U(src.size)):
+        v = src[i]
+        dst[i] = v if (v > zero or v != v) else zero
+    return x_hat, out, act
+
+
+@jit
+def normalize_relu_backward(dout, out, x_hat, gamma, inv_std):
+    """normalize_backward of the gradient a relu passes back to out, dout * (out > 0) as numpy
+    computes it (a product with 1 or 0, so -0 and NaN stay what they are)."""
+    grad = np.empty_like(dout)
+    src, pre, dst = dout.reshape(-1), out.reshape(-1), grad.reshape(-1)
+    one, zero = np.ones(1, dout.dtype)[0], np.zeros(1, dout.dtype)[0]
+    for i in range(U(src.size)):
+        dst[i] = src[i] * (one if pre[i] > zero else zero)
+    return normalize_backward(grad, x_hat, gamma, inv_std)
 
 
 @jit

@@ -122,6 +122,29 @@ class Net:
             self.activation_inputs[i] = x
         return self.activation[0](x)
 
+    def _norm_relu(self, h: np.ndarray, i: int):
+        """Hidden layer i's norm then activation, as (h, norm_cache, activation_cache). A norm with a
+        compiled form fused with a ReLU (batch norm, in train mode) runs the two as one call; its
+        activation cache is then None."""
+        p, bn_param = self.params, self.bn_params[i - 1]
+        if self.norm.relu_forward is not None and self.activation_name == "relu" and bn_param["mode"] == "train":
+            h, norm_cache = self.norm.relu_forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
+            if self.activation_inputs is not None:
+                self.activation_inputs[i] = norm_cache[-1]  # the ReLU's input
+            return h, norm_cache, None
+        h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
+        h, activation_cache = self._act(h, i)
+        return h, norm_cache, activation_cache
+
+    def _norm_relu_backward(self, dout: np.ndarray, norm_cache, activation_cache, i: int, grads: dict):
+        """Backward of _norm_relu; stores gamma_i's and beta_i's gradients in grads, returns dx."""
+        if activation_cache is None:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.relu_backward(dout, norm_cache)
+            return dout
+        dout = self.activation[1](dout, activation_cache)
+        dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+        return dout
+
     def _input(self, X: np.ndarray) -> np.ndarray:
         h = X.reshape(X.shape[0], -1) if self.flat_input else X
         return h if h.dtype == self.dtype else h.astype(self.dtype)
@@ -369,8 +392,9 @@ class FullyConnectedNet(Net):
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
         norm_cache = None
         if self.norm is not None and self.norm_position == "before":
-            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-        h, activation_cache = self._act(h, i)
+            h, norm_cache, activation_cache = self._norm_relu(h, i)
+        else:
+            h, activation_cache = self._act(h, i)
         if self.norm is not None and self.norm_position == "after":
             h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
         dropout_cache = None
@@ -386,9 +410,10 @@ class FullyConnectedNet(Net):
             dout = layers.dropout_backward(dout, dropout_cache)
         if self.norm is not None and self.norm_position == "after":
             dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
-        dout = self.activation[1](dout, activation_cache)
         if self.norm is not None and self.norm_position == "before":
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+            dout = self._norm_relu_backward(dout, norm_cache, activation_cache, i, grads)
+        else:
+            dout = self.activation[1](dout, activation_cache)
         return affine_backward_into(dout, affine_cache, i, grads)
 
 
@@ -572,15 +597,16 @@ class ConvNet(Net):
         """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
         p = self.params
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
-        norm_cache = None
-        if self.norm is not None:
-            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
-        h, act_cache = self._act(h, i)
+        if self.norm is None:
+            h, act_cache = self._act(h, i)
+            return h, (affine_cache, None, act_cache)
+        h, norm_cache, act_cache = self._norm_relu(h, i)
         return h, (affine_cache, norm_cache, act_cache)
 
     def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
         affine_cache, norm_cache, act_cache = cache
-        dout = self.activation[1](dout, act_cache)
-        if self.norm is not None:
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+        if self.norm is None:
+            dout = self.activation[1](dout, act_cache)
+        else:
+            dout = self._norm_relu_backward(dout, norm_cache, act_cache, i, grads)
         return affine_backward_into(dout, affine_cache, i, grads)

@@ -58,7 +58,8 @@ class Normalization:
     `running_statistics`: test mode uses a running mean and variance (bn_param's running_mean and
     running_var), which bnlab.nn.statistics.recompute_bn_statistics can set exactly.
     `maxpool_forward`/`maxpool_backward`: the conv form in train mode followed by a 2x2 max pool, as
-    one pass (None: the conv net runs the two).
+    one pass (None: the conv net runs the two); `relu_forward`/`relu_backward` likewise forward
+    followed by a ReLU, as one call.
     `gradcheck_options`: the options of the gradient checks' small nets; `gradcheck_setup(bn_params,
     widths)` puts the layers in the state the checks differentiate (a fixed function)."""
 
@@ -68,6 +69,8 @@ class Normalization:
     spatial_backward: Backward | None = None
     maxpool_forward: Forward | None = None
     maxpool_backward: Backward | None = None
+    relu_forward: Forward | None = None
+    relu_backward: Backward | None = None
     options: dict[str, Option] = field(default_factory=dict)
     divides: str | None = None
     cancels_bias: bool = False
@@ -139,6 +142,8 @@ NORMALIZATIONS: dict[str, Normalization] = {
         fused.spatial_batchnorm_backward,
         maxpool_forward=fused.batchnorm_maxpool_forward,
         maxpool_backward=fused.batchnorm_maxpool_backward,
+        relu_forward=fused.batchnorm_relu_forward,
+        relu_backward=fused.batchnorm_relu_backward,
         cancels_bias=True,
         running_statistics=True,
         options={"momentum": MOMENTUM},
