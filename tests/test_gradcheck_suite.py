@@ -137,7 +137,7 @@ def break_function(monkeypatch, name, broken):
     original = getattr(module, name)
     monkeypatch.setattr(module, name, broken)
     for key, row in normalizations.NORMALIZATIONS.items():
-        for part in ("backward", "spatial_backward", "maxpool_backward"):
+        for part in ("backward", "spatial_backward", "maxpool_backward", "relu_backward"):
             if getattr(row, part) is original:
                 row = dataclasses.replace(row, **{part: broken})
                 monkeypatch.setitem(normalizations.NORMALIZATIONS, key, row)
@@ -213,6 +213,7 @@ def same_net(case: str, prefix: str) -> bool:
                 "spatial batchnorm dgamma",
                 "batchrenorm (rmax=1, dmax=0) = batchnorm_backward_alt",
                 "compiled batchnorm = batchnorm_backward_alt",
+                "compiled batchnorm + relu = batchnorm, relu",
                 "noisy_batchnorm (noise fixed) dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="noisy_batchnorm")),
                 *(f"{net}gamma/beta" for net in nets(norm="ghost_batchnorm")),
@@ -222,16 +223,20 @@ def same_net(case: str, prefix: str) -> bool:
             ],
         ),
         # Batch norm's row runs the compiled layers: flat (the nets, LeNet's hidden layer, the
-        # residual nets), conv form (the row's check, the conv net's second block, whose 4x3 map
-        # a 2x2 pool does not tile) and fused with the max pool (the conv net's first block).
+        # residual nets; before a ReLU, fused with it), conv form (the row's check, the conv net's
+        # second block, whose 4x3 map a 2x2 pool does not tile) and fused with the max pool (the
+        # conv net's first block).
         (
             [
                 ("fused.batchnorm_backward", scale_output(fused.batchnorm_backward, 1, 1.01)),
                 ("fused.batchnorm_maxpool_backward", scale_output(fused.batchnorm_maxpool_backward, 1, 1.01)),
+                ("fused.batchnorm_relu_backward", scale_output(fused.batchnorm_relu_backward, 1, 1.01)),
             ],
             [
                 "compiled batchnorm dgamma",
                 "compiled batchnorm = batchnorm_backward_alt",
+                "compiled batchnorm + relu dgamma",
+                "compiled batchnorm + relu = batchnorm, relu",
                 "compiled batchnorm + max pool dgamma",
                 "batchnorm conv form dgamma",
                 *(f"{net}gamma/beta" for net in nets(norm="batchnorm")),

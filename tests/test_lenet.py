@@ -9,7 +9,8 @@ import numpy as np
 
 from bnlab.lab.train import build_model
 from bnlab.nn import conv
-from bnlab.nn.nets import ConvNet, conv_sizes
+from bnlab.nn.conv import conv_sizes
+from bnlab.nn.nets import ConvNet
 from bnlab.spec.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,6 +35,16 @@ def conv_output_shape(x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_p
     return x_shape[0], w_shape[0], h_out, _output_size(x_shape[3], w_shape[3], stride, pad)
 
 
+def conv_sizes(hw: tuple[int, int], blocks: int, kernel_size: int, pad: int) -> list[tuple[int, int]]:
+    """(H, W) of the input and after each conv block (a KxK stride-1 conv padded by `pad`, then a
+    2x2 pool of stride 2, which drops an odd last row or column)."""
+    sizes = [tuple(hw)]
+    for _ in range(blocks):
+        h, w = (s + 2 * pad - kernel_size + 1 for s in sizes[-1])
+        sizes.append((h // 2, w // 2) if min(h, w) >= 2 else (0, 0))
+    return sizes
+
+
 def _channels_last(x: Array) -> Array:
     """x (N, C, H, W) as a C-contiguous (N, H, W, C) array: a view when x is channels-last in
     memory (what the fast layers return), one copy otherwise."""

@@ -27,11 +27,10 @@ def _statistics(flat: Array, bn_param: dict) -> tuple[Array, Array]:
     as batchnorm_forward blends them (kernels.batch_statistics: one call)."""
     zeros = np.zeros(flat.shape[1], flat.dtype)
     running_mean, running_var = bn_param.get("running_mean", zeros), bn_param.get("running_var", zeros)
-    momentum = bn_param.get("momentum", 0.9)
+    old, new = norms.running_shares(bn_param)
     mean, inv_std, bn_param["running_mean"], bn_param["running_var"] = kernels.batch_statistics(
-        flat, running_mean, running_var, running_mean.dtype.type(momentum), flat.dtype.type(1 - momentum),
-        bn_param.get("eps", 1e-5),
-    )  # fmt: skip
+        flat, running_mean, running_var, running_mean.dtype.type(old), flat.dtype.type(new), bn_param.get("eps", 1e-5)
+    )
     return mean, inv_std
 
 

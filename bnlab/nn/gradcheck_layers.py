@@ -325,7 +325,8 @@ def conv_checks() -> list[GradCheck]:
 
 def compiled_checks() -> list[GradCheck]:
     """bnlab.nn.fused's layers: equal to the numpy layers they replace, and against numerical
-    gradients (conv with padding and stride, batch norm flat, batch norm + 2x2 max pool)."""
+    gradients (conv with padding and stride, batch norm flat, batch norm + ReLU, batch norm + 2x2
+    max pool)."""
     checks: list[GradCheck] = []
     for stride, pad, k, shape in CONV_CASES:
         rng = np.random.RandomState(SEED)
@@ -356,6 +357,22 @@ def compiled_checks() -> list[GradCheck]:
     checks += backward_vs_numerical(
         "compiled batchnorm", fused.batchnorm_forward, fused.batchnorm_backward, (x, gamma, beta, {"mode": "train"}),
         ("dx", "dgamma", "dbeta"), dout, NORM,
+    )  # fmt: skip
+    # batch norm + ReLU: beta puts each column's kink halfway between its two middle values, so
+    # that no numerical step crosses it
+    x, gamma = normalized_input(rng, (6, 5)), rng.rand(5) + 0.5
+    scaled = np.sort(gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5), axis=0)
+    beta = -(scaled[2] + scaled[3]) / 2
+    out, cache = fused.batchnorm_relu_forward(x, gamma, beta, {"mode": "train"})
+    numpy_out, numpy_cache = norms.batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    relu_out, relu_cache = layers.relu_forward(numpy_out)
+    numpy_version = (relu_out, *norms.batchnorm_backward_alt(layers.relu_backward(dout, relu_cache), numpy_cache))
+    ours = (out, *fused.batchnorm_relu_backward(dout, cache))
+    error = max(rel_error(a, f) for a, f in zip(numpy_version, ours, strict=True))
+    checks.append(GradCheck("compiled batchnorm + relu = batchnorm, relu (out, dx, dgamma, dbeta)", error, SAME))
+    checks += backward_vs_numerical(
+        "compiled batchnorm + relu", fused.batchnorm_relu_forward, fused.batchnorm_relu_backward,
+        (x, gamma, beta, {"mode": "train"}), ("dx", "dgamma", "dbeta"), dout, NORM,
     )  # fmt: skip
     # distinct values 0.01 apart, as for max pooling: no window's winner changes within the step
     x = rng.permutation(2 * 3 * 4 * 6).reshape(2, 3, 4, 6) * 0.01

@@ -78,11 +78,11 @@ def normalize(x, mean, inv_std, gamma, beta):
 
 
 @jit
-def batch_statistics(x, running_mean, running_var, momentum, keep, eps):
+def batch_statistics(x, running_mean, running_var, old_share, new_share, eps):
     """Batch norm's train-mode statistics of x (M, C) in one call, in x's dtype: the mean and
     inv_std = 1 / sqrt(var + eps) (mean_var's float64 sums, cast once), and the running statistics
-    blended as norms.blend_running blends them: momentum * running + keep * statistic, momentum in
-    the running statistics' dtype and keep (1 - momentum) in x's, as numpy casts the two scalars."""
+    blended as norms.blend_running blends them: old_share * running + new_share * statistic,
+    old_share in the running statistics' dtype and new_share in x's, as numpy casts the two."""
     mean64, var64 = mean_var(x)
     c = x.shape[1]
     mean, var, inv_std = np.empty(c, x.dtype), np.empty(c, x.dtype), np.empty(c, x.dtype)
@@ -90,8 +90,8 @@ def batch_statistics(x, running_mean, running_var, momentum, keep, eps):
     for k in range(c):
         mean[k], var[k] = mean64[k], var64[k]  # rounded to x's dtype
         inv_std[k] = 1.0 / np.sqrt(var64[k] + eps)
-        blended_mean[k] = momentum * running_mean[k] + keep * mean[k]
-        blended_var[k] = momentum * running_var[k] + keep * var[k]
+        blended_mean[k] = old_share * running_mean[k] + new_share * mean[k]
+        blended_var[k] = old_share * running_var[k] + new_share * var[k]
     return mean, inv_std, blended_mean, blended_var
 
 

@@ -122,27 +122,37 @@ class Net:
             self.activation_inputs[i] = x
         return self.activation[0](x)
 
-    def _norm_relu(self, h: np.ndarray, i: int):
-        """Hidden layer i's norm then activation, as (h, norm_cache, activation_cache). A norm with a
-        compiled form fused with a ReLU (batch norm, in train mode) runs the two as one call; its
-        activation cache is then None."""
-        p, bn_param = self.params, self.bn_params[i - 1]
-        if self.norm.relu_forward is not None and self.activation_name == "relu" and bn_param["mode"] == "train":
-            h, norm_cache = self.norm.relu_forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
+    norm_position = "before"  # or "after" the activation (FullyConnectedNet's option)
+
+    def _norm_act(self, h: np.ndarray, i: int):
+        """Hidden layer i's [norm] and activation in the net's order: (h, norm_cache,
+        activation_cache). A norm with a compiled form fused with a ReLU (batch norm, in train mode)
+        before a ReLU runs both as one call, and the activation cache is then None."""
+        norm, bn_param, p = self.norm, self.bn_params[i - 1], self.params
+        before = norm is not None and self.norm_position == "before"
+        if before and norm.relu_forward and self.activation_name == "relu" and bn_param["mode"] == "train":
+            h, norm_cache = norm.relu_forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
             if self.activation_inputs is not None:
                 self.activation_inputs[i] = norm_cache[-1]  # the ReLU's input
             return h, norm_cache, None
-        h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
+        norm_cache = None
+        if before:
+            h, norm_cache = norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
         h, activation_cache = self._act(h, i)
+        if norm is not None and not before:
+            h, norm_cache = norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
         return h, norm_cache, activation_cache
 
-    def _norm_relu_backward(self, dout: np.ndarray, norm_cache, activation_cache, i: int, grads: dict):
-        """Backward of _norm_relu; stores gamma_i's and beta_i's gradients in grads, returns dx."""
-        if activation_cache is None:
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.relu_backward(dout, norm_cache)
-            return dout
-        dout = self.activation[1](dout, activation_cache)
-        dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+    def _norm_act_backward(self, dout: np.ndarray, norm_cache, activation_cache, i: int, grads: dict):
+        """Backward of _norm_act; gamma_i's and beta_i's gradients go in grads. Returns dx."""
+        before = self.norm is not None and self.norm_position == "before"
+        if self.norm is not None and not before:
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
+        if activation_cache is not None:
+            dout = self.activation[1](dout, activation_cache)
+        if before:
+            backward = self.norm.backward if activation_cache is not None else self.norm.relu_backward
+            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = backward(dout, norm_cache)
         return dout
 
     def _input(self, X: np.ndarray) -> np.ndarray:
@@ -390,13 +400,7 @@ class FullyConnectedNet(Net):
         after the activation."""
         p = self.params
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
-        norm_cache = None
-        if self.norm is not None and self.norm_position == "before":
-            h, norm_cache, activation_cache = self._norm_relu(h, i)
-        else:
-            h, activation_cache = self._act(h, i)
-        if self.norm is not None and self.norm_position == "after":
-            h, norm_cache = self.norm.forward(h, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+        h, norm_cache, activation_cache = self._norm_act(h, i)
         dropout_cache = None
         if i in self.dropout_layers:
             h, dropout_cache = layers.dropout_forward(h, self.dropout_param)
@@ -408,27 +412,12 @@ class FullyConnectedNet(Net):
         affine_cache, norm_cache, activation_cache, dropout_cache = cache
         if dropout_cache is not None:
             dout = layers.dropout_backward(dout, dropout_cache)
-        if self.norm is not None and self.norm_position == "after":
-            dout, grads[f"gamma{i}"], grads[f"beta{i}"] = self.norm.backward(dout, norm_cache)
-        if self.norm is not None and self.norm_position == "before":
-            dout = self._norm_relu_backward(dout, norm_cache, activation_cache, i, grads)
-        else:
-            dout = self.activation[1](dout, activation_cache)
+        dout = self._norm_act_backward(dout, norm_cache, activation_cache, i, grads)
         return affine_backward_into(dout, affine_cache, i, grads)
 
 
 # Activations that never decrease: max pooling commutes with them.
 NON_DECREASING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh"})
-
-
-def conv_sizes(hw: tuple[int, int], blocks: int, kernel_size: int, pad: int) -> list[tuple[int, int]]:
-    """(H, W) of the input and after each conv block (a KxK stride-1 conv padded by `pad`, then a
-    2x2 pool of stride 2, which drops an odd last row or column)."""
-    sizes = [tuple(hw)]
-    for _ in range(blocks):
-        h, w = (s + 2 * pad - kernel_size + 1 for s in sizes[-1])
-        sizes.append((h // 2, w // 2) if min(h, w) >= 2 else (0, 0))
-    return sizes
 
 
 class ConvNet(Net):
@@ -497,7 +486,7 @@ class ConvNet(Net):
             raise ValueError(f"kernel_size must be odd and positive (the padding keeps the size), got {kernel_size}")
         c, h, w = input_dim
         pad = (kernel_size - 1) // 2 if padding == "same" else 0
-        sizes = conv_sizes((h, w), len(channels), kernel_size, pad)
+        sizes = conv.conv_sizes((h, w), len(channels), kernel_size, pad)
         if min(sizes[-1]) < 1:
             raise ValueError(
                 f"{len(channels)} conv blocks (kernel {kernel_size}, padding {padding}, 2x2 pools) leave no pixels of "
@@ -597,16 +586,10 @@ class ConvNet(Net):
         """affine - [norm] - activation for fully connected hidden layer i (1-based, after the convs)."""
         p = self.params
         h, affine_cache = layers.affine_forward(x, p[f"W{i}"], p[f"b{i}"])
-        if self.norm is None:
-            h, act_cache = self._act(h, i)
-            return h, (affine_cache, None, act_cache)
-        h, norm_cache, act_cache = self._norm_relu(h, i)
+        h, norm_cache, act_cache = self._norm_act(h, i)
         return h, (affine_cache, norm_cache, act_cache)
 
     def _hidden_backward(self, dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray:
         affine_cache, norm_cache, act_cache = cache
-        if self.norm is None:
-            dout = self.activation[1](dout, act_cache)
-        else:
-            dout = self._norm_relu_backward(dout, norm_cache, act_cache, i, grads)
+        dout = self._norm_act_backward(dout, norm_cache, act_cache, i, grads)
         return affine_backward_into(dout, affine_cache, i, grads)

@@ -54,13 +54,20 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
     return out, cache
 
 
+def running_shares(bn_param: dict) -> tuple[float, float]:
+    """The old running value's share and the batch statistic's: momentum (0.9 unless bn_param
+    says) and 1 - momentum."""
+    momentum = bn_param.get("momentum", 0.9)
+    return momentum, 1 - momentum
+
+
 def blend_running(bn_param: dict, mean: Array, var: Array) -> None:
     """running = momentum * running + (1 - momentum) * batch statistic, for the mean and the
-    variance in bn_param (zeros before the first step; momentum 0.9 unless bn_param says)."""
-    momentum = bn_param.get("momentum", 0.9)
+    variance in bn_param (zeros before the first step)."""
+    old, new = running_shares(bn_param)
     zeros = np.zeros_like(mean)
-    bn_param["running_mean"] = momentum * bn_param.get("running_mean", zeros) + (1 - momentum) * mean
-    bn_param["running_var"] = momentum * bn_param.get("running_var", zeros) + (1 - momentum) * var
+    bn_param["running_mean"] = old * bn_param.get("running_mean", zeros) + new * mean
+    bn_param["running_var"] = old * bn_param.get("running_var", zeros) + new * var
 
 
 def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from bnlab.data.datasets import DATASETS
 from bnlab.errors import SpecError
 from bnlab.lab.formatting import did_you_mean, file_safe
-from bnlab.nn.nets import conv_sizes
+from bnlab.nn.conv import conv_sizes
 from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.spec.figure_kinds import FIGURE_KINDS
 from bnlab.spec.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
