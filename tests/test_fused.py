@@ -128,15 +128,17 @@ def test_compiled_batchnorm_relu_is_batchnorm_then_relu_byte_for_byte(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_adam_is_the_numpy_adam_byte_for_byte(dtype):
-    """The same passes' roundings in one loop: every step's weights and moments equal optim.adam's
-    exactly, over gradients that span many magnitudes (so that a cast of a scalar to another
+    """The same passes' roundings in one loop, in place: every step's weights and moments equal
+    optim.adam's exactly, over gradients that span many magnitudes (so that a cast of a scalar to another
     precision, or a fused multiply-add, would show), on a (3, 5, 7) array as on a flat one."""
     rng = np.random.RandomState(0)
     w = (rng.randn(3, 5, 7) * 10.0 ** rng.randint(-6, 3, (3, 5, 7))).astype(dtype)
-    ours, theirs = (w, {"learning_rate": 3e-3}), (w.copy(), {"learning_rate": 3e-3})
+    ours, theirs = (w.copy(), {"learning_rate": 3e-3}), (w.copy(), {"learning_rate": 3e-3})
+    updated = ours[0]
     for _ in range(6):
         dw = (rng.randn(*w.shape) * 10.0 ** rng.randint(-8, 2, w.shape)).astype(dtype)
         ours, theirs = fused.adam(ours[0], dw, ours[1]), optim.adam(theirs[0], dw, theirs[1])
+        assert ours[0] is updated  # in place
         for a, b in ((ours[0], theirs[0]), (ours[1]["m"], theirs[1]["m"]), (ours[1]["v"], theirs[1]["v"])):
             assert a.dtype == dtype and a.shape == w.shape and a.tobytes() == b.tobytes()
     assert ours[1]["t"] == theirs[1]["t"] == 6

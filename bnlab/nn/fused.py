@@ -142,25 +142,26 @@ def conv_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
 
 
 def adam(w: Array, dw: Array, config: dict | None = None) -> tuple[Array, dict]:
-    """optim.adam in one compiled pass instead of twelve: the same state in config and the same
+    """optim.adam in one compiled pass instead of twelve, in place: w becomes next_w (and is
+    returned), which spares the Solver's flat buffer a copy. The same state in config and the same
     bytes (each numpy pass's scalar, cast to w's dtype as numpy casts it, in the same order)."""
     config = optim.with_defaults("adam", config)
-    # contiguous, so that the flat views below are the state the kernel updates in place
-    m, v = (np.ascontiguousarray(optim.state(config, key, w)) for key in ("m", "v"))
+    # contiguous, so that the flat views below are the arrays the kernel updates in place
+    w, m, v = (np.ascontiguousarray(a) for a in (w, optim.state(config, "m", w), optim.state(config, "v", w)))
     beta1, beta2 = config["beta1"], config["beta2"]
     t = config["t"] = config.get("t", 0) + 1
     scalar = w.dtype.type
-    next_w = kernels.adam_update(
+    kernels.adam_update(
         w.reshape(-1), np.ascontiguousarray(dw).reshape(-1), m.reshape(-1), v.reshape(-1),
         scalar(beta1), scalar(1 - beta1), scalar(beta2), scalar(1 - beta2),
         scalar(1 / math.sqrt(1 - beta2**t)), scalar(config["epsilon"]),
         scalar(config["learning_rate"] / (1 - beta1**t)),
     )  # fmt: skip
     config["m"], config["v"] = m, v
-    return next_w.reshape(w.shape), config
+    return w, config
 
 
-# The update rules the Solver applies: optim's numpy rules, Adam compiled.
+# The update rules the Solver applies: optim's numpy rules, Adam compiled (in place).
 UPDATE_RULES = {**optim.UPDATE_RULES, "adam": adam}
 
 

@@ -289,13 +289,12 @@ def col2im(dcols, n, height, width, c, kh, kw, pad, stride, h_out, w_out):
 
 @jit
 def adam_update(w, dw, m, v, beta1, keep1, beta2, keep2, inv_root_c2, epsilon, step):
-    """One Adam update of flat w (in one pass; m and v updated in place), with the operations and
-    roundings of bnlab.nn.optim.adam's numpy passes: m = m*beta1 + dw*keep1, v = v*beta2 +
-    dw*dw*keep2, next_w = w - m / (sqrt(v)*inv_root_c2 + epsilon) * step. Scalars in w's dtype."""
-    next_w = np.empty_like(w)
+    """One Adam update of flat w in place, in one pass (m and v updated in place too), with the
+    operations and roundings of bnlab.nn.optim.adam's numpy passes: m = m*beta1 + dw*keep1,
+    v = v*beta2 + dw*dw*keep2, w = w - m / (sqrt(v)*inv_root_c2 + epsilon) * step. Scalars in
+    w's dtype."""
     for i in range(U(w.size)):
         g = dw[i]
         m[i] = m[i] * beta1 + g * keep1
         v[i] = v[i] * beta2 + g * g * keep2
-        next_w[i] = w[i] - m[i] / (np.sqrt(v[i]) * inv_root_c2 + epsilon) * step
-    return next_w
+        w[i] = w[i] - m[i] / (np.sqrt(v[i]) * inv_root_c2 + epsilon) * step

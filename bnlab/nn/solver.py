@@ -175,7 +175,8 @@ class Solver:
         self.optim_state["learning_rate"] = self.rate_at(iteration)
         next_flat, self.optim_state = self.update_rule(self._flat, flat_grads, self.optim_state)
         self.optim_state["learning_rate"] = rate
-        self._flat[...] = next_flat  # in place: model.params are views of this buffer
+        if next_flat is not self._flat:  # fused.adam updates it in place
+            self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
 
     def rate_at(self, iteration: int) -> float:
