@@ -42,16 +42,26 @@ def assert_measured(row: BenchRow) -> None:
     assert row.repeats >= 1, row
 
 
+NUMPY_COMPILED_RATIO = (", numpy", ", compiled", ": numpy / compiled time")
+
+
 def test_step_and_batchnorm_rows():
     rows = run_benchmarks({"step", "batchnorm"}, quick=True)
     assert len({row.name for row in rows}) == len(rows)
     for row in rows:
         assert_measured(row)
 
-    step = [row for row in rows if row.group == "step"]
+    step = [row for row in rows if row.group == "step" and row.unit == "s"]
     # two nets, two dtypes
-    assert len(step) == 4 and all(row.unit == "s" for row in step)
+    assert len(step) == 4
     assert {row.name.split(",")[0] for row in step} == {"6 layers", "8 layers"}
+    # then each compiled part of a step beside the numpy passes it replaces: both times, the ratio
+    parts = {row.name: row for row in rows if row.group == "step" and row.unit != "s"}
+    assert len(parts) == 9
+    for name in ("batch norm + ReLU forward", "batch norm + ReLU backward", "Adam, 170,160 parameters"):
+        numpy_ms, compiled_ms, ratio = (parts[f"{name}{suffix}"] for suffix in NUMPY_COMPILED_RATIO)
+        assert numpy_ms.unit == compiled_ms.unit == "ms" and ratio.unit == "x"
+        assert ratio.repeats == numpy_ms.repeats == compiled_ms.repeats
 
     kernels = [row for row in rows if row.group == "batchnorm"]
     for dtype in ("float64", "float32"):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from bnlab.bench.measure import BenchRow, row, seconds_per_call, single_core
+from bnlab.bench.measure import BenchRow, paired_rows, row, seconds_per_call, single_core
 from bnlab.nn import conv, fused
 from bnlab.nn.nets import ConvNet
 from bnlab.nn.solver import Solver
@@ -101,19 +101,7 @@ def _layer_rows(quick: bool) -> list[BenchRow]:
         ),
     }
     rounds, calls = (3, 1) if quick else (15, 5)
-    rows = []
-    with single_core():
-        for name, (numpy_version, compiled) in pairs.items():
-            times: dict[str, list[float]] = {"numpy": [], "compiled": []}
-            for _ in range(rounds):
-                times["numpy"].append(seconds_per_call(numpy_version, calls) * 1e3)
-                times["compiled"].append(seconds_per_call(compiled, calls) * 1e3)
-            note = f"block 2 of batch {n}: 32 -> 64 channels, 16x16, float32"
-            rows.append(row("conv", f"{name}, numpy", times["numpy"], unit="ms", note=note))
-            rows.append(row("conv", f"{name}, compiled", times["compiled"], unit="ms", note=note))
-            speedups = [a / c for a, c in zip(times["numpy"], times["compiled"], strict=True)]
-            rows.append(row("conv", f"{name}: numpy / compiled time", speedups, unit="x", note="paired per round"))
-    return rows
+    return paired_rows("conv", pairs, f"block 2 of batch {n}: 32 -> 64 channels, 16x16, float32", rounds, calls)
 
 
 def conv_solver(batch: int) -> Solver:

@@ -108,6 +108,25 @@ def calls_per_sample(fn: Callable[[], object], min_s: float = 5e-3) -> int:
     return calls
 
 
+def paired_rows(
+    group: str, pairs: dict[str, tuple[Callable[[], object], Callable[[], object]]], note: str, rounds: int, calls: int
+) -> list[BenchRow]:
+    """Each pair's numpy layer and the compiled one that replaces it, alternating for `rounds`
+    rounds of `calls` calls (one core): their times in ms and the paired speedup."""
+    rows = []
+    with single_core():
+        for name, (numpy_version, compiled) in pairs.items():
+            times: dict[str, list[float]] = {"numpy": [], "compiled": []}
+            for _ in range(rounds):
+                times["numpy"].append(seconds_per_call(numpy_version, calls) * 1e3)
+                times["compiled"].append(seconds_per_call(compiled, calls) * 1e3)
+            rows.append(row(group, f"{name}, numpy", times["numpy"], unit="ms", note=note))
+            rows.append(row(group, f"{name}, compiled", times["compiled"], unit="ms", note=note))
+            speedups = [a / c for a, c in zip(times["numpy"], times["compiled"], strict=True)]
+            rows.append(row(group, f"{name}: numpy / compiled time", speedups, unit="x", note="paired per round"))
+    return rows
+
+
 def subprocess_env() -> dict[str, str]:
     """This environment, with this checkout first on the path: the subprocess runs the same bnlab."""
     env = dict(os.environ)

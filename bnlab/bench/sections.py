@@ -28,6 +28,7 @@ from bnlab.bench.measure import (
     BenchRow,
     calls_per_sample,
     median_iqr,
+    paired_rows,
     row,
     seconds_per_call,
     single_core,
@@ -38,6 +39,7 @@ from bnlab.bench.memory import bench_memory
 from bnlab.data import cifar10 as datasets
 from bnlab.errors import BnlabError
 from bnlab.lab.choices import BenchSection
+from bnlab.nn import fused, norms, optim
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
@@ -177,7 +179,41 @@ def bench_step(quick: bool = False) -> list[BenchRow]:
                 samples = [seconds_per_call(solver._step, 1) for _ in range(iterations)]
                 name = f"{len(hidden_dims) + 1} layers, hidden {hidden_dims[0]}x{len(hidden_dims)}, {dtype.__name__}"
                 rows.append(row("step", name, samples, note="Solver._step: batch 50, batchnorm, adam"))
-    return rows
+    return rows + _step_layer_rows(quick)
+
+
+def _step_layer_rows(quick: bool) -> list[BenchRow]:
+    """The compiled parts of the 8-layer net's step beside the numpy passes they replace, float32:
+    a hidden layer's batch norm + ReLU (batch 50, width 50) and Adam on the flat buffer."""
+    rng = np.random.RandomState(0)
+    h, dout = rng.randn(50, 50).astype(np.float32), rng.randn(50, 50).astype(np.float32)
+    gamma, beta = np.ones(50, np.float32), np.zeros(50, np.float32)
+    solver = _random_solver([50] * 7, np.float32, 100)
+    flat, flat_grads = solver._flat.copy(), rng.randn(solver._flat.size).astype(np.float32)
+
+    def numpy_norm_relu():
+        out, bn_cache = norms.batchnorm_forward(h, gamma, beta, {"mode": "train"})
+        return layers.relu_forward(out), bn_cache
+
+    (_, relu_cache), bn_cache = numpy_norm_relu()
+    _, fused_cache = fused.batchnorm_relu_forward(h, gamma, beta, {"mode": "train"})
+    numpy_state, compiled_state = {}, {}
+    pairs = {
+        "batch norm + ReLU forward": (
+            numpy_norm_relu,
+            lambda: fused.batchnorm_relu_forward(h, gamma, beta, {"mode": "train"}),
+        ),
+        "batch norm + ReLU backward": (
+            lambda: norms.batchnorm_backward_alt(layers.relu_backward(dout, relu_cache), bn_cache),
+            lambda: fused.batchnorm_relu_backward(dout, fused_cache),
+        ),
+        f"Adam, {flat.size:,} parameters": (
+            lambda: optim.adam(flat, flat_grads, numpy_state),
+            lambda: fused.adam(flat, flat_grads, compiled_state),  # in place: the Solver's use
+        ),
+    }
+    rounds, calls = (3, 1) if quick else (15, 50)
+    return paired_rows("step", pairs, "the 8-layer net's: batch 50, width 50, float32", rounds, calls)
 
 
 def _random_solver(hidden_dims: list[int], dtype: type, num_train: int) -> Solver:
