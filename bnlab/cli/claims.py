@@ -25,6 +25,7 @@ from bnlab.cli.app import (
     reported,
 )
 from bnlab.cli.render import progress_columns
+from bnlab.lab import worker_start
 from bnlab.lab.choices import DASK_WAIT_S, ExecutorKind
 
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Claim ids (default: every claim).", show_default=False)]
@@ -91,6 +92,8 @@ def claims(
         chosen = set(ids) if ids else set(known)
         asked = [g for g in groups if any(c.id in chosen for c in g.claims)]
         skipped = _say_skipped(asked)
+        if executor == ExecutorKind.local:
+            worker_start.start(workers)  # it loads while this process reads what the claims train
         from bnlab.claims import experiments
         from bnlab.lab.session import check_out, open_session
 

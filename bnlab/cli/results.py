@@ -184,10 +184,10 @@ def reproduce(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
         from rich.table import Table
 
-        from bnlab.lab.executors import default_workers
         from bnlab.lab.reproduce import finished_runs, provenance_summary, sample
         from bnlab.lab.reproduce import reproduce as rerun
         from bnlab.lab.session import on_demand
+        from bnlab.lab.worker_start import default_workers
 
         total = len(sample(finished_runs(path), runs))
         executor = on_demand(min(workers or default_workers(), total), data_dir, on_notice=note)

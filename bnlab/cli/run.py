@@ -25,6 +25,7 @@ from bnlab.cli.app import (
     reported,
 )
 from bnlab.cli.render import plan_table, progress_columns, summary_table
+from bnlab.lab import worker_start
 from bnlab.lab.choices import DASK_WAIT_S, ExecutorKind
 
 
@@ -84,6 +85,8 @@ def run(
     """
     cluster = cluster_options(executor, scheduler, wait_for_workers, allow_unportable_workers)
     with reported():
+        if executor == ExecutorKind.local and not dry_run:
+            worker_start.start(workers)  # it loads while this process imports and reads the specs
         from bnlab.lab.session import check_out, load_experiments, open_session
 
         experiments = _noted(load_experiments(specs, set_))

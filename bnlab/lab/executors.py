@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
 from bnlab.data import datasets, views
-from bnlab.lab import weights
+from bnlab.lab import weights, worker_start
 from bnlab.lab.process_setup import flush_subnormals, keep_large_arrays_on_heap
 from bnlab.lab.train import RunOutcome, train_run
 
@@ -111,11 +111,8 @@ def _worker_execute(run_id: str, config: dict, data_dir: str | None, spill_dir: 
 
 
 class ProcessExecutor:
-    """Runs spread over `workers` processes of this machine.
-
-    Workers are started with 'spawn', which is safe next to the coordinating process's threads
-    (rich's live display) and behaves the same on every OS.
-    """
+    """Runs spread over `workers` processes of this machine, started as bnlab.lab.worker_start
+    says (forked from a server that has the code and kernels loaded, or spawned)."""
 
     def __init__(self, workers: int, data_dir: str | None = None) -> None:
         self.workers = workers
@@ -124,7 +121,7 @@ class ProcessExecutor:
     def execute(self, runs: list[Run], progress: Progress | None = None) -> Iterator[RunOutcome]:
         if not runs:
             return
-        context = multiprocessing.get_context("spawn")
+        context = worker_start.context()
         progress_queue = context.Queue()
         pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(runs)),
@@ -188,11 +185,3 @@ def make_executor(workers: int, data_dir: str | Path | None = None) -> Executor:
     bnlab.lab.cluster.DaskExecutor)."""
     data_dir = str(data_dir) if data_dir is not None else None
     return SerialExecutor(data_dir) if workers == 1 else ProcessExecutor(workers, data_dir)
-
-
-def default_workers() -> int:
-    """All the cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

@@ -25,8 +25,9 @@ from bnlab.data import datasets
 from bnlab.errors import DataError, SpecError
 from bnlab.lab import results, weights
 from bnlab.lab.choices import ExecutorKind
-from bnlab.lab.executors import Executor, default_workers, make_executor
+from bnlab.lab.executors import Executor, make_executor
 from bnlab.lab.runner import SweepReport, run_experiment
+from bnlab.lab.worker_start import default_workers
 from bnlab.nn import fused, kernels
 from bnlab.spec.experiment import Experiment, Run, load_experiment
 
