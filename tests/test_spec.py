@@ -22,7 +22,7 @@ from bnlab.errors import SpecError
 from bnlab.spec.experiment import Experiment, experiment_from_text, load_experiment, make_run_id
 from bnlab.spec.schema import ExperimentSpec
 from bnlab.spec.sweep import field_paths
-from bnlab.spec.yaml_text import parse_yaml
+from bnlab.spec.yaml_text import as_yaml_gives_back, parse_yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOURCE = "bad.yaml"
@@ -228,6 +228,18 @@ def test_run_configs_are_independent_copies():
     first, second = experiment.runs
     first.config["model"]["hidden_dims"].append(7)
     assert second.config["model"]["hidden_dims"] == [100, 100]
+
+
+def test_the_c_yaml_round_trip_gives_the_python_ones_values_for_every_shipped_run():
+    """as_yaml_gives_back (libyaml's loader and dumper, where PyYAML has them) copies a config as
+    yaml.safe_load(yaml.safe_dump(...)) does: the same values and types, run by run."""
+    runs = [run for path in sorted(CONFIGS.glob("*.yaml")) for run in load_experiment(path).runs]
+    assert len(runs) > 300
+    for run in runs:
+        ours, theirs = as_yaml_gives_back(run.config), yaml.safe_load(yaml.safe_dump(run.config))
+        assert ours == theirs and repr(ours) == repr(theirs), run.run_id
+    copied = as_yaml_gives_back({"dims": (1, 2), "scale": 1e-4, "name": None})
+    assert copied == {"dims": [1, 2], "scale": 1e-4, "name": None}
 
 
 def test_activation_position_init_and_renorm_options_reach_the_run_configs():
