@@ -356,3 +356,33 @@ def test_linear_warmup_scales_the_first_updates_learning_rate_by_t_over_T():
         for name, w in before.items():
             np.testing.assert_array_equal(net.params[name], w - rate * grads[name])
     assert solver.optim_state["learning_rate"] == lr
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.1])
+def test_the_first_layers_weight_gradient_goes_straight_into_the_flat_buffer(reg):
+    """Net.loss with grads_into writes dW1 into the array given, with the bytes of a new one; the
+    Solver's step hands its flat gradient buffer's view and trains as a custom model's loss would."""
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(20, 3, 4, 4).astype(np.float32), rng.randint(10, size=20)
+    net = FullyConnectedNet([7, 6], input_dim=(3, 4, 4), normalization="batchnorm", reg=reg, seed=0)
+    buffer = np.full(net.params["W1"].shape, np.nan, np.float32)
+    loss, grads = net.loss(X, y, grads_into={"W1": buffer})
+    loss_new, grads_new = net.loss(X, y)
+    assert grads["W1"] is buffer and loss == loss_new
+    assert all(grads[name].tobytes() == grads_new[name].tobytes() for name in grads_new)
+
+    class Plain:  # a notebook-style model: loss(X, y) only, the same net inside
+        def __init__(self) -> None:
+            self.inner = FullyConnectedNet([7, 6], input_dim=(3, 4, 4), normalization="batchnorm", reg=reg, seed=0)
+            self.params = self.inner.params
+
+        def loss(self, X, y=None):
+            return self.inner.loss(X, y)
+
+    histories = []
+    for model in (FullyConnectedNet([7, 6], input_dim=(3, 4, 4), normalization="batchnorm", reg=reg, seed=0), Plain()):
+        data = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
+        solver = Solver(model, data, update_rule="adam", batch_size=5, num_epochs=2, rng=np.random.RandomState(1))
+        solver.train()
+        histories.append((np.array(solver.loss_history).tobytes(), solver._flat.tobytes()))
+    assert histories[0] == histories[1]

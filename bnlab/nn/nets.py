@@ -164,11 +164,13 @@ class Net:
         scale-invariant ones, whose learning rate Solver's lr_growth grows."""
         return [name for name in self.params if name[0] in "WP" and name != f"W{self.num_layers}"]
 
-    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None, grads_into: dict | None = None):
         """Class scores (N, num_classes) for X (N, d_1, ..., d_k) when y is None (test mode);
         otherwise (loss, grads) for labels y (N,) in train mode, grads holding one array per
         parameter. L2 (0.5 * reg * sum of squares) on every weight W_i (and projection P_i), the
-        output layer's only if reg_output, not on gamma, beta, b or alpha."""
+        output layer's only if reg_output, not on gamma, beta, b or alpha. grads_into: arrays by
+        name the gradients go into where a layer can write them in place (the first fully
+        connected layer's W1, most of a small net's parameters: the Solver's flat buffer)."""
         mode = "test" if y is None else "train"
         for bn_param in self.bn_params:
             bn_param["mode"] = mode
@@ -177,7 +179,7 @@ class Net:
             return scores
 
         loss, dscores = layers.softmax_loss(scores, y)
-        grads: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray] = dict(grads_into or {})
         last = self.num_layers
         dh, grads[f"W{last}"], grads[f"b{last}"] = layers.affine_backward(dscores, last_cache)
         self._body_backward(dh, cache, grads)
@@ -293,11 +295,12 @@ class Net:
 
 
 def affine_backward_into(dout: np.ndarray, cache, i: int, grads: dict) -> np.ndarray | None:
-    """layers.affine_backward of weight layer i, dW_i and db_i stored in grads; returns dx, except
-    for the first layer (None): its input gradient is as costly as its forward and never used."""
+    """layers.affine_backward of weight layer i, dW_i and db_i stored in grads (dW_1 into the array
+    grads holds for it already, if any); returns dx, except for the first layer (None): its input
+    gradient is as costly as its forward and never used."""
     if i == 1:
         x, _ = cache
-        grads["W1"], grads["b1"] = x.T @ dout, dout.sum(axis=0)
+        grads["W1"], grads["b1"] = np.matmul(x.T, dout, out=grads.get("W1")), dout.sum(axis=0)
         return None
     dx, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dout, cache)
     return dx
@@ -388,12 +391,13 @@ class FullyConnectedNet(Net):
         # One dict per normalization layer (the notebooks' name): mode, options, running statistics.
         self.bn_params = self._layer_params(self.num_layers - 1, noise_seed)
 
-    def loss(self, X: np.ndarray, y: np.ndarray | None = None):
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None, grads_into: dict | None = None):
         """Class scores (N, C) for X (N, d_1, ..., d_k) when y is None (test mode); otherwise
-        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter.
+        (loss, grads) for labels y (N,) in train mode, grads holding one array per parameter
+        (grads_into: as Net.loss).
         """
         self.dropout_param["mode"] = "test" if y is None else "train"
-        return super().loss(X, y)
+        return super().loss(X, y, grads_into)
 
     def _layer_forward(self, x: np.ndarray, i: int):
         """affine - [norm] - activation - [dropout] for hidden layer i (1-based), or with the norm

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bnlab.nn import fused, optim
+from bnlab.nn.nets import Net
 from bnlab.nn.statistics import recompute_bn_statistics
 
 
@@ -143,11 +144,19 @@ class Solver:
             raise ValueError(f"all parameters must share one dtype to be trained together, got {dtypes}")
         self._names = list(params)
         self._flat = np.concatenate([params[name].ravel() for name in self._names])
+        # the gradients' flat buffer, and each parameter's view of it
+        self._flat_grads = np.empty_like(self._flat)
+        self._grad_views: dict[str, np.ndarray] = {}
         offset = 0
         for name in self._names:
             shape, size = params[name].shape, params[name].size
             params[name] = self._flat[offset : offset + size].reshape(shape)
+            self._grad_views[name] = self._flat_grads[offset : offset + size].reshape(shape)
             offset += size
+        # A bnlab net writes its first layer's weight gradient (most of the parameters of the
+        # notebooks' nets) straight into the buffer; any other model's loss(X, y) is called as it is.
+        ours = isinstance(self.model, Net) and "W1" in self._grad_views
+        self._into = {"grads_into": {"W1": self._grad_views["W1"]}} if ours else {}
         if self.lr_growth != 1:  # the flat entries whose rate grows
             growing = set(self.model.hidden_weights())
             self._growing = np.concatenate([np.full(params[n].size, n in growing) for n in self._names])
@@ -160,15 +169,15 @@ class Solver:
         if self.recorder is not None and self.recorder.due(iteration):
             self.recorder.record(self, iteration, X, y)
         if self.accumulate == 1:
-            loss, grads = self.model.loss(X, y)
-            flat_grads = np.concatenate([grads[name].ravel() for name in self._names])
+            loss, grads = self.model.loss(X, y, **self._into)
+            flat_grads = self._gathered(grads)
         else:
             loss, flat_grads = 0.0, 0.0
             for start in range(0, len(batch), self.batch_size):
                 part = slice(start, start + self.batch_size)
-                part_loss, grads = self.model.loss(X[part], y[part])
+                part_loss, grads = self.model.loss(X[part], y[part], **self._into)
                 loss += part_loss / self.accumulate
-                flat_grads = flat_grads + np.concatenate([grads[name].ravel() for name in self._names])
+                flat_grads = flat_grads + self._gathered(grads)
             flat_grads /= self.accumulate
         flat_grads = self.grown(flat_grads, iteration)
         rate = self.optim_state["learning_rate"]
@@ -178,6 +187,13 @@ class Solver:
         if next_flat is not self._flat:  # fused.adam updates it in place
             self._flat[...] = next_flat  # in place: model.params are views of this buffer
         return loss
+
+    def _gathered(self, grads: dict[str, np.ndarray]) -> np.ndarray:
+        """The flat gradient buffer holding grads (those not written there already copied in)."""
+        for name, view in self._grad_views.items():
+            if grads[name] is not view:
+                view[...] = grads[name]
+        return self._flat_grads
 
     def rate_at(self, iteration: int) -> float:
         """The learning rate update `iteration` (1-based) applies: the current rate, or t / T of it
