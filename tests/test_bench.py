@@ -11,8 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, needs_shared_data
 
 from bnlab.bench import BenchRow, rows_to_json, run_benchmarks
+from bnlab.bench.sections import first_layer_work
+from bnlab.lab.executors import make_executor
+from bnlab.lab.runner import run_experiment
+from bnlab.spec.experiment import load_experiment
 
 TINY_SPEC = """\
 name: tiny
@@ -101,8 +106,10 @@ def test_sweep_and_startup_on_a_tiny_spec(tmp_path):
     else:
         assert_measured(peer)
         assert by_name.pop("PyTorch / bnlab time, 2 workers").unit == "x"
+        assert by_name.pop("PyTorch / the floor, 2 workers").unit == "x"
     for row in by_name.values():
         assert_measured(row)
+    assert by_name["first-layer products alone, 2 workers (the floor)"].unit == "s"
 
     one, two = by_name["tiny.yaml, 1 worker"], by_name["tiny.yaml, 2 workers"]
     assert one.repeats == two.repeats == 1
@@ -114,6 +121,24 @@ def test_sweep_and_startup_on_a_tiny_spec(tmp_path):
         "python -c pass (interpreter alone)",
         "bnlab --help",
     }
+
+
+@needs_shared_data
+def test_the_floor_counts_each_runs_first_layer_work_from_its_files(tmp_path):
+    """first_layer_work reads what the first layer multiplied from real run folders: the smoke
+    sweep (3072 inputs, width 20, batch 50) at 200 training images is 4 steps an epoch, so 3 epochs
+    are 12 steps and 4 checks (after the first step and each epoch), of the 200 training images
+    and the 100 validation ones (120 and 100 with num_train_samples 120); a conv net has no such floor."""
+    smoke = ROOT / "configs" / "smoke.yaml"
+    run_experiment(load_experiment(smoke, ["solver.num_epochs=3", "seeds=[0]"]), tmp_path / "a", make_executor(1))
+    metas = sorted((tmp_path / "a").glob("*/*/meta.json"))
+    assert first_layer_work(metas) == {(3072, 20, 50, 12, 4, 200, 100): 2}
+    sampled = load_experiment(smoke, ["solver.num_epochs=3", "seeds=[0]", "solver.num_train_samples=120"])
+    run_experiment(sampled, tmp_path / "b", make_executor(1))
+    assert first_layer_work(sorted((tmp_path / "b").glob("*/*/meta.json"))) == {(3072, 20, 50, 12, 4, 120, 100): 2}
+    conv = ["model.architecture=conv", "model.channels=[4]", "solver.num_epochs=1", "seeds=[0]"]
+    run_experiment(load_experiment(smoke, conv), tmp_path / "c", make_executor(1))
+    assert first_layer_work(sorted((tmp_path / "c").glob("*/*/meta.json"))) is None
 
 
 def test_missing_data_is_a_row_not_an_error(tmp_path):

@@ -22,7 +22,7 @@ from bnlab.errors import SpecError
 from bnlab.spec.experiment import Experiment, experiment_from_text, load_experiment, make_run_id
 from bnlab.spec.schema import ExperimentSpec
 from bnlab.spec.sweep import field_paths
-from bnlab.spec.yaml_text import as_yaml_gives_back, parse_yaml
+from bnlab.spec.yaml_text import as_yaml_gives_back, parse_yaml, safe_dump, safe_load
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOURCE = "bad.yaml"
@@ -240,6 +240,23 @@ def test_the_c_yaml_round_trip_gives_the_python_ones_values_for_every_shipped_ru
         assert ours == theirs and repr(ours) == repr(theirs), run.run_id
     copied = as_yaml_gives_back({"dims": (1, 2), "scale": 1e-4, "name": None})
     assert copied == {"dims": [1, 2], "scale": 1e-4, "name": None}
+
+
+def test_the_c_yaml_text_is_the_python_ones_for_every_shipped_run():
+    """config.yaml, spec.yaml, the runs' identities and runs.csv's list cells are written by libyaml's
+    emitter (safe_dump): the same text as PyYAML's own, so results written before stay identical."""
+    experiments = [load_experiment(path) for path in sorted(CONFIGS.glob("*.yaml"))]
+    for experiment in experiments:
+        resolved = experiment.resolved()
+        assert safe_dump(resolved, sort_keys=False) == yaml.safe_dump(resolved, sort_keys=False)
+        for run in experiment.runs:
+            config = as_yaml_gives_back(run.config)
+            for sort_keys in (False, True):
+                text = safe_dump(config, sort_keys=sort_keys)
+                assert text == yaml.safe_dump(config, sort_keys=sort_keys), run.run_id
+                assert safe_load(text) == yaml.safe_load(text)
+    for cell in ([64, 64, 64], [1e-4, 0.5], [None, "batchnorm"], [[1, 2], []]):
+        assert safe_dump(cell, default_flow_style=True) == yaml.safe_dump(cell, default_flow_style=True)
 
 
 def test_activation_position_init_and_renorm_options_reach_the_run_configs():

@@ -37,12 +37,14 @@ from bnlab.bench.measure import (
 )
 from bnlab.bench.memory import bench_memory
 from bnlab.data import cifar10 as datasets
+from bnlab.data.datasets import DATASETS
 from bnlab.errors import BnlabError
 from bnlab.lab.choices import BenchSection
 from bnlab.nn import fused, norms, optim
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.probes import DEFAULT_EVERY, Recorder
 from bnlab.nn.solver import Solver
+from bnlab.spec.yaml_text import safe_load
 
 SECTIONS = tuple(s.value for s in BenchSection)
 DEFAULT_SPEC = PACKAGE_ROOT / "configs" / "weight_scale.yaml"
@@ -112,7 +114,7 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
     peak_mb: dict[int, list[float]] = {1: [], 2: []}
     torch_seconds: list[float] = []
     with_torch = importlib.util.find_spec("torch") is not None
-    num_runs = 0
+    num_runs, floor = 0, None
     for _ in range(repeats):
         for workers in (1, 2):  # interleaved, so both worker counts share the machine's drifts
             with tempfile.TemporaryDirectory(prefix="bnlab-bench-") as out:
@@ -122,6 +124,8 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
                 ]  # fmt: skip
                 seconds[workers].append(timed_subprocess(command))
                 metas = [json.loads(path.read_text()) for path in Path(out).glob("*/*/meta.json")]
+                if floor is None:
+                    floor = first_layer_floor(sorted(Path(out).glob("*/*/meta.json")))
             num_runs = len(metas)
             peaks = [m["peak_rss_mb"] for m in metas if m.get("peak_rss_mb") is not None]
             if peaks:
@@ -146,11 +150,18 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
         row("sweep", names[1], seconds[2], note=note),
         row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
     ]
+    if floor is not None:
+        floor_note = "numpy on one core: every run's first-layer products, halved; no process, no other layer"
+        rows.append(row("sweep", "first-layer products alone, 2 workers (the floor)", floor, note=floor_note))
     if with_torch:
         peer_note = "bnlab.bench.torch_peer: the same runs, data and checks"
         rows.append(row("sweep", "PyTorch (same runs), 2 workers", torch_seconds, note=peer_note))
         ratios = [theirs / ours for theirs, ours in zip(torch_seconds, seconds[2], strict=True)]
         rows.append(row("sweep", "PyTorch / bnlab time, 2 workers", ratios, unit="x", note="median of paired ratios"))
+        if floor is not None:
+            ceiling = [theirs / float(np.median(floor)) for theirs in torch_seconds]
+            ceiling_note = "the ratio bnlab would reach if nothing but those products took time"
+            rows.append(row("sweep", "PyTorch / the floor, 2 workers", ceiling, unit="x", note=ceiling_note))
     else:
         rows.append(BenchRow("sweep", "PyTorch (same runs), 2 workers", None, None, 0, note=TORCH_HINT))
     memory_names = {1: "peak RSS, 1 worker (the bnlab process)", 2: "peak RSS of a worker, 2 workers"}
@@ -160,6 +171,53 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
         else:
             rows.append(BenchRow("memory", name, None, None, 0, "MB", note="not recorded on this platform"))
     return rows
+
+
+def first_layer_floor(meta_files: list[Path], rounds: int = 5) -> list[float] | None:
+    """Seconds that the first layer's matrix products of a sweep's runs (their folders' meta.json
+    given) take on one core, divided by 2 workers, per round: each step's input batch times W1
+    and its transpose times the gradient (dW1), and each accuracy check's images times W1, numpy
+    on one BLAS thread. A bound no schedule of the rest can beat with these BLAS kernels; None
+    unless every run is a fully connected net.
+    """
+    work = first_layer_work(meta_files)
+    if not work:
+        return None
+    rng = np.random.RandomState(0)
+    samples = []
+    with single_core():
+        for _ in range(rounds):
+            total = 0.0
+            for (input_dim, width, batch, steps, checks, train_rows, val_rows), runs in work.items():
+                X = rng.randn(max(train_rows, val_rows, batch), input_dim).astype(np.float32)
+                W, dout = rng.randn(input_dim, width).astype(np.float32), rng.randn(batch, width).astype(np.float32)
+                x = X[:batch]
+                step = seconds_per_call(lambda: (x @ W, x.T @ dout), 20)  # noqa: B023 - called at once
+                check = seconds_per_call(lambda: (X[:train_rows] @ W, X[:val_rows] @ W), 3)  # noqa: B023
+                total += runs * (steps * step + checks * check)
+            samples.append(total / 2)
+    return samples
+
+
+def first_layer_work(meta_files: list[Path]) -> dict[tuple[int, ...], int] | None:
+    """How many runs (of the folders whose meta.json is given) have each first-layer workload
+    (input features, first width, batch, steps, accuracy checks, checked training images, checked
+    validation images), from their config.yaml, history.csv and epochs.csv; None if any is not a
+    fully connected net."""
+    work: dict[tuple[int, ...], int] = {}
+    for meta in meta_files:
+        config = safe_load((meta.parent / "config.yaml").read_text())
+        model, solver, data = config["model"], config["solver"], config["data"]
+        if model["architecture"] != "fc" or not model["hidden_dims"]:
+            return None
+        steps = len((meta.parent / "history.csv").read_text().splitlines()) - 1
+        checks = len((meta.parent / "epochs.csv").read_text().splitlines()) - 1
+        train_rows = min(data["num_train"], solver.get("num_train_samples") or data["num_train"])
+        val_rows = min(data["num_val"], solver.get("num_val_samples") or data["num_val"])
+        input_dim = DATASETS[data["dataset"]].input_dim
+        shape = (input_dim, model["hidden_dims"][0], solver["batch_size"], steps, checks, train_rows, val_rows)
+        work[shape] = work.get(shape, 0) + 1
+    return work
 
 
 # --- 2. one training iteration -----------------------------------------------------------------

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from bnlab.claims.evaluate import adjust_family, evaluate, evaluate_cell, metric_values, needed
 from bnlab.claims.files import Cell, ClaimGroup, cell_where, cells
@@ -27,6 +26,7 @@ from bnlab.lab.results import load_experiment as load_results
 from bnlab.lab.runner import run_experiment
 from bnlab.spec.experiment import Experiment, Run
 from bnlab.spec.schema import MAX_NAME_LENGTH
+from bnlab.spec.yaml_text import safe_dump
 
 # --- running ---------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ def _identity(experiment: Experiment) -> str:
     """What makes two experiments' runs the same: everything in the resolved spec but its name,
     description and seeds (a run's id carries its seed)."""
     resolved = {k: v for k, v in experiment.resolved().items() if k not in ("name", "description", "seeds")}
-    return yaml.safe_dump(resolved, sort_keys=True)
+    return safe_dump(resolved, sort_keys=True)
 
 
 def _cell_name(base: str, cell: Cell) -> str:

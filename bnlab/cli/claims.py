@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +97,8 @@ def claims(
             worker_start.start(workers)  # it loads while this process reads what the claims train
         from bnlab.claims import experiments
         from bnlab.lab.session import check_out, open_session
+
+        gc.freeze()  # as in `bnlab run`: the modules just imported stay out of the collector's scans
 
         every = [e for g in asked if not g.problem for e in experiments(g, chosen)]  # the cells' data too
         check_out(out)

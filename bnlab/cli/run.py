@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -88,6 +89,8 @@ def run(
         if executor == ExecutorKind.local and not dry_run:
             worker_start.start(workers)  # it loads while this process imports and reads the specs
         from bnlab.lab.session import check_out, load_experiments, open_session
+
+        gc.freeze()  # the ~1,000 modules just imported: the collector need not scan them, nor at exit (0.2 s)
 
         experiments = _noted(load_experiments(specs, set_))
         if dry_run:

@@ -23,7 +23,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bnlab import numerics
@@ -105,7 +104,7 @@ def _worker_execute(run_id: str, config: dict, data_dir: str | None, spill_dir: 
     # waiting forever for the rest of it.
     if outcome.weights is not None:
         outcome.weights_file = os.path.join(spill_dir, f"{os.getpid()}-{run_id}.npz")
-        np.savez(outcome.weights_file, **outcome.weights)
+        Path(outcome.weights_file).write_bytes(outcome.weights)
         outcome.weights = None
     return outcome
 
@@ -163,8 +162,7 @@ def outcome_of(future, run: Run) -> RunOutcome:
     except Exception as exc:  # noqa: BLE001 - e.g. dask's KilledWorker, or data missing on a worker
         return RunOutcome(run.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
     if outcome.weights_file is not None:  # a worker process's weights (_worker_execute)
-        with np.load(outcome.weights_file) as arrays:
-            outcome.weights = {name: arrays[name] for name in arrays.files}
+        outcome.weights = Path(outcome.weights_file).read_bytes()
         os.remove(outcome.weights_file)
         outcome.weights_file = None
     return outcome

@@ -25,6 +25,7 @@ from bnlab.lab.results import FINISHED
 from bnlab.lab.runner import run_record, source_provenance
 from bnlab.lab.session import OnDemand
 from bnlab.spec.experiment import Run
+from bnlab.spec.yaml_text import safe_load
 
 COMPARED = ("history.csv", "epochs.csv", "probes.csv")
 
@@ -128,7 +129,7 @@ def _by_data(runs: list[Run]) -> dict[datasets.Request, list[Run]]:
 
 def _load_run(path: Path, run_id: str) -> Run:
     try:
-        config = yaml.safe_load((path / run_id / "config.yaml").read_text())
+        config = safe_load((path / run_id / "config.yaml").read_text())
         meta = json.loads((path / run_id / "meta.json").read_text())
         datasets.Request.of_run(config)  # the data section is whole
     except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError) as exc:

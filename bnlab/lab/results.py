@@ -37,7 +37,7 @@ import yaml
 from bnlab.errors import ResultsError
 from bnlab.lab import atomic
 from bnlab.lab.formatting import format_cell, format_mean_std
-from bnlab.spec.yaml_text import as_yaml_gives_back
+from bnlab.spec.yaml_text import as_yaml_gives_back, safe_dump, safe_load
 
 if TYPE_CHECKING:  # readers of results need not import the spec's pydantic models
     from bnlab.spec.experiment import Run
@@ -64,7 +64,7 @@ def swept_cell(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, list):
-        return yaml.safe_dump(value, default_flow_style=True).strip()
+        return safe_dump(value, default_flow_style=True).strip()
     return str(value)
 
 
@@ -80,7 +80,7 @@ def runs_row(run: Run, status: str, metrics: dict) -> dict:
 
 
 def write_spec(path: Path, resolved: dict) -> None:
-    atomic.write_text(path / "spec.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic.write_text(path / "spec.yaml", safe_dump(resolved, sort_keys=False))
 
 
 def write_runs_csv(path: Path, swept_keys: Sequence[str], runs: Iterable[Run], rows: dict[str, dict]) -> None:
@@ -107,7 +107,7 @@ def write_run(path: Path, run: Run, record: RunRecord) -> None:
     """Fill a temporary folder, then rename it to the run's id: complete or absent."""
     staging = atomic.staging_dir(path, prefix=f".{run.run_id}.")
     ipe = record.iterations_per_epoch
-    (staging / "config.yaml").write_text(yaml.safe_dump(plain(run.config), sort_keys=False))
+    (staging / "config.yaml").write_text(safe_dump(plain(run.config), sort_keys=False))
     history = [[i + 1, i // ipe + 1, loss] for i, loss in enumerate(record.losses)]
     (staging / "history.csv").write_text(_csv(list(HISTORY_COLUMNS), history))
     epoch_columns = (
@@ -187,7 +187,7 @@ def saved_run(run_dir: Path) -> tuple[dict, Any] | None:
         return None
     try:
         meta = json.loads((run_dir / "meta.json").read_text())
-        on_disk = yaml.safe_load((run_dir / "config.yaml").read_text())
+        on_disk = safe_load((run_dir / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return (meta, on_disk) if isinstance(meta, dict) else None
@@ -430,7 +430,7 @@ def _check_folder(path: Path) -> None:
 
 def _read_spec(file: Path) -> dict:
     try:
-        spec = yaml.safe_load(file.read_text())
+        spec = safe_load(file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = f" at line {err.problem_mark.line + 1}" if getattr(err, "problem_mark", None) else ""
         raise ResultsError(f"{file}: not valid YAML{where}; restore it or {RERUN}.") from None

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 import bnlab
 from bnlab import numerics
 from bnlab.errors import ResultsError
-from bnlab.lab import results, weights
+from bnlab.lab import results
 from bnlab.lab.executors import Executor
 from bnlab.lab.train import RunOutcome
 from bnlab.spec.experiment import Experiment, Run
@@ -131,7 +131,7 @@ def run_record(run: Run, outcome: RunOutcome, provenance: dict, keep_weights: bo
             # the trainer's numerics; a run that failed before training has the coordinator's
             "numerics": outcome.numerics or numerics.provenance(),
         },
-        weights=weights.to_bytes(outcome.weights) if keep_weights and outcome.weights is not None else None,
+        weights=outcome.weights if keep_weights else None,
     )
 
 

@@ -1,11 +1,12 @@
 """Train one run of an experiment: a resolved config and the data in, its histories out.
 
 This is what a worker executes. It knows the config layout of bnlab.spec.experiment and the numerics, but
-neither files nor how runs are scheduled.
+neither the file system nor how runs are scheduled.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -44,7 +45,7 @@ class RunOutcome:
     error: str | None = None
     probes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (iteration, layer, statistic, value)
     numerics: dict | None = None  # bnlab.numerics.provenance() of the process that trained it
-    weights: dict | None = None  # the trained net's state() (solver.save_weights), for weights.npz
+    weights: bytes | None = None  # weights.npz's content, the trained net's state() (solver.save_weights)
     weights_file: str | None = None  # where a worker process left them instead (bnlab.lab.executors)
 
     @property
@@ -125,8 +126,16 @@ def train_run(
         wall_s=time.perf_counter() - clock,
         peak_rss_mb=_peak_rss_mb(),
         probes=recorder.rows if recorder is not None else [],
-        weights=model.state() if save_weights else None,
+        weights=weights_npz(model.state()) if save_weights else None,
     )
+
+
+def weights_npz(state: dict[str, np.ndarray]) -> bytes:
+    """weights.npz's content for a net's state() (bnlab.lab.weights reads it back), encoded where the
+    net trained: a coordinating process only moves the bytes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **state)
+    return buffer.getvalue()
 
 
 def run_net(config: dict, rng: np.random.RandomState, input_shape: tuple[int, ...] | None = None):

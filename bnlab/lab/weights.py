@@ -5,23 +5,15 @@ normalizations' running statistics, in the run's dtype), the net rebuilt from a 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from bnlab.errors import ResultsError, SpecError
 from bnlab.lab.train import run_net
+from bnlab.spec.yaml_text import safe_load
 
 FILE = "weights.npz"
-
-
-def to_bytes(state: dict[str, np.ndarray]) -> bytes:
-    """weights.npz's content for a net's state()."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **state)
-    return buffer.getvalue()
 
 
 def read_state(folder: str | Path) -> dict[str, np.ndarray]:
@@ -50,7 +42,7 @@ def load_net(run_folder: str | Path):
     run's best validation accuracy). `net.loss(X)` gives its class scores in test mode."""
     folder = Path(run_folder)
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config = safe_load((folder / "config.yaml").read_text())
     except OSError as exc:
         raise ResultsError(f"{folder}: not a run folder (no readable config.yaml: {exc.strerror})") from None
     net = net_for(config)

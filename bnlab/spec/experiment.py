@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from bnlab.data.datasets import DATASETS
@@ -38,7 +37,7 @@ from bnlab.nn.normalizations import NORMALIZATIONS
 from bnlab.spec.figure_kinds import FIGURE_KINDS
 from bnlab.spec.schema import MAX_RUNS, SECTIONS, ExperimentSpec, PlotSpec, RecordSpec
 from bnlab.spec.sweep import apply_override, expand_sweep, get_key, with_values
-from bnlab.spec.yaml_text import parse_yaml, read_text, yaml_position
+from bnlab.spec.yaml_text import parse_yaml, read_text, safe_dump, yaml_position
 
 # --- a run -----------------------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ def experiment_from_text(text: str, source: str, overrides: list[str] | tuple[st
         swept.update({k: v for k, v in point.items() if k in IMPLIED_AT_DEFAULT and swept.get(k) is None})
         for seed in seeds:
             run_id = make_run_id(swept, seed)
-            identity = yaml.safe_dump({**config, "seed": seed}, sort_keys=True)
+            identity = safe_dump({**config, "seed": seed}, sort_keys=True)
             if identity in seen or run_id in seen.values():
                 # a --set of a swept key fixes it in every sweep entry, which can make entries overlap
                 culprits = [item for key, item in overridden.items() if key in swept_keys]

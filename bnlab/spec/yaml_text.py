@@ -21,6 +21,16 @@ def as_yaml_gives_back(value: Any) -> Any:
     return yaml.load(yaml.dump(value, Dumper=_SAFE_DUMPER), Loader=_SAFE_LOADER)
 
 
+def safe_dump(value: Any, **options: Any) -> str:
+    """yaml.safe_dump(value, **options)'s text, from libyaml's emitter where PyYAML has it."""
+    return yaml.dump(value, Dumper=_SAFE_DUMPER, **options)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load(text)'s values, from libyaml's parser where PyYAML has it."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads 1e-3 as a float (YAML 1.2), not as the string '1e-3' (YAML 1.1)."""
 
