@@ -114,7 +114,7 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
     peak_mb: dict[int, list[float]] = {1: [], 2: []}
     torch_seconds: list[float] = []
     with_torch = importlib.util.find_spec("torch") is not None
-    num_runs, floor = 0, None
+    num_runs, work, floor = 0, None, []
     for _ in range(repeats):
         for workers in (1, 2):  # interleaved, so both worker counts share the machine's drifts
             with tempfile.TemporaryDirectory(prefix="bnlab-bench-") as out:
@@ -124,8 +124,7 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
                 ]  # fmt: skip
                 seconds[workers].append(timed_subprocess(command))
                 metas = [json.loads(path.read_text()) for path in Path(out).glob("*/*/meta.json")]
-                if floor is None:
-                    floor = first_layer_floor(sorted(Path(out).glob("*/*/meta.json")))
+                work = work or first_layer_work(sorted(Path(out).glob("*/*/meta.json")))
             num_runs = len(metas)
             peaks = [m["peak_rss_mb"] for m in metas if m.get("peak_rss_mb") is not None]
             if peaks:
@@ -142,6 +141,8 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
                 str(batches),
             ]
             torch_seconds.append(timed_subprocess(peer))
+        if work:  # in the same round, so that it shares the machine's drifts
+            floor.append(first_layer_floor(work))
 
     note = f"{num_runs} runs, process start and data loading included"
     speedups = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
@@ -150,7 +151,7 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
         row("sweep", names[1], seconds[2], note=note),
         row("sweep", "speedup of 2 workers over 1", speedups, unit="x", note="median of paired ratios"),
     ]
-    if floor is not None:
+    if floor:
         floor_note = "numpy on one core: every run's first-layer products, halved; no process, no other layer"
         rows.append(row("sweep", "first-layer products alone, 2 workers (the floor)", floor, note=floor_note))
     if with_torch:
@@ -158,9 +159,9 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
         rows.append(row("sweep", "PyTorch (same runs), 2 workers", torch_seconds, note=peer_note))
         ratios = [theirs / ours for theirs, ours in zip(torch_seconds, seconds[2], strict=True)]
         rows.append(row("sweep", "PyTorch / bnlab time, 2 workers", ratios, unit="x", note="median of paired ratios"))
-        if floor is not None:
-            ceiling = [theirs / float(np.median(floor)) for theirs in torch_seconds]
-            ceiling_note = "the ratio bnlab would reach if nothing but those products took time"
+        if floor:
+            ceiling = [theirs / ours for theirs, ours in zip(torch_seconds, floor, strict=True)]
+            ceiling_note = "median of paired ratios: bnlab's if nothing but those products took time"
             rows.append(row("sweep", "PyTorch / the floor, 2 workers", ceiling, unit="x", note=ceiling_note))
     else:
         rows.append(BenchRow("sweep", "PyTorch (same runs), 2 workers", None, None, 0, note=TORCH_HINT))
@@ -173,30 +174,22 @@ def bench_sweep(spec: Path, repeats: int = 3, data_dir: str | Path | None = None
     return rows
 
 
-def first_layer_floor(meta_files: list[Path], rounds: int = 5) -> list[float] | None:
-    """Seconds that the first layer's matrix products of a sweep's runs (their folders' meta.json
-    given) take on one core, divided by 2 workers, per round: each step's input batch times W1
-    and its transpose times the gradient (dW1), and each accuracy check's images times W1, numpy
-    on one BLAS thread. A bound no schedule of the rest can beat with these BLAS kernels; None
-    unless every run is a fully connected net.
-    """
-    work = first_layer_work(meta_files)
-    if not work:
-        return None
+def first_layer_floor(work: dict[tuple[int, ...], int]) -> float:
+    """Seconds that the first layer's matrix products of a sweep's runs (first_layer_work) take
+    on one core, divided by 2 workers: each step's input batch times W1 and its transpose times
+    the gradient (dW1), and each accuracy check's images times W1, numpy on one BLAS thread. A
+    bound no schedule of the rest of the work can beat with these BLAS kernels."""
     rng = np.random.RandomState(0)
-    samples = []
+    total = 0.0
     with single_core():
-        for _ in range(rounds):
-            total = 0.0
-            for (input_dim, width, batch, steps, checks, train_rows, val_rows), runs in work.items():
-                X = rng.randn(max(train_rows, val_rows, batch), input_dim).astype(np.float32)
-                W, dout = rng.randn(input_dim, width).astype(np.float32), rng.randn(batch, width).astype(np.float32)
-                x = X[:batch]
-                step = seconds_per_call(lambda: (x @ W, x.T @ dout), 20)  # noqa: B023 - called at once
-                check = seconds_per_call(lambda: (X[:train_rows] @ W, X[:val_rows] @ W), 3)  # noqa: B023
-                total += runs * (steps * step + checks * check)
-            samples.append(total / 2)
-    return samples
+        for (input_dim, width, batch, steps, checks, train_rows, val_rows), runs in work.items():
+            X = rng.randn(max(train_rows, val_rows, batch), input_dim).astype(np.float32)
+            W, dout = rng.randn(input_dim, width).astype(np.float32), rng.randn(batch, width).astype(np.float32)
+            x = X[:batch]
+            step = seconds_per_call(lambda: (x @ W, x.T @ dout), 20)  # noqa: B023 - called at once
+            check = seconds_per_call(lambda: (X[:train_rows] @ W, X[:val_rows] @ W), 3)  # noqa: B023
+            total += runs * (steps * step + checks * check)
+    return total / 2
 
 
 def first_layer_work(meta_files: list[Path]) -> dict[tuple[int, ...], int] | None:
