@@ -170,7 +170,8 @@ def bench(
 ) -> None:
     """Time bnlab: medians of repeated runs, with their spread.
 
-    Sections: the weight-scale sweep (1 and 2 workers), one training step, the batch-norm
+    Sections: the weight-scale sweep (1 and 2 workers, its first-layer products alone, and
+    PyTorch when installed), one training step, the batch-norm
     kernels, the convolutional net (beside PyTorch when installed), start-up, the overhead
     of recording, the price of portable numerics (blas: portable against native kernels), and
     the peak memory of a sweep on full-size data with 1, 2 and 4 workers (memory).
