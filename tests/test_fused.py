@@ -127,6 +127,39 @@ def test_compiled_batchnorm_relu_is_batchnorm_then_relu_byte_for_byte(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_max_pool_is_the_numpy_fast_pool_byte_for_byte(dtype):
+    """The compiled 2x2 max pool gives conv.max_pool_forward_fast's output, winners and gradient
+    byte for byte, with ties, 0 against -0, NaN and infinities planted in the windows (np.maximum's
+    choices: a NaN wins, a tie goes to the second operand) and in the gradient, from an NCHW input
+    and from a channels-last one; windows that do not tile the input take the numpy layer."""
+    rng = np.random.RandomState(4)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, 1.0, -0.0], dtype)
+    for trial in range(8):
+        x = rng.randn(3, 5, 6, 8).astype(dtype)
+        x.reshape(-1)[rng.choice(x.size, 60, replace=False)] = special[rng.randint(len(special), size=60)]
+        if trial % 2:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last in memory
+        want, want_cache = conv.max_pool_forward_fast(x, POOL)
+        got, got_cache = fused.max_pool_forward(x, POOL)
+        assert got.dtype == dtype and got.tobytes() == want.tobytes()
+        assert got_cache[0].tobytes() == want_cache[0].tobytes()
+        dout = rng.randn(*got.shape).astype(dtype)
+        dout.reshape(-1)[rng.choice(dout.size, 12, replace=False)] = special[rng.randint(len(special), size=12)]
+        with np.errstate(invalid="ignore"):  # inf * 0 is NaN in both
+            want_dx = conv.max_pool_backward_fast(dout, want_cache)
+        got_dx = fused.max_pool_backward(dout, got_cache)
+        assert got_dx.shape == x.shape
+        assert np.ascontiguousarray(got_dx).tobytes() == np.ascontiguousarray(want_dx).tobytes()
+    odd = rng.randn(2, 3, 5, 5).astype(dtype)
+    for pool in (POOL, {"pool_height": 3, "pool_width": 3, "stride": 2}):
+        want, want_cache = conv.max_pool_forward_fast(odd, pool)
+        got, got_cache = fused.max_pool_forward(odd, pool)
+        assert got.tobytes() == want.tobytes()
+        want_dx = conv.max_pool_backward_fast(want, want_cache)
+        assert fused.max_pool_backward(got, got_cache).tobytes() == want_dx.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_adam_is_the_numpy_adam_byte_for_byte(dtype):
     """The same passes' roundings in one loop, in place: every step's weights and moments equal
     optim.adam's exactly, over gradients that span many magnitudes (so that a cast of a scalar to another
@@ -159,6 +192,9 @@ gamma, beta = rng.randn(6).astype(np.float32), rng.randn(6).astype(np.float32)
 out, cache = fused.batchnorm_maxpool_forward(x, gamma, beta, {"mode": "train"})
 for array in (out, *fused.batchnorm_maxpool_backward(rng.randn(*out.shape).astype(np.float32), cache)):
     digest.update(array.tobytes())
+pooled, pool_cache = fused.max_pool_forward(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+for array in (pooled, pool_cache[0], fused.max_pool_backward(rng.randn(*pooled.shape).astype(np.float32), pool_cache)):
+    digest.update(np.ascontiguousarray(array).tobytes())
 X, y = rng.randn(64, 3, 16, 16).astype(np.float32), rng.randint(10, size=64)
 net = ConvNet([8, 16], input_dim=(3, 16, 16), hidden_dims=[12], normalization="batchnorm", seed=0)
 solver = Solver(net, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, update_rule="adam", batch_size=16,

@@ -157,6 +157,11 @@ def scale_output(function, index, factor):
     return broken
 
 
+def scale_dx(function, factor):
+    """A backward that returns dx alone (`function`), its output multiplied by factor."""
+    return lambda dout, cache: factor * function(dout, cache)
+
+
 CONVNETS = [
     f"convnet {n} reg={r} "
     for n in ("no norm", "batchnorm", "layernorm", "groupnorm", "ghost_batchnorm", "frozen_batchnorm")
@@ -247,6 +252,13 @@ def same_net(case: str, prefix: str) -> bool:
                 *(f"{net}gamma/beta" for net in WS_NETS if " batchnorm " in net),
             ],
         ),
+        # Every conv net max-pools through the compiled pool's function: the 2x2 tiling first block
+        # (fused with batch norm in the batch-norm net) and the second, whose 4x3 map the numpy
+        # layer pools; LeNet and the residual nets average.
+        (
+            [("fused.max_pool_backward", scale_dx(fused.max_pool_backward, 1.01))],
+            ["compiled max pool dx", *CONVNETS, *(net for net in WS_NETS if " convnet " in net)],
+        ),
         # The sigmoid's dx feeds every parameter below it in every sigmoid net; batch renorm's
         # dgamma is checked in its layer rows and every batch-renorm net (one run for both).
         (
@@ -269,6 +281,7 @@ def same_net(case: str, prefix: str) -> bool:
         "affine-dw",
         "batchnorm_alt-dgamma",
         "compiled-batchnorm-dgamma",
+        "compiled-max-pool-dx",
         "sigmoid-dx+batchrenorm-dgamma",
     ],
 )

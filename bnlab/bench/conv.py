@@ -85,6 +85,7 @@ def _layer_rows(quick: bool) -> list[BenchRow]:
 
     (_, pool_cache), bn_cache = numpy_norm_pool()
     _, fused_cache = fused.batchnorm_maxpool_forward(h, gamma, beta, {"mode": "train"})
+    _, max_pool_cache = fused.max_pool_forward(h, POOL)
     pairs = {
         "conv forward": (
             lambda: conv.conv_forward_fast(x, w, b, param),
@@ -98,6 +99,14 @@ def _layer_rows(quick: bool) -> list[BenchRow]:
         "batch norm + max pool backward": (
             lambda: conv.spatial_batchnorm_backward(conv.max_pool_backward_fast(pooled_grad, pool_cache), bn_cache),
             lambda: fused.batchnorm_maxpool_backward(pooled_grad, fused_cache),
+        ),
+        "max pool forward (other norms)": (
+            lambda: conv.max_pool_forward_fast(h, POOL),
+            lambda: fused.max_pool_forward(h, POOL),
+        ),
+        "max pool backward (other norms)": (
+            lambda: conv.max_pool_backward_fast(pooled_grad, pool_cache),
+            lambda: fused.max_pool_backward(pooled_grad, max_pool_cache),
         ),
     }
     rounds, calls = (3, 1) if quick else (15, 5)

@@ -1,9 +1,9 @@
-"""Batch norm, batch norm + ReLU, convolution, batch norm + max pooling and Adam over bnlab.nn.kernels'
-compiled loops: the same functions as the CS231n numpy layers (bnlab.nn.norms, bnlab.nn.conv,
+"""Batch norm, batch norm + ReLU, convolution, max pooling, batch norm + max pooling and Adam over
+bnlab.nn.kernels' compiled loops: the same functions as the CS231n numpy layers (bnlab.nn.norms, bnlab.nn.conv,
 bnlab.nn.optim), with the same interfaces, in fewer passes over memory and fewer calls.
 
 The nets use these where they apply (batch norm in train mode, alone or before a ReLU, convolution,
-batch norm followed by a 2x2 max pool that tiles its input; the Solver's Adam); the numpy layers
+a 2x2 max pool that tiles its input, alone or after batch norm; the Solver's Adam); the numpy layers
 stay the readable reference they are tested against (tests/test_fused.py) and what every other
 case runs.
 """
@@ -103,6 +103,32 @@ def batchnorm_maxpool_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     return dx.transpose(0, 3, 1, 2), dgamma, dbeta
 
 
+def _tiled_2x2(shape: tuple[int, ...], pool_param: dict) -> bool:
+    """Whether 2x2 windows of stride 2 tile an input of shape (N, C, H, W)."""
+    two = pool_param["pool_height"] == pool_param["pool_width"] == pool_param["stride"] == 2
+    return two and shape[2] % 2 == 0 and shape[3] % 2 == 0
+
+
+def max_pool_forward(x: Array, pool_param: dict) -> tuple[Array, Cache]:
+    """conv.max_pool_forward_fast in one compiled pass when 2x2 windows of stride 2 tile x (every
+    conv net's pool), the same bytes and cache; other windows are the numpy layer's.
+    Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory."""
+    if not _tiled_2x2(x.shape, pool_param):
+        return conv.max_pool_forward_fast(x, pool_param)
+    out, won = kernels.maxpool(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    return out.transpose(0, 3, 1, 2), (won, x.shape, pool_param)
+
+
+def max_pool_backward(dout: Array, cache: Cache) -> Array:
+    """Backward of max_pool_forward (conv.max_pool_backward_fast's bytes).
+    Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory."""
+    won, shape, pool_param = cache
+    if not _tiled_2x2(shape, pool_param):
+        return conv.max_pool_backward_fast(dout, cache)
+    dx = kernels.maxpool_backward(np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), won, shape[2], shape[3])
+    return dx.transpose(0, 3, 1, 2)
+
+
 def normalized(cache: Cache) -> Array:
     """The normalized map (N, C, H, W) of a batchnorm_maxpool_forward cache, as the unfused
     spatial batch norm outputs it: for recording what the activation sees, beside the step."""
@@ -179,6 +205,8 @@ def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, f
         gamma, beta = np.ones(4, dtype), np.zeros(4, dtype)
         out, cache = batchnorm_maxpool_forward(h, gamma, beta, {"mode": "train"})
         dh = batchnorm_maxpool_backward(out, cache)[0]
+        pooled, pool_cache = max_pool_forward(h, {"pool_height": 2, "pool_width": 2, "stride": 2})
+        max_pool_backward(pooled, pool_cache)
         conv_backward(dh, conv_cache)
         conv_forward(dh, w.repeat(2, axis=1)[:, :4], np.zeros(4, dtype), {"stride": 1, "pad": 1})  # channels-last x
         flat, flat_cache = batchnorm_forward(rng.randn(3, 4).astype(dtype), gamma, beta, {"mode": "train"})

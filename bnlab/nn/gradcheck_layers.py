@@ -381,4 +381,9 @@ def compiled_checks() -> list[GradCheck]:
         "compiled batchnorm + max pool", fused.batchnorm_maxpool_forward, fused.batchnorm_maxpool_backward,
         (x, gamma, beta, {"mode": "train"}), ("dx", "dgamma", "dbeta"), rng.randn(2, 3, 2, 3), NORM,
     )  # fmt: skip
+    pool = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    checks += backward_vs_numerical(
+        "compiled max pool", fused.max_pool_forward, fused.max_pool_backward, (x, pool), ("dx",),
+        rng.randn(2, 3, 2, 3), LINEAR,
+    )  # fmt: skip
     return checks

@@ -1,5 +1,6 @@
 """Compiled loops (numba) for the memory-bound passes of a training step: batch norm's statistics
-and normalization, alone or fused with a ReLU or a 2x2 max pooling, im2col / col2im, and Adam.
+and normalization, alone or fused with a ReLU or a 2x2 max pooling, the 2x2 max pooling alone,
+im2col / col2im, and Adam.
 Each loop reads its inputs once or twice and writes each output once, where numpy makes a pass per
 operation; where a loop stands for numpy passes (Adam, the ReLU, the running statistics' blend) it
 makes their roundings in their order, so the bytes are numpy's.
@@ -179,6 +180,63 @@ def normalize_maxpool(h, mean, inv_std, gamma, beta):
                     which_of[q + k] = which
                 q += cu
     return out, won
+
+
+@jit
+def _maximum(a, b):
+    """np.maximum(a, b): a NaN wins, and on a tie (0 and -0 included) the second."""
+    return a if (a > b or a != a) else b
+
+
+@jit
+def maxpool(h):
+    """The 2x2 max pool of stride 2 of h (N, H, W, C) (C-contiguous, H and W even) as
+    conv.max_pool_forward_fast computes it: np.maximum of each window's two columns, then of its
+    two rows, and the winning offset (uint8: 0 top left, 1 top right, 2 bottom left, 3 bottom right;
+    a tie goes to the left column, then to the top row)."""
+    n, height, width, c = h.shape
+    out = np.empty((n, height // 2, width // 2, c), h.dtype)
+    won = np.empty((n, height // 2, width // 2, c), np.uint8)
+    src, dst, which_of, cu = h.reshape(-1), out.reshape(-1), won.reshape(-1), U(c)
+    q = U(0)
+    for i in range(n):
+        for r in range(height // 2):
+            for s in range(width // 2):
+                o0, o1, o2, o3 = _window(i, r, s, height, width, c)
+                for k in range(cu):
+                    left, right = src[o0 + k], src[o1 + k]
+                    bottom_left, bottom_right = src[o2 + k], src[o3 + k]
+                    top, bottom = _maximum(left, right), _maximum(bottom_left, bottom_right)
+                    if bottom > top:
+                        which_of[q + k] = 3 if bottom_right > bottom_left else 2
+                    else:
+                        which_of[q + k] = 1 if right > left else 0
+                    dst[q + k] = _maximum(top, bottom)
+                q += cu
+    return out, won
+
+
+@jit
+def maxpool_backward(dpool, won, height, width):
+    """Backward of maxpool: dx (N, H, W, C) holds dpool * 1 at each window's winner and dpool * 0
+    elsewhere, as conv.max_pool_backward_fast multiplies (so -0 and NaN stay what numpy makes them)."""
+    n, _, _, c = dpool.shape
+    dx = np.empty((n, height, width, c), dpool.dtype)
+    grad, which_of, dst, cu = dpool.reshape(-1), won.reshape(-1), dx.reshape(-1), U(c)
+    one, zero = np.ones(1, dpool.dtype)[0], np.zeros(1, dpool.dtype)[0]
+    q = U(0)
+    for i in range(n):
+        for r in range(height // 2):
+            for s in range(width // 2):
+                o0, o1, o2, o3 = _window(i, r, s, height, width, c)
+                for k in range(cu):
+                    d, which = grad[q + k], which_of[q + k]
+                    dst[o0 + k] = d * (one if which == 0 else zero)
+                    dst[o1 + k] = d * (one if which == 1 else zero)
+                    dst[o2 + k] = d * (one if which == 2 else zero)
+                    dst[o3 + k] = d * (one if which == 3 else zero)
+                q += cu
+    return dx
 
 
 @jit

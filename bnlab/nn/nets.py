@@ -502,7 +502,7 @@ class ConvNet(Net):
         # max pooling commutes with a non-decreasing activation; averaging does not
         self.pool_first = pool == "max" and activation in NON_DECREASING
         self.pool_forward, self.pool_backward = (
-            (conv.max_pool_forward_fast, conv.max_pool_backward_fast)
+            (fused.max_pool_forward, fused.max_pool_backward)
             if pool == "max"
             else (conv.avg_pool_forward_fast, conv.avg_pool_backward_fast)
         )
