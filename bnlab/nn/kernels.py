@@ -228,13 +228,11 @@ def maxpool_backward(dpool, won, height, width):
     for i in range(n):
         for r in range(height // 2):
             for s in range(width // 2):
-                o0, o1, o2, o3 = _window(i, r, s, height, width, c)
-                for k in range(cu):
-                    d, which = grad[q + k], which_of[q + k]
-                    dst[o0 + k] = d * (one if which == 0 else zero)
-                    dst[o1 + k] = d * (one if which == 1 else zero)
-                    dst[o2 + k] = d * (one if which == 2 else zero)
-                    dst[o3 + k] = d * (one if which == 3 else zero)
+                corners = _window(i, r, s, height, width, c)
+                for corner in range(4):  # one store stream per loop: LLVM vectorizes it (4 at once: it did not)
+                    o = corners[corner]
+                    for k in range(cu):
+                        dst[o + k] = grad[q + k] * (one if which_of[q + k] == corner else zero)
                 q += cu
     return dx
 
