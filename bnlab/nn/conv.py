@@ -212,6 +212,13 @@ def _pool_grad(shape: tuple[int, int, int, int], pool_param: dict, dout: Array) 
     return (np.empty if tiles else np.zeros)((n, h, w, c), dtype=dout.dtype), tiles
 
 
+def tiled_2x2(shape: tuple[int, ...], pool_param: dict) -> bool:
+    """Whether 2x2 windows of stride 2 tile an input of shape (N, C, H, W): every conv net's pool,
+    which the fast and the compiled max pools take a road of their own for."""
+    two = pool_param["pool_height"] == pool_param["pool_width"] == pool_param["stride"] == 2
+    return two and shape[2] % 2 == 0 and shape[3] % 2 == 0
+
+
 # --- max pooling -----------------------------------------------------------------------------
 
 
@@ -252,7 +259,7 @@ def max_pool_forward_fast(x: Array, pool_param: dict) -> tuple[Array, Cache]:
     """
     n, c, h, w = x.shape
     h_out, w_out = _pooled_size(x.shape, pool_param)
-    if pool_param["pool_height"] == pool_param["pool_width"] == pool_param["stride"] == 2 and h % 2 == 0 and w % 2 == 0:
+    if tiled_2x2(x.shape, pool_param):
         pairs = _channels_last(x).reshape(n, h, w_out, 2, c)
         left, right = pairs[..., 0, :], pairs[..., 1, :]
         row_max = np.maximum(left, right).reshape(n, h_out, 2, w_out, c)

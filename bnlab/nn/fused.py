@@ -103,17 +103,11 @@ def batchnorm_maxpool_backward(dout: Array, cache: Cache) -> tuple[Array, Array,
     return dx.transpose(0, 3, 1, 2), dgamma, dbeta
 
 
-def _tiled_2x2(shape: tuple[int, ...], pool_param: dict) -> bool:
-    """Whether 2x2 windows of stride 2 tile an input of shape (N, C, H, W)."""
-    two = pool_param["pool_height"] == pool_param["pool_width"] == pool_param["stride"] == 2
-    return two and shape[2] % 2 == 0 and shape[3] % 2 == 0
-
-
 def max_pool_forward(x: Array, pool_param: dict) -> tuple[Array, Cache]:
     """conv.max_pool_forward_fast in one compiled pass when 2x2 windows of stride 2 tile x (every
     conv net's pool), the same bytes and cache; other windows are the numpy layer's.
     Shapes: x (N, C, H, W) -> out (N, C, H', W'), channels-last in memory."""
-    if not _tiled_2x2(x.shape, pool_param):
+    if not conv.tiled_2x2(x.shape, pool_param):
         return conv.max_pool_forward_fast(x, pool_param)
     out, won = kernels.maxpool(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
     return out.transpose(0, 3, 1, 2), (won, x.shape, pool_param)
@@ -123,7 +117,7 @@ def max_pool_backward(dout: Array, cache: Cache) -> Array:
     """Backward of max_pool_forward (conv.max_pool_backward_fast's bytes).
     Shapes: dout (N, C, H', W') -> dx (N, C, H, W), channels-last in memory."""
     won, shape, pool_param = cache
-    if not _tiled_2x2(shape, pool_param):
+    if not conv.tiled_2x2(shape, pool_param):
         return conv.max_pool_backward_fast(dout, cache)
     dx = kernels.maxpool_backward(np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), won, shape[2], shape[3])
     return dx.transpose(0, 3, 1, 2)

@@ -97,14 +97,19 @@ def batch_statistics(x, running_mean, running_var, old_share, new_share, eps):
 
 
 @jit
+def _maximum(a, b):
+    """np.maximum(a, b): a NaN wins, and on a tie (0 and -0 included) the second."""
+    return a if (a > b or a != a) else b
+
+
+@jit
 def normalize_relu(x, mean, inv_std, gamma, beta):
     """normalize's x_hat and out, and relu(out) as np.maximum(out, 0) gives it (NaN kept, -0 to 0)."""
     x_hat, out = normalize(x, mean, inv_std, gamma, beta)
     act = np.empty_like(out)
     src, dst, zero = out.reshape(-1), act.reshape(-1), np.zeros(1, out.dtype)[0]
     for i in range(U(src.size)):
-        v = src[i]
-        dst[i] = v if (v > zero or v != v) else zero
+        dst[i] = _maximum(src[i], zero)
     return x_hat, out, act
 
 
@@ -180,12 +185,6 @@ def normalize_maxpool(h, mean, inv_std, gamma, beta):
                     which_of[q + k] = which
                 q += cu
     return out, won
-
-
-@jit
-def _maximum(a, b):
-    """np.maximum(a, b): a NaN wins, and on a tie (0 and -0 included) the second."""
-    return a if (a > b or a != a) else b
 
 
 @jit

@@ -16,11 +16,6 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def as_yaml_gives_back(value: Any) -> Any:
-    """A deep copy of value as safe_dump then safe_load give it back (tuples become lists, and so on)."""
-    return yaml.load(yaml.dump(value, Dumper=_SAFE_DUMPER), Loader=_SAFE_LOADER)
-
-
 def safe_dump(value: Any, **options: Any) -> str:
     """yaml.safe_dump(value, **options)'s text, from libyaml's emitter where PyYAML has it."""
     return yaml.dump(value, Dumper=_SAFE_DUMPER, **options)
@@ -29,6 +24,11 @@ def safe_dump(value: Any, **options: Any) -> str:
 def safe_load(text: str) -> Any:
     """yaml.safe_load(text)'s values, from libyaml's parser where PyYAML has it."""
     return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
+def as_yaml_gives_back(value: Any) -> Any:
+    """A deep copy of value as safe_dump then safe_load give it back (tuples become lists, and so on)."""
+    return safe_load(safe_dump(value))
 
 
 class YamlLoader(yaml.SafeLoader):
