@@ -23,7 +23,6 @@ from bnlab.lab import results
 from bnlab.lab.executors import make_executor
 from bnlab.lab.results import finished_on_disk
 from bnlab.lab.runner import run_experiment
-from bnlab.lab.weights import differing_weights
 from bnlab.nn.nets import FullyConnectedNet
 from bnlab.nn.solver import Solver
 from bnlab.spec.experiment import experiment_from_text, load_experiment
@@ -169,17 +168,15 @@ def test_iterations_per_epoch(tmp_path, batch_size, per_epoch):
 # --- determinism -------------------------------------------------------------------------------
 
 
-def test_same_histories_with_one_or_two_workers(tmp_path):
+def test_same_files_with_one_or_two_workers(tmp_path):
     experiment = smoke()
     run_experiment(experiment, tmp_path / "one", make_executor(1))
     run_experiment(experiment, tmp_path / "two", make_executor(2))
     one, two = run_files(tmp_path / "one" / "smoke"), run_files(tmp_path / "two" / "smoke")
     assert len(one) == 4 * len(RUN_FILES)
     for name in one:
-        if name.endswith(("history.csv", "epochs.csv", "config.yaml")):
+        if name.endswith(("history.csv", "epochs.csv", "config.yaml", "weights.npz")):  # the trained nets too
             assert one[name] == two[name], name
-    for run in (tmp_path / "one" / "smoke").glob("*/"):  # the trained nets too, array for array
-        assert differing_weights(run, tmp_path / "two" / "smoke" / run.name) is None, run.name
 
 
 @pytest.mark.parametrize("normalization", [None, "batchnorm"])

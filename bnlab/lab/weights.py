@@ -54,8 +54,7 @@ def load_net(run_folder: str | Path):
 
 
 def differing_weights(original: Path, rerun: Path) -> str | None:
-    """None when two runs' weights.npz hold the same arrays, bit for bit; else what differs first.
-    (The files themselves carry zip timestamps: their arrays are compared.)"""
+    """None when two runs' weights.npz hold the same arrays, bit for bit; else the first that differs."""
     a, b = read_state(original), read_state(rerun)
     if a.keys() != b.keys():
         return f"{FILE}: different arrays ({', '.join(sorted(a.keys() ^ b.keys()))})"
