@@ -127,6 +127,37 @@ def test_compiled_batchnorm_relu_is_batchnorm_then_relu_byte_for_byte(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_batchnorm_relu_in_test_mode_is_the_numpy_passes_byte_for_byte(dtype):
+    """Accuracy checks: test-mode batch norm (x * scale, then + shift) and the ReLU in one pass give
+    norms.batchnorm_forward's and layers.relu_forward's bytes, with a negative gamma, NaN, infinities
+    and values whose normalized form is exactly 0 or -0; no running statistics yet means zeros, as
+    the numpy layer sets them; mixed dtypes are numpy's (computed in the wider one)."""
+    rng = np.random.RandomState(2)
+    gamma, beta = rng.randn(6).astype(dtype), rng.randn(6).astype(dtype)
+    gamma[1], beta[2:4] = -3.0, 0.0
+    trained = {"mode": "train"}
+    for _ in range(3):
+        norms.batchnorm_forward(rng.randn(20, 6).astype(dtype) * 4 + 1, gamma, beta, trained)
+    x = rng.randn(11, 6).astype(dtype) * 3
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    x[1:3, 2] = trained["running_mean"][2]  # x * scale + shift exactly 0 (beta 0)
+    trained["running_mean"][3], beta[3], x[1:3, 3] = 0.0, -0.0, [-0.0, 0.0]  # -0 * scale + -0: -0
+    for running in ({**trained, "mode": "test"}, {"mode": "test"}):
+        ours, theirs = dict(running), dict(running)
+        out, cache = fused.batchnorm_relu_forward(x, gamma, beta, ours)
+        normalized = norms.batchnorm_forward(x, gamma, beta, theirs)[0]
+        assert cache[-1].tobytes() == normalized.tobytes()
+        assert out.dtype == dtype and out.tobytes() == layers.relu_forward(normalized)[0].tobytes()
+        assert ours.keys() == theirs.keys()
+        assert all(np.array_equal(ours[key], theirs[key]) for key in ("running_mean", "running_var"))
+    if dtype == np.float32:  # float64 statistics: numpy's float64 result, not a float32 one
+        wide = {key: value.astype(np.float64) for key, value in trained.items() if key != "mode"}
+        out = fused.batchnorm_relu_forward(x, gamma, beta, {**wide, "mode": "test"})[0]
+        want = layers.relu_forward(norms.batchnorm_forward(x, gamma, beta, {**wide, "mode": "test"})[0])[0]
+        assert out.dtype == np.float64 and out.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_max_pool_is_the_numpy_fast_pool_byte_for_byte(dtype):
     """The compiled 2x2 max pool gives conv.max_pool_forward_fast's output, winners and gradient
     byte for byte, with ties, 0 against -0, NaN and infinities planted in the windows (np.maximum's
@@ -201,6 +232,7 @@ solver = Solver(net, {"X_train": X, "y_train": y, "X_val": X, "y_val": y}, updat
                 num_epochs=1, rng=np.random.RandomState(0))
 solver.train()
 digest.update(np.array(solver.loss_history, dtype=np.float64).tobytes())
+digest.update(net.loss(X).tobytes())  # test mode: running statistics, the compiled batch norm + ReLU
 for name in sorted(net.params):
     digest.update(net.params[name].tobytes())
 print(json.dumps(digest.hexdigest()))

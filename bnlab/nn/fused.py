@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.nn import conv, kernels, norms, optim
+from bnlab.nn import conv, kernels, layers, norms, optim
 
 Array = np.ndarray
 Cache = tuple[Any, ...]
@@ -53,9 +53,17 @@ def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
 
 
 def batchnorm_relu_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tuple[Array, Cache]:
-    """batchnorm_forward (train mode) then layers.relu_forward, in one call: the same bytes.
+    """batchnorm_forward then layers.relu_forward, in one call: the same bytes. In test mode
+    (accuracy checks), norms.batchnorm_forward's scale and shift and the ReLU in one pass.
     Shapes: x (N, D), gamma, beta (D,) -> out (N, D); the cache's last entry is the relu's input."""
     x = np.ascontiguousarray(x)
+    if bn_param["mode"] != "train":
+        scale, shift = norms.running_scale_shift(gamma, beta, bn_param, x)
+        if not scale.dtype == shift.dtype == x.dtype:  # numpy would compute in the wider dtype
+            normalized = norms.batchnorm_forward(x, gamma, beta, bn_param)[0]
+            return layers.relu_forward(normalized)[0], (normalized,)
+        normalized, out = kernels.scale_shift_relu(x, scale, shift)
+        return out, (normalized,)
     mean, inv_std = _statistics(x, bn_param)
     x_hat, normalized_x, out = kernels.normalize_relu(x, mean, inv_std, gamma, beta)
     return out, (x_hat, gamma, inv_std, normalized_x)
@@ -205,8 +213,10 @@ def warm_up(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> tuple[int, f
         conv_forward(dh, w.repeat(2, axis=1)[:, :4], np.zeros(4, dtype), {"stride": 1, "pad": 1})  # channels-last x
         flat, flat_cache = batchnorm_forward(rng.randn(3, 4).astype(dtype), gamma, beta, {"mode": "train"})
         batchnorm_backward(flat, flat_cache)
-        flat, flat_cache = batchnorm_relu_forward(flat, gamma, beta, {"mode": "train"})
+        bn_param = {"mode": "train"}
+        flat, flat_cache = batchnorm_relu_forward(flat, gamma, beta, bn_param)
         batchnorm_relu_backward(flat, flat_cache)
+        batchnorm_relu_forward(flat, gamma, beta, {**bn_param, "mode": "test"})
         adam(gamma, beta)
     return _compiled() - before, time.perf_counter() - start
 

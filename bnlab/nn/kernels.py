@@ -114,6 +114,22 @@ def normalize_relu(x, mean, inv_std, gamma, beta):
 
 
 @jit
+def scale_shift_relu(x, scale, shift):
+    """out = x * scale + shift for x (M, C), rounded after the product and after the sum as numpy's
+    two passes round, and relu(out) as np.maximum(out, 0) gives it: test-mode batch norm + ReLU."""
+    m, c = x.shape
+    out, act = np.empty_like(x), np.empty_like(x)
+    src, dst, rel, cu = x.reshape(-1), out.reshape(-1), act.reshape(-1), U(c)
+    zero = np.zeros(1, x.dtype)[0]
+    for r in range(U(m)):
+        for k in range(cu):
+            v = src[r * cu + k] * scale[k] + shift[k]
+            dst[r * cu + k] = v
+            rel[r * cu + k] = _maximum(v, zero)
+    return out, act
+
+
+@jit
 def normalize_relu_backward(dout, out, x_hat, gamma, inv_std):
     """normalize_backward of the gradient a relu passes back to out, dout * (out > 0) as numpy
     computes it (a product with 1 or 0, so -0 and NaN stay what they are)."""

@@ -126,11 +126,11 @@ class Net:
 
     def _norm_act(self, h: np.ndarray, i: int):
         """Hidden layer i's [norm] and activation in the net's order: (h, norm_cache,
-        activation_cache). A norm with a compiled form fused with a ReLU (batch norm, in train mode)
-        before a ReLU runs both as one call, and the activation cache is then None."""
+        activation_cache). A norm with a compiled form fused with a ReLU (batch norm) before a ReLU
+        runs both as one call, and the activation cache is then None."""
         norm, bn_param, p = self.norm, self.bn_params[i - 1], self.params
         before = norm is not None and self.norm_position == "before"
-        if before and norm.relu_forward and self.activation_name == "relu" and bn_param["mode"] == "train":
+        if before and norm.relu_forward and self.activation_name == "relu":
             h, norm_cache = norm.relu_forward(h, p[f"gamma{i}"], p[f"beta{i}"], bn_param)
             if self.activation_inputs is not None:
                 self.activation_inputs[i] = norm_cache[-1]  # the ReLU's input

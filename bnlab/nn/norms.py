@@ -30,7 +30,7 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
     """
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
-    n, d = x.shape
+    n = x.shape[0]
 
     if mode == "train":
         mean = x.mean(axis=0)
@@ -43,15 +43,23 @@ def batchnorm_forward(x: Array, gamma: Array, beta: Array, bn_param: dict) -> tu
         cache = (x_hat, gamma, inv_std, eps)
         blend_running(bn_param, mean, var)
     elif mode == "test":
-        # gamma * (x - mean) / std + beta as one scale and one shift per feature: two passes
-        running_mean = bn_param.setdefault("running_mean", np.zeros(d, dtype=x.dtype))
-        scale = gamma / np.sqrt(bn_param.setdefault("running_var", np.zeros(d, dtype=x.dtype)) + eps)
+        scale, shift = running_scale_shift(gamma, beta, bn_param, x)
         out = x * scale
-        out += beta - running_mean * scale
+        out += shift
         cache = ()
     else:
         raise ValueError(f"invalid batchnorm mode {mode!r}: expected 'train' or 'test'")
     return out, cache
+
+
+def running_scale_shift(gamma: Array, beta: Array, bn_param: dict, x: Array) -> tuple[Array, Array]:
+    """Test mode's gamma * (x - running_mean) / sqrt(running_var + eps) + beta as x * scale + shift,
+    one scale and one shift per feature of x (N, D): two passes over x instead of four. The running
+    statistics start as zeros in bn_param when there are none yet."""
+    d = x.shape[1]
+    running_mean = bn_param.setdefault("running_mean", np.zeros(d, dtype=x.dtype))
+    scale = gamma / np.sqrt(bn_param.setdefault("running_var", np.zeros(d, dtype=x.dtype)) + bn_param.get("eps", 1e-5))
+    return scale, beta - running_mean * scale
 
 
 def running_shares(bn_param: dict) -> tuple[float, float]:

@@ -56,8 +56,12 @@ def _inputs_of(net, row, target: dict, X: np.ndarray) -> np.ndarray:
 
         return record
 
-    spatial_forward = row.spatial_forward and recording(row.spatial_forward, True)
-    net.norm = dataclasses.replace(row, forward=recording(row.forward, False), spatial_forward=spatial_forward)
+    net.norm = dataclasses.replace(
+        row,
+        forward=recording(row.forward, False),
+        spatial_forward=row.spatial_forward and recording(row.spatial_forward, True),
+        relu_forward=row.relu_forward and recording(row.relu_forward, False),  # the compiled norm + ReLU
+    )
     try:
         net.loss(X)
     finally:
