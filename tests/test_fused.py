@@ -209,6 +209,14 @@ def test_compiled_adam_is_the_numpy_adam_byte_for_byte(dtype):
     assert not np.array_equal(ours[0], w)  # it did move
 
 
+def test_aligned_zeros_are_zeros_on_a_64_byte_boundary():
+    for shape, dtype in [(1, np.float32), (7, np.float64), ((3, 5), np.float32), ((2, 3, 4), np.float64)]:
+        arrays = [fused.aligned_zeros(shape, dtype) for _ in range(8)]  # various places on the heap
+        for array in arrays:
+            assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous
+            assert array.dtype == dtype and array.shape == np.zeros(shape).shape and not array.any()
+
+
 # A float32 conv net's training steps and every compiled kernel's output on fixed inputs, hashed
 # in a fresh process compiled for the CPU named by NUMBA_CPU_NAME.
 BYTES_SCRIPT = r"""

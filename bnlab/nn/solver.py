@@ -143,9 +143,13 @@ class Solver:
         if len(dtypes) != 1:
             raise ValueError(f"all parameters must share one dtype to be trained together, got {dtypes}")
         self._names = list(params)
-        self._flat = np.concatenate([params[name].ravel() for name in self._names])
+        size, dtype = sum(w.size for w in params.values()), dtypes.pop()
+        # aligned for the compiled update rules (fused.aligned_zeros)
+        self._flat = np.concatenate(
+            [params[name].ravel() for name in self._names], out=fused.aligned_zeros(size, dtype)
+        )
         # the gradients' flat buffer, and each parameter's view of it
-        self._flat_grads = np.empty_like(self._flat)
+        self._flat_grads = fused.aligned_zeros(size, dtype)
         self._grad_views: dict[str, np.ndarray] = {}
         offset = 0
         for name in self._names:
