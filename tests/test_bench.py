@@ -62,8 +62,13 @@ def test_step_and_batchnorm_rows():
     assert {row.name.split(",")[0] for row in step} == {"6 layers", "8 layers"}
     # then each compiled part of a step beside the numpy passes it replaces: both times, the ratio
     parts = {row.name: row for row in rows if row.group == "step" and row.unit != "s"}
-    assert len(parts) == 9
-    for name in ("batch norm + ReLU forward", "batch norm + ReLU backward", "Adam, 170,160 parameters"):
+    assert len(parts) == 12
+    compiled_parts = (
+        "batch norm + ReLU forward",
+        "batch norm + ReLU backward",
+        "batch norm + ReLU, test mode, 1,000 x 50",
+    )
+    for name in (*compiled_parts, "Adam, 170,160 parameters"):
         numpy_ms, compiled_ms, ratio = (parts[f"{name}{suffix}"] for suffix in NUMPY_COMPILED_RATIO)
         assert numpy_ms.unit == compiled_ms.unit == "ms" and ratio.unit == "x"
         assert ratio.repeats == numpy_ms.repeats == compiled_ms.repeats

@@ -235,12 +235,17 @@ def bench_step(quick: bool = False) -> list[BenchRow]:
 
 def _step_layer_rows(quick: bool) -> list[BenchRow]:
     """The compiled parts of the 8-layer net's step beside the numpy passes they replace, float32:
-    a hidden layer's batch norm + ReLU (batch 50, width 50) and Adam on the flat buffer."""
+    a hidden layer's batch norm + ReLU (batch 50, width 50; and in test mode on an accuracy check's
+    1,000 samples) and Adam on the flat buffer."""
     rng = np.random.RandomState(0)
     h, dout = rng.randn(50, 50).astype(np.float32), rng.randn(50, 50).astype(np.float32)
     gamma, beta = np.ones(50, np.float32), np.zeros(50, np.float32)
+    checked = rng.randn(1000, 50).astype(np.float32)
+    running = {"mode": "test", "running_mean": rng.randn(50).astype(np.float32), "running_var": np.ones(50, np.float32)}
     solver = _random_solver([50] * 7, np.float32, 100)
-    flat, flat_grads = solver._flat.copy(), rng.randn(solver._flat.size).astype(np.float32)
+    # the Solver's flat buffers start on 64-byte boundaries (fused.aligned_zeros)
+    flat, flat_grads = (fused.aligned_zeros(solver._flat.size, np.float32) for _ in range(2))
+    flat[...], flat_grads[...] = solver._flat, rng.randn(solver._flat.size)
 
     def numpy_norm_relu():
         out, bn_cache = norms.batchnorm_forward(h, gamma, beta, {"mode": "train"})
@@ -257,6 +262,10 @@ def _step_layer_rows(quick: bool) -> list[BenchRow]:
         "batch norm + ReLU backward": (
             lambda: norms.batchnorm_backward_alt(layers.relu_backward(dout, relu_cache), bn_cache),
             lambda: fused.batchnorm_relu_backward(dout, fused_cache),
+        ),
+        "batch norm + ReLU, test mode, 1,000 x 50": (
+            lambda: layers.relu_forward(norms.batchnorm_forward(checked, gamma, beta, running)[0]),
+            lambda: fused.batchnorm_relu_forward(checked, gamma, beta, running),
         ),
         f"Adam, {flat.size:,} parameters": (
             lambda: optim.adam(flat, flat_grads, numpy_state),
