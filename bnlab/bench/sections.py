@@ -273,7 +273,7 @@ def _step_layer_rows(quick: bool) -> list[BenchRow]:
         ),
     }
     rounds, calls = (3, 1) if quick else (15, 50)
-    return paired_rows("step", pairs, "the 8-layer net's: batch 50, width 50, float32", rounds, calls)
+    return paired_rows("step", pairs, "the 8-layer net's: batch 50 (a check: 1,000), width 50, float32", rounds, calls)
 
 
 def _random_solver(hidden_dims: list[int], dtype: type, num_train: int) -> Solver:
